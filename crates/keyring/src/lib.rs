@@ -1,1 +1,638 @@
-//! placeholder
+//! Per-index data keys, key wrapping and RBAC user wraps for vecseal.
+//!
+//! Every index has one random 32-byte data key (DEK). The DEK never leaves
+//! memory unwrapped: a [`Keyring`] holds it sealed ("wrapped") under
+//!
+//! * the owner's key-encryption key (KEK, the caller's `index_key`): the
+//!   *root wrap*;
+//! * each RBAC user's own KEK: a *read wrap* and/or a *write wrap* per user.
+//!
+//! The wraps that exist are the permission set; there is no flag to forge.
+//! Each wrap is sealed with associated data naming the index, the user and the
+//! permission, so a read wrap cannot be replayed as a write wrap, one user's
+//! wrap does not open for another user, and no wrap moves to another index.
+//! The KEK itself never encrypts data: a wrapping key is derived from it with
+//! HKDF, so the KEK can be rotated by re-wrapping the DEK alone.
+//!
+//! Opening a keyring yields an [`Access`]: the DEK plus typed capabilities
+//! ([`WriteCap`], [`OwnerCap`]) that only this crate can create. Mutating
+//! index operations take a `&WriteCap`, so an engine cannot forget the check.
+//!
+//! Write permission is enforced by the library: a read wrap yields the same
+//! DEK (it must, to decrypt), so a reader who also has raw write access to the
+//! store could forge records. See docs/SECURITY.md.
+//!
+//! ```
+//! use vecseal_envelope::{SecretKey, Suite};
+//! use vecseal_keyring::{IndexId, Keyring, UserId};
+//!
+//! let owner_kek = SecretKey::generate()?;
+//! let (mut ring, owner) = Keyring::create(IndexId([7; 16]), &owner_kek, Suite::Aes256Gcm)?;
+//!
+//! let alice = UserId([1; 16]);
+//! let alice_kek = SecretKey::generate()?;
+//! ring.grant(&owner, alice, &alice_kek, true, false)?;
+//!
+//! let as_alice = ring.open_user(alice, &alice_kek)?;
+//! assert!(as_alice.write().is_err()); // read-only
+//! assert!(as_alice.data_key().ct_eq(owner.data_key()));
+//! # Ok::<(), vecseal_keyring::Error>(())
+//! ```
+#![deny(missing_docs)]
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use vecseal_envelope::{SecretKey, Sealer, Suite};
+
+const MAGIC: &[u8; 4] = b"VSKR";
+const VERSION: u8 = 1;
+
+/// Errors of the keyring layer.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The key given does not open this index's keyring.
+    #[error("wrong key: the key given does not open this index")]
+    WrongKey,
+    /// The user has no wrap of any kind on this index.
+    #[error("user {0} has no access to this index")]
+    UnknownUser(UserId),
+    /// The caller lacks the permission an operation needs.
+    #[error("permission denied: {action} needs {needed} permission, which {who} does not have")]
+    PermissionDenied {
+        /// The operation refused.
+        action: &'static str,
+        /// The permission it needs (`write` or `owner`).
+        needed: &'static str,
+        /// Who asked (`user <hex id>`).
+        who: String,
+    },
+    /// A grant with neither read nor write.
+    #[error("a grant needs read and/or write permission; got neither")]
+    EmptyGrant,
+    /// A capability of another index was presented.
+    #[error("the access presented belongs to another index")]
+    WrongIndex,
+    /// The serialized keyring is malformed.
+    #[error("malformed keyring: {0}")]
+    Malformed(String),
+    /// An envelope operation failed.
+    #[error(transparent)]
+    Envelope(#[from] vecseal_envelope::Error),
+}
+
+/// The 16-byte identity of an index, bound into every wrap.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct IndexId(pub [u8; 16]);
+
+impl IndexId {
+    /// A fresh random index id.
+    pub fn generate() -> Result<Self, Error> {
+        let key = SecretKey::generate()?;
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&key.expose_secret()[..16]);
+        Ok(Self(id))
+    }
+}
+
+/// A 16-byte RBAC user id. Not secret: it is stored in the keyring in the clear.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserId(pub [u8; 16]);
+
+impl UserId {
+    /// Parses 32 hex characters.
+    pub fn from_hex(s: &str) -> Result<Self, Error> {
+        let s = s.trim();
+        if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::Malformed(format!(
+                "a user id is 32 hex characters (16 bytes); got {} characters",
+                s.len()
+            )));
+        }
+        let mut out = [0u8; 16];
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16)
+                .map_err(|_| Error::Malformed("user id is not hex".into()))?;
+        }
+        Ok(Self(out))
+    }
+
+    /// Takes a user id from exactly 16 bytes.
+    pub fn from_bytes(b: &[u8]) -> Result<Self, Error> {
+        b.try_into()
+            .map(Self)
+            .map_err(|_| Error::Malformed(format!("a user id is 16 bytes; got {}", b.len())))
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "UserId({self})")
+    }
+}
+
+/// What a wrap grants.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum WrapKind {
+    Root = 0,
+    Read = 1,
+    Write = 2,
+}
+
+/// Proof that the holder may mutate the index (upsert, delete, train).
+#[derive(Debug)]
+pub struct WriteCap {
+    index: IndexId,
+}
+
+impl WriteCap {
+    /// The index this capability belongs to.
+    pub fn index(&self) -> IndexId {
+        self.index
+    }
+}
+
+/// Proof that the holder has the root key (may manage users and rotate).
+#[derive(Debug)]
+pub struct OwnerCap {
+    index: IndexId,
+}
+
+/// An opened keyring: the data key and the capabilities of whoever opened it.
+pub struct Access {
+    index: IndexId,
+    dek: Arc<SecretKey>,
+    user: Option<UserId>,
+    write: Option<WriteCap>,
+    owner: Option<OwnerCap>,
+}
+
+impl Access {
+    /// The index's data key.
+    pub fn data_key(&self) -> &SecretKey {
+        &self.dek
+    }
+
+    /// A shared handle on the data key, for caches of derived keys.
+    pub fn data_key_arc(&self) -> Arc<SecretKey> {
+        Arc::clone(&self.dek)
+    }
+
+    /// The index this access belongs to.
+    pub fn index(&self) -> IndexId {
+        self.index
+    }
+
+    /// The RBAC user, or `None` for the owner (root key).
+    pub fn user(&self) -> Option<UserId> {
+        self.user
+    }
+
+    fn who(&self) -> String {
+        match self.user {
+            Some(u) => format!("user {u}"),
+            None => "the owner".into(),
+        }
+    }
+
+    /// The write capability, or a permission error naming the user.
+    pub fn write(&self) -> Result<&WriteCap, Error> {
+        self.write_for("this operation")
+    }
+
+    /// Like [`Access::write`], naming the refused `action` in the error.
+    pub fn write_for(&self, action: &'static str) -> Result<&WriteCap, Error> {
+        self.write.as_ref().ok_or_else(|| Error::PermissionDenied {
+            action,
+            needed: "write",
+            who: self.who(),
+        })
+    }
+
+    /// The owner capability, or a permission error naming the user.
+    pub fn owner_for(&self, action: &'static str) -> Result<&OwnerCap, Error> {
+        self.owner.as_ref().ok_or_else(|| Error::PermissionDenied {
+            action,
+            needed: "owner (root key)",
+            who: self.who(),
+        })
+    }
+
+    /// Whether the holder may write.
+    pub fn can_write(&self) -> bool {
+        self.write.is_some()
+    }
+}
+
+/// One user's entry as listed by [`Keyring::users`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UserEntry {
+    /// The user.
+    pub user_id: UserId,
+    /// Whether a read wrap exists.
+    pub has_read: bool,
+    /// Whether a write wrap exists (a write wrap also allows reading).
+    pub has_write: bool,
+}
+
+#[derive(Default, Clone, PartialEq, Eq, Debug)]
+struct UserWraps {
+    read: Option<Vec<u8>>,
+    write: Option<Vec<u8>>,
+}
+
+/// The wrapped data key of one index with its root wrap and user wraps.
+///
+/// Its serialized form ([`Keyring::to_bytes`]) is a stable, versioned byte
+/// format holding only sealed values and user ids.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Keyring {
+    index: IndexId,
+    suite: Suite,
+    root: Vec<u8>,
+    users: BTreeMap<UserId, UserWraps>,
+}
+
+fn wrap_aad(index: IndexId, kind: WrapKind, user: Option<UserId>) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(48);
+    aad.extend_from_slice(b"vecseal/keyring/wrap/v1");
+    aad.extend_from_slice(&index.0);
+    aad.push(kind as u8);
+    aad.extend_from_slice(&user.map(|u| u.0).unwrap_or([0; 16]));
+    aad
+}
+
+fn wrapping_sealer(kek: &SecretKey, index: IndexId, suite: Suite) -> Sealer {
+    Sealer::new(&kek.derive("keyring/wrap", &index.0), suite)
+}
+
+impl Keyring {
+    /// Creates a keyring with a fresh random DEK wrapped under `owner_kek`.
+    pub fn create(index: IndexId, owner_kek: &SecretKey, suite: Suite) -> Result<(Self, Access), Error> {
+        let dek = SecretKey::generate()?;
+        let root = wrapping_sealer(owner_kek, index, suite).seal(
+            &wrap_aad(index, WrapKind::Root, None),
+            dek.expose_secret(),
+        )?;
+        let ring = Self { index, suite, root, users: BTreeMap::new() };
+        Ok((ring, Self::owner_access(index, dek)))
+    }
+
+    fn owner_access(index: IndexId, dek: SecretKey) -> Access {
+        Access {
+            index,
+            dek: Arc::new(dek),
+            user: None,
+            write: Some(WriteCap { index }),
+            owner: Some(OwnerCap { index }),
+        }
+    }
+
+    /// The index this keyring belongs to.
+    pub fn index(&self) -> IndexId {
+        self.index
+    }
+
+    /// The suite used for wraps (and, by convention, the index's data).
+    pub fn suite(&self) -> Suite {
+        self.suite
+    }
+
+    fn unwrap(&self, kek: &SecretKey, kind: WrapKind, user: Option<UserId>, sealed: &[u8]) -> Result<SecretKey, Error> {
+        let bytes = wrapping_sealer(kek, self.index, self.suite)
+            .open(&wrap_aad(self.index, kind, user), sealed)
+            .map_err(|e| match e {
+                vecseal_envelope::Error::Authentication => Error::WrongKey,
+                other => Error::Envelope(other),
+            })?;
+        Ok(SecretKey::from_bytes(&bytes)?)
+    }
+
+    /// Opens the keyring with the owner's KEK: full access.
+    pub fn open_root(&self, kek: &SecretKey) -> Result<Access, Error> {
+        let dek = self.unwrap(kek, WrapKind::Root, None, &self.root)?;
+        Ok(Self::owner_access(self.index, dek))
+    }
+
+    /// Opens the keyring as RBAC user `user` with that user's KEK.
+    pub fn open_user(&self, user: UserId, kek: &SecretKey) -> Result<Access, Error> {
+        let wraps = self.users.get(&user).ok_or(Error::UnknownUser(user))?;
+        let (dek, write) = if let Some(w) = &wraps.write {
+            (self.unwrap(kek, WrapKind::Write, Some(user), w)?, true)
+        } else if let Some(r) = &wraps.read {
+            (self.unwrap(kek, WrapKind::Read, Some(user), r)?, false)
+        } else {
+            return Err(Error::UnknownUser(user));
+        };
+        Ok(Access {
+            index: self.index,
+            dek: Arc::new(dek),
+            user: Some(user),
+            write: write.then_some(WriteCap { index: self.index }),
+            owner: None,
+        })
+    }
+
+    fn check_owner(&self, access: &Access, action: &'static str) -> Result<(), Error> {
+        let owner = access.owner_for(action)?;
+        if owner.index != self.index || access.index != self.index {
+            return Err(Error::WrongIndex);
+        }
+        Ok(())
+    }
+
+    /// Gives `user` read and/or write wraps under `user_kek`, replacing any
+    /// wraps the user had. Needs the owner's access.
+    pub fn grant(&mut self, owner: &Access, user: UserId, user_kek: &SecretKey, read: bool, write: bool) -> Result<(), Error> {
+        self.check_owner(owner, "managing users")?;
+        if !read && !write {
+            return Err(Error::EmptyGrant);
+        }
+        let sealer = wrapping_sealer(user_kek, self.index, self.suite);
+        let dek = owner.data_key().expose_secret();
+        let mut wraps = UserWraps::default();
+        if read {
+            wraps.read = Some(sealer.seal(&wrap_aad(self.index, WrapKind::Read, Some(user)), dek)?);
+        }
+        if write {
+            wraps.write = Some(sealer.seal(&wrap_aad(self.index, WrapKind::Write, Some(user)), dek)?);
+        }
+        self.users.insert(user, wraps);
+        Ok(())
+    }
+
+    /// Deletes every wrap of `user`; returns whether the user had any.
+    pub fn revoke(&mut self, owner: &Access, user: UserId) -> Result<bool, Error> {
+        self.check_owner(owner, "managing users")?;
+        Ok(self.users.remove(&user).is_some())
+    }
+
+    /// The users with at least one wrap, in user-id order.
+    pub fn users(&self) -> Vec<UserEntry> {
+        self.users
+            .iter()
+            .map(|(u, w)| UserEntry { user_id: *u, has_read: w.read.is_some(), has_write: w.write.is_some() })
+            .collect()
+    }
+
+    /// Re-wraps the DEK under `new_kek`. No data is re-encrypted and every
+    /// user wrap stays valid; the old KEK stops working.
+    pub fn rotate_root(&mut self, owner: &Access, new_kek: &SecretKey) -> Result<(), Error> {
+        self.check_owner(owner, "rotating the index key")?;
+        self.root = wrapping_sealer(new_kek, self.index, self.suite)
+            .seal(&wrap_aad(self.index, WrapKind::Root, None), owner.data_key().expose_secret())?;
+        Ok(())
+    }
+
+    /// Serializes the keyring (stable format, version 1).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.root.len() + self.users.len() * 140);
+        out.extend_from_slice(MAGIC);
+        out.push(VERSION);
+        out.push(self.suite.id());
+        out.extend_from_slice(&self.index.0);
+        put_bytes(&mut out, &self.root);
+        out.extend_from_slice(&(self.users.len() as u32).to_le_bytes());
+        for (user, wraps) in &self.users {
+            out.extend_from_slice(&user.0);
+            out.push(u8::from(wraps.read.is_some()) | (u8::from(wraps.write.is_some()) << 1));
+            for w in [&wraps.read, &wraps.write].into_iter().flatten() {
+                put_bytes(&mut out, w);
+            }
+        }
+        out
+    }
+
+    /// Parses a keyring written by [`Keyring::to_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
+        let mut r = Reader(bytes);
+        if r.take(4)? != MAGIC {
+            return Err(Error::Malformed("bad magic: not a vecseal keyring".into()));
+        }
+        let version = r.take(1)?[0];
+        if version != VERSION {
+            return Err(Error::Malformed(format!("keyring version {version}, expected {VERSION}")));
+        }
+        let suite = Suite::from_id(r.take(1)?[0])?;
+        let mut index = [0u8; 16];
+        index.copy_from_slice(r.take(16)?);
+        let root = r.bytes()?.to_vec();
+        let n = u32::from_le_bytes(r.array()?);
+        let mut users = BTreeMap::new();
+        for _ in 0..n {
+            let user = UserId(r.array()?);
+            let flags = r.take(1)?[0];
+            if flags == 0 || flags > 3 {
+                return Err(Error::Malformed(format!("user flags {flags}, expected 1, 2 or 3")));
+            }
+            let read = if flags & 1 != 0 { Some(r.bytes()?.to_vec()) } else { None };
+            let write = if flags & 2 != 0 { Some(r.bytes()?.to_vec()) } else { None };
+            users.insert(user, UserWraps { read, write });
+        }
+        if !r.0.is_empty() {
+            return Err(Error::Malformed(format!("{} trailing bytes", r.0.len())));
+        }
+        Ok(Self { index: IndexId(index), suite, root, users })
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
+        if self.0.len() < n {
+            return Err(Error::Malformed(format!("truncated: needed {n} more bytes, {} left", self.0.len())));
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Ok(head)
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], Error> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+    fn bytes(&mut self) -> Result<&'a [u8], Error> {
+        let n = u32::from_le_bytes(self.array()?) as usize;
+        self.take(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn k(b: u8) -> SecretKey {
+        SecretKey::from_bytes(&[b; 32]).unwrap_or_else(|_| unreachable!())
+    }
+    const IDX: IndexId = IndexId([9; 16]);
+
+    fn ring() -> (Keyring, Access) {
+        Keyring::create(IDX, &k(1), Suite::Aes256Gcm).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn wrong_root_key_is_rejected() {
+        let (r, _) = ring();
+        assert!(matches!(r.open_root(&k(2)), Err(Error::WrongKey)));
+        assert!(r.open_root(&k(1)).is_ok());
+    }
+
+    #[test]
+    fn read_wrap_cannot_be_replayed_as_write_wrap() {
+        let (mut r, owner) = ring();
+        let u = UserId([3; 16]);
+        r.grant(&owner, u, &k(5), true, false).unwrap_or_else(|e| panic!("{e}"));
+        // Move the read wrap into the write slot.
+        if let Some(w) = r.users.get_mut(&u) {
+            w.write = w.read.clone();
+        }
+        assert!(matches!(r.open_user(u, &k(5)), Err(Error::WrongKey)));
+    }
+
+    #[test]
+    fn one_users_wrap_does_not_open_for_another() {
+        let (mut r, owner) = ring();
+        let (a, b) = (UserId([3; 16]), UserId([4; 16]));
+        r.grant(&owner, a, &k(5), true, true).unwrap_or_else(|e| panic!("{e}"));
+        r.grant(&owner, b, &k(6), true, false).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(r.open_user(b, &k(5)), Err(Error::WrongKey)));
+        let wa = r.users[&a].clone();
+        r.users.insert(b, wa);
+        assert!(matches!(r.open_user(b, &k(5)), Err(Error::WrongKey)));
+    }
+
+    #[test]
+    fn wraps_do_not_move_to_another_index() {
+        let (r, _) = ring();
+        let mut other = r.clone();
+        other.index = IndexId([8; 16]);
+        assert!(matches!(other.open_root(&k(1)), Err(Error::WrongKey)));
+    }
+
+    #[test]
+    fn read_only_user_has_no_write_or_owner_capability() {
+        let (mut r, owner) = ring();
+        let u = UserId([3; 16]);
+        r.grant(&owner, u, &k(5), true, false).unwrap_or_else(|e| panic!("{e}"));
+        let acc = r.open_user(u, &k(5)).unwrap_or_else(|e| panic!("{e}"));
+        let err = acc.write_for("upsert").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("upsert") && err.contains("write") && err.contains(&u.to_string()), "{err}");
+        assert!(matches!(r.grant(&acc, UserId([4; 16]), &k(6), true, true), Err(Error::PermissionDenied { .. })));
+        assert!(acc.data_key().ct_eq(owner.data_key()));
+    }
+
+    #[test]
+    fn revocation_and_rotation() {
+        let (mut r, owner) = ring();
+        let u = UserId([3; 16]);
+        r.grant(&owner, u, &k(5), true, true).unwrap_or_else(|e| panic!("{e}"));
+        r.rotate_root(&owner, &k(2)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(r.open_root(&k(1)), Err(Error::WrongKey)));
+        assert!(r.open_root(&k(2)).is_ok());
+        assert!(r.open_user(u, &k(5)).is_ok_and(|a| a.can_write()));
+        assert!(r.revoke(&owner, u).unwrap_or(false));
+        assert!(matches!(r.open_user(u, &k(5)), Err(Error::UnknownUser(_))));
+    }
+
+    #[test]
+    fn serialization_round_trips_and_rejects_garbage() {
+        let (mut r, owner) = ring();
+        r.grant(&owner, UserId([3; 16]), &k(5), true, false).unwrap_or_else(|e| panic!("{e}"));
+        r.grant(&owner, UserId([4; 16]), &k(6), true, true).unwrap_or_else(|e| panic!("{e}"));
+        let bytes = r.to_bytes();
+        assert_eq!(Keyring::from_bytes(&bytes).ok(), Some(r));
+        for cut in 0..bytes.len() {
+            assert!(Keyring::from_bytes(&bytes[..cut]).is_err());
+        }
+        assert!(Keyring::from_bytes(b"nope").is_err());
+    }
+
+    #[test]
+    fn user_id_hex() {
+        let u = UserId::from_hex("000102030405060708090a0b0c0d0e0f").unwrap_or(UserId([0xff; 16]));
+        assert_eq!(u.to_string(), "000102030405060708090a0b0c0d0e0f");
+        assert!(UserId::from_hex("00").is_err());
+        assert!(UserId::from_hex("zz0102030405060708090a0b0c0d0e0f").is_err());
+    }
+
+    mod model {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::BTreeMap;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Grant(u8, bool, bool),
+            Revoke(u8),
+            Rotate(u8),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                (0u8..4, any::<bool>(), any::<bool>()).prop_map(|(u, r, w)| Op::Grant(u, r, w)),
+                (0u8..4).prop_map(Op::Revoke),
+                (10u8..14).prop_map(Op::Rotate),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+            #[test]
+            fn random_grant_revoke_rotate_match_model(ops in proptest::collection::vec(op(), 1..20)) {
+                let (mut r, owner) = ring();
+                let mut root = 1u8;
+                let mut model: BTreeMap<u8, (bool, bool)> = BTreeMap::new();
+                for op in ops {
+                    match op {
+                        Op::Grant(u, rd, wr) => {
+                            let res = r.grant(&owner, UserId([u; 16]), &k(100 + u), rd, wr);
+                            if rd || wr { prop_assert!(res.is_ok()); model.insert(u, (rd, wr)); }
+                            else { prop_assert!(matches!(res, Err(Error::EmptyGrant))); }
+                        }
+                        Op::Revoke(u) => {
+                            let had = r.revoke(&owner, UserId([u; 16])).unwrap_or(false);
+                            prop_assert_eq!(had, model.remove(&u).is_some());
+                        }
+                        Op::Rotate(n) => {
+                            r.rotate_root(&owner, &k(n)).unwrap_or_else(|e| panic!("{e}"));
+                            root = n;
+                        }
+                    }
+                    let r = Keyring::from_bytes(&r.to_bytes()).unwrap_or_else(|e| panic!("{e}"));
+                    prop_assert!(r.open_root(&k(root)).is_ok());
+                    for u in 0u8..4 {
+                        let got = r.open_user(UserId([u; 16]), &k(100 + u));
+                        match model.get(&u) {
+                            None => prop_assert!(matches!(got, Err(Error::UnknownUser(_)))),
+                            Some(&(_, w)) => {
+                                let acc = got.unwrap_or_else(|e| panic!("{e}"));
+                                prop_assert_eq!(acc.can_write(), w);
+                                prop_assert!(acc.data_key().ct_eq(owner.data_key()));
+                            }
+                        }
+                    }
+                    let listed: Vec<_> = r.users().iter().map(|e| (e.user_id.0[0], (e.has_read, e.has_write))).collect();
+                    let expect: Vec<_> = model.iter().map(|(u, p)| (*u, *p)).collect();
+                    prop_assert_eq!(listed, expect);
+                }
+            }
+        }
+    }
+}
