@@ -1,1 +1,202 @@
-//! placeholder
+//! The storage layer of vecseal: a [`Store`] trait and two engines.
+//!
+//! A store is a set of named *namespaces*, each a sorted map from byte keys to
+//! byte values, with atomic write batches that span namespaces, streaming
+//! prefix scans and consistent snapshots. vecseal hands it only ciphertext and
+//! blinded keys.
+//!
+//! **Architecture invariant:** this crate never sees a key and links no cipher
+//! crate; it stores opaque bytes.
+//!
+//! Engines:
+//! * [`MemStore`]: in memory, for tests and ephemeral indexes;
+//! * [`RocksStore`]: RocksDB in a local folder (the product's default), one
+//!   column family per namespace, compression off, WAL on.
+//!
+//! ```
+//! use vecseal_storage::{Durability, MemStore, Store, WriteBatch};
+//!
+//! let store = MemStore::new(&["items"]);
+//! let mut batch = WriteBatch::new();
+//! batch.put("items", b"k1", b"v1");
+//! batch.put("items", b"k2", b"v2");
+//! store.write(batch, Durability::Sync)?;
+//! let all: Vec<_> = store.scan_prefix("items", b"k")?.collect::<Result<_, _>>()?;
+//! assert_eq!(all.len(), 2);
+//! # Ok::<(), vecseal_storage::Error>(())
+//! ```
+#![deny(missing_docs)]
+
+mod mem;
+mod rocks;
+
+pub use mem::MemStore;
+pub use rocks::RocksStore;
+
+use std::path::PathBuf;
+
+/// Errors of the storage layer.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A namespace that the store was not opened with.
+    #[error("unknown namespace {name:?}; this store has {known:?}")]
+    UnknownNamespace {
+        /// The namespace asked for.
+        name: String,
+        /// The namespaces the store has.
+        known: Vec<String>,
+    },
+    /// The database folder is locked by another process (or another handle).
+    #[error("database at {path} is in use by another process (lock held)")]
+    Locked {
+        /// The folder.
+        path: PathBuf,
+    },
+    /// The database folder could not be opened.
+    #[error("cannot open database at {path}: {reason}")]
+    Open {
+        /// The folder.
+        path: PathBuf,
+        /// What the engine said.
+        reason: String,
+    },
+    /// The database is corrupt.
+    #[error("database at {path} is corrupt: {reason}")]
+    Corrupt {
+        /// The folder.
+        path: PathBuf,
+        /// What the engine said.
+        reason: String,
+    },
+    /// Any other engine error.
+    #[error("storage engine error: {0}")]
+    Engine(String),
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A key and its value, as returned by scans.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// A streaming scan over entries in key order.
+pub type Scan<'a> = Box<dyn Iterator<Item = Result<Entry>> + 'a>;
+
+/// Whether a committed batch is flushed to stable storage before `write`
+/// returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync the write-ahead log before returning: survives power loss.
+    Sync,
+    /// Return once the batch is in the WAL buffer: survives a process crash,
+    /// may be lost on power loss.
+    Buffered,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Op {
+    Put { ns: String, key: Vec<u8>, value: Vec<u8> },
+    Delete { ns: String, key: Vec<u8> },
+}
+
+/// An atomic group of puts and deletes over any namespaces: all of it is
+/// applied, or none of it.
+#[derive(Debug, Clone, Default)]
+pub struct WriteBatch {
+    ops: Vec<Op>,
+    bytes: usize,
+}
+
+impl WriteBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a put of `key` → `value` in namespace `ns`.
+    pub fn put(&mut self, ns: &str, key: &[u8], value: &[u8]) {
+        self.put_owned(ns, key.to_vec(), value.to_vec());
+    }
+
+    /// Adds a put, taking the buffers.
+    pub fn put_owned(&mut self, ns: &str, key: Vec<u8>, value: Vec<u8>) {
+        self.bytes += key.len() + value.len();
+        self.ops.push(Op::Put { ns: ns.to_owned(), key, value });
+    }
+
+    /// Adds a delete of `key` in namespace `ns`.
+    pub fn delete(&mut self, ns: &str, key: &[u8]) {
+        self.bytes += key.len();
+        self.ops.push(Op::Delete { ns: ns.to_owned(), key: key.to_vec() });
+    }
+
+    /// Number of operations in the batch.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Whether the batch has no operations.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Approximate payload size of the batch in bytes.
+    pub fn size_bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+/// A consistent, read-only view of a store at one moment.
+pub trait Snapshot: Send + Sync {
+    /// The value of `key` in `ns` as of the snapshot.
+    fn get(&self, ns: &str, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Entries of `ns` whose key starts with `prefix`, in key order, as of the
+    /// snapshot.
+    fn scan_prefix<'a>(&'a self, ns: &str, prefix: &[u8]) -> Result<Scan<'a>>;
+}
+
+/// A namespaced, sorted, transactional key-value store.
+///
+/// Implementations must make [`Store::write`] atomic across namespaces and
+/// must keep scans and snapshots consistent under concurrent writes.
+pub trait Store: Send + Sync {
+    /// The value of `key` in `ns`.
+    fn get(&self, ns: &str, key: &[u8]) -> Result<Option<Vec<u8>>>;
+
+    /// The values of many keys of `ns`, in the order asked.
+    fn multi_get(&self, ns: &str, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
+        keys.iter().map(|k| self.get(ns, k)).collect()
+    }
+
+    /// Applies `batch` atomically.
+    fn write(&self, batch: WriteBatch, durability: Durability) -> Result<()>;
+
+    /// Puts one value (a batch of one).
+    fn put(&self, ns: &str, key: &[u8], value: &[u8], durability: Durability) -> Result<()> {
+        let mut b = WriteBatch::new();
+        b.put(ns, key, value);
+        self.write(b, durability)
+    }
+
+    /// Deletes one key (a batch of one).
+    fn delete(&self, ns: &str, key: &[u8], durability: Durability) -> Result<()> {
+        let mut b = WriteBatch::new();
+        b.delete(ns, key);
+        self.write(b, durability)
+    }
+
+    /// Streams the entries of `ns` whose key starts with `prefix`, in key
+    /// order. The stream reads a consistent view; it does not load the
+    /// namespace into memory.
+    fn scan_prefix<'a>(&'a self, ns: &str, prefix: &[u8]) -> Result<Scan<'a>>;
+
+    /// A consistent snapshot for long readers.
+    fn snapshot(&self) -> Result<Box<dyn Snapshot + '_>>;
+
+    /// The namespaces this store was opened with.
+    fn namespaces(&self) -> Vec<String>;
+}
+
+#[cfg(test)]
+mod conformance;
