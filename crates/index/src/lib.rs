@@ -1,1 +1,179 @@
-//! placeholder
+//! The encrypted IVF index engine of vecseal.
+//!
+//! [`Database`] keeps a catalog of named indexes in a [`Store`]; an
+//! [`Index`] is one encrypted index: items (id, vector, contents, metadata),
+//! search vectors sealed in blocks per inverted list, and after
+//! [`Index::train`] the k-means centroids that route queries and upserts.
+//!
+//! What the store sees (see docs/SECURITY.md): index names in the catalog,
+//! the keyring (wrapped keys and RBAC user ids), and otherwise only blinded
+//! keys and sealed values.
+//!
+//! # Record layout
+//!
+//! | namespace | key | value |
+//! |---|---|---|
+//! | `catalog` | `index/` + name | index id, keyring |
+//! | `meta` | index id ‖ blind("state") | sealed index state (dimension, metric, lists, block directory) |
+//! | `meta` | index id ‖ blind("centroids", generation) | sealed centroids |
+//! | `items` | index id ‖ blind(item id) | sealed item (vector, contents, metadata) |
+//! | `blocks` | index id ‖ blind(block number) | sealed block of up to ~128 KiB of search vectors of one list |
+//!
+//! Every sealed value's associated data is its kind and its full storage key,
+//! which begins with the index id: a value moved to another item, kind or
+//! index fails to open.
+//!
+//! Blocks are copy-on-write: a change to a block writes it under a fresh
+//! block number and deletes the old one in the same atomic batch, so deleted
+//! or overwritten vectors never stay reachable, and caches never go stale.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod cache;
+mod codec;
+mod database;
+mod distance;
+mod engine;
+mod keys;
+
+pub use database::{Database, IndexConfig, NAMESPACES};
+pub use engine::{
+    auto_n_lists, auto_n_probes, IndexAs,
+    Field, Fields, GetResult, Hit, Index, IndexInfo, Item, QueryOptions, TrainOptions, TrainProgress,
+    TrainingState,
+};
+pub use keys::Credentials;
+pub use vecseal_envelope::{SecretKey, Suite};
+pub use vecseal_keyring::{UserEntry, UserId};
+pub use vecseal_storage::Store;
+
+/// Similarity metric of an index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Metric {
+    /// Euclidean (L2) distance.
+    Euclidean,
+    /// Squared Euclidean distance.
+    #[default]
+    SquaredEuclidean,
+    /// Cosine distance, `1 − cos(q, x)`.
+    Cosine,
+    /// Negative inner product, `−q·x` (smaller is more similar).
+    InnerProduct,
+}
+
+impl Metric {
+    /// The stable name (`euclidean`, `squared-euclidean`, `cosine`, `inner-product`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Euclidean => "euclidean",
+            Metric::SquaredEuclidean => "squared-euclidean",
+            Metric::Cosine => "cosine",
+            Metric::InnerProduct => "inner-product",
+        }
+    }
+}
+
+impl std::str::FromStr for Metric {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "euclidean" | "l2" => Ok(Metric::Euclidean),
+            "squared-euclidean" | "squared_euclidean" => Ok(Metric::SquaredEuclidean),
+            "cosine" => Ok(Metric::Cosine),
+            "inner-product" | "inner_product" | "ip" => Ok(Metric::InnerProduct),
+            other => Err(Error::InvalidParameter {
+                name: "metric",
+                value: other.to_owned(),
+                expected: "euclidean, squared-euclidean, cosine or inner-product",
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for Metric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Errors of the index engine.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No index of that name.
+    #[error("index {0:?} does not exist")]
+    NotFound(String),
+    /// An index of that name exists already.
+    #[error("index {0:?} already exists")]
+    AlreadyExists(String),
+    /// Key, RBAC or permission failure (wrong key, unknown user, permission denied …).
+    #[error(transparent)]
+    Access(#[from] vecseal_keyring::Error),
+    /// A vector of the wrong dimension.
+    #[error("dimension mismatch for {what}: the index has dimension {expected}, got {got}")]
+    DimensionMismatch {
+        /// Which vector (an item id or `query #n`).
+        what: String,
+        /// The index's dimension.
+        expected: usize,
+        /// The vector's length.
+        got: usize,
+    },
+    /// NaN or infinity in a vector.
+    #[error("vector of {what} has a non-finite value at position {position}")]
+    NonFinite {
+        /// Which vector.
+        what: String,
+        /// Position of the first bad value.
+        position: usize,
+    },
+    /// An empty item id.
+    #[error("item ids must be non-empty (item #{0} of the batch has an empty id)")]
+    EmptyId(usize),
+    /// An invalid parameter or argument.
+    #[error("invalid {name}: {value}; expected {expected}")]
+    InvalidParameter {
+        /// The parameter.
+        name: &'static str,
+        /// The value given.
+        value: String,
+        /// What would be valid.
+        expected: &'static str,
+    },
+    /// Too few vectors to train.
+    #[error("training needs at least {need} vectors (max(2 × n_lists, 10000)) but the index holds {have}")]
+    NotEnoughVectors {
+        /// Vectors stored.
+        have: usize,
+        /// Vectors needed.
+        need: usize,
+    },
+    /// A stored record failed authentication: it was modified, moved or
+    /// belongs to other keys. Opaque on purpose.
+    #[error("authentication failed on a stored {0}: it was modified, moved, or sealed under another key")]
+    Authentication(&'static str),
+    /// A stored record opened but its content is malformed.
+    #[error("corrupt {what}: {reason}")]
+    Corrupt {
+        /// The record kind.
+        what: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The storage engine failed.
+    #[error(transparent)]
+    Storage(#[from] vecseal_storage::Error),
+    /// k-means training failed.
+    #[error("training failed: {0}")]
+    KMeans(#[from] vecseal_kmeans::Error),
+    /// An envelope operation failed (other than authentication).
+    #[error(transparent)]
+    Envelope(vecseal_envelope::Error),
+    /// Metadata that is not a JSON object.
+    #[error("metadata of item {0:?} must be a JSON object")]
+    BadMetadata(String),
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

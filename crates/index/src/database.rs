@@ -1,0 +1,187 @@
+//! The catalog of indexes in a store.
+
+use std::sync::Arc;
+
+use vecseal_envelope::Suite;
+use vecseal_keyring::{IndexId, Keyring};
+use vecseal_storage::{Durability, Store, WriteBatch};
+
+use crate::engine::{Index, Persisted};
+use crate::keys::{Credentials, Keys};
+use crate::{Error, Metric, Result};
+
+/// The namespaces vecseal uses; open a store with them.
+pub const NAMESPACES: &[&str] = &["catalog", "meta", "items", "blocks"];
+
+pub(crate) const NS_CATALOG: &str = "catalog";
+pub(crate) const NS_META: &str = "meta";
+pub(crate) const NS_ITEMS: &str = "items";
+pub(crate) const NS_BLOCKS: &str = "blocks";
+
+const CATALOG_VERSION: u8 = 1;
+
+/// How a new index is configured.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[must_use]
+pub struct IndexConfig {
+    /// Fixed dimension; `None` takes it from the first upsert.
+    pub dimension: Option<usize>,
+    /// The metric.
+    pub metric: Metric,
+    /// The cipher suite for every record of the index.
+    pub suite: Suite,
+}
+
+impl IndexConfig {
+    /// Sets the dimension.
+    pub fn with_dimension(mut self, d: usize) -> Self {
+        self.dimension = Some(d);
+        self
+    }
+    /// Sets the metric.
+    pub fn with_metric(mut self, m: Metric) -> Self {
+        self.metric = m;
+        self
+    }
+    /// Sets the cipher suite.
+    pub fn with_suite(mut self, s: Suite) -> Self {
+        self.suite = s;
+        self
+    }
+}
+
+/// A store holding any number of named encrypted indexes.
+#[derive(Clone)]
+pub struct Database {
+    store: Arc<dyn Store>,
+    cache_bytes: usize,
+}
+
+fn catalog_key(name: &str) -> Vec<u8> {
+    let mut k = b"index/".to_vec();
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+pub(crate) fn encode_catalog(id: IndexId, ring: &Keyring) -> Vec<u8> {
+    let mut v = vec![CATALOG_VERSION];
+    v.extend_from_slice(&id.0);
+    v.extend_from_slice(&ring.to_bytes());
+    v
+}
+
+pub(crate) fn read_catalog(store: &dyn Store, name: &str) -> Result<(IndexId, Keyring)> {
+    let raw = store.get(NS_CATALOG, &catalog_key(name))?.ok_or_else(|| Error::NotFound(name.to_owned()))?;
+    if raw.len() < 17 || raw[0] != CATALOG_VERSION {
+        return Err(Error::Corrupt { what: "catalog entry", reason: "bad version or length".into() });
+    }
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&raw[1..17]);
+    let ring = Keyring::from_bytes(&raw[17..])?;
+    if ring.index() != IndexId(id) {
+        return Err(Error::Corrupt { what: "catalog entry", reason: "keyring belongs to another index".into() });
+    }
+    Ok((IndexId(id), ring))
+}
+
+pub(crate) fn write_catalog(batch: &mut WriteBatch, name: &str, id: IndexId, ring: &Keyring) {
+    batch.put_owned(NS_CATALOG, catalog_key(name), encode_catalog(id, ring));
+}
+
+pub(crate) fn open_ring(ring: &Keyring, cred: &Credentials) -> Result<vecseal_keyring::Access> {
+    Ok(match cred.user {
+        None => ring.open_root(&cred.key)?,
+        Some(u) => ring.open_user(u, &cred.key)?,
+    })
+}
+
+fn check_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
+        return Err(Error::InvalidParameter {
+            name: "index name",
+            value: format!("{name:?}"),
+            expected: "1 to 255 bytes without control characters",
+        });
+    }
+    Ok(())
+}
+
+impl Database {
+    /// A database over `store` (opened with [`NAMESPACES`]).
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store, cache_bytes: 0 }
+    }
+
+    /// Indexes loaded from now on keep a cache of decrypted blocks of at most
+    /// `bytes` (0 = off, the default).
+    #[must_use]
+    pub fn with_list_cache(mut self, bytes: usize) -> Self {
+        self.cache_bytes = bytes;
+        self
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Creates an index owned by `owner` (root key credentials).
+    pub fn create_index(&self, name: &str, owner: Credentials, config: IndexConfig) -> Result<Index> {
+        check_name(name)?;
+        if owner.user.is_some() {
+            return Err(Error::InvalidParameter {
+                name: "credentials",
+                value: "an RBAC user".into(),
+                expected: "the owner's index key: users are added after creation",
+            });
+        }
+        if config.dimension == Some(0) {
+            return Err(Error::InvalidParameter { name: "dimension", value: "0".into(), expected: "at least 1" });
+        }
+        match read_catalog(self.store.as_ref(), name) {
+            Ok(_) => return Err(Error::AlreadyExists(name.to_owned())),
+            Err(Error::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let id = IndexId::generate()?;
+        let (ring, access) = Keyring::create(id, &owner.key, config.suite)?;
+        let keys = Keys::derive(access.data_key(), id, config.suite);
+        let state = Persisted::new(config.dimension, config.metric);
+        let mut batch = WriteBatch::new();
+        write_catalog(&mut batch, name, id, &ring);
+        let sk = keys.state_key();
+        let sealed = keys.seal(crate::keys::Kind::State, &sk, &state.encode())?;
+        batch.put_owned(NS_META, sk, sealed);
+        self.store.write(batch, Durability::Sync)?;
+        Index::open(Arc::clone(&self.store), name, owner, self.cache_bytes)
+    }
+
+    /// Loads an existing index; the credentials become its default for every
+    /// operation. A wrong key is [`vecseal_keyring::Error::WrongKey`].
+    pub fn load_index(&self, name: &str, cred: Credentials) -> Result<Index> {
+        Index::open(Arc::clone(&self.store), name, cred, self.cache_bytes)
+    }
+
+    /// Names of all indexes, sorted.
+    pub fn list_indexes(&self) -> Result<Vec<String>> {
+        self.store
+            .scan_prefix(NS_CATALOG, b"index/")?
+            .map(|r| r.map(|(k, _)| String::from_utf8_lossy(&k[6..]).into_owned()).map_err(Error::from))
+            .collect()
+    }
+
+    /// Deletes an index and every record of it. Needs the owner's key.
+    pub fn delete_index(&self, name: &str, owner: &Credentials) -> Result<()> {
+        let (id, ring) = read_catalog(self.store.as_ref(), name)?;
+        open_ring(&ring, owner)?.owner_for("deleting the index")?;
+        let mut batch = WriteBatch::new();
+        for ns in [NS_META, NS_ITEMS, NS_BLOCKS] {
+            for entry in self.store.scan_prefix(ns, &id.0)? {
+                batch.delete(ns, &entry?.0);
+            }
+        }
+        batch.delete(NS_CATALOG, &catalog_key(name));
+        self.store.write(batch, Durability::Sync)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,1276 @@
+//! One encrypted index: upsert, get, delete, query, train, users.
+
+use std::cmp::Ordering as CmpOrdering;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use vecseal_envelope::{SecretKey, Suite};
+use vecseal_keyring::{Access, IndexId, UserEntry, UserId};
+use vecseal_storage::{Durability, Store, WriteBatch};
+
+use crate::cache::BlockCache;
+use crate::codec::{Block, ItemRecord};
+use crate::database::{open_ring, read_catalog, write_catalog, NS_BLOCKS, NS_ITEMS, NS_META};
+use crate::distance::{distance, l2sq, normalize};
+use crate::keys::{Credentials, Keys, Kind};
+use crate::{Error, Metric, Result};
+
+/// Target plaintext size of one sealed block of search vectors.
+const BLOCK_BYTES: usize = 128 << 10;
+/// Queries of one batch are processed in chunks of this many.
+const QUERY_CHUNK: usize = 256;
+/// New blocks written during training go out in batches of about this size.
+const TRAIN_BATCH_BYTES: usize = 32 << 20;
+/// The minimum number of vectors training needs, whatever `n_lists`.
+pub(crate) const MIN_TRAIN_VECTORS: usize = 10_000;
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub(crate) struct BlockRef {
+    seq: u64,
+    count: u32,
+}
+
+/// The sealed state record of an index.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct Persisted {
+    version: u32,
+    dim: Option<usize>,
+    metric: Metric,
+    trained: bool,
+    generation: u64,
+    next_seq: u64,
+    lists: Vec<Vec<BlockRef>>,
+}
+
+impl Persisted {
+    pub(crate) fn new(dim: Option<usize>, metric: Metric) -> Self {
+        Self { version: 1, dim, metric, trained: false, generation: 0, next_seq: 0, lists: vec![Vec::new()] }
+    }
+
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    fn decode(b: &[u8]) -> Result<Self> {
+        serde_json::from_slice(b).map_err(|e| Error::Corrupt { what: "index state record", reason: e.to_string() })
+    }
+}
+
+struct Live {
+    p: Persisted,
+    centroids: Vec<f32>,
+    /// Item id → number of the block holding its search vector.
+    locations: HashMap<String, u64>,
+}
+
+/// An item to upsert, or one returned by [`Index::get`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Item {
+    /// The id (non-empty).
+    pub id: String,
+    /// The vector (always set on upsert; on get, when asked for).
+    pub vector: Option<Vec<f32>>,
+    /// Optional opaque contents.
+    pub contents: Option<Vec<u8>>,
+    /// Optional JSON metadata (an object).
+    pub metadata: Option<serde_json::Value>,
+}
+
+impl Item {
+    /// An item with an id and a vector.
+    pub fn new(id: impl Into<String>, vector: Vec<f32>) -> Self {
+        Self { id: id.into(), vector: Some(vector), contents: None, metadata: None }
+    }
+    /// Sets the contents.
+    #[must_use]
+    pub fn with_contents(mut self, c: impl Into<Vec<u8>>) -> Self {
+        self.contents = Some(c.into());
+        self
+    }
+    /// Sets the metadata.
+    #[must_use]
+    pub fn with_metadata(mut self, m: serde_json::Value) -> Self {
+        self.metadata = Some(m);
+        self
+    }
+}
+
+/// A field of an item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// The vector.
+    Vector,
+    /// The contents.
+    Contents,
+    /// The metadata.
+    Metadata,
+}
+
+/// Which fields [`Index::get`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fields {
+    /// Return vectors.
+    pub vector: bool,
+    /// Return contents.
+    pub contents: bool,
+    /// Return metadata.
+    pub metadata: bool,
+}
+
+impl Fields {
+    /// Every field.
+    pub const ALL: Fields = Fields { vector: true, contents: true, metadata: true };
+    /// Only ids.
+    pub const NONE: Fields = Fields { vector: false, contents: false, metadata: false };
+
+    /// The given fields.
+    pub fn of(fields: &[Field]) -> Self {
+        Fields {
+            vector: fields.contains(&Field::Vector),
+            contents: fields.contains(&Field::Contents),
+            metadata: fields.contains(&Field::Metadata),
+        }
+    }
+}
+
+/// The result of [`Index::get`]: found items in the order asked, and the ids
+/// that do not exist.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GetResult {
+    /// Items found.
+    pub items: Vec<Item>,
+    /// Ids not found.
+    pub missing: Vec<String>,
+}
+
+/// One query result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    /// Item id.
+    pub id: String,
+    /// Distance under the index metric (when asked for).
+    pub distance: Option<f32>,
+    /// Metadata (when asked for and present).
+    pub metadata: Option<serde_json::Value>,
+    /// Contents (when asked for and present).
+    pub contents: Option<Vec<u8>>,
+}
+
+/// Query options; unset means the documented default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub struct QueryOptions {
+    /// Results per query; default 100.
+    pub top_k: Option<usize>,
+    /// Lists probed after training; `None`/0 = automatic:
+    /// `min(n_lists, ceil(2·√n_lists))`.
+    pub n_probes: Option<usize>,
+    /// Return distances (default true).
+    pub include_distance: bool,
+    /// Return metadata.
+    pub include_metadata: bool,
+    /// Return contents.
+    pub include_contents: bool,
+}
+
+impl Default for QueryOptions {
+    fn default() -> Self {
+        Self { top_k: None, n_probes: None, include_distance: true, include_metadata: false, include_contents: false }
+    }
+}
+
+impl QueryOptions {
+    /// Sets top_k.
+    pub fn with_top_k(mut self, k: usize) -> Self {
+        self.top_k = Some(k);
+        self
+    }
+    /// Sets n_probes.
+    pub fn with_n_probes(mut self, p: usize) -> Self {
+        self.n_probes = Some(p);
+        self
+    }
+    /// Returns metadata with each hit.
+    pub fn with_metadata(mut self, on: bool) -> Self {
+        self.include_metadata = on;
+        self
+    }
+    /// Returns contents with each hit.
+    pub fn with_contents(mut self, on: bool) -> Self {
+        self.include_contents = on;
+        self
+    }
+    /// Returns distances with each hit.
+    pub fn with_distance(mut self, on: bool) -> Self {
+        self.include_distance = on;
+        self
+    }
+}
+
+/// Options of [`Index::train`], with the semantics of vecseal's `train()`.
+#[derive(Debug, Clone, PartialEq, Default)]
+#[must_use]
+pub struct TrainOptions {
+    /// Number of inverted lists; `None`/0 = `clamp(round(2·√n), 1, n/2)` for
+    /// `n` stored vectors.
+    pub n_lists: Option<usize>,
+    /// k-means batch size; `None`/0 = automatic (full batch on a sample of at
+    /// most 256 points per list).
+    pub batch_size: Option<usize>,
+    /// Iteration limit; default 100; 0 is invalid.
+    pub max_iters: Option<u32>,
+    /// Convergence tolerance; default 1e-6; negative or NaN is invalid.
+    pub tolerance: Option<f64>,
+    /// k-means working-memory bound in MB; `None`/0 = no limit.
+    pub max_memory: Option<usize>,
+    /// Seed of k-means (training is reproducible).
+    pub seed: u64,
+}
+
+impl TrainOptions {
+    /// Sets n_lists.
+    pub fn with_n_lists(mut self, v: usize) -> Self {
+        self.n_lists = Some(v);
+        self
+    }
+    /// Sets batch_size.
+    pub fn with_batch_size(mut self, v: usize) -> Self {
+        self.batch_size = Some(v);
+        self
+    }
+    /// Sets max_iters.
+    pub fn with_max_iters(mut self, v: u32) -> Self {
+        self.max_iters = Some(v);
+        self
+    }
+    /// Sets tolerance.
+    pub fn with_tolerance(mut self, v: f64) -> Self {
+        self.tolerance = Some(v);
+        self
+    }
+    /// Sets max_memory (MB).
+    pub fn with_max_memory(mut self, v: usize) -> Self {
+        self.max_memory = Some(v);
+        self
+    }
+    /// Sets the seed.
+    pub fn with_seed(mut self, v: u64) -> Self {
+        self.seed = v;
+        self
+    }
+}
+
+/// Progress of a running [`Index::train`].
+#[derive(Debug, Clone, Copy)]
+pub struct TrainProgress {
+    /// Iteration just finished (1-based).
+    pub iteration: u32,
+    /// Iteration limit.
+    pub max_iters: u32,
+    /// Inertia of that iteration.
+    pub inertia: f64,
+}
+
+/// Whether an index is trained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrainingState {
+    /// One list; queries are exact exhaustive searches.
+    Untrained,
+    /// A (re)train is running; queries use the previous state.
+    Training,
+    /// IVF lists; queries are ANN searches.
+    Trained,
+}
+
+impl TrainingState {
+    /// `untrained`, `training` or `trained`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TrainingState::Untrained => "untrained",
+            TrainingState::Training => "training",
+            TrainingState::Trained => "trained",
+        }
+    }
+}
+
+/// A summary of an index.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexInfo {
+    /// Name.
+    pub name: String,
+    /// Dimension, once known.
+    pub dimension: Option<usize>,
+    /// Metric.
+    pub metric: Metric,
+    /// Number of items.
+    pub count: usize,
+    /// Training state.
+    pub state: TrainingState,
+    /// Number of inverted lists (1 before training).
+    pub n_lists: usize,
+    /// Cipher suite.
+    pub suite: Suite,
+}
+
+/// The automatic number of lists for `n` vectors: `clamp(round(2·√n), 1, n/2)`.
+pub fn auto_n_lists(n: usize) -> usize {
+    ((2.0 * (n as f64).sqrt()).round() as usize).clamp(1, (n / 2).max(1))
+}
+
+/// The automatic number of probes: `min(n_lists, ceil(2·√n_lists))`.
+pub fn auto_n_probes(n_lists: usize) -> usize {
+    ((2.0 * (n_lists as f64).sqrt()).ceil() as usize).clamp(1, n_lists.max(1))
+}
+
+fn block_capacity(dim: usize) -> usize {
+    (BLOCK_BYTES / (4 * dim.max(1))).clamp(16, 4096)
+}
+
+/// One encrypted index. `Send + Sync`: share it behind an `Arc`.
+pub struct Index {
+    store: Arc<dyn Store>,
+    name: String,
+    id: IndexId,
+    suite: Suite,
+    cred: Credentials,
+    keys: RwLock<Option<(Arc<SecretKey>, Arc<Keys>)>>,
+    writer: Mutex<()>,
+    live: RwLock<Live>,
+    training: AtomicBool,
+    cache: Option<BlockCache>,
+}
+
+struct TrainingFlag<'a>(&'a AtomicBool);
+impl Drop for TrainingFlag<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Pending copy-on-write changes to the blocks of an index.
+struct Edit {
+    lists: Vec<Vec<BlockRef>>,
+    next_seq: u64,
+    dirty: HashMap<u64, (u32, Block)>,
+    fresh: HashSet<u64>,
+    removed: Vec<String>,
+    cap: usize,
+    dim: usize,
+}
+
+struct Committed {
+    lists: Vec<Vec<BlockRef>>,
+    next_seq: u64,
+    moved: Vec<(String, u64)>,
+    removed: Vec<String>,
+    dropped_seqs: Vec<u64>,
+    new_blocks: Vec<(u64, Arc<Block>)>,
+}
+
+impl Edit {
+    fn new(p: &Persisted, dim: usize) -> Self {
+        Self {
+            lists: p.lists.clone(),
+            next_seq: p.next_seq,
+            dirty: HashMap::new(),
+            fresh: HashSet::new(),
+            removed: Vec::new(),
+            cap: block_capacity(dim),
+            dim,
+        }
+    }
+
+    fn list_of(&self, seq: u64) -> Option<u32> {
+        self.lists.iter().position(|l| l.iter().any(|b| b.seq == seq)).map(|i| i as u32)
+    }
+
+    fn load(&mut self, index: &Index, keys: &Keys, seq: u64) -> Result<()> {
+        if !self.dirty.contains_key(&seq) {
+            let list = self.list_of(seq).ok_or_else(|| Error::Corrupt {
+                what: "index state record",
+                reason: format!("block {seq} is in no list"),
+            })?;
+            let block = index.load_block(keys, seq, self.dim)?;
+            self.dirty.insert(seq, (list, (*block).clone()));
+        }
+        Ok(())
+    }
+
+    fn remove(&mut self, index: &Index, keys: &Keys, seq: u64, id: &str) -> Result<()> {
+        self.load(index, keys, seq)?;
+        if let Some((_, b)) = self.dirty.get_mut(&seq) {
+            b.remove(id, self.dim);
+        }
+        self.removed.push(id.to_owned());
+        Ok(())
+    }
+
+    fn add(&mut self, index: &Index, keys: &Keys, list: u32, id: String, v: &[f32]) -> Result<()> {
+        let tail = self.lists[list as usize].last().copied();
+        let seq = match tail {
+            Some(t) if self.dirty.get(&t.seq).map_or(t.count as usize, |(_, b)| b.len()) < self.cap => {
+                self.load(index, keys, t.seq)?;
+                t.seq
+            }
+            _ => {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                self.lists[list as usize].push(BlockRef { seq, count: 0 });
+                self.dirty.insert(seq, (list, Block::default()));
+                self.fresh.insert(seq);
+                seq
+            }
+        };
+        if let Some((_, b)) = self.dirty.get_mut(&seq) {
+            b.ids.push(id);
+            b.vectors.extend_from_slice(v);
+        }
+        Ok(())
+    }
+
+    /// Seals the dirty blocks under fresh numbers into `batch`.
+    fn commit(mut self, keys: &Keys, batch: &mut WriteBatch) -> Result<Committed> {
+        let mut dropped = Vec::new();
+        let mut renumbered = Vec::new();
+        let mut dirty: Vec<(u64, (u32, Block))> = self.dirty.drain().collect();
+        dirty.sort_by_key(|(s, _)| *s);
+        for (seq, (list, block)) in dirty {
+            let fresh = self.fresh.contains(&seq);
+            if !fresh {
+                batch.delete(NS_BLOCKS, &keys.block_key(seq));
+                dropped.push(seq);
+            }
+            let refs = &mut self.lists[list as usize];
+            let pos = refs.iter().position(|r| r.seq == seq).unwrap_or(refs.len());
+            if block.len() == 0 {
+                if pos < refs.len() {
+                    refs.remove(pos);
+                }
+                continue;
+            }
+            let new_seq = if fresh {
+                seq
+            } else {
+                let s = self.next_seq;
+                self.next_seq += 1;
+                s
+            };
+            if pos < refs.len() {
+                refs[pos] = BlockRef { seq: new_seq, count: block.len() as u32 };
+            }
+            renumbered.push((new_seq, block));
+        }
+        let sealed: Vec<Result<(Vec<u8>, Vec<u8>)>> = renumbered
+            .par_iter()
+            .map(|(seq, block)| {
+                let key = keys.block_key(*seq);
+                let value = keys.seal(Kind::Block, &key, &block.encode(self.dim))?;
+                Ok((key, value))
+            })
+            .collect();
+        for kv in sealed {
+            let (k, v) = kv?;
+            batch.put_owned(NS_BLOCKS, k, v);
+        }
+        let mut moved = Vec::new();
+        let mut new_blocks = Vec::with_capacity(renumbered.len());
+        for (seq, block) in renumbered {
+            moved.extend(block.ids.iter().map(|id| (id.clone(), seq)));
+            new_blocks.push((seq, Arc::new(block)));
+        }
+        Ok(Committed { lists: self.lists, next_seq: self.next_seq, moved, removed: self.removed, dropped_seqs: dropped, new_blocks })
+    }
+}
+
+/// A candidate in a top-k heap: ordered by distance, then id.
+struct Cand<'a> {
+    dist: f32,
+    id: &'a str,
+}
+impl PartialEq for Cand<'_> {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == CmpOrdering::Equal
+    }
+}
+impl Eq for Cand<'_> {}
+impl PartialOrd for Cand<'_> {
+    fn partial_cmp(&self, o: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Cand<'_> {
+    fn cmp(&self, o: &Self) -> CmpOrdering {
+        self.dist.total_cmp(&o.dist).then_with(|| self.id.cmp(o.id))
+    }
+}
+
+fn check_vector(what: impl Fn() -> String, v: &[f32], dim: usize) -> Result<()> {
+    if v.len() != dim {
+        return Err(Error::DimensionMismatch { what: what(), expected: dim, got: v.len() });
+    }
+    if let Some(position) = v.iter().position(|x| !x.is_finite()) {
+        return Err(Error::NonFinite { what: what(), position });
+    }
+    Ok(())
+}
+
+impl Index {
+    pub(crate) fn open(store: Arc<dyn Store>, name: &str, cred: Credentials, cache_bytes: usize) -> Result<Self> {
+        let (id, ring) = read_catalog(store.as_ref(), name)?;
+        let access = open_ring(&ring, &cred)?;
+        let keys = Arc::new(Keys::derive(access.data_key(), id, ring.suite()));
+        let sk = keys.state_key();
+        let raw = store.get(NS_META, &sk)?.ok_or_else(|| Error::Corrupt {
+            what: "index state record",
+            reason: "missing".into(),
+        })?;
+        let p = Persisted::decode(&keys.open(Kind::State, &sk, &raw)?)?;
+        let centroids = if p.trained { read_centroids(store.as_ref(), &keys, p.generation)? } else { Vec::new() };
+        let index = Self {
+            store,
+            name: name.to_owned(),
+            id,
+            suite: ring.suite(),
+            cred,
+            keys: RwLock::new(Some((access.data_key_arc(), Arc::clone(&keys)))),
+            writer: Mutex::new(()),
+            live: RwLock::new(Live { p, centroids, locations: HashMap::new() }),
+            training: AtomicBool::new(false),
+            cache: (cache_bytes > 0).then(|| BlockCache::new(cache_bytes)),
+        };
+        index.rebuild_locations(&keys)?;
+        if access.can_write() {
+            index.collect_orphans(&keys)?;
+        }
+        Ok(index)
+    }
+
+    fn rebuild_locations(&self, keys: &Keys) -> Result<()> {
+        let mut live = self.live.write();
+        let Some(dim) = live.p.dim else { return Ok(()) };
+        let seqs: Vec<u64> = live.p.lists.iter().flatten().map(|b| b.seq).collect();
+        let blocks = self.load_blocks(keys, &seqs, dim)?;
+        let mut locations = HashMap::with_capacity(seqs.len() * block_capacity(dim));
+        for (seq, block) in seqs.iter().zip(&blocks) {
+            for id in &block.ids {
+                locations.insert(id.clone(), *seq);
+            }
+        }
+        live.locations = locations;
+        Ok(())
+    }
+
+    /// Deletes blocks that no state references (left by a crashed train).
+    fn collect_orphans(&self, keys: &Keys) -> Result<()> {
+        let live = self.live.read();
+        let referenced: HashSet<Vec<u8>> = live.p.lists.iter().flatten().map(|b| keys.block_key(b.seq)).collect();
+        let mut batch = WriteBatch::new();
+        for entry in self.store.scan_prefix(NS_BLOCKS, &self.id.0)? {
+            let (k, _) = entry?;
+            if !referenced.contains(&k) {
+                batch.delete(NS_BLOCKS, &k);
+            }
+        }
+        let current = keys.centroids_key(live.p.generation);
+        let state = keys.state_key();
+        for entry in self.store.scan_prefix(NS_META, &self.id.0)? {
+            let (k, _) = entry?;
+            if k != state && (k != current || !live.p.trained) {
+                batch.delete(NS_META, &k);
+            }
+        }
+        if !batch.is_empty() {
+            self.store.write(batch, Durability::Sync)?;
+        }
+        Ok(())
+    }
+
+    /// Opens the keyring for this operation and returns the caller's access
+    /// with the index's derived keys. Re-reads the keyring every time, so a
+    /// revocation takes effect on the next call.
+    fn authorize(&self, over: Option<&Credentials>) -> Result<(Access, Arc<Keys>)> {
+        let (id, ring) = read_catalog(self.store.as_ref(), &self.name)?;
+        if id != self.id {
+            return Err(Error::NotFound(self.name.clone()));
+        }
+        let access = open_ring(&ring, over.unwrap_or(&self.cred))?;
+        if let Some((dek, keys)) = self.keys.read().as_ref() {
+            if dek.ct_eq(access.data_key()) {
+                return Ok((access, Arc::clone(keys)));
+            }
+        }
+        let keys = Arc::new(Keys::derive(access.data_key(), id, ring.suite()));
+        *self.keys.write() = Some((access.data_key_arc(), Arc::clone(&keys)));
+        Ok((access, keys))
+    }
+
+    fn load_block(&self, keys: &Keys, seq: u64, dim: usize) -> Result<Arc<Block>> {
+        if let Some(b) = self.cache.as_ref().and_then(|c| c.get(seq)) {
+            return Ok(b);
+        }
+        let key = keys.block_key(seq);
+        let raw = self.store.get(NS_BLOCKS, &key)?.ok_or_else(|| Error::Corrupt {
+            what: "vector block",
+            reason: "a block the index state references is missing".into(),
+        })?;
+        let block = Arc::new(Block::decode(&keys.open(Kind::Block, &key, &raw)?, dim)?);
+        if let Some(c) = &self.cache {
+            c.insert(seq, Arc::clone(&block));
+        }
+        Ok(block)
+    }
+
+    fn load_blocks(&self, keys: &Keys, seqs: &[u64], dim: usize) -> Result<Vec<Arc<Block>>> {
+        seqs.par_iter().map(|&s| self.load_block(keys, s, dim)).collect()
+    }
+
+    /// The index name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Operations with other credentials than the ones the index was loaded
+    /// with (per-operation key override, for stateless deployments).
+    pub fn using<'a>(&'a self, cred: &'a Credentials) -> IndexAs<'a> {
+        IndexAs { index: self, cred: Some(cred) }
+    }
+
+    fn me(&self) -> IndexAs<'_> {
+        IndexAs { index: self, cred: None }
+    }
+
+    /// Upserts items; an existing id is overwritten. Returns how many were written.
+    pub fn upsert(&self, items: Vec<Item>) -> Result<usize> {
+        self.me().upsert(items)
+    }
+
+    /// Upserts ids with vectors (no contents or metadata).
+    pub fn upsert_vectors(&self, ids: &[String], vectors: &[Vec<f32>]) -> Result<usize> {
+        self.me().upsert_vectors(ids, vectors)
+    }
+
+    /// Gets items by id with the chosen fields; missing ids are reported.
+    pub fn get(&self, ids: &[String], fields: Fields) -> Result<GetResult> {
+        self.me().get(ids, fields)
+    }
+
+    /// Deletes items; returns how many existed.
+    pub fn delete(&self, ids: &[String]) -> Result<usize> {
+        self.me().delete(ids)
+    }
+
+    /// All item ids, sorted.
+    pub fn list_ids(&self) -> Result<Vec<String>> {
+        self.me().list_ids()
+    }
+
+    /// Number of items.
+    pub fn count(&self) -> Result<usize> {
+        self.me().count()
+    }
+
+    /// Nearest neighbours of each query, sorted by distance then id.
+    pub fn query(&self, queries: &[Vec<f32>], opts: &QueryOptions) -> Result<Vec<Vec<Hit>>> {
+        self.me().query(queries, opts)
+    }
+
+    /// Trains (or retrains) the IVF lists.
+    pub fn train(&self, opts: &TrainOptions) -> Result<()> {
+        self.me().train(opts, None)
+    }
+
+    /// Trains, calling `progress` after every k-means iteration; returning
+    /// `ControlFlow::Break` cancels (the index keeps its previous state).
+    pub fn train_with_progress(&self, opts: &TrainOptions, progress: &(dyn Fn(&TrainProgress) -> ControlFlow<()> + Sync)) -> Result<()> {
+        self.me().train(opts, Some(progress))
+    }
+
+    /// The training state.
+    pub fn training_state(&self) -> TrainingState {
+        if self.training.load(Ordering::SeqCst) {
+            TrainingState::Training
+        } else if self.live.read().p.trained {
+            TrainingState::Trained
+        } else {
+            TrainingState::Untrained
+        }
+    }
+
+    /// Number of inverted lists (1 before training).
+    pub fn n_lists(&self) -> usize {
+        self.live.read().p.lists.len()
+    }
+
+    /// A summary of the index.
+    pub fn info(&self) -> Result<IndexInfo> {
+        self.me().info()
+    }
+
+    /// Grants an RBAC user read and/or write wraps (owner only).
+    pub fn add_user(&self, user: UserId, user_key: &SecretKey, read: bool, write: bool) -> Result<()> {
+        self.me().add_user(user, user_key, read, write)
+    }
+
+    /// Lists RBAC users (owner only).
+    pub fn list_users(&self) -> Result<Vec<UserEntry>> {
+        self.me().list_users()
+    }
+
+    /// Deletes every wrap of a user (owner only); returns whether it had any.
+    pub fn remove_user(&self, user: UserId) -> Result<bool> {
+        self.me().remove_user(user)
+    }
+
+    /// Re-wraps the data key under a new owner key (owner only). Data is not
+    /// re-encrypted; users keep working. Later operations need the new key.
+    pub fn rotate_key(&self, new_key: &SecretKey) -> Result<()> {
+        self.me().rotate_key(new_key)
+    }
+}
+
+/// An [`Index`] seen with explicit credentials; see [`Index::using`].
+pub struct IndexAs<'a> {
+    index: &'a Index,
+    cred: Option<&'a Credentials>,
+}
+
+impl IndexAs<'_> {
+    /// See [`Index::upsert_vectors`].
+    pub fn upsert_vectors(&self, ids: &[String], vectors: &[Vec<f32>]) -> Result<usize> {
+        if ids.len() != vectors.len() {
+            return Err(Error::InvalidParameter {
+                name: "ids/vectors",
+                value: format!("{} ids and {} vectors", ids.len(), vectors.len()),
+                expected: "as many ids as vectors",
+            });
+        }
+        self.upsert(ids.iter().zip(vectors).map(|(i, v)| Item::new(i.clone(), v.clone())).collect())
+    }
+
+    /// See [`Index::upsert`].
+    pub fn upsert(&self, items: Vec<Item>) -> Result<usize> {
+        let ix = self.index;
+        let (access, keys) = ix.authorize(self.cred)?;
+        access.write_for("upsert")?;
+        if items.is_empty() {
+            return Ok(0);
+        }
+        let _w = ix.writer.lock();
+        let (metric, dim) = {
+            let l = ix.live.read();
+            (l.p.metric, l.p.dim)
+        };
+        let dim = match dim {
+            Some(d) => d,
+            None => items[0].vector.as_ref().map_or(0, Vec::len),
+        };
+        if dim == 0 {
+            return Err(Error::InvalidParameter { name: "vector", value: "empty".into(), expected: "at least one value" });
+        }
+        // Validate everything before any work; keep the last of duplicate ids.
+        let mut last: HashMap<&str, usize> = HashMap::with_capacity(items.len());
+        for (i, it) in items.iter().enumerate() {
+            if it.id.is_empty() {
+                return Err(Error::EmptyId(i));
+            }
+            let v = it.vector.as_deref().unwrap_or_default();
+            check_vector(|| format!("item {:?}", it.id), v, dim)?;
+            if let Some(m) = &it.metadata {
+                if !m.is_object() {
+                    return Err(Error::BadMetadata(it.id.clone()));
+                }
+            }
+            last.insert(&it.id, i);
+        }
+        let mut order: Vec<usize> = last.into_values().collect();
+        order.sort_unstable();
+        let items: Vec<&Item> = order.iter().map(|&i| &items[i]).collect();
+
+        let search: Vec<Vec<f32>> = items
+            .par_iter()
+            .map(|it| {
+                let mut v = it.vector.clone().unwrap_or_default();
+                if metric == Metric::Cosine {
+                    normalize(&mut v);
+                }
+                v
+            })
+            .collect();
+        let mut batch = WriteBatch::new();
+        let sealed: Vec<Result<(Vec<u8>, Vec<u8>)>> = items
+            .par_iter()
+            .map(|it| {
+                let rec = ItemRecord {
+                    id: it.id.clone(),
+                    vector: it.vector.clone().unwrap_or_default(),
+                    contents: it.contents.clone(),
+                    metadata: it.metadata.as_ref().map(|m| m.to_string()),
+                };
+                let key = keys.item_key(&it.id);
+                let value = keys.seal(Kind::Item, &key, &rec.encode())?;
+                Ok((key, value))
+            })
+            .collect();
+        for kv in sealed {
+            let (k, v) = kv?;
+            batch.put_owned(NS_ITEMS, k, v);
+        }
+
+        let live = ix.live.read();
+        let mut p = live.p.clone();
+        p.dim = Some(dim);
+        let mut edit = Edit::new(&p, dim);
+        let lists: Vec<u32> = if p.trained {
+            search.par_iter().map(|v| nearest_list(&live.centroids, dim, v)).collect()
+        } else {
+            vec![0; search.len()]
+        };
+        for ((it, v), list) in items.iter().zip(&search).zip(lists) {
+            if let Some(&seq) = live.locations.get(&it.id) {
+                edit.remove(ix, &keys, seq, &it.id)?;
+            }
+            edit.add(ix, &keys, list, it.id.clone(), v)?;
+        }
+        drop(live);
+        let n = items.len();
+        ix.commit(&keys, p, edit, batch)?;
+        Ok(n)
+    }
+
+    /// See [`Index::get`].
+    pub fn get(&self, ids: &[String], fields: Fields) -> Result<GetResult> {
+        let ix = self.index;
+        let (_, keys) = ix.authorize(self.cred)?;
+        let recs = ix.read_items(&keys, ids)?;
+        let mut out = GetResult { items: Vec::new(), missing: Vec::new() };
+        for (id, rec) in ids.iter().zip(recs) {
+            match rec {
+                None => out.missing.push(id.clone()),
+                Some(r) => out.items.push(Item {
+                    id: r.id,
+                    vector: fields.vector.then_some(r.vector),
+                    contents: if fields.contents { r.contents } else { None },
+                    metadata: if fields.metadata { parse_meta(r.metadata)? } else { None },
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// See [`Index::delete`].
+    pub fn delete(&self, ids: &[String]) -> Result<usize> {
+        let ix = self.index;
+        let (access, keys) = ix.authorize(self.cred)?;
+        access.write_for("delete")?;
+        let _w = ix.writer.lock();
+        let live = ix.live.read();
+        let Some(dim) = live.p.dim else { return Ok(0) };
+        let p = live.p.clone();
+        let mut edit = Edit::new(&p, dim);
+        let mut batch = WriteBatch::new();
+        let mut seen = HashSet::new();
+        for id in ids {
+            if !seen.insert(id) {
+                continue;
+            }
+            if let Some(&seq) = live.locations.get(id) {
+                edit.remove(ix, &keys, seq, id)?;
+                batch.delete(NS_ITEMS, &keys.item_key(id));
+            }
+        }
+        drop(live);
+        let n = edit.removed.len();
+        if n > 0 {
+            ix.commit(&keys, p, edit, batch)?;
+        }
+        Ok(n)
+    }
+
+    /// See [`Index::list_ids`].
+    pub fn list_ids(&self) -> Result<Vec<String>> {
+        self.index.authorize(self.cred)?;
+        let mut ids: Vec<String> = self.index.live.read().locations.keys().cloned().collect();
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// See [`Index::count`].
+    pub fn count(&self) -> Result<usize> {
+        self.index.authorize(self.cred)?;
+        Ok(self.index.live.read().locations.len())
+    }
+
+    /// See [`Index::info`].
+    pub fn info(&self) -> Result<IndexInfo> {
+        let ix = self.index;
+        ix.authorize(self.cred)?;
+        let state = ix.training_state();
+        let l = ix.live.read();
+        Ok(IndexInfo {
+            name: ix.name.clone(),
+            dimension: l.p.dim,
+            metric: l.p.metric,
+            count: l.locations.len(),
+            state,
+            n_lists: l.p.lists.len(),
+            suite: ix.suite,
+        })
+    }
+
+    /// See [`Index::query`].
+    pub fn query(&self, queries: &[Vec<f32>], opts: &QueryOptions) -> Result<Vec<Vec<Hit>>> {
+        let ix = self.index;
+        let (_, keys) = ix.authorize(self.cred)?;
+        let top_k = opts.top_k.unwrap_or(100);
+        if top_k == 0 {
+            return Err(Error::InvalidParameter { name: "top_k", value: "0".into(), expected: "at least 1" });
+        }
+        let live = ix.live.read();
+        let Some(dim) = live.p.dim else {
+            return Ok(vec![Vec::new(); queries.len()]);
+        };
+        let metric = live.p.metric;
+        for (i, q) in queries.iter().enumerate() {
+            check_vector(|| format!("query #{i}"), q, dim)?;
+        }
+        let n_lists = live.p.lists.len();
+        let n_probes = opts.n_probes.filter(|&p| p > 0).unwrap_or_else(|| auto_n_probes(n_lists)).min(n_lists);
+        let prepared: Vec<Vec<f32>> = queries
+            .iter()
+            .map(|q| {
+                let mut q = q.clone();
+                if metric == Metric::Cosine {
+                    normalize(&mut q);
+                }
+                q
+            })
+            .collect();
+        let mut results: Vec<Vec<(String, f32)>> = Vec::with_capacity(queries.len());
+        for chunk in prepared.chunks(QUERY_CHUNK) {
+            let probes: Vec<Vec<u32>> = chunk
+                .par_iter()
+                .map(|q| {
+                    if live.p.trained {
+                        nearest_lists(&live.centroids, dim, q, n_probes)
+                    } else {
+                        (0..n_lists as u32).collect()
+                    }
+                })
+                .collect();
+            let mut needed: Vec<u64> =
+                probes.iter().flatten().flat_map(|&l| live.p.lists[l as usize].iter().map(|b| b.seq)).collect();
+            needed.sort_unstable();
+            needed.dedup();
+            let blocks = ix.load_blocks(&keys, &needed, dim)?;
+            let by_seq: HashMap<u64, &Block> = needed.iter().copied().zip(blocks.iter().map(|b| &**b)).collect();
+            let chunk_results: Vec<Vec<(String, f32)>> = chunk
+                .par_iter()
+                .zip(&probes)
+                .map(|(q, lists)| {
+                    let mut heap: BinaryHeap<Cand<'_>> = BinaryHeap::with_capacity(top_k + 1);
+                    for &l in lists {
+                        for bref in &live.p.lists[l as usize] {
+                            let Some(block) = by_seq.get(&bref.seq) else { continue };
+                            for (x, id) in block.vectors.chunks_exact(dim).zip(&block.ids) {
+                                let dist = distance(metric, q, x);
+                                if heap.len() < top_k {
+                                    heap.push(Cand { dist, id });
+                                } else if let Some(worst) = heap.peek() {
+                                    let c = Cand { dist, id };
+                                    if c < *worst {
+                                        heap.pop();
+                                        heap.push(c);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    heap.into_sorted_vec().into_iter().map(|c| (c.id.to_owned(), c.dist)).collect()
+                })
+                .collect();
+            results.extend(chunk_results);
+        }
+        drop(live);
+        if !(opts.include_metadata || opts.include_contents) {
+            return Ok(results
+                .into_iter()
+                .map(|r| {
+                    r.into_iter()
+                        .map(|(id, d)| Hit { id, distance: opts.include_distance.then_some(d), metadata: None, contents: None })
+                        .collect()
+                })
+                .collect());
+        }
+        let mut all_ids: Vec<String> = results.iter().flatten().map(|(id, _)| id.clone()).collect();
+        all_ids.sort_unstable();
+        all_ids.dedup();
+        let recs = ix.read_items(&keys, &all_ids)?;
+        let recs: HashMap<String, ItemRecord> = all_ids.into_iter().zip(recs).filter_map(|(i, r)| r.map(|r| (i, r))).collect();
+        results
+            .into_iter()
+            .map(|r| {
+                r.into_iter()
+                    .map(|(id, d)| {
+                        let rec = recs.get(&id);
+                        Ok(Hit {
+                            distance: opts.include_distance.then_some(d),
+                            metadata: if opts.include_metadata { parse_meta(rec.and_then(|r| r.metadata.clone()))? } else { None },
+                            contents: if opts.include_contents { rec.and_then(|r| r.contents.clone()) } else { None },
+                            id,
+                        })
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// See [`Index::train`].
+    pub fn train(&self, opts: &TrainOptions, progress: Option<&(dyn Fn(&TrainProgress) -> ControlFlow<()> + Sync)>) -> Result<()> {
+        let ix = self.index;
+        if let Some(t) = opts.tolerance {
+            if !t.is_finite() || t < 0.0 {
+                return Err(Error::InvalidParameter { name: "tolerance", value: t.to_string(), expected: "a finite number >= 0" });
+            }
+        }
+        if opts.max_iters == Some(0) {
+            return Err(Error::InvalidParameter { name: "max_iters", value: "0".into(), expected: "at least 1" });
+        }
+        let (access, keys) = ix.authorize(self.cred)?;
+        access.write_for("train")?;
+        let _w = ix.writer.lock();
+        let (count, dim, metric) = {
+            let l = ix.live.read();
+            (l.locations.len(), l.p.dim, l.p.metric)
+        };
+        let n_lists = opts.n_lists.filter(|&n| n > 0).unwrap_or_else(|| auto_n_lists(count));
+        let need = (2 * n_lists).max(MIN_TRAIN_VECTORS);
+        let Some(dim) = dim.filter(|_| count >= need) else {
+            return Err(Error::NotEnoughVectors { have: count, need });
+        };
+        ix.training.store(true, Ordering::SeqCst);
+        let _flag = TrainingFlag(&ix.training);
+        ix.collect_orphans(&keys)?;
+
+        // Decrypt every search vector of the current state.
+        let (old, seqs) = {
+            let l = ix.live.read();
+            (l.p.clone(), l.p.lists.iter().flatten().map(|b| b.seq).collect::<Vec<u64>>())
+        };
+        let blocks = ix.load_blocks(&keys, &seqs, dim)?;
+        let mut data = Vec::with_capacity(count * dim);
+        let mut ids: Vec<&str> = Vec::with_capacity(count);
+        for b in &blocks {
+            data.extend_from_slice(&b.vectors);
+            ids.extend(b.ids.iter().map(String::as_str));
+        }
+        let mut kopts = vecseal_kmeans::Options::new(n_lists).with_seed(opts.seed).with_spherical(metric == Metric::Cosine);
+        kopts.max_iters = opts.max_iters;
+        kopts.tolerance = opts.tolerance;
+        kopts.batch_size = opts.batch_size;
+        kopts.max_memory_mb = opts.max_memory;
+        let cb = |p: &vecseal_kmeans::Progress| match progress {
+            Some(f) => f(&TrainProgress { iteration: p.iteration, max_iters: p.max_iters, inertia: p.inertia }),
+            None => ControlFlow::Continue(()),
+        };
+        let result = vecseal_kmeans::KMeans::new(kopts).with_progress(&cb).fit(&data, dim)?;
+
+        // New lists under fresh block numbers, written before the switch.
+        let cap = block_capacity(dim);
+        let mut members: Vec<Vec<usize>> = vec![Vec::new(); n_lists];
+        for (i, &a) in result.assignments.iter().enumerate() {
+            members[a as usize].push(i);
+        }
+        let mut next_seq = old.next_seq;
+        let mut lists: Vec<Vec<BlockRef>> = vec![Vec::new(); n_lists];
+        let mut jobs: Vec<(u64, &[usize])> = Vec::new();
+        for (l, m) in members.iter().enumerate() {
+            for chunk in m.chunks(cap) {
+                lists[l].push(BlockRef { seq: next_seq, count: chunk.len() as u32 });
+                jobs.push((next_seq, chunk));
+                next_seq += 1;
+            }
+        }
+        let mut locations = HashMap::with_capacity(count);
+        let per_batch = (TRAIN_BATCH_BYTES / (cap * dim * 4)).max(1);
+        for group in jobs.chunks(per_batch) {
+            let sealed: Vec<Result<(Vec<u8>, Vec<u8>)>> = group
+                .par_iter()
+                .map(|(seq, chunk)| {
+                    let block = Block {
+                        ids: chunk.iter().map(|&i| ids[i].to_owned()).collect(),
+                        vectors: chunk.iter().flat_map(|&i| data[i * dim..(i + 1) * dim].iter().copied()).collect(),
+                    };
+                    let key = keys.block_key(*seq);
+                    Ok((key.clone(), keys.seal(Kind::Block, &key, &block.encode(dim))?))
+                })
+                .collect();
+            let mut batch = WriteBatch::new();
+            for kv in sealed {
+                let (k, v) = kv?;
+                batch.put_owned(NS_BLOCKS, k, v);
+            }
+            ix.store.write(batch, Durability::Buffered)?;
+            for (seq, chunk) in group {
+                for &i in *chunk {
+                    locations.insert(ids[i].to_owned(), *seq);
+                }
+            }
+        }
+
+        // The atomic switch: new state and centroids, old blocks gone.
+        let mut p = old.clone();
+        p.trained = true;
+        p.generation += 1;
+        p.next_seq = next_seq;
+        p.lists = lists;
+        let mut batch = WriteBatch::new();
+        let ck = keys.centroids_key(p.generation);
+        let cbytes: Vec<u8> = result.centroids.iter().flat_map(|v| v.to_le_bytes()).collect();
+        batch.put_owned(NS_META, ck.clone(), keys.seal(Kind::Centroids, &ck, &cbytes)?);
+        let sk = keys.state_key();
+        batch.put_owned(NS_META, sk.clone(), keys.seal(Kind::State, &sk, &p.encode())?);
+        if old.trained {
+            batch.delete(NS_META, &keys.centroids_key(old.generation));
+        }
+        for s in &seqs {
+            batch.delete(NS_BLOCKS, &keys.block_key(*s));
+        }
+        let mut live = ix.live.write();
+        ix.store.write(batch, Durability::Sync)?;
+        *live = Live { p, centroids: result.centroids, locations };
+        drop(live);
+        if let Some(c) = &ix.cache {
+            seqs.iter().for_each(|s| c.remove(*s));
+        }
+        Ok(())
+    }
+
+    fn owner_ring(&self, action: &'static str) -> Result<(vecseal_keyring::Keyring, Access)> {
+        let (_, ring) = read_catalog(self.index.store.as_ref(), &self.index.name)?;
+        let access = open_ring(&ring, self.cred.unwrap_or(&self.index.cred))?;
+        access.owner_for(action)?;
+        Ok((ring, access))
+    }
+
+    fn save_ring(&self, ring: &vecseal_keyring::Keyring) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        write_catalog(&mut batch, &self.index.name, self.index.id, ring);
+        Ok(self.index.store.write(batch, Durability::Sync)?)
+    }
+
+    /// See [`Index::add_user`].
+    pub fn add_user(&self, user: UserId, user_key: &SecretKey, read: bool, write: bool) -> Result<()> {
+        let _w = self.index.writer.lock();
+        let (mut ring, access) = self.owner_ring("managing users")?;
+        ring.grant(&access, user, user_key, read, write)?;
+        self.save_ring(&ring)
+    }
+
+    /// See [`Index::list_users`].
+    pub fn list_users(&self) -> Result<Vec<UserEntry>> {
+        Ok(self.owner_ring("listing users")?.0.users())
+    }
+
+    /// See [`Index::remove_user`].
+    pub fn remove_user(&self, user: UserId) -> Result<bool> {
+        let _w = self.index.writer.lock();
+        let (mut ring, access) = self.owner_ring("managing users")?;
+        let had = ring.revoke(&access, user)?;
+        self.save_ring(&ring)?;
+        Ok(had)
+    }
+
+    /// See [`Index::rotate_key`].
+    pub fn rotate_key(&self, new_key: &SecretKey) -> Result<()> {
+        let _w = self.index.writer.lock();
+        let (mut ring, access) = self.owner_ring("rotating the index key")?;
+        ring.rotate_root(&access, new_key)?;
+        self.save_ring(&ring)
+    }
+}
+
+impl Index {
+    fn read_items(&self, keys: &Keys, ids: &[String]) -> Result<Vec<Option<ItemRecord>>> {
+        let item_keys: Vec<Vec<u8>> = ids.iter().map(|id| keys.item_key(id)).collect();
+        let refs: Vec<&[u8]> = item_keys.iter().map(Vec::as_slice).collect();
+        let raws = self.store.multi_get(NS_ITEMS, &refs)?;
+        raws.into_par_iter()
+            .zip(item_keys.par_iter())
+            .zip(ids.par_iter())
+            .map(|((raw, key), id)| {
+                raw.map(|raw| {
+                    let rec = ItemRecord::decode(&keys.open(Kind::Item, key, &raw)?)?;
+                    if &rec.id != id {
+                        return Err(Error::Corrupt { what: "item record", reason: "id does not match its key".into() });
+                    }
+                    Ok(rec)
+                })
+                .transpose()
+            })
+            .collect()
+    }
+
+    /// Seals the edit, writes it with the item batch and the new state in one
+    /// synced batch, and switches the live state.
+    fn commit(&self, keys: &Keys, mut p: Persisted, edit: Edit, mut batch: WriteBatch) -> Result<()> {
+        let c = edit.commit(keys, &mut batch)?;
+        p.lists = c.lists;
+        p.next_seq = c.next_seq;
+        let sk = keys.state_key();
+        batch.put_owned(NS_META, sk.clone(), keys.seal(Kind::State, &sk, &p.encode())?);
+        let mut live = self.live.write();
+        self.store.write(batch, Durability::Sync)?;
+        live.p = p;
+        for id in &c.removed {
+            live.locations.remove(id);
+        }
+        for (id, seq) in c.moved {
+            live.locations.insert(id, seq);
+        }
+        drop(live);
+        if let Some(cache) = &self.cache {
+            c.dropped_seqs.iter().for_each(|s| cache.remove(*s));
+            for (seq, b) in c.new_blocks {
+                cache.insert(seq, b);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_meta(m: Option<String>) -> Result<Option<serde_json::Value>> {
+    m.map(|s| serde_json::from_str(&s).map_err(|e| Error::Corrupt { what: "item record", reason: e.to_string() }))
+        .transpose()
+}
+
+fn read_centroids(store: &dyn Store, keys: &Keys, generation: u64) -> Result<Vec<f32>> {
+    let ck = keys.centroids_key(generation);
+    let raw = store.get(NS_META, &ck)?.ok_or_else(|| Error::Corrupt { what: "centroids record", reason: "missing".into() })?;
+    let bytes = keys.open(Kind::Centroids, &ck, &raw)?;
+    Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+}
+
+fn nearest_list(centroids: &[f32], dim: usize, v: &[f32]) -> u32 {
+    let mut best = (f32::INFINITY, 0u32);
+    for (i, c) in centroids.chunks_exact(dim).enumerate() {
+        let d = l2sq(v, c);
+        if d < best.0 {
+            best = (d, i as u32);
+        }
+    }
+    best.1
+}
+
+fn nearest_lists(centroids: &[f32], dim: usize, q: &[f32], n: usize) -> Vec<u32> {
+    let mut d: Vec<(f32, u32)> = centroids.chunks_exact(dim).enumerate().map(|(i, c)| (l2sq(q, c), i as u32)).collect();
+    if n < d.len() {
+        d.select_nth_unstable_by(n, |a, b| a.0.total_cmp(&b.0));
+        d.truncate(n);
+    }
+    d.into_iter().map(|(_, i)| i).collect()
+}

@@ -1,0 +1,128 @@
+//! Keys derived from the data key, storage keys and associated data.
+
+use vecseal_envelope::{Blinder, SecretKey, Sealer, Suite};
+use vecseal_keyring::{IndexId, UserId};
+
+use crate::{Error, Result};
+
+/// Who performs an operation: the owner with the root `index_key`, or an RBAC
+/// user with that user's own key. Holds a secret: not `Debug`, not `Clone`.
+pub struct Credentials {
+    pub(crate) key: SecretKey,
+    pub(crate) user: Option<UserId>,
+}
+
+impl Credentials {
+    /// The owner, holding the root index key.
+    pub fn owner(index_key: SecretKey) -> Self {
+        Self { key: index_key, user: None }
+    }
+
+    /// An RBAC user with that user's key-encryption key.
+    pub fn user(user_id: UserId, user_key: SecretKey) -> Self {
+        Self { key: user_key, user: Some(user_id) }
+    }
+
+    /// Owner credentials from raw key bytes (must be 32 bytes).
+    pub fn owner_from_bytes(bytes: &[u8]) -> Result<Self> {
+        Ok(Self::owner(SecretKey::from_bytes(bytes).map_err(Error::Envelope)?))
+    }
+
+    /// The RBAC user, if any.
+    pub fn user_id(&self) -> Option<UserId> {
+        self.user
+    }
+}
+
+/// Record kinds, bound into associated data.
+#[derive(Clone, Copy)]
+#[repr(u8)]
+pub(crate) enum Kind {
+    State = 1,
+    Centroids = 2,
+    Item = 3,
+    Block = 4,
+}
+
+impl Kind {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Kind::State => "index state record",
+            Kind::Centroids => "centroids record",
+            Kind::Item => "item record",
+            Kind::Block => "vector block",
+        }
+    }
+}
+
+/// Purpose-bound keys of one index.
+pub(crate) struct Keys {
+    id: IndexId,
+    names: Blinder,
+    items: Sealer,
+    vectors: Sealer,
+    meta: Sealer,
+}
+
+impl Keys {
+    pub(crate) fn derive(dek: &SecretKey, id: IndexId, suite: Suite) -> Self {
+        let ctx = &id.0;
+        Self {
+            id,
+            names: Blinder::new(&dek.derive("names", ctx)),
+            items: Sealer::new(&dek.derive("items", ctx), suite),
+            vectors: Sealer::new(&dek.derive("vectors", ctx), suite),
+            meta: Sealer::new(&dek.derive("meta", ctx), suite),
+        }
+    }
+
+    fn key(&self, domain: &[u8], name: &[u8]) -> Vec<u8> {
+        let mut k = Vec::with_capacity(48);
+        k.extend_from_slice(&self.id.0);
+        k.extend_from_slice(&self.names.blind(domain, name));
+        k
+    }
+
+    pub(crate) fn state_key(&self) -> Vec<u8> {
+        self.key(b"meta", b"state")
+    }
+
+    pub(crate) fn centroids_key(&self, generation: u64) -> Vec<u8> {
+        self.key(b"centroids", &generation.to_le_bytes())
+    }
+
+    pub(crate) fn item_key(&self, id: &str) -> Vec<u8> {
+        self.key(b"item", id.as_bytes())
+    }
+
+    pub(crate) fn block_key(&self, seq: u64) -> Vec<u8> {
+        self.key(b"block", &seq.to_le_bytes())
+    }
+
+    fn sealer(&self, kind: Kind) -> &Sealer {
+        match kind {
+            Kind::State | Kind::Centroids => &self.meta,
+            Kind::Item => &self.items,
+            Kind::Block => &self.vectors,
+        }
+    }
+
+    fn aad(kind: Kind, key: &[u8]) -> Vec<u8> {
+        let mut aad = Vec::with_capacity(key.len() + 12);
+        aad.extend_from_slice(b"vecseal/v1");
+        aad.push(kind as u8);
+        aad.extend_from_slice(key);
+        aad
+    }
+
+    pub(crate) fn seal(&self, kind: Kind, key: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
+        self.sealer(kind).seal(&Self::aad(kind, key), plaintext).map_err(Error::Envelope)
+    }
+
+    pub(crate) fn open(&self, kind: Kind, key: &[u8], sealed: &[u8]) -> Result<Vec<u8>> {
+        self.sealer(kind).open(&Self::aad(kind, key), sealed).map_err(|e| match e {
+            vecseal_envelope::Error::Authentication => Error::Authentication(kind.name()),
+            other => Error::Corrupt { what: kind.name(), reason: other.to_string() },
+        })
+    }
+}
