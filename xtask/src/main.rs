@@ -1,1 +1,118 @@
-fn main() {}
+//! Project chores: `cargo xtask ci | lint | deny | tidy | bench | dataset | demo`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask: running {cmd:?}");
+    let status = cmd.current_dir(root()).status().with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+/// Architecture invariants, checked on the resolved dependency graph.
+fn tidy() -> Result<()> {
+    let checks: &[(&str, &[&str])] = &[
+        // storage never links a cipher crate and never sees a key.
+        ("vecseal-storage", &["aes-gcm", "chacha20poly1305", "vecseal-envelope", "vecseal-keyring", "hmac", "hkdf"]),
+        // kmeans knows nothing of crypto or storage.
+        ("vecseal-kmeans", &["aes-gcm", "chacha20poly1305", "vecseal-envelope", "vecseal-storage", "rocksdb"]),
+        // envelope knows nothing of vectors or storage.
+        ("vecseal-envelope", &["faer", "vecseal-kmeans", "vecseal-storage", "rocksdb"]),
+        // keyring builds only on envelope.
+        ("vecseal-keyring", &["faer", "rocksdb", "vecseal-storage"]),
+    ];
+    for (krate, banned) in checks {
+        let out = cargo()
+            .args(["tree", "-e", "normal", "--prefix", "none", "-p", krate])
+            .current_dir(root())
+            .output()
+            .context("cargo tree")?;
+        if !out.status.success() {
+            bail!("cargo tree -p {krate} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let tree = String::from_utf8_lossy(&out.stdout);
+        for dep in *banned {
+            if tree.lines().any(|l| l.split_whitespace().next() == Some(dep)) {
+                bail!("architecture invariant broken: {krate} depends on {dep}");
+            }
+        }
+    }
+    // Only the envelope creates nonces: no other crate names a nonce type.
+    for entry in walk(&root().join("crates"))? {
+        let rel = entry.strip_prefix(root()).unwrap_or(&entry).to_string_lossy().into_owned();
+        if rel.starts_with("crates/envelope") || entry.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&entry)?;
+        for banned in ["Nonce::", "XNonce", "aes_gcm::", "chacha20poly1305::"] {
+            if text.contains(banned) {
+                bail!("architecture invariant broken: {rel} uses {banned}; only vecseal-envelope touches ciphers and nonces");
+            }
+        }
+    }
+    eprintln!("xtask: tidy: architecture invariants hold");
+    Ok(())
+}
+
+fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let p = e?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let task = args.first().map(String::as_str).unwrap_or("help");
+    match task {
+        "ci" => {
+            run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+            run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+            tidy()?;
+            run(Command::new("cargo-deny").args(["check", "bans", "licenses", "sources"]))?;
+            run(cargo().args(["test", "--workspace"]))?;
+            run(cargo().args(["bench", "--workspace", "--no-run"]))?;
+        }
+        "test" => run(cargo().args(["test", "--workspace"]))?,
+        "lint" => {
+            run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+            run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+        }
+        "deny" => run(Command::new("cargo-deny").args(["check", "bans", "licenses", "sources"]))?,
+        "tidy" => tidy()?,
+        "demo" => run(cargo().args(["run", "-p", "vecseal-cli", "--", "demo"]).args(&args[1..]))?,
+        "bench" | "dataset" => {
+            run(cargo().args(["build", "-p", "vecseal-benches"]))?;
+            run(cargo().args(["run", "-p", "vecseal-benches", "--"]).args(&args))?;
+        }
+        _ => {
+            eprintln!("usage: cargo xtask <ci|test|lint|deny|tidy|demo|bench|dataset>");
+            if task != "help" {
+                bail!("unknown task {task:?}");
+            }
+        }
+    }
+    Ok(())
+}

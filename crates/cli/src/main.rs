@@ -1,1 +1,487 @@
-fn main() {}
+//! `vecseal`: the command-line tool of the vecseal encrypted vector database.
+//!
+//! Keys come from `--key-file FILE` (32 raw bytes) or `VECSEAL_KEY` (64 hex
+//! characters), never from a plain argument, and are never printed.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+use vecseal::{
+    Client, Credentials, Fields, IndexConfig, Item, Metric, QueryOptions, SecretKey, StorageConfig, Suite,
+    TrainOptions, UserId,
+};
+
+mod demo;
+
+#[derive(Parser)]
+#[command(name = "vecseal", version, about = "An encrypted vector database")]
+struct Cli {
+    /// Data folder (RocksDB).
+    #[arg(long, global = true, default_value = "./vecseal-data")]
+    data: PathBuf,
+    /// File holding the 32-byte key (else the VECSEAL_KEY environment variable, 64 hex chars).
+    #[arg(long, global = true)]
+    key_file: Option<PathBuf>,
+    /// Act as this RBAC user (32 hex chars); the key is then the user's key.
+    #[arg(long, global = true)]
+    user_id: Option<String>,
+    /// Verbose logs (-v, -vv).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Writes 32 random bytes to a new key file (mode 0600).
+    Keygen {
+        /// Where to write the key; never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Creates an index.
+    Create {
+        /// Index name.
+        name: String,
+        /// Fixed dimension (else taken from the first upsert).
+        #[arg(long)]
+        dim: Option<usize>,
+        /// cosine, euclidean, squared-euclidean or inner-product.
+        #[arg(long, default_value = "squared-euclidean")]
+        metric: String,
+        /// aes-256-gcm or chacha20-poly1305.
+        #[arg(long, default_value = "aes-256-gcm")]
+        cipher: String,
+    },
+    /// Upserts vectors from a .npy file (with optional ids) or a JSON-lines file.
+    Upsert {
+        /// Index name.
+        name: String,
+        /// float32 .npy of shape (n, d).
+        #[arg(long, conflicts_with = "jsonl")]
+        vectors: Option<PathBuf>,
+        /// One id a line (default: row numbers).
+        #[arg(long, requires = "vectors")]
+        ids: Option<PathBuf>,
+        /// Objects with id, vector, optional contents and metadata.
+        #[arg(long)]
+        jsonl: Option<PathBuf>,
+    },
+    /// Trains the IVF lists.
+    Train {
+        /// Index name.
+        name: String,
+        #[arg(long)]
+        n_lists: Option<usize>,
+        #[arg(long)]
+        batch_size: Option<usize>,
+        #[arg(long)]
+        max_iters: Option<u32>,
+        #[arg(long)]
+        tolerance: Option<f64>,
+        /// MB.
+        #[arg(long)]
+        max_memory: Option<usize>,
+    },
+    /// Queries with the vectors of a .npy file.
+    Query {
+        /// Index name.
+        name: String,
+        #[arg(long)]
+        vectors: PathBuf,
+        #[arg(long, default_value_t = 100)]
+        top_k: usize,
+        #[arg(long)]
+        n_probes: Option<usize>,
+        /// Comma-separated: distance, metadata, contents.
+        #[arg(long, default_value = "distance")]
+        include: String,
+        /// Write a JSON array of per-query results here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Prints items by id.
+    Get {
+        /// Index name.
+        name: String,
+        /// Ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Deletes items by id.
+    Delete {
+        /// Index name.
+        name: String,
+        /// Ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Describes an index.
+    Info {
+        /// Index name.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lists indexes.
+    List,
+    /// Deletes an index and all its records.
+    Drop {
+        /// Index name.
+        name: String,
+    },
+    /// Manages RBAC users.
+    Users {
+        #[command(subcommand)]
+        cmd: UsersCmd,
+    },
+    /// The main job: a full encrypted round trip with a report.
+    Demo {
+        /// Number of vectors (GloVe rows or synthetic).
+        #[arg(long, default_value_t = 100_000)]
+        n: usize,
+        /// Use the seeded synthetic data set even if GloVe can be fetched.
+        #[arg(long)]
+        synthetic: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersCmd {
+    /// Grants a user read and/or write access.
+    Add {
+        name: String,
+        #[arg(long = "user-id")]
+        user: String,
+        #[arg(long)]
+        user_key_file: PathBuf,
+        #[arg(long)]
+        read: bool,
+        #[arg(long)]
+        write: bool,
+    },
+    /// Lists users.
+    List { name: String },
+    /// Revokes a user.
+    Remove {
+        name: String,
+        #[arg(long = "user-id")]
+        user: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(level).init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub(crate) fn read_key_file(path: &Path) -> Result<SecretKey> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read key file {}", path.display()))?;
+    SecretKey::from_bytes(&bytes).map_err(|e| anyhow!("key file {}: {e}", path.display()))
+}
+
+fn load_key(cli: &Cli) -> Result<SecretKey> {
+    if let Some(p) = &cli.key_file {
+        return read_key_file(p);
+    }
+    let hex_key = std::env::var("VECSEAL_KEY")
+        .map_err(|_| anyhow!("no key: pass --key-file FILE or set VECSEAL_KEY (64 hex characters)"))?;
+    let bytes = hex::decode(hex_key.trim()).map_err(|_| anyhow!("VECSEAL_KEY is not hex: expected 64 hex characters"))?;
+    SecretKey::from_bytes(&bytes).map_err(|e| anyhow!("VECSEAL_KEY: {e}"))
+}
+
+fn credentials(cli: &Cli) -> Result<Credentials> {
+    let key = load_key(cli)?;
+    Ok(match &cli.user_id {
+        Some(u) => Credentials::user(UserId::from_hex(u)?, key),
+        None => Credentials::owner(key),
+    })
+}
+
+fn client(cli: &Cli) -> Result<Client> {
+    Ok(Client::open(StorageConfig::Local(cli.data.clone()))?)
+}
+
+pub(crate) fn write_new_key(out: &Path) -> Result<()> {
+    let key = SecretKey::generate()?;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(out).with_context(|| format!("cannot create key file {} (it must not exist yet)", out.display()))?;
+    f.write_all(key.expose_secret())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+pub(crate) fn read_npy(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let npy = npyz::NpyFile::new(std::io::BufReader::new(file)).with_context(|| format!("{} is not a .npy file", path.display()))?;
+    let shape = npy.shape().to_vec();
+    let (n, d) = match shape.as_slice() {
+        [n, d] => (*n as usize, *d as usize),
+        [d] => (1, *d as usize),
+        other => bail!("{}: expected a 2-d array (n, d), got shape {other:?}", path.display()),
+    };
+    let data: Vec<f32> = npy.into_vec::<f32>().with_context(|| format!("{}: expected float32 data", path.display()))?;
+    Ok((data, n, d))
+}
+
+pub(crate) fn bar(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_owned());
+    pb
+}
+
+pub(crate) fn upsert_all(index: &vecseal::Index, items: Vec<Item>) -> Result<()> {
+    let pb = bar(items.len() as u64, "upsert");
+    let mut it = items.into_iter().peekable();
+    while it.peek().is_some() {
+        let chunk: Vec<Item> = it.by_ref().take(10_000).collect();
+        let n = chunk.len() as u64;
+        index.upsert(chunk)?;
+        pb.inc(n);
+    }
+    pb.finish();
+    Ok(())
+}
+
+pub(crate) fn train_with_bar(index: &vecseal::Index, opts: &TrainOptions) -> Result<()> {
+    let pb = bar(u64::from(opts.max_iters.unwrap_or(100)), "train");
+    let cb = |p: &vecseal::TrainProgress| {
+        pb.set_length(u64::from(p.max_iters));
+        pb.set_position(u64::from(p.iteration));
+        pb.set_message(format!("inertia {:.4e}", p.inertia));
+        std::ops::ControlFlow::Continue(())
+    };
+    index.train_with_progress(opts, &cb)?;
+    pb.finish();
+    Ok(())
+}
+
+fn hits_json(hits: &[vecseal::Hit]) -> Value {
+    Value::Array(
+        hits.iter()
+            .map(|h| {
+                let mut o = json!({ "id": h.id });
+                if let Some(d) = h.distance {
+                    o["distance"] = json!(d);
+                }
+                if let Some(m) = &h.metadata {
+                    o["metadata"] = m.clone();
+                }
+                if let Some(c) = &h.contents {
+                    o["contents"] = json!(String::from_utf8_lossy(c));
+                }
+                o
+            })
+            .collect(),
+    )
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match &cli.cmd {
+        Cmd::Keygen { out } => {
+            write_new_key(out)?;
+            eprintln!("wrote a new 32-byte key to {}", out.display());
+        }
+        Cmd::Demo { n, synthetic } => demo::run(&cli.data, *n, *synthetic)?,
+        Cmd::Create { name, dim, metric, cipher } => {
+            let metric: Metric = metric.parse()?;
+            let suite: Suite = cipher.parse().map_err(|e: String| anyhow!(e))?;
+            let mut cfg = IndexConfig::default().with_metric(metric).with_suite(suite);
+            cfg.dimension = *dim;
+            client(&cli)?.create_index(name, credentials(&cli)?, cfg)?;
+            eprintln!("created index {name:?}");
+        }
+        Cmd::Upsert { name, vectors, ids, jsonl } => {
+            let index = client(&cli)?.load_index(name, credentials(&cli)?)?;
+            let items = match (vectors, jsonl) {
+                (Some(v), None) => {
+                    let (data, n, d) = read_npy(v)?;
+                    let ids: Vec<String> = match ids {
+                        Some(p) => std::fs::read_to_string(p)
+                            .with_context(|| format!("cannot read ids file {}", p.display()))?
+                            .lines()
+                            .map(str::to_owned)
+                            .collect(),
+                        None => (0..n).map(|i| i.to_string()).collect(),
+                    };
+                    if ids.len() != n {
+                        bail!("{} ids for {n} vectors: the ids file needs one id per row", ids.len());
+                    }
+                    ids.into_iter().zip(data.chunks(d.max(1))).map(|(id, v)| Item::new(id, v.to_vec())).collect()
+                }
+                (None, Some(p)) => {
+                    let f = std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
+                    let mut items = Vec::new();
+                    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
+                        let line = line?;
+                        if line.trim().is_empty() {
+                            continue;
+                        }
+                        #[derive(serde::Deserialize)]
+                        struct Row {
+                            id: String,
+                            vector: Vec<f32>,
+                            contents: Option<String>,
+                            metadata: Option<Value>,
+                        }
+                        let row: Row = serde_json::from_str(&line).with_context(|| format!("{} line {}", p.display(), i + 1))?;
+                        let mut item = Item::new(row.id, row.vector);
+                        item.contents = row.contents.map(String::into_bytes);
+                        item.metadata = row.metadata;
+                        items.push(item);
+                    }
+                    items
+                }
+                _ => bail!("give --vectors FILE.npy or --jsonl FILE"),
+            };
+            let n = items.len();
+            upsert_all(&index, items)?;
+            eprintln!("upserted {n} items into {name:?}");
+        }
+        Cmd::Train { name, n_lists, batch_size, max_iters, tolerance, max_memory } => {
+            let index = client(&cli)?.load_index(name, credentials(&cli)?)?;
+            let opts = TrainOptions {
+                n_lists: *n_lists,
+                batch_size: *batch_size,
+                max_iters: *max_iters,
+                tolerance: *tolerance,
+                max_memory: *max_memory,
+                seed: 0,
+            };
+            let t = Instant::now();
+            train_with_bar(&index, &opts)?;
+            eprintln!("trained {name:?}: {} lists in {:.2?}", index.n_lists(), t.elapsed());
+        }
+        Cmd::Query { name, vectors, top_k, n_probes, include, out } => {
+            let index = client(&cli)?.load_index(name, credentials(&cli)?)?;
+            let (data, n, d) = read_npy(vectors)?;
+            let mut opts = QueryOptions::default().with_top_k(*top_k).with_distance(false);
+            opts.n_probes = *n_probes;
+            for f in include.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                opts = match f {
+                    "distance" => opts.with_distance(true),
+                    "metadata" => opts.with_metadata(true),
+                    "contents" => opts.with_contents(true),
+                    other => bail!("unknown --include field {other:?}: expected distance, metadata or contents"),
+                };
+            }
+            let queries: Vec<Vec<f32>> = data.chunks(d.max(1)).map(<[f32]>::to_vec).collect();
+            let t = Instant::now();
+            let results = index.query(&queries, &opts)?;
+            let secs = t.elapsed().as_secs_f64();
+            match out {
+                Some(p) => {
+                    let all = Value::Array(results.iter().map(|h| hits_json(h)).collect());
+                    std::fs::write(p, serde_json::to_vec(&all)?).with_context(|| format!("cannot write {}", p.display()))?;
+                }
+                None => {
+                    let mut stdout = std::io::stdout().lock();
+                    for h in &results {
+                        writeln!(stdout, "{}", hits_json(h))?;
+                    }
+                }
+            }
+            eprintln!("{n} queries in {secs:.3} s: {:.1} QPS", n as f64 / secs.max(1e-9));
+        }
+        Cmd::Get { name, ids } => {
+            let index = client(&cli)?.load_index(name, credentials(&cli)?)?;
+            let r = index.get(ids, Fields::ALL)?;
+            let mut stdout = std::io::stdout().lock();
+            for it in r.items {
+                let contents = it.contents.map(|c| String::from_utf8_lossy(&c).into_owned());
+                writeln!(stdout, "{}", json!({"id": it.id, "vector": it.vector, "contents": contents, "metadata": it.metadata}))?;
+            }
+            if !r.missing.is_empty() {
+                bail!("not found: {}", r.missing.join(", "));
+            }
+        }
+        Cmd::Delete { name, ids } => {
+            let index = client(&cli)?.load_index(name, credentials(&cli)?)?;
+            let n = index.delete(ids)?;
+            eprintln!("deleted {n} of {} items", ids.len());
+        }
+        Cmd::Info { name, json } => {
+            let index = client(&cli)?.load_index(name, credentials(&cli)?)?;
+            let i = index.info()?;
+            if *json {
+                println!(
+                    "{}",
+                    json!({"name": i.name, "dimension": i.dimension, "metric": i.metric.name(), "count": i.count,
+                           "state": i.state.name(), "n_lists": i.n_lists, "cipher": i.suite.name()})
+                );
+            } else {
+                println!("name:      {}", i.name);
+                println!("dimension: {}", i.dimension.map_or("unset".into(), |d| d.to_string()));
+                println!("metric:    {}", i.metric);
+                println!("count:     {}", i.count);
+                println!("state:     {}", i.state.name());
+                println!("n_lists:   {}", i.n_lists);
+                println!("cipher:    {}", i.suite);
+            }
+        }
+        Cmd::List => {
+            for n in client(&cli)?.list_indexes()? {
+                println!("{n}");
+            }
+        }
+        Cmd::Drop { name } => {
+            client(&cli)?.delete_index(name, &credentials(&cli)?)?;
+            eprintln!("dropped index {name:?}");
+        }
+        Cmd::Users { cmd } => match cmd {
+            UsersCmd::Add { name, user, user_key_file, read, write } => {
+                if !read && !write {
+                    bail!("give --read and/or --write");
+                }
+                let index = client(&cli)?.load_index(name, credentials(&cli)?)?;
+                index.add_user(UserId::from_hex(user)?, &read_key_file(user_key_file)?, *read, *write)?;
+                eprintln!("granted user {user} read={read} write={write}");
+            }
+            UsersCmd::List { name } => {
+                let index = client(&cli)?.load_index(name, credentials(&cli)?)?;
+                for u in index.list_users()? {
+                    println!("{}", json!({"user_id": u.user_id.to_string(), "read": u.has_read || u.has_write, "write": u.has_write}));
+                }
+            }
+            UsersCmd::Remove { name, user } => {
+                let index = client(&cli)?.load_index(name, credentials(&cli)?)?;
+                if !index.remove_user(UserId::from_hex(user)?)? {
+                    bail!("user {user} has no access to index {name:?}");
+                }
+                eprintln!("revoked user {user}");
+            }
+        },
+    }
+    Ok(())
+}

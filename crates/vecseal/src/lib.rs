@@ -1,1 +1,94 @@
-//! placeholder
+//! vecseal: an encrypted vector database.
+//!
+//! Users hold the keys; whatever the storage engine sees is ciphertext or a
+//! blinded name. Before [`Index::train`] a query is an exact *encrypted
+//! exhaustive search*; after it, an *encrypted ANN search* over IVF lists.
+//!
+//! This facade is what applications use: open a [`Client`] on a local folder
+//! (RocksDB, the default) or in memory, then create or load indexes.
+//!
+//! ```
+//! use vecseal::{Client, Credentials, IndexConfig, Item, Metric, QueryOptions, SecretKey, StorageConfig};
+//!
+//! let client = Client::open(StorageConfig::InMemory)?;
+//! let key = SecretKey::generate()?;
+//! let index = client.create_index(
+//!     "docs",
+//!     Credentials::owner(key),
+//!     IndexConfig::default().with_metric(Metric::Cosine),
+//! )?;
+//! index.upsert(vec![
+//!     Item::new("a", vec![1.0, 0.0]).with_metadata(serde_json::json!({"lang": "en"})),
+//!     Item::new("b", vec![0.0, 1.0]),
+//! ])?;
+//! let hits = index.query(&[vec![0.9, 0.1]], &QueryOptions::default().with_top_k(1))?;
+//! assert_eq!(hits[0][0].id, "a");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use vecseal_index::{
+    auto_n_lists, auto_n_probes, Credentials, Database, Error, Field, Fields, GetResult, Hit, Index, IndexAs,
+    IndexConfig, IndexInfo, Item, Metric, QueryOptions, Result, SecretKey, Suite, TrainOptions, TrainProgress,
+    TrainingState, UserEntry, UserId,
+};
+use vecseal_storage::{MemStore, RocksStore, Store};
+
+/// Where a [`Client`] keeps its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageConfig {
+    /// RocksDB in this folder (created if missing). The default engine.
+    Local(PathBuf),
+    /// In memory; gone when the client is dropped.
+    InMemory,
+}
+
+/// A handle on one store holding any number of indexes. Thread-safe; clone it
+/// freely.
+#[derive(Clone)]
+pub struct Client {
+    db: Database,
+}
+
+impl Client {
+    /// Opens the store.
+    pub fn open(config: StorageConfig) -> Result<Self> {
+        let store: Arc<dyn Store> = match config {
+            StorageConfig::Local(path) => Arc::new(RocksStore::open(path, vecseal_index::NAMESPACES)?),
+            StorageConfig::InMemory => Arc::new(MemStore::new(vecseal_index::NAMESPACES)),
+        };
+        Ok(Self { db: Database::new(store) })
+    }
+
+    /// Indexes loaded or created from now on keep a bounded cache of
+    /// decrypted vector blocks of at most `bytes` (0 = off, the default).
+    #[must_use]
+    pub fn with_list_cache(mut self, bytes: usize) -> Self {
+        self.db = self.db.with_list_cache(bytes);
+        self
+    }
+
+    /// Creates an index; `owner` holds the root index key.
+    pub fn create_index(&self, name: &str, owner: Credentials, config: IndexConfig) -> Result<Index> {
+        self.db.create_index(name, owner, config)
+    }
+
+    /// Loads an index with owner or user credentials.
+    pub fn load_index(&self, name: &str, cred: Credentials) -> Result<Index> {
+        self.db.load_index(name, cred)
+    }
+
+    /// Names of all indexes.
+    pub fn list_indexes(&self) -> Result<Vec<String>> {
+        self.db.list_indexes()
+    }
+
+    /// Deletes an index and all its records (owner only).
+    pub fn delete_index(&self, name: &str, owner: &Credentials) -> Result<()> {
+        self.db.delete_index(name, owner)
+    }
+}
