@@ -1,0 +1,57 @@
+#![allow(dead_code, unreachable_pub)]
+use std::sync::Arc;
+
+use rand::{Rng, SeedableRng};
+use vecseal_index::{Credentials, Database, Index, IndexConfig, Metric, SecretKey, NAMESPACES};
+use vecseal_storage::{MemStore, Store};
+
+pub fn key(b: u8) -> SecretKey {
+    SecretKey::from_bytes(&[b; 32]).unwrap_or_else(|e| panic!("{e}"))
+}
+
+pub fn owner(b: u8) -> Credentials {
+    Credentials::owner(key(b))
+}
+
+pub fn mem_db() -> (Database, Arc<MemStore>) {
+    let store = Arc::new(MemStore::new(NAMESPACES));
+    (Database::new(store.clone() as Arc<dyn Store>), store)
+}
+
+pub fn create(db: &Database, metric: Metric) -> Index {
+    db.create_index("t", owner(1), IndexConfig::default().with_metric(metric)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `n` vectors of dimension `d` around `centers` seeded cluster centres.
+pub fn clustered(n: usize, d: usize, centers: usize, seed: u64) -> Vec<Vec<f32>> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let cs: Vec<Vec<f32>> = (0..centers).map(|_| (0..d).map(|_| rng.gen_range(-10.0..10.0)).collect()).collect();
+    (0..n).map(|_| cs[rng.gen_range(0..centers)].iter().map(|v| v + rng.gen_range(-1.0f32..1.0)).collect()).collect()
+}
+
+pub fn ids(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("item-{i}")).collect()
+}
+
+pub fn sq(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
+}
+
+/// Exact top-k ids by squared Euclidean distance, ties by id.
+pub fn brute(data: &[(String, Vec<f32>)], q: &[f32], k: usize) -> Vec<String> {
+    let mut d: Vec<(f32, &String)> = data.iter().map(|(id, v)| (sq(q, v), id)).collect();
+    d.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(b.1)));
+    d.into_iter().take(k).map(|(_, id)| id.clone()).collect()
+}
+
+/// Every raw key and value in the store.
+pub fn dump(store: &MemStore) -> Vec<(String, Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    for ns in NAMESPACES {
+        for e in store.scan_prefix(ns, b"").unwrap_or_else(|e| panic!("{e}")) {
+            let (k, v) = e.unwrap_or_else(|e| panic!("{e}"));
+            out.push(((*ns).to_owned(), k, v));
+        }
+    }
+    out
+}

@@ -1,0 +1,76 @@
+//! A model test: random upserts, deletes, gets and queries against a plain
+//! map; before training, query results equal brute force exactly.
+
+mod common;
+use std::collections::BTreeMap;
+
+use common::*;
+use proptest::prelude::*;
+use vecseal_index::{Fields, Item, Metric, QueryOptions};
+
+#[derive(Debug, Clone)]
+enum Op {
+    Upsert(Vec<(u8, [i8; 3])>),
+    Delete(Vec<u8>),
+    Query([i8; 3], usize),
+    Get(Vec<u8>),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let v = any::<[i8; 3]>();
+    prop_oneof![
+        proptest::collection::vec((0u8..30, v), 1..8).prop_map(Op::Upsert),
+        proptest::collection::vec(0u8..30, 1..4).prop_map(Op::Delete),
+        (v, 1usize..12).prop_map(|(q, k)| Op::Query(q, k)),
+        proptest::collection::vec(0u8..30, 1..4).prop_map(Op::Get),
+    ]
+}
+
+fn f(v: [i8; 3]) -> Vec<f32> {
+    v.iter().map(|&x| f32::from(x)).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(40))]
+    #[test]
+    fn index_matches_model(ops in proptest::collection::vec(op(), 1..30)) {
+        let (db, _) = mem_db();
+        let index = create(&db, Metric::SquaredEuclidean);
+        let mut model: BTreeMap<String, Vec<f32>> = BTreeMap::new();
+        for op in ops {
+            match op {
+                Op::Upsert(items) => {
+                    let items: Vec<Item> = items.iter().map(|(i, v)| Item::new(format!("{i}"), f(*v)).with_contents(vec![*i])).collect();
+                    for it in &items { model.insert(it.id.clone(), it.vector.clone().unwrap_or_default()); }
+                    index.upsert(items).unwrap_or_else(|e| panic!("{e}"));
+                }
+                Op::Delete(ids) => {
+                    let ids: Vec<String> = ids.iter().map(|i| format!("{i}")).collect();
+                    let mut uniq = ids.clone(); uniq.sort(); uniq.dedup();
+                    let expect = uniq.iter().filter(|i| model.remove(*i).is_some()).count();
+                    prop_assert_eq!(index.delete(&ids).unwrap_or_else(|e| panic!("{e}")), expect);
+                }
+                Op::Query(q, k) => {
+                    let got = index.query(&[f(q)], &QueryOptions::default().with_top_k(k)).unwrap_or_else(|e| panic!("{e}"));
+                    let data: Vec<(String, Vec<f32>)> = model.iter().map(|(a, b)| (a.clone(), b.clone())).collect();
+                    let want = brute(&data, &f(q), k);
+                    let got_ids: Vec<String> = got[0].iter().map(|h| h.id.clone()).collect();
+                    prop_assert_eq!(&got_ids, &want);
+                    for h in &got[0] {
+                        let d = sq(&f(q), &model[&h.id]);
+                        prop_assert_eq!(h.distance, Some(d));
+                    }
+                }
+                Op::Get(ids) => {
+                    let ids: Vec<String> = ids.iter().map(|i| format!("{i}")).collect();
+                    let r = index.get(&ids, Fields::ALL).unwrap_or_else(|e| panic!("{e}"));
+                    for it in &r.items { prop_assert_eq!(it.vector.as_ref(), model.get(&it.id)); }
+                    for m in &r.missing { prop_assert!(!model.contains_key(m)); }
+                    prop_assert_eq!(r.items.len() + r.missing.len(), ids.len());
+                }
+            }
+            prop_assert_eq!(index.count().unwrap_or(0), model.len());
+            prop_assert_eq!(index.list_ids().unwrap_or_default(), model.keys().cloned().collect::<Vec<_>>());
+        }
+    }
+}
