@@ -13,7 +13,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use rand::{Rng, SeedableRng};
-use vecseal::{Client, Credentials, IndexConfig, Metric, QueryOptions, SecretKey, StorageConfig, TrainOptions};
+use vecseal::{
+    Client, Credentials, IndexConfig, Metric, QueryOptions, SecretKey, StorageConfig, TrainOptions,
+};
 
 fn glove(n: usize) -> Option<(Vec<f32>, usize)> {
     let home = std::env::var_os("HOME").map(std::path::PathBuf::from)?;
@@ -49,12 +51,19 @@ fn main() -> Result<()> {
         eprintln!("GloVe-6B-50d is in ~/.cache/vecseal/glove");
         return Ok(());
     }
-    let n: usize = std::env::var("VECSEAL_BENCH_N").ok().and_then(|s| s.parse().ok()).unwrap_or(400_000);
+    let n: usize = std::env::var("VECSEAL_BENCH_N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(400_000);
     let (data, d, source) = match glove(n) {
         Some((v, d)) => (v, d, "GloVe-6B-50d"),
         None => {
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-            ((0..n * 50).map(|_| rng.gen_range(-1.0f32..1.0)).collect(), 50, "synthetic uniform")
+            (
+                (0..n * 50).map(|_| rng.gen_range(-1.0f32..1.0)).collect(),
+                50,
+                "synthetic uniform",
+            )
         }
     };
     let rows = data.len() / d;
@@ -67,7 +76,11 @@ fn main() -> Result<()> {
     println!("data set: {source}, {base} vectors, d = {d}, {nq} held-out queries, cosine");
     for cache in [0usize, 1 << 30] {
         let client = Client::open(StorageConfig::InMemory)?.with_list_cache(cache);
-        let index = client.create_index("bench", Credentials::owner(SecretKey::generate()?), IndexConfig::default().with_metric(Metric::Cosine))?;
+        let index = client.create_index(
+            "bench",
+            Credentials::owner(SecretKey::generate()?),
+            IndexConfig::default().with_metric(Metric::Cosine),
+        )?;
         let t = Instant::now();
         for (i, c) in vectors.chunks(10_000).enumerate() {
             index.upsert_vectors(&ids[i * 10_000..i * 10_000 + c.len()], c)?;
@@ -87,7 +100,11 @@ fn main() -> Result<()> {
             let t = Instant::now();
             let ann = index.query(&queries, &opts.clone().with_n_probes(probes))?;
             let qps = nq as f64 / t.elapsed().as_secs_f64();
-            let found: usize = exact.iter().zip(&ann).map(|(e, a)| a.iter().filter(|h| e.iter().any(|x| x.id == h.id)).count()).sum();
+            let found: usize = exact
+                .iter()
+                .zip(&ann)
+                .map(|(e, a)| a.iter().filter(|h| e.iter().any(|x| x.id == h.id)).count())
+                .sum();
             let recall = found as f64 / (nq * 10) as f64;
             println!("  n_probes {probes:>4}: recall@10 {recall:.4}  QPS {qps:.0}");
             sweep.push(serde_json::json!({"n_probes": probes, "recall_at_10": recall, "qps": qps}));

@@ -6,12 +6,18 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
     eprintln!("xtask: running {cmd:?}");
-    let status = cmd.current_dir(root()).status().with_context(|| format!("cannot start {cmd:?}"))?;
+    let status = cmd
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed with {status}");
     }
@@ -26,11 +32,33 @@ fn cargo() -> Command {
 fn tidy() -> Result<()> {
     let checks: &[(&str, &[&str])] = &[
         // storage never links a cipher crate and never sees a key.
-        ("vecseal-storage", &["aes-gcm", "chacha20poly1305", "vecseal-envelope", "vecseal-keyring", "hmac", "hkdf"]),
+        (
+            "vecseal-storage",
+            &[
+                "aes-gcm",
+                "chacha20poly1305",
+                "vecseal-envelope",
+                "vecseal-keyring",
+                "hmac",
+                "hkdf",
+            ],
+        ),
         // kmeans knows nothing of crypto or storage.
-        ("vecseal-kmeans", &["aes-gcm", "chacha20poly1305", "vecseal-envelope", "vecseal-storage", "rocksdb"]),
+        (
+            "vecseal-kmeans",
+            &[
+                "aes-gcm",
+                "chacha20poly1305",
+                "vecseal-envelope",
+                "vecseal-storage",
+                "rocksdb",
+            ],
+        ),
         // envelope knows nothing of vectors or storage.
-        ("vecseal-envelope", &["faer", "vecseal-kmeans", "vecseal-storage", "rocksdb"]),
+        (
+            "vecseal-envelope",
+            &["faer", "vecseal-kmeans", "vecseal-storage", "rocksdb"],
+        ),
         // keyring builds only on envelope.
         ("vecseal-keyring", &["faer", "rocksdb", "vecseal-storage"]),
     ];
@@ -41,18 +69,28 @@ fn tidy() -> Result<()> {
             .output()
             .context("cargo tree")?;
         if !out.status.success() {
-            bail!("cargo tree -p {krate} failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "cargo tree -p {krate} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         let tree = String::from_utf8_lossy(&out.stdout);
         for dep in *banned {
-            if tree.lines().any(|l| l.split_whitespace().next() == Some(dep)) {
+            if tree
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(dep))
+            {
                 bail!("architecture invariant broken: {krate} depends on {dep}");
             }
         }
     }
     // Only the envelope creates nonces: no other crate names a nonce type.
     for entry in walk(&root().join("crates"))? {
-        let rel = entry.strip_prefix(root()).unwrap_or(&entry).to_string_lossy().into_owned();
+        let rel = entry
+            .strip_prefix(root())
+            .unwrap_or(&entry)
+            .to_string_lossy()
+            .into_owned();
         if rel.starts_with("crates/envelope") || entry.extension().is_none_or(|e| e != "rs") {
             continue;
         }
@@ -89,7 +127,14 @@ fn main() -> Result<()> {
     match task {
         "ci" => {
             run(cargo().args(["fmt", "--all", "--", "--check"]))?;
-            run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+            run(cargo().args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]))?;
             tidy()?;
             run(Command::new("cargo-deny").args(["check", "bans", "licenses", "sources"]))?;
             run(cargo().args(["test", "--workspace"]))?;
@@ -98,14 +143,25 @@ fn main() -> Result<()> {
         "test" => run(cargo().args(["test", "--workspace"]))?,
         "lint" => {
             run(cargo().args(["fmt", "--all", "--", "--check"]))?;
-            run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+            run(cargo().args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]))?;
         }
         "deny" => run(Command::new("cargo-deny").args(["check", "bans", "licenses", "sources"]))?,
         "tidy" => tidy()?,
-        "demo" => run(cargo().args(["run", "-p", "vecseal-cli", "--", "demo"]).args(&args[1..]))?,
+        "demo" => run(cargo()
+            .args(["run", "-p", "vecseal-cli", "--", "demo"])
+            .args(&args[1..]))?,
         "bench" | "dataset" => {
             run(cargo().args(["build", "-p", "vecseal-benches"]))?;
-            run(cargo().args(["run", "-p", "vecseal-benches", "--"]).args(&args))?;
+            run(cargo()
+                .args(["run", "-p", "vecseal-benches", "--"])
+                .args(&args))?;
         }
         _ => {
             eprintln!("usage: cargo xtask <ci|test|lint|deny|tidy|demo|bench|dataset>");

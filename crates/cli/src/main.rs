@@ -13,8 +13,8 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 use vecseal::{
-    Client, Credentials, Fields, IndexConfig, Item, Metric, QueryOptions, SecretKey, StorageConfig, Suite,
-    TrainOptions, UserId,
+    Client, Credentials, Fields, IndexConfig, Item, Metric, QueryOptions, SecretKey, StorageConfig,
+    Suite, TrainOptions, UserId,
 };
 
 mod demo;
@@ -185,7 +185,10 @@ fn main() -> ExitCode {
         1 => "info",
         _ => "debug",
     };
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(level).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(level)
+        .init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -196,7 +199,8 @@ fn main() -> ExitCode {
 }
 
 pub(crate) fn read_key_file(path: &Path) -> Result<SecretKey> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read key file {}", path.display()))?;
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read key file {}", path.display()))?;
     SecretKey::from_bytes(&bytes).map_err(|e| anyhow!("key file {}: {e}", path.display()))
 }
 
@@ -204,9 +208,11 @@ fn load_key(cli: &Cli) -> Result<SecretKey> {
     if let Some(p) = &cli.key_file {
         return read_key_file(p);
     }
-    let hex_key = std::env::var("VECSEAL_KEY")
-        .map_err(|_| anyhow!("no key: pass --key-file FILE or set VECSEAL_KEY (64 hex characters)"))?;
-    let bytes = hex::decode(hex_key.trim()).map_err(|_| anyhow!("VECSEAL_KEY is not hex: expected 64 hex characters"))?;
+    let hex_key = std::env::var("VECSEAL_KEY").map_err(|_| {
+        anyhow!("no key: pass --key-file FILE or set VECSEAL_KEY (64 hex characters)")
+    })?;
+    let bytes = hex::decode(hex_key.trim())
+        .map_err(|_| anyhow!("VECSEAL_KEY is not hex: expected 64 hex characters"))?;
     SecretKey::from_bytes(&bytes).map_err(|e| anyhow!("VECSEAL_KEY: {e}"))
 }
 
@@ -231,22 +237,34 @@ pub(crate) fn write_new_key(out: &Path) -> Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let mut f = opts.open(out).with_context(|| format!("cannot create key file {} (it must not exist yet)", out.display()))?;
+    let mut f = opts.open(out).with_context(|| {
+        format!(
+            "cannot create key file {} (it must not exist yet)",
+            out.display()
+        )
+    })?;
     f.write_all(key.expose_secret())?;
     f.sync_all()?;
     Ok(())
 }
 
 pub(crate) fn read_npy(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let npy = npyz::NpyFile::new(std::io::BufReader::new(file)).with_context(|| format!("{} is not a .npy file", path.display()))?;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let npy = npyz::NpyFile::new(std::io::BufReader::new(file))
+        .with_context(|| format!("{} is not a .npy file", path.display()))?;
     let shape = npy.shape().to_vec();
     let (n, d) = match shape.as_slice() {
         [n, d] => (*n as usize, *d as usize),
         [d] => (1, *d as usize),
-        other => bail!("{}: expected a 2-d array (n, d), got shape {other:?}", path.display()),
+        other => bail!(
+            "{}: expected a 2-d array (n, d), got shape {other:?}",
+            path.display()
+        ),
     };
-    let data: Vec<f32> = npy.into_vec::<f32>().with_context(|| format!("{}: expected float32 data", path.display()))?;
+    let data: Vec<f32> = npy
+        .into_vec::<f32>()
+        .with_context(|| format!("{}: expected float32 data", path.display()))?;
     Ok((data, n, d))
 }
 
@@ -314,7 +332,12 @@ fn run(cli: Cli) -> Result<()> {
             eprintln!("wrote a new 32-byte key to {}", out.display());
         }
         Cmd::Demo { n, synthetic } => demo::run(&cli.data, *n, *synthetic)?,
-        Cmd::Create { name, dim, metric, cipher } => {
+        Cmd::Create {
+            name,
+            dim,
+            metric,
+            cipher,
+        } => {
             let metric: Metric = metric.parse()?;
             let suite: Suite = cipher.parse().map_err(|e: String| anyhow!(e))?;
             let mut cfg = IndexConfig::default().with_metric(metric).with_suite(suite);
@@ -322,7 +345,12 @@ fn run(cli: Cli) -> Result<()> {
             client(&cli)?.create_index(name, credentials(&cli)?, cfg)?;
             eprintln!("created index {name:?}");
         }
-        Cmd::Upsert { name, vectors, ids, jsonl } => {
+        Cmd::Upsert {
+            name,
+            vectors,
+            ids,
+            jsonl,
+        } => {
             let index = client(&cli)?.load_index(name, credentials(&cli)?)?;
             let items = match (vectors, jsonl) {
                 (Some(v), None) => {
@@ -336,12 +364,19 @@ fn run(cli: Cli) -> Result<()> {
                         None => (0..n).map(|i| i.to_string()).collect(),
                     };
                     if ids.len() != n {
-                        bail!("{} ids for {n} vectors: the ids file needs one id per row", ids.len());
+                        bail!(
+                            "{} ids for {n} vectors: the ids file needs one id per row",
+                            ids.len()
+                        );
                     }
-                    ids.into_iter().zip(data.chunks(d.max(1))).map(|(id, v)| Item::new(id, v.to_vec())).collect()
+                    ids.into_iter()
+                        .zip(data.chunks(d.max(1)))
+                        .map(|(id, v)| Item::new(id, v.to_vec()))
+                        .collect()
                 }
                 (None, Some(p)) => {
-                    let f = std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
+                    let f = std::fs::File::open(p)
+                        .with_context(|| format!("cannot open {}", p.display()))?;
                     let mut items = Vec::new();
                     for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
                         let line = line?;
@@ -355,7 +390,8 @@ fn run(cli: Cli) -> Result<()> {
                             contents: Option<String>,
                             metadata: Option<Value>,
                         }
-                        let row: Row = serde_json::from_str(&line).with_context(|| format!("{} line {}", p.display(), i + 1))?;
+                        let row: Row = serde_json::from_str(&line)
+                            .with_context(|| format!("{} line {}", p.display(), i + 1))?;
                         let mut item = Item::new(row.id, row.vector);
                         item.contents = row.contents.map(String::into_bytes);
                         item.metadata = row.metadata;
@@ -369,7 +405,14 @@ fn run(cli: Cli) -> Result<()> {
             upsert_all(&index, items)?;
             eprintln!("upserted {n} items into {name:?}");
         }
-        Cmd::Train { name, n_lists, batch_size, max_iters, tolerance, max_memory } => {
+        Cmd::Train {
+            name,
+            n_lists,
+            batch_size,
+            max_iters,
+            tolerance,
+            max_memory,
+        } => {
             let index = client(&cli)?.load_index(name, credentials(&cli)?)?;
             let opts = TrainOptions {
                 n_lists: *n_lists,
@@ -381,12 +424,25 @@ fn run(cli: Cli) -> Result<()> {
             };
             let t = Instant::now();
             train_with_bar(&index, &opts)?;
-            eprintln!("trained {name:?}: {} lists in {:.2?}", index.n_lists(), t.elapsed());
+            eprintln!(
+                "trained {name:?}: {} lists in {:.2?}",
+                index.n_lists(),
+                t.elapsed()
+            );
         }
-        Cmd::Query { name, vectors, top_k, n_probes, include, out } => {
+        Cmd::Query {
+            name,
+            vectors,
+            top_k,
+            n_probes,
+            include,
+            out,
+        } => {
             let index = client(&cli)?.load_index(name, credentials(&cli)?)?;
             let (data, n, d) = read_npy(vectors)?;
-            let mut opts = QueryOptions::default().with_top_k(*top_k).with_distance(false);
+            let mut opts = QueryOptions::default()
+                .with_top_k(*top_k)
+                .with_distance(false);
             opts.n_probes = *n_probes;
             for f in include.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                 opts = match f {
@@ -403,7 +459,8 @@ fn run(cli: Cli) -> Result<()> {
             match out {
                 Some(p) => {
                     let all = Value::Array(results.iter().map(|h| hits_json(h)).collect());
-                    std::fs::write(p, serde_json::to_vec(&all)?).with_context(|| format!("cannot write {}", p.display()))?;
+                    std::fs::write(p, serde_json::to_vec(&all)?)
+                        .with_context(|| format!("cannot write {}", p.display()))?;
                 }
                 None => {
                     let mut stdout = std::io::stdout().lock();
@@ -412,15 +469,24 @@ fn run(cli: Cli) -> Result<()> {
                     }
                 }
             }
-            eprintln!("{n} queries in {secs:.3} s: {:.1} QPS", n as f64 / secs.max(1e-9));
+            eprintln!(
+                "{n} queries in {secs:.3} s: {:.1} QPS",
+                n as f64 / secs.max(1e-9)
+            );
         }
         Cmd::Get { name, ids } => {
             let index = client(&cli)?.load_index(name, credentials(&cli)?)?;
             let r = index.get(ids, Fields::ALL)?;
             let mut stdout = std::io::stdout().lock();
             for it in r.items {
-                let contents = it.contents.map(|c| String::from_utf8_lossy(&c).into_owned());
-                writeln!(stdout, "{}", json!({"id": it.id, "vector": it.vector, "contents": contents, "metadata": it.metadata}))?;
+                let contents = it
+                    .contents
+                    .map(|c| String::from_utf8_lossy(&c).into_owned());
+                writeln!(
+                    stdout,
+                    "{}",
+                    json!({"id": it.id, "vector": it.vector, "contents": contents, "metadata": it.metadata})
+                )?;
             }
             if !r.missing.is_empty() {
                 bail!("not found: {}", r.missing.join(", "));
@@ -442,7 +508,10 @@ fn run(cli: Cli) -> Result<()> {
                 );
             } else {
                 println!("name:      {}", i.name);
-                println!("dimension: {}", i.dimension.map_or("unset".into(), |d| d.to_string()));
+                println!(
+                    "dimension: {}",
+                    i.dimension.map_or("unset".into(), |d| d.to_string())
+                );
                 println!("metric:    {}", i.metric);
                 println!("count:     {}", i.count);
                 println!("state:     {}", i.state.name());
@@ -460,18 +529,32 @@ fn run(cli: Cli) -> Result<()> {
             eprintln!("dropped index {name:?}");
         }
         Cmd::Users { cmd } => match cmd {
-            UsersCmd::Add { name, user, user_key_file, read, write } => {
+            UsersCmd::Add {
+                name,
+                user,
+                user_key_file,
+                read,
+                write,
+            } => {
                 if !read && !write {
                     bail!("give --read and/or --write");
                 }
                 let index = client(&cli)?.load_index(name, credentials(&cli)?)?;
-                index.add_user(UserId::from_hex(user)?, &read_key_file(user_key_file)?, *read, *write)?;
+                index.add_user(
+                    UserId::from_hex(user)?,
+                    &read_key_file(user_key_file)?,
+                    *read,
+                    *write,
+                )?;
                 eprintln!("granted user {user} read={read} write={write}");
             }
             UsersCmd::List { name } => {
                 let index = client(&cli)?.load_index(name, credentials(&cli)?)?;
                 for u in index.list_users()? {
-                    println!("{}", json!({"user_id": u.user_id.to_string(), "read": u.has_read || u.has_write, "write": u.has_write}));
+                    println!(
+                        "{}",
+                        json!({"user_id": u.user_id.to_string(), "read": u.has_read || u.has_write, "write": u.has_write})
+                    );
                 }
             }
             UsersCmd::Remove { name, user } => {

@@ -303,10 +303,18 @@ impl Sealer {
         self.seal_with_nonce(nonce, aad, plaintext)
     }
 
-    fn seal_with_nonce(&self, nonce: &[u8], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, Error> {
+    fn seal_with_nonce(
+        &self,
+        nonce: &[u8],
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, Error> {
         let header = [FORMAT_VERSION, self.suite.id()];
         let full_aad = bind_header(&header, aad);
-        let payload = Payload { msg: plaintext, aad: &full_aad };
+        let payload = Payload {
+            msg: plaintext,
+            aad: &full_aad,
+        };
         let ct = match self.suite {
             Suite::Aes256Gcm => self.aes.encrypt(AesNonce::from_slice(nonce), payload),
             Suite::XChaCha20Poly1305 => self.xchacha.encrypt(XNonce::from_slice(nonce), payload),
@@ -325,7 +333,10 @@ impl Sealer {
     /// such; every other failure is the single opaque [`Error::Authentication`].
     pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, Error> {
         if sealed.len() < HEADER_LEN {
-            return Err(Error::Truncated { len: sealed.len(), min: HEADER_LEN + 12 + TAG_LEN });
+            return Err(Error::Truncated {
+                len: sealed.len(),
+                min: HEADER_LEN + 12 + TAG_LEN,
+            });
         }
         if sealed[0] != FORMAT_VERSION {
             return Err(Error::UnsupportedVersion(sealed[0]));
@@ -333,11 +344,17 @@ impl Sealer {
         let suite = Suite::from_id(sealed[1])?;
         let min = suite.overhead();
         if sealed.len() < min {
-            return Err(Error::Truncated { len: sealed.len(), min });
+            return Err(Error::Truncated {
+                len: sealed.len(),
+                min,
+            });
         }
         let (nonce, ct) = sealed[HEADER_LEN..].split_at(suite.nonce_len());
         let full_aad = bind_header(&sealed[..HEADER_LEN], aad);
-        let payload = Payload { msg: ct, aad: &full_aad };
+        let payload = Payload {
+            msg: ct,
+            aad: &full_aad,
+        };
         match suite {
             Suite::Aes256Gcm => self.aes.decrypt(AesNonce::from_slice(nonce), payload),
             Suite::XChaCha20Poly1305 => self.xchacha.decrypt(XNonce::from_slice(nonce), payload),
@@ -393,8 +410,8 @@ impl Blinder {
     /// A blinder keyed with `key` (derive a dedicated key for it).
     pub fn new(key: &SecretKey) -> Self {
         #[allow(clippy::expect_used)]
-        let mac = <Hmac<Sha256> as Mac>::new_from_slice(&key.0)
-            .expect("HMAC accepts keys of any length");
+        let mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&key.0).expect("HMAC accepts keys of any length");
         Self { mac }
     }
 
@@ -422,11 +439,17 @@ mod tests {
     fn key_length_is_checked() {
         assert!(matches!(
             SecretKey::from_bytes(&[0u8; 31]),
-            Err(Error::InvalidKeyLength { got: 31, expected: 32 })
+            Err(Error::InvalidKeyLength {
+                got: 31,
+                expected: 32
+            })
         ));
         assert!(matches!(
             SecretKey::from_bytes(&[0u8; 33]),
-            Err(Error::InvalidKeyLength { got: 33, expected: 32 })
+            Err(Error::InvalidKeyLength {
+                got: 33,
+                expected: 32
+            })
         ));
         assert!(SecretKey::from_bytes(&[0u8; 32]).is_ok());
     }
@@ -439,7 +462,9 @@ mod tests {
 
     #[test]
     fn error_messages_never_carry_key_bytes() {
-        let err = SecretKey::from_bytes(&[0xAB; 31]).err().map(|e| e.to_string());
+        let err = SecretKey::from_bytes(&[0xAB; 31])
+            .err()
+            .map(|e| e.to_string());
         let msg = err.unwrap_or_default();
         assert!(msg.contains("32") && msg.contains("31"));
         assert!(!msg.to_lowercase().contains("ab"));
@@ -451,16 +476,32 @@ mod tests {
     fn aes_gcm_known_answers() {
         let vectors: serde_json::Value =
             serde_json::from_str(include_str!("../testdata/aead_kat.json")).unwrap_or_default();
-        let cases = vectors["aes-256-gcm"].as_array().cloned().unwrap_or_default();
-        let xcases = vectors["xchacha20-poly1305"].as_array().cloned().unwrap_or_default();
-        assert!(!cases.is_empty() && !xcases.is_empty(), "test vectors missing");
-        for (suite, cases) in [(Suite::Aes256Gcm, cases), (Suite::XChaCha20Poly1305, xcases)] {
+        let cases = vectors["aes-256-gcm"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let xcases = vectors["xchacha20-poly1305"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            !cases.is_empty() && !xcases.is_empty(),
+            "test vectors missing"
+        );
+        for (suite, cases) in [
+            (Suite::Aes256Gcm, cases),
+            (Suite::XChaCha20Poly1305, xcases),
+        ] {
             for case in cases {
-                let h = |f: &str| hex::decode(case[f].as_str().unwrap_or_default()).unwrap_or_default();
+                let h =
+                    |f: &str| hex::decode(case[f].as_str().unwrap_or_default()).unwrap_or_default();
                 let k = SecretKey::from_bytes(&h("key")).unwrap_or_else(|_| key(0));
                 let s = Sealer::new(&k, suite);
                 // The raw AEAD, without the envelope header, must match the vector.
-                let payload = Payload { msg: &h("pt"), aad: &h("aad") };
+                let payload = Payload {
+                    msg: &h("pt"),
+                    aad: &h("aad"),
+                };
                 let ct = match suite {
                     Suite::Aes256Gcm => s.aes.encrypt(AesNonce::from_slice(&h("nonce")), payload),
                     Suite::XChaCha20Poly1305 => {
@@ -470,9 +511,15 @@ mod tests {
                 .unwrap_or_default();
                 let mut expected = h("ct");
                 expected.extend_from_slice(&h("tag"));
-                assert_eq!(hex::encode(&ct), hex::encode(&expected), "{suite} case {case}");
+                assert_eq!(
+                    hex::encode(&ct),
+                    hex::encode(&expected),
+                    "{suite} case {case}"
+                );
                 // And the envelope round-trips with that nonce.
-                let sealed = s.seal_with_nonce(&h("nonce"), &h("aad"), &h("pt")).unwrap_or_default();
+                let sealed = s
+                    .seal_with_nonce(&h("nonce"), &h("aad"), &h("pt"))
+                    .unwrap_or_default();
                 assert_eq!(s.open(&h("aad"), &sealed), Ok(h("pt")));
             }
         }
@@ -490,14 +537,19 @@ mod tests {
                     assert!(s.open(b"aad", &t).is_err(), "flip at {i} opened");
                 }
             }
-            assert!(matches!(s.open(b"aae", &sealed), Err(Error::Authentication)));
+            assert!(matches!(
+                s.open(b"aae", &sealed),
+                Err(Error::Authentication)
+            ));
             assert!(matches!(s.open(b"", &sealed), Err(Error::Authentication)));
         }
     }
 
     #[test]
     fn wrong_key_is_one_opaque_error() {
-        let sealed = Sealer::new(&key(1), Suite::Aes256Gcm).seal(b"a", b"x").unwrap_or_default();
+        let sealed = Sealer::new(&key(1), Suite::Aes256Gcm)
+            .seal(b"a", b"x")
+            .unwrap_or_default();
         assert!(matches!(
             Sealer::new(&key(2), Suite::Aes256Gcm).open(b"a", &sealed),
             Err(Error::Authentication)
@@ -508,9 +560,18 @@ mod tests {
     fn malformed_values_are_reported() {
         let s = Sealer::new(&key(1), Suite::Aes256Gcm);
         assert!(matches!(s.open(b"", &[]), Err(Error::Truncated { .. })));
-        assert!(matches!(s.open(b"", &[1, 1, 0, 0]), Err(Error::Truncated { .. })));
-        assert!(matches!(s.open(b"", &[9, 1, 0, 0]), Err(Error::UnsupportedVersion(9))));
-        assert!(matches!(s.open(b"", &[1, 7, 0, 0]), Err(Error::UnknownSuite(7))));
+        assert!(matches!(
+            s.open(b"", &[1, 1, 0, 0]),
+            Err(Error::Truncated { .. })
+        ));
+        assert!(matches!(
+            s.open(b"", &[9, 1, 0, 0]),
+            Err(Error::UnsupportedVersion(9))
+        ));
+        assert!(matches!(
+            s.open(b"", &[1, 7, 0, 0]),
+            Err(Error::UnknownSuite(7))
+        ));
     }
 
     #[test]
@@ -554,14 +615,18 @@ mod tests {
         let b = Blinder::new(&key(4));
         assert_eq!(b.blind(b"item", b"1"), b.blind(b"item", b"1"));
         assert_ne!(b.blind(b"item", b"1"), b.blind(b"list", b"1"));
-        assert_ne!(b.blind(b"item", b"1"), Blinder::new(&key(5)).blind(b"item", b"1"));
+        assert_ne!(
+            b.blind(b"item", b"1"),
+            Blinder::new(&key(5)).blind(b"item", b"1")
+        );
     }
 
     #[test]
     fn batch_seal_and_open_keep_order() {
         let s = Sealer::new(&key(2), Suite::XChaCha20Poly1305);
-        let recs: Vec<(Vec<u8>, Vec<u8>)> =
-            (0..100u32).map(|i| (i.to_be_bytes().to_vec(), vec![i as u8; i as usize])).collect();
+        let recs: Vec<(Vec<u8>, Vec<u8>)> = (0..100u32)
+            .map(|i| (i.to_be_bytes().to_vec(), vec![i as u8; i as usize]))
+            .collect();
         let sealed = s.seal_many(&recs).unwrap_or_default();
         let pairs: Vec<(Vec<u8>, Vec<u8>)> =
             recs.iter().map(|(a, _)| a.clone()).zip(sealed).collect();

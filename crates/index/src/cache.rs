@@ -24,7 +24,10 @@ struct Inner {
 
 impl BlockCache {
     pub(crate) fn new(max_bytes: usize) -> Self {
-        Self { max_bytes, inner: Mutex::new(Inner::default()) }
+        Self {
+            max_bytes,
+            inner: Mutex::new(Inner::default()),
+        }
     }
 
     pub(crate) fn get(&self, seq: u64) -> Option<Arc<Block>> {
@@ -41,7 +44,9 @@ impl BlockCache {
             return;
         }
         while g.bytes + size > self.max_bytes {
-            let Some(old) = g.order.pop_front() else { break };
+            let Some(old) = g.order.pop_front() else {
+                break;
+            };
             if let Some(b) = g.map.remove(&old) {
                 g.bytes -= b.bytes();
             }
@@ -66,7 +71,12 @@ mod tests {
 
     #[test]
     fn stays_within_its_byte_bound() {
-        let block = || Arc::new(Block { ids: vec!["a".into()], vectors: vec![0.0; 100] });
+        let block = || {
+            Arc::new(Block {
+                ids: vec!["a".into()],
+                vectors: vec![0.0; 100],
+            })
+        };
         let one = block().bytes();
         let c = BlockCache::new(one * 3);
         for i in 0..10 {

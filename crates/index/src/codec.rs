@@ -67,7 +67,10 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if self.buf.len() < n {
-            return Err(Error::Corrupt { what: self.what, reason: format!("truncated: {n} bytes needed, {} left", self.buf.len()) });
+            return Err(Error::Corrupt {
+                what: self.what,
+                reason: format!("truncated: {n} bytes needed, {} left", self.buf.len()),
+            });
         }
         let (h, t) = self.buf.split_at(n);
         self.buf = t;
@@ -87,17 +90,29 @@ impl<'a> Reader<'a> {
     }
     fn string(&mut self) -> Result<String> {
         let what = self.what;
-        String::from_utf8(self.bytes()?.to_vec()).map_err(|_| Error::Corrupt { what, reason: "invalid UTF-8".into() })
+        String::from_utf8(self.bytes()?.to_vec()).map_err(|_| Error::Corrupt {
+            what,
+            reason: "invalid UTF-8".into(),
+        })
     }
     fn f32s(&mut self, n: usize) -> Result<Vec<f32>> {
-        let raw = self.take(n.checked_mul(4).ok_or_else(|| Error::Corrupt { what: self.what, reason: "length overflow".into() })?)?;
-        Ok(raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+        let raw = self.take(n.checked_mul(4).ok_or_else(|| Error::Corrupt {
+            what: self.what,
+            reason: "length overflow".into(),
+        })?)?;
+        Ok(raw
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
     }
     fn finish(self) -> Result<()> {
         if self.buf.is_empty() {
             Ok(())
         } else {
-            Err(Error::Corrupt { what: self.what, reason: format!("{} trailing bytes", self.buf.len()) })
+            Err(Error::Corrupt {
+                what: self.what,
+                reason: format!("{} trailing bytes", self.buf.len()),
+            })
         }
     }
 }
@@ -109,7 +124,10 @@ impl ItemRecord {
         put_bytes(&mut out, self.id.as_bytes());
         out.extend_from_slice(&(self.vector.len() as u32).to_le_bytes());
         put_f32s(&mut out, &self.vector);
-        for field in [self.contents.as_deref(), self.metadata.as_deref().map(str::as_bytes)] {
+        for field in [
+            self.contents.as_deref(),
+            self.metadata.as_deref().map(str::as_bytes),
+        ] {
             match field {
                 Some(b) => {
                     out.push(1);
@@ -122,18 +140,37 @@ impl ItemRecord {
     }
 
     pub(crate) fn decode(buf: &[u8]) -> Result<Self> {
-        let mut r = Reader { buf, what: "item record" };
+        let mut r = Reader {
+            buf,
+            what: "item record",
+        };
         let v = r.u8()?;
         if v != ITEM_VERSION {
-            return Err(Error::Corrupt { what: "item record", reason: format!("version {v}, expected {ITEM_VERSION}") });
+            return Err(Error::Corrupt {
+                what: "item record",
+                reason: format!("version {v}, expected {ITEM_VERSION}"),
+            });
         }
         let id = r.string()?;
         let dim = r.u32()? as usize;
         let vector = r.f32s(dim)?;
-        let contents = if r.u8()? == 1 { Some(r.bytes()?.to_vec()) } else { None };
-        let metadata = if r.u8()? == 1 { Some(r.string()?) } else { None };
+        let contents = if r.u8()? == 1 {
+            Some(r.bytes()?.to_vec())
+        } else {
+            None
+        };
+        let metadata = if r.u8()? == 1 {
+            Some(r.string()?)
+        } else {
+            None
+        };
         r.finish()?;
-        Ok(Self { id, vector, contents, metadata })
+        Ok(Self {
+            id,
+            vector,
+            contents,
+            metadata,
+        })
     }
 }
 
@@ -151,15 +188,24 @@ impl Block {
     }
 
     pub(crate) fn decode(buf: &[u8], dim: usize) -> Result<Self> {
-        let mut r = Reader { buf, what: "vector block" };
+        let mut r = Reader {
+            buf,
+            what: "vector block",
+        };
         let v = r.u8()?;
         if v != BLOCK_VERSION {
-            return Err(Error::Corrupt { what: "vector block", reason: format!("version {v}, expected {BLOCK_VERSION}") });
+            return Err(Error::Corrupt {
+                what: "vector block",
+                reason: format!("version {v}, expected {BLOCK_VERSION}"),
+            });
         }
         let n = r.u32()? as usize;
         let d = r.u32()? as usize;
         if d != dim {
-            return Err(Error::Corrupt { what: "vector block", reason: format!("dimension {d}, expected {dim}") });
+            return Err(Error::Corrupt {
+                what: "vector block",
+                reason: format!("dimension {d}, expected {dim}"),
+            });
         }
         let mut ids = Vec::with_capacity(n.min(1 << 20));
         for _ in 0..n {

@@ -71,15 +71,23 @@ pub(crate) fn encode_catalog(id: IndexId, ring: &Keyring) -> Vec<u8> {
 }
 
 pub(crate) fn read_catalog(store: &dyn Store, name: &str) -> Result<(IndexId, Keyring)> {
-    let raw = store.get(NS_CATALOG, &catalog_key(name))?.ok_or_else(|| Error::NotFound(name.to_owned()))?;
+    let raw = store
+        .get(NS_CATALOG, &catalog_key(name))?
+        .ok_or_else(|| Error::NotFound(name.to_owned()))?;
     if raw.len() < 17 || raw[0] != CATALOG_VERSION {
-        return Err(Error::Corrupt { what: "catalog entry", reason: "bad version or length".into() });
+        return Err(Error::Corrupt {
+            what: "catalog entry",
+            reason: "bad version or length".into(),
+        });
     }
     let mut id = [0u8; 16];
     id.copy_from_slice(&raw[1..17]);
     let ring = Keyring::from_bytes(&raw[17..])?;
     if ring.index() != IndexId(id) {
-        return Err(Error::Corrupt { what: "catalog entry", reason: "keyring belongs to another index".into() });
+        return Err(Error::Corrupt {
+            what: "catalog entry",
+            reason: "keyring belongs to another index".into(),
+        });
     }
     Ok((IndexId(id), ring))
 }
@@ -109,7 +117,10 @@ fn check_name(name: &str) -> Result<()> {
 impl Database {
     /// A database over `store` (opened with [`NAMESPACES`]).
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store, cache_bytes: 0 }
+        Self {
+            store,
+            cache_bytes: 0,
+        }
     }
 
     /// Indexes loaded from now on keep a cache of decrypted blocks of at most
@@ -126,7 +137,12 @@ impl Database {
     }
 
     /// Creates an index owned by `owner` (root key credentials).
-    pub fn create_index(&self, name: &str, owner: Credentials, config: IndexConfig) -> Result<Index> {
+    pub fn create_index(
+        &self,
+        name: &str,
+        owner: Credentials,
+        config: IndexConfig,
+    ) -> Result<Index> {
         check_name(name)?;
         if owner.user.is_some() {
             return Err(Error::InvalidParameter {
@@ -136,7 +152,11 @@ impl Database {
             });
         }
         if config.dimension == Some(0) {
-            return Err(Error::InvalidParameter { name: "dimension", value: "0".into(), expected: "at least 1" });
+            return Err(Error::InvalidParameter {
+                name: "dimension",
+                value: "0".into(),
+                expected: "at least 1",
+            });
         }
         match read_catalog(self.store.as_ref(), name) {
             Ok(_) => return Err(Error::AlreadyExists(name.to_owned())),
@@ -166,7 +186,10 @@ impl Database {
     pub fn list_indexes(&self) -> Result<Vec<String>> {
         self.store
             .scan_prefix(NS_CATALOG, b"index/")?
-            .map(|r| r.map(|(k, _)| String::from_utf8_lossy(&k[6..]).into_owned()).map_err(Error::from))
+            .map(|r| {
+                r.map(|(k, _)| String::from_utf8_lossy(&k[6..]).into_owned())
+                    .map_err(Error::from)
+            })
             .collect()
     }
 

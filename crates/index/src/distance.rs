@@ -62,7 +62,14 @@ pub(crate) fn distance(metric: Metric, q: &[f32], x: &[f32]) -> f32 {
 
 /// Distances from `nq` queries (row-major) to the `n` vectors of a block,
 /// `out[qi * n + j]`, by one GEMM.
-pub(crate) fn block_distances(metric: Metric, queries: &[f32], qnorms: &[f32], block: &[f32], dim: usize, out: &mut Vec<f32>) {
+pub(crate) fn block_distances(
+    metric: Metric,
+    queries: &[f32],
+    qnorms: &[f32],
+    block: &[f32],
+    dim: usize,
+    out: &mut Vec<f32>,
+) {
     let nq = qnorms.len();
     let n = block.len() / dim;
     out.clear();
@@ -82,7 +89,11 @@ pub(crate) fn block_distances(metric: Metric, queries: &[f32], qnorms: &[f32], b
             for (row, &qn) in out.chunks_exact_mut(n).zip(qnorms) {
                 for (v, &xn) in row.iter_mut().zip(&xnorms) {
                     let d = (qn + xn - 2.0 * *v).max(0.0);
-                    *v = if metric == Metric::Euclidean { d.sqrt() } else { d };
+                    *v = if metric == Metric::Euclidean {
+                        d.sqrt()
+                    } else {
+                        d
+                    };
                 }
             }
         }

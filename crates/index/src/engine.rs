@@ -49,7 +49,15 @@ pub(crate) struct Persisted {
 
 impl Persisted {
     pub(crate) fn new(dim: Option<usize>, metric: Metric) -> Self {
-        Self { version: 1, dim, metric, trained: false, generation: 0, next_seq: 0, lists: vec![Vec::new()] }
+        Self {
+            version: 1,
+            dim,
+            metric,
+            trained: false,
+            generation: 0,
+            next_seq: 0,
+            lists: vec![Vec::new()],
+        }
     }
 
     pub(crate) fn encode(&self) -> Vec<u8> {
@@ -57,7 +65,10 @@ impl Persisted {
     }
 
     fn decode(b: &[u8]) -> Result<Self> {
-        serde_json::from_slice(b).map_err(|e| Error::Corrupt { what: "index state record", reason: e.to_string() })
+        serde_json::from_slice(b).map_err(|e| Error::Corrupt {
+            what: "index state record",
+            reason: e.to_string(),
+        })
     }
 }
 
@@ -84,7 +95,12 @@ pub struct Item {
 impl Item {
     /// An item with an id and a vector.
     pub fn new(id: impl Into<String>, vector: Vec<f32>) -> Self {
-        Self { id: id.into(), vector: Some(vector), contents: None, metadata: None }
+        Self {
+            id: id.into(),
+            vector: Some(vector),
+            contents: None,
+            metadata: None,
+        }
     }
     /// Sets the contents.
     #[must_use]
@@ -124,9 +140,17 @@ pub struct Fields {
 
 impl Fields {
     /// Every field.
-    pub const ALL: Fields = Fields { vector: true, contents: true, metadata: true };
+    pub const ALL: Fields = Fields {
+        vector: true,
+        contents: true,
+        metadata: true,
+    };
     /// Only ids.
-    pub const NONE: Fields = Fields { vector: false, contents: false, metadata: false };
+    pub const NONE: Fields = Fields {
+        vector: false,
+        contents: false,
+        metadata: false,
+    };
 
     /// The given fields.
     pub fn of(fields: &[Field]) -> Self {
@@ -180,7 +204,13 @@ pub struct QueryOptions {
 
 impl Default for QueryOptions {
     fn default() -> Self {
-        Self { top_k: None, n_probes: None, include_distance: true, include_metadata: false, include_contents: false }
+        Self {
+            top_k: None,
+            n_probes: None,
+            include_distance: true,
+            include_metadata: false,
+            include_contents: false,
+        }
     }
 }
 
@@ -386,7 +416,10 @@ impl Edit {
     }
 
     fn list_of(&self, seq: u64) -> Option<u32> {
-        self.lists.iter().position(|l| l.iter().any(|b| b.seq == seq)).map(|i| i as u32)
+        self.lists
+            .iter()
+            .position(|l| l.iter().any(|b| b.seq == seq))
+            .map(|i| i as u32)
     }
 
     fn load(&mut self, index: &Index, keys: &Keys, seq: u64) -> Result<()> {
@@ -413,7 +446,13 @@ impl Edit {
     fn add(&mut self, index: &Index, keys: &Keys, list: u32, id: String, v: &[f32]) -> Result<()> {
         let tail = self.lists[list as usize].last().copied();
         let seq = match tail {
-            Some(t) if self.dirty.get(&t.seq).map_or(t.count as usize, |(_, b)| b.len()) < self.cap => {
+            Some(t)
+                if self
+                    .dirty
+                    .get(&t.seq)
+                    .map_or(t.count as usize, |(_, b)| b.len())
+                    < self.cap =>
+            {
                 self.load(index, keys, t.seq)?;
                 t.seq
             }
@@ -461,7 +500,10 @@ impl Edit {
                 s
             };
             if pos < refs.len() {
-                refs[pos] = BlockRef { seq: new_seq, count: block.len() as u32 };
+                refs[pos] = BlockRef {
+                    seq: new_seq,
+                    count: block.len() as u32,
+                };
             }
             renumbered.push((new_seq, block));
         }
@@ -483,7 +525,14 @@ impl Edit {
             moved.extend(block.ids.iter().map(|id| (id.clone(), seq)));
             new_blocks.push((seq, Arc::new(block)));
         }
-        Ok(Committed { lists: self.lists, next_seq: self.next_seq, moved, removed: self.removed, dropped_seqs: dropped, new_blocks })
+        Ok(Committed {
+            lists: self.lists,
+            next_seq: self.next_seq,
+            moved,
+            removed: self.removed,
+            dropped_seqs: dropped,
+            new_blocks,
+        })
     }
 }
 
@@ -511,16 +560,28 @@ impl Ord for Cand<'_> {
 
 fn check_vector(what: impl Fn() -> String, v: &[f32], dim: usize) -> Result<()> {
     if v.len() != dim {
-        return Err(Error::DimensionMismatch { what: what(), expected: dim, got: v.len() });
+        return Err(Error::DimensionMismatch {
+            what: what(),
+            expected: dim,
+            got: v.len(),
+        });
     }
     if let Some(position) = v.iter().position(|x| !x.is_finite()) {
-        return Err(Error::NonFinite { what: what(), position });
+        return Err(Error::NonFinite {
+            what: what(),
+            position,
+        });
     }
     Ok(())
 }
 
 impl Index {
-    pub(crate) fn open(store: Arc<dyn Store>, name: &str, cred: Credentials, cache_bytes: usize) -> Result<Self> {
+    pub(crate) fn open(
+        store: Arc<dyn Store>,
+        name: &str,
+        cred: Credentials,
+        cache_bytes: usize,
+    ) -> Result<Self> {
         let (id, ring) = read_catalog(store.as_ref(), name)?;
         let access = open_ring(&ring, &cred)?;
         let keys = Arc::new(Keys::derive(access.data_key(), id, ring.suite()));
@@ -530,7 +591,11 @@ impl Index {
             reason: "missing".into(),
         })?;
         let p = Persisted::decode(&keys.open(Kind::State, &sk, &raw)?)?;
-        let centroids = if p.trained { read_centroids(store.as_ref(), &keys, p.generation)? } else { Vec::new() };
+        let centroids = if p.trained {
+            read_centroids(store.as_ref(), &keys, p.generation)?
+        } else {
+            Vec::new()
+        };
         let index = Self {
             store,
             name: name.to_owned(),
@@ -539,7 +604,11 @@ impl Index {
             cred,
             keys: RwLock::new(Some((access.data_key_arc(), Arc::clone(&keys)))),
             writer: Mutex::new(()),
-            live: RwLock::new(Live { p, centroids, locations: HashMap::new() }),
+            live: RwLock::new(Live {
+                p,
+                centroids,
+                locations: HashMap::new(),
+            }),
             training: AtomicBool::new(false),
             cache: (cache_bytes > 0).then(|| BlockCache::new(cache_bytes)),
         };
@@ -568,7 +637,13 @@ impl Index {
     /// Deletes blocks that no state references (left by a crashed train).
     fn collect_orphans(&self, keys: &Keys) -> Result<()> {
         let live = self.live.read();
-        let referenced: HashSet<Vec<u8>> = live.p.lists.iter().flatten().map(|b| keys.block_key(b.seq)).collect();
+        let referenced: HashSet<Vec<u8>> = live
+            .p
+            .lists
+            .iter()
+            .flatten()
+            .map(|b| keys.block_key(b.seq))
+            .collect();
         let mut batch = WriteBatch::new();
         for entry in self.store.scan_prefix(NS_BLOCKS, &self.id.0)? {
             let (k, _) = entry?;
@@ -614,10 +689,13 @@ impl Index {
             return Ok(b);
         }
         let key = keys.block_key(seq);
-        let raw = self.store.get(NS_BLOCKS, &key)?.ok_or_else(|| Error::Corrupt {
-            what: "vector block",
-            reason: "a block the index state references is missing".into(),
-        })?;
+        let raw = self
+            .store
+            .get(NS_BLOCKS, &key)?
+            .ok_or_else(|| Error::Corrupt {
+                what: "vector block",
+                reason: "a block the index state references is missing".into(),
+            })?;
         let block = Arc::new(Block::decode(&keys.open(Kind::Block, &key, &raw)?, dim)?);
         if let Some(c) = &self.cache {
             c.insert(seq, Arc::clone(&block));
@@ -626,7 +704,9 @@ impl Index {
     }
 
     fn load_blocks(&self, keys: &Keys, seqs: &[u64], dim: usize) -> Result<Vec<Arc<Block>>> {
-        seqs.par_iter().map(|&s| self.load_block(keys, s, dim)).collect()
+        seqs.par_iter()
+            .map(|&s| self.load_block(keys, s, dim))
+            .collect()
     }
 
     /// The index name.
@@ -637,11 +717,17 @@ impl Index {
     /// Operations with other credentials than the ones the index was loaded
     /// with (per-operation key override, for stateless deployments).
     pub fn using<'a>(&'a self, cred: &'a Credentials) -> IndexAs<'a> {
-        IndexAs { index: self, cred: Some(cred) }
+        IndexAs {
+            index: self,
+            cred: Some(cred),
+        }
     }
 
     fn me(&self) -> IndexAs<'_> {
-        IndexAs { index: self, cred: None }
+        IndexAs {
+            index: self,
+            cred: None,
+        }
     }
 
     /// Upserts items; an existing id is overwritten. Returns how many were written.
@@ -686,7 +772,11 @@ impl Index {
 
     /// Trains, calling `progress` after every k-means iteration; returning
     /// `ControlFlow::Break` cancels (the index keeps its previous state).
-    pub fn train_with_progress(&self, opts: &TrainOptions, progress: &(dyn Fn(&TrainProgress) -> ControlFlow<()> + Sync)) -> Result<()> {
+    pub fn train_with_progress(
+        &self,
+        opts: &TrainOptions,
+        progress: &(dyn Fn(&TrainProgress) -> ControlFlow<()> + Sync),
+    ) -> Result<()> {
         self.me().train(opts, Some(progress))
     }
 
@@ -712,7 +802,13 @@ impl Index {
     }
 
     /// Grants an RBAC user read and/or write wraps (owner only).
-    pub fn add_user(&self, user: UserId, user_key: &SecretKey, read: bool, write: bool) -> Result<()> {
+    pub fn add_user(
+        &self,
+        user: UserId,
+        user_key: &SecretKey,
+        read: bool,
+        write: bool,
+    ) -> Result<()> {
         self.me().add_user(user, user_key, read, write)
     }
 
@@ -749,7 +845,12 @@ impl IndexAs<'_> {
                 expected: "as many ids as vectors",
             });
         }
-        self.upsert(ids.iter().zip(vectors).map(|(i, v)| Item::new(i.clone(), v.clone())).collect())
+        self.upsert(
+            ids.iter()
+                .zip(vectors)
+                .map(|(i, v)| Item::new(i.clone(), v.clone()))
+                .collect(),
+        )
     }
 
     /// See [`Index::upsert`].
@@ -770,7 +871,11 @@ impl IndexAs<'_> {
             None => items[0].vector.as_ref().map_or(0, Vec::len),
         };
         if dim == 0 {
-            return Err(Error::InvalidParameter { name: "vector", value: "empty".into(), expected: "at least one value" });
+            return Err(Error::InvalidParameter {
+                name: "vector",
+                value: "empty".into(),
+                expected: "at least one value",
+            });
         }
         // Validate everything before any work; keep the last of duplicate ids.
         let mut last: HashMap<&str, usize> = HashMap::with_capacity(items.len());
@@ -826,7 +931,10 @@ impl IndexAs<'_> {
         p.dim = Some(dim);
         let mut edit = Edit::new(&p, dim);
         let lists: Vec<u32> = if p.trained {
-            search.par_iter().map(|v| nearest_list(&live.centroids, dim, v)).collect()
+            search
+                .par_iter()
+                .map(|v| nearest_list(&live.centroids, dim, v))
+                .collect()
         } else {
             vec![0; search.len()]
         };
@@ -847,7 +955,10 @@ impl IndexAs<'_> {
         let ix = self.index;
         let (_, keys) = ix.authorize(self.cred)?;
         let recs = ix.read_items(&keys, ids)?;
-        let mut out = GetResult { items: Vec::new(), missing: Vec::new() };
+        let mut out = GetResult {
+            items: Vec::new(),
+            missing: Vec::new(),
+        };
         for (id, rec) in ids.iter().zip(recs) {
             match rec {
                 None => out.missing.push(id.clone()),
@@ -855,7 +966,11 @@ impl IndexAs<'_> {
                     id: r.id,
                     vector: fields.vector.then_some(r.vector),
                     contents: if fields.contents { r.contents } else { None },
-                    metadata: if fields.metadata { parse_meta(r.metadata)? } else { None },
+                    metadata: if fields.metadata {
+                        parse_meta(r.metadata)?
+                    } else {
+                        None
+                    },
                 }),
             }
         }
@@ -928,7 +1043,11 @@ impl IndexAs<'_> {
         let (_, keys) = ix.authorize(self.cred)?;
         let top_k = opts.top_k.unwrap_or(100);
         if top_k == 0 {
-            return Err(Error::InvalidParameter { name: "top_k", value: "0".into(), expected: "at least 1" });
+            return Err(Error::InvalidParameter {
+                name: "top_k",
+                value: "0".into(),
+                expected: "at least 1",
+            });
         }
         let live = ix.live.read();
         let Some(dim) = live.p.dim else {
@@ -939,7 +1058,11 @@ impl IndexAs<'_> {
             check_vector(|| format!("query #{i}"), q, dim)?;
         }
         let n_lists = live.p.lists.len();
-        let n_probes = opts.n_probes.filter(|&p| p > 0).unwrap_or_else(|| auto_n_probes(n_lists)).min(n_lists);
+        let n_probes = opts
+            .n_probes
+            .filter(|&p| p > 0)
+            .unwrap_or_else(|| auto_n_probes(n_lists))
+            .min(n_lists);
         let prepared: Vec<Vec<f32>> = queries
             .iter()
             .map(|q| {
@@ -962,12 +1085,19 @@ impl IndexAs<'_> {
                     }
                 })
                 .collect();
-            let mut needed: Vec<u64> =
-                probes.iter().flatten().flat_map(|&l| live.p.lists[l as usize].iter().map(|b| b.seq)).collect();
+            let mut needed: Vec<u64> = probes
+                .iter()
+                .flatten()
+                .flat_map(|&l| live.p.lists[l as usize].iter().map(|b| b.seq))
+                .collect();
             needed.sort_unstable();
             needed.dedup();
             let blocks = ix.load_blocks(&keys, &needed, dim)?;
-            let by_seq: HashMap<u64, &Block> = needed.iter().copied().zip(blocks.iter().map(|b| &**b)).collect();
+            let by_seq: HashMap<u64, &Block> = needed
+                .iter()
+                .copied()
+                .zip(blocks.iter().map(|b| &**b))
+                .collect();
             let chunk_results: Vec<Vec<(String, f32)>> = chunk
                 .par_iter()
                 .zip(&probes)
@@ -975,7 +1105,9 @@ impl IndexAs<'_> {
                     let mut heap: BinaryHeap<Cand<'_>> = BinaryHeap::with_capacity(top_k + 1);
                     for &l in lists {
                         for bref in &live.p.lists[l as usize] {
-                            let Some(block) = by_seq.get(&bref.seq) else { continue };
+                            let Some(block) = by_seq.get(&bref.seq) else {
+                                continue;
+                            };
                             for (x, id) in block.vectors.chunks_exact(dim).zip(&block.ids) {
                                 let dist = distance(metric, q, x);
                                 if heap.len() < top_k {
@@ -990,7 +1122,10 @@ impl IndexAs<'_> {
                             }
                         }
                     }
-                    heap.into_sorted_vec().into_iter().map(|c| (c.id.to_owned(), c.dist)).collect()
+                    heap.into_sorted_vec()
+                        .into_iter()
+                        .map(|c| (c.id.to_owned(), c.dist))
+                        .collect()
                 })
                 .collect();
             results.extend(chunk_results);
@@ -1001,7 +1136,12 @@ impl IndexAs<'_> {
                 .into_iter()
                 .map(|r| {
                     r.into_iter()
-                        .map(|(id, d)| Hit { id, distance: opts.include_distance.then_some(d), metadata: None, contents: None })
+                        .map(|(id, d)| Hit {
+                            id,
+                            distance: opts.include_distance.then_some(d),
+                            metadata: None,
+                            contents: None,
+                        })
                         .collect()
                 })
                 .collect());
@@ -1010,7 +1150,11 @@ impl IndexAs<'_> {
         all_ids.sort_unstable();
         all_ids.dedup();
         let recs = ix.read_items(&keys, &all_ids)?;
-        let recs: HashMap<String, ItemRecord> = all_ids.into_iter().zip(recs).filter_map(|(i, r)| r.map(|r| (i, r))).collect();
+        let recs: HashMap<String, ItemRecord> = all_ids
+            .into_iter()
+            .zip(recs)
+            .filter_map(|(i, r)| r.map(|r| (i, r)))
+            .collect();
         results
             .into_iter()
             .map(|r| {
@@ -1019,8 +1163,16 @@ impl IndexAs<'_> {
                         let rec = recs.get(&id);
                         Ok(Hit {
                             distance: opts.include_distance.then_some(d),
-                            metadata: if opts.include_metadata { parse_meta(rec.and_then(|r| r.metadata.clone()))? } else { None },
-                            contents: if opts.include_contents { rec.and_then(|r| r.contents.clone()) } else { None },
+                            metadata: if opts.include_metadata {
+                                parse_meta(rec.and_then(|r| r.metadata.clone()))?
+                            } else {
+                                None
+                            },
+                            contents: if opts.include_contents {
+                                rec.and_then(|r| r.contents.clone())
+                            } else {
+                                None
+                            },
                             id,
                         })
                     })
@@ -1030,15 +1182,27 @@ impl IndexAs<'_> {
     }
 
     /// See [`Index::train`].
-    pub fn train(&self, opts: &TrainOptions, progress: Option<&(dyn Fn(&TrainProgress) -> ControlFlow<()> + Sync)>) -> Result<()> {
+    pub fn train(
+        &self,
+        opts: &TrainOptions,
+        progress: Option<&(dyn Fn(&TrainProgress) -> ControlFlow<()> + Sync)>,
+    ) -> Result<()> {
         let ix = self.index;
         if let Some(t) = opts.tolerance {
             if !t.is_finite() || t < 0.0 {
-                return Err(Error::InvalidParameter { name: "tolerance", value: t.to_string(), expected: "a finite number >= 0" });
+                return Err(Error::InvalidParameter {
+                    name: "tolerance",
+                    value: t.to_string(),
+                    expected: "a finite number >= 0",
+                });
             }
         }
         if opts.max_iters == Some(0) {
-            return Err(Error::InvalidParameter { name: "max_iters", value: "0".into(), expected: "at least 1" });
+            return Err(Error::InvalidParameter {
+                name: "max_iters",
+                value: "0".into(),
+                expected: "at least 1",
+            });
         }
         let (access, keys) = ix.authorize(self.cred)?;
         access.write_for("train")?;
@@ -1047,7 +1211,10 @@ impl IndexAs<'_> {
             let l = ix.live.read();
             (l.locations.len(), l.p.dim, l.p.metric)
         };
-        let n_lists = opts.n_lists.filter(|&n| n > 0).unwrap_or_else(|| auto_n_lists(count));
+        let n_lists = opts
+            .n_lists
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| auto_n_lists(count));
         let need = (2 * n_lists).max(MIN_TRAIN_VECTORS);
         let Some(dim) = dim.filter(|_| count >= need) else {
             return Err(Error::NotEnoughVectors { have: count, need });
@@ -1059,7 +1226,14 @@ impl IndexAs<'_> {
         // Decrypt every search vector of the current state.
         let (old, seqs) = {
             let l = ix.live.read();
-            (l.p.clone(), l.p.lists.iter().flatten().map(|b| b.seq).collect::<Vec<u64>>())
+            (
+                l.p.clone(),
+                l.p.lists
+                    .iter()
+                    .flatten()
+                    .map(|b| b.seq)
+                    .collect::<Vec<u64>>(),
+            )
         };
         let blocks = ix.load_blocks(&keys, &seqs, dim)?;
         let mut data = Vec::with_capacity(count * dim);
@@ -1068,16 +1242,24 @@ impl IndexAs<'_> {
             data.extend_from_slice(&b.vectors);
             ids.extend(b.ids.iter().map(String::as_str));
         }
-        let mut kopts = vecseal_kmeans::Options::new(n_lists).with_seed(opts.seed).with_spherical(metric == Metric::Cosine);
+        let mut kopts = vecseal_kmeans::Options::new(n_lists)
+            .with_seed(opts.seed)
+            .with_spherical(metric == Metric::Cosine);
         kopts.max_iters = opts.max_iters;
         kopts.tolerance = opts.tolerance;
         kopts.batch_size = opts.batch_size;
         kopts.max_memory_mb = opts.max_memory;
         let cb = |p: &vecseal_kmeans::Progress| match progress {
-            Some(f) => f(&TrainProgress { iteration: p.iteration, max_iters: p.max_iters, inertia: p.inertia }),
+            Some(f) => f(&TrainProgress {
+                iteration: p.iteration,
+                max_iters: p.max_iters,
+                inertia: p.inertia,
+            }),
             None => ControlFlow::Continue(()),
         };
-        let result = vecseal_kmeans::KMeans::new(kopts).with_progress(&cb).fit(&data, dim)?;
+        let result = vecseal_kmeans::KMeans::new(kopts)
+            .with_progress(&cb)
+            .fit(&data, dim)?;
 
         // New lists under fresh block numbers, written before the switch.
         let cap = block_capacity(dim);
@@ -1090,7 +1272,10 @@ impl IndexAs<'_> {
         let mut jobs: Vec<(u64, &[usize])> = Vec::new();
         for (l, m) in members.iter().enumerate() {
             for chunk in m.chunks(cap) {
-                lists[l].push(BlockRef { seq: next_seq, count: chunk.len() as u32 });
+                lists[l].push(BlockRef {
+                    seq: next_seq,
+                    count: chunk.len() as u32,
+                });
                 jobs.push((next_seq, chunk));
                 next_seq += 1;
             }
@@ -1103,10 +1288,16 @@ impl IndexAs<'_> {
                 .map(|(seq, chunk)| {
                     let block = Block {
                         ids: chunk.iter().map(|&i| ids[i].to_owned()).collect(),
-                        vectors: chunk.iter().flat_map(|&i| data[i * dim..(i + 1) * dim].iter().copied()).collect(),
+                        vectors: chunk
+                            .iter()
+                            .flat_map(|&i| data[i * dim..(i + 1) * dim].iter().copied())
+                            .collect(),
                     };
                     let key = keys.block_key(*seq);
-                    Ok((key.clone(), keys.seal(Kind::Block, &key, &block.encode(dim))?))
+                    Ok((
+                        key.clone(),
+                        keys.seal(Kind::Block, &key, &block.encode(dim))?,
+                    ))
                 })
                 .collect();
             let mut batch = WriteBatch::new();
@@ -1130,10 +1321,22 @@ impl IndexAs<'_> {
         p.lists = lists;
         let mut batch = WriteBatch::new();
         let ck = keys.centroids_key(p.generation);
-        let cbytes: Vec<u8> = result.centroids.iter().flat_map(|v| v.to_le_bytes()).collect();
-        batch.put_owned(NS_META, ck.clone(), keys.seal(Kind::Centroids, &ck, &cbytes)?);
+        let cbytes: Vec<u8> = result
+            .centroids
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        batch.put_owned(
+            NS_META,
+            ck.clone(),
+            keys.seal(Kind::Centroids, &ck, &cbytes)?,
+        );
         let sk = keys.state_key();
-        batch.put_owned(NS_META, sk.clone(), keys.seal(Kind::State, &sk, &p.encode())?);
+        batch.put_owned(
+            NS_META,
+            sk.clone(),
+            keys.seal(Kind::State, &sk, &p.encode())?,
+        );
         if old.trained {
             batch.delete(NS_META, &keys.centroids_key(old.generation));
         }
@@ -1142,7 +1345,11 @@ impl IndexAs<'_> {
         }
         let mut live = ix.live.write();
         ix.store.write(batch, Durability::Sync)?;
-        *live = Live { p, centroids: result.centroids, locations };
+        *live = Live {
+            p,
+            centroids: result.centroids,
+            locations,
+        };
         drop(live);
         if let Some(c) = &ix.cache {
             seqs.iter().for_each(|s| c.remove(*s));
@@ -1164,7 +1371,13 @@ impl IndexAs<'_> {
     }
 
     /// See [`Index::add_user`].
-    pub fn add_user(&self, user: UserId, user_key: &SecretKey, read: bool, write: bool) -> Result<()> {
+    pub fn add_user(
+        &self,
+        user: UserId,
+        user_key: &SecretKey,
+        read: bool,
+        write: bool,
+    ) -> Result<()> {
         let _w = self.index.writer.lock();
         let (mut ring, access) = self.owner_ring("managing users")?;
         ring.grant(&access, user, user_key, read, write)?;
@@ -1206,7 +1419,10 @@ impl Index {
                 raw.map(|raw| {
                     let rec = ItemRecord::decode(&keys.open(Kind::Item, key, &raw)?)?;
                     if &rec.id != id {
-                        return Err(Error::Corrupt { what: "item record", reason: "id does not match its key".into() });
+                        return Err(Error::Corrupt {
+                            what: "item record",
+                            reason: "id does not match its key".into(),
+                        });
                     }
                     Ok(rec)
                 })
@@ -1217,12 +1433,22 @@ impl Index {
 
     /// Seals the edit, writes it with the item batch and the new state in one
     /// synced batch, and switches the live state.
-    fn commit(&self, keys: &Keys, mut p: Persisted, edit: Edit, mut batch: WriteBatch) -> Result<()> {
+    fn commit(
+        &self,
+        keys: &Keys,
+        mut p: Persisted,
+        edit: Edit,
+        mut batch: WriteBatch,
+    ) -> Result<()> {
         let c = edit.commit(keys, &mut batch)?;
         p.lists = c.lists;
         p.next_seq = c.next_seq;
         let sk = keys.state_key();
-        batch.put_owned(NS_META, sk.clone(), keys.seal(Kind::State, &sk, &p.encode())?);
+        batch.put_owned(
+            NS_META,
+            sk.clone(),
+            keys.seal(Kind::State, &sk, &p.encode())?,
+        );
         let mut live = self.live.write();
         self.store.write(batch, Durability::Sync)?;
         live.p = p;
@@ -1244,15 +1470,26 @@ impl Index {
 }
 
 fn parse_meta(m: Option<String>) -> Result<Option<serde_json::Value>> {
-    m.map(|s| serde_json::from_str(&s).map_err(|e| Error::Corrupt { what: "item record", reason: e.to_string() }))
-        .transpose()
+    m.map(|s| {
+        serde_json::from_str(&s).map_err(|e| Error::Corrupt {
+            what: "item record",
+            reason: e.to_string(),
+        })
+    })
+    .transpose()
 }
 
 fn read_centroids(store: &dyn Store, keys: &Keys, generation: u64) -> Result<Vec<f32>> {
     let ck = keys.centroids_key(generation);
-    let raw = store.get(NS_META, &ck)?.ok_or_else(|| Error::Corrupt { what: "centroids record", reason: "missing".into() })?;
+    let raw = store.get(NS_META, &ck)?.ok_or_else(|| Error::Corrupt {
+        what: "centroids record",
+        reason: "missing".into(),
+    })?;
     let bytes = keys.open(Kind::Centroids, &ck, &raw)?;
-    Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
 }
 
 fn nearest_list(centroids: &[f32], dim: usize, v: &[f32]) -> u32 {
@@ -1267,7 +1504,11 @@ fn nearest_list(centroids: &[f32], dim: usize, v: &[f32]) -> u32 {
 }
 
 fn nearest_lists(centroids: &[f32], dim: usize, q: &[f32], n: usize) -> Vec<u32> {
-    let mut d: Vec<(f32, u32)> = centroids.chunks_exact(dim).enumerate().map(|(i, c)| (l2sq(q, c), i as u32)).collect();
+    let mut d: Vec<(f32, u32)> = centroids
+        .chunks_exact(dim)
+        .enumerate()
+        .map(|(i, c)| (l2sq(q, c), i as u32))
+        .collect();
     if n < d.len() {
         d.select_nth_unstable_by(n, |a, b| a.0.total_cmp(&b.0));
         d.truncate(n);

@@ -1,6 +1,6 @@
 //! Keys derived from the data key, storage keys and associated data.
 
-use vecseal_envelope::{Blinder, SecretKey, Sealer, Suite};
+use vecseal_envelope::{Blinder, Sealer, SecretKey, Suite};
 use vecseal_keyring::{IndexId, UserId};
 
 use crate::{Error, Result};
@@ -15,17 +15,25 @@ pub struct Credentials {
 impl Credentials {
     /// The owner, holding the root index key.
     pub fn owner(index_key: SecretKey) -> Self {
-        Self { key: index_key, user: None }
+        Self {
+            key: index_key,
+            user: None,
+        }
     }
 
     /// An RBAC user with that user's key-encryption key.
     pub fn user(user_id: UserId, user_key: SecretKey) -> Self {
-        Self { key: user_key, user: Some(user_id) }
+        Self {
+            key: user_key,
+            user: Some(user_id),
+        }
     }
 
     /// Owner credentials from raw key bytes (must be 32 bytes).
     pub fn owner_from_bytes(bytes: &[u8]) -> Result<Self> {
-        Ok(Self::owner(SecretKey::from_bytes(bytes).map_err(Error::Envelope)?))
+        Ok(Self::owner(
+            SecretKey::from_bytes(bytes).map_err(Error::Envelope)?,
+        ))
     }
 
     /// The RBAC user, if any.
@@ -116,13 +124,20 @@ impl Keys {
     }
 
     pub(crate) fn seal(&self, kind: Kind, key: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
-        self.sealer(kind).seal(&Self::aad(kind, key), plaintext).map_err(Error::Envelope)
+        self.sealer(kind)
+            .seal(&Self::aad(kind, key), plaintext)
+            .map_err(Error::Envelope)
     }
 
     pub(crate) fn open(&self, kind: Kind, key: &[u8], sealed: &[u8]) -> Result<Vec<u8>> {
-        self.sealer(kind).open(&Self::aad(kind, key), sealed).map_err(|e| match e {
-            vecseal_envelope::Error::Authentication => Error::Authentication(kind.name()),
-            other => Error::Corrupt { what: kind.name(), reason: other.to_string() },
-        })
+        self.sealer(kind)
+            .open(&Self::aad(kind, key), sealed)
+            .map_err(|e| match e {
+                vecseal_envelope::Error::Authentication => Error::Authentication(kind.name()),
+                other => Error::Corrupt {
+                    what: kind.name(),
+                    reason: other.to_string(),
+                },
+            })
     }
 }

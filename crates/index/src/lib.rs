@@ -38,9 +38,8 @@ mod keys;
 
 pub use database::{Database, IndexConfig, NAMESPACES};
 pub use engine::{
-    auto_n_lists, auto_n_probes, IndexAs,
-    Field, Fields, GetResult, Hit, Index, IndexInfo, Item, QueryOptions, TrainOptions, TrainProgress,
-    TrainingState,
+    auto_n_lists, auto_n_probes, Field, Fields, GetResult, Hit, Index, IndexAs, IndexInfo, Item,
+    QueryOptions, TrainOptions, TrainProgress, TrainingState,
 };
 pub use keys::Credentials;
 pub use vecseal_envelope::{SecretKey, Suite};

@@ -12,8 +12,12 @@ fn queries_see_a_consistent_state_during_writes_and_retrain() {
     let (db, _) = mem_db();
     let index = Arc::new(create(&db, Metric::SquaredEuclidean));
     let data = clustered(11_000, 8, 32, 5);
-    index.upsert_vectors(&ids(data.len()), &data).unwrap_or_else(|e| panic!("{e}"));
-    index.train(&TrainOptions::default().with_n_lists(32).with_max_iters(5)).unwrap_or_else(|e| panic!("{e}"));
+    index
+        .upsert_vectors(&ids(data.len()), &data)
+        .unwrap_or_else(|e| panic!("{e}"));
+    index
+        .train(&TrainOptions::default().with_n_lists(32).with_max_iters(5))
+        .unwrap_or_else(|e| panic!("{e}"));
     let stop = Arc::new(AtomicBool::new(false));
     let readers: Vec<_> = (0..3)
         .map(|t| {
@@ -21,7 +25,12 @@ fn queries_see_a_consistent_state_during_writes_and_retrain() {
             std::thread::spawn(move || {
                 let mut n = 0;
                 while !stop.load(Ordering::SeqCst) || n == 0 {
-                    let hits = index.query(&[q.clone()], &QueryOptions::default().with_top_k(10).with_n_probes(32)).unwrap_or_else(|e| panic!("{e}"));
+                    let hits = index
+                        .query(
+                            &[q.clone()],
+                            &QueryOptions::default().with_top_k(10).with_n_probes(32),
+                        )
+                        .unwrap_or_else(|e| panic!("{e}"));
                     // Exact at full probes: the query's own vector is first, every time.
                     assert_eq!(hits[0][0].distance, Some(0.0));
                     assert_eq!(hits[0].len(), 10);
@@ -35,11 +44,15 @@ fn queries_see_a_consistent_state_during_writes_and_retrain() {
         let index = Arc::clone(&index);
         std::thread::spawn(move || {
             for i in 0..20 {
-                index.upsert(vec![Item::new(format!("w{i}"), vec![i as f32; 8])]).unwrap_or_else(|e| panic!("{e}"));
+                index
+                    .upsert(vec![Item::new(format!("w{i}"), vec![i as f32; 8])])
+                    .unwrap_or_else(|e| panic!("{e}"));
             }
         })
     };
-    index.train(&TrainOptions::default().with_n_lists(16).with_max_iters(5)).unwrap_or_else(|e| panic!("{e}"));
+    index
+        .train(&TrainOptions::default().with_n_lists(16).with_max_iters(5))
+        .unwrap_or_else(|e| panic!("{e}"));
     writer.join().unwrap_or_else(|_| panic!("writer panicked"));
     stop.store(true, Ordering::SeqCst);
     for r in readers {

@@ -8,28 +8,60 @@ use vecseal_index::{Credentials, Error, Item, Metric, QueryOptions, TrainOptions
 fn wrong_key_and_wrong_length_are_clear_errors() {
     let (db, _) = mem_db();
     create(&db, Metric::Cosine);
-    let e = db.load_index("t", owner(2)).err().map(|e| e.to_string()).unwrap_or_default();
+    let e = db
+        .load_index("t", owner(2))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(e.contains("wrong key"), "{e}");
-    let e = Credentials::owner_from_bytes(&[0u8; 31]).err().map(|e| e.to_string()).unwrap_or_default();
+    let e = Credentials::owner_from_bytes(&[0u8; 31])
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(e.contains("32") && e.contains("31"), "{e}");
-    assert!(matches!(db.load_index("nope", owner(1)), Err(Error::NotFound(_))));
-    assert!(matches!(db.create_index("t", owner(1), Default::default()), Err(Error::AlreadyExists(_))));
+    assert!(matches!(
+        db.load_index("nope", owner(1)),
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        db.create_index("t", owner(1), Default::default()),
+        Err(Error::AlreadyExists(_))
+    ));
 }
 
 #[test]
 fn read_only_user_is_refused_on_every_mutating_call() {
     let (db, _) = mem_db();
     let index = create(&db, Metric::Cosine);
-    index.upsert(vec![Item::new("a", vec![1.0, 0.0])]).unwrap_or_else(|e| panic!("{e}"));
+    index
+        .upsert(vec![Item::new("a", vec![1.0, 0.0])])
+        .unwrap_or_else(|e| panic!("{e}"));
     let reader = UserId([7; 16]);
-    index.add_user(reader, &key(7), true, false).unwrap_or_else(|e| panic!("{e}"));
-    let as_reader = db.load_index("t", Credentials::user(reader, key(7))).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(as_reader.query(&[vec![1.0, 0.0]], &QueryOptions::default()).unwrap_or_default()[0][0].id, "a");
+    index
+        .add_user(reader, &key(7), true, false)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let as_reader = db
+        .load_index("t", Credentials::user(reader, key(7)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        as_reader
+            .query(&[vec![1.0, 0.0]], &QueryOptions::default())
+            .unwrap_or_default()[0][0]
+            .id,
+        "a"
+    );
     let denied = |r: Result<(), Error>| {
         let msg = r.err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(msg.contains("permission denied") && msg.contains(&reader.to_string()), "{msg}");
+        assert!(
+            msg.contains("permission denied") && msg.contains(&reader.to_string()),
+            "{msg}"
+        );
     };
-    denied(as_reader.upsert(vec![Item::new("b", vec![0.0, 1.0])]).map(|_| ()));
+    denied(
+        as_reader
+            .upsert(vec![Item::new("b", vec![0.0, 1.0])])
+            .map(|_| ()),
+    );
     denied(as_reader.delete(&["a".into()]).map(|_| ()));
     denied(as_reader.train(&TrainOptions::default()));
     denied(as_reader.add_user(UserId([8; 16]), &key(8), true, true));
@@ -44,28 +76,46 @@ fn writer_revocation_and_other_users_keys() {
     let (db, _) = mem_db();
     let index = create(&db, Metric::Cosine);
     let (w, r) = (UserId([1; 16]), UserId([2; 16]));
-    index.add_user(w, &key(11), true, true).unwrap_or_else(|e| panic!("{e}"));
-    index.add_user(r, &key(12), true, false).unwrap_or_else(|e| panic!("{e}"));
-    let as_writer = db.load_index("t", Credentials::user(w, key(11))).unwrap_or_else(|e| panic!("{e}"));
-    as_writer.upsert(vec![Item::new("x", vec![1.0, 1.0])]).unwrap_or_else(|e| panic!("{e}"));
+    index
+        .add_user(w, &key(11), true, true)
+        .unwrap_or_else(|e| panic!("{e}"));
+    index
+        .add_user(r, &key(12), true, false)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let as_writer = db
+        .load_index("t", Credentials::user(w, key(11)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    as_writer
+        .upsert(vec![Item::new("x", vec![1.0, 1.0])])
+        .unwrap_or_else(|e| panic!("{e}"));
     // A user's key does not open another user's access.
-    assert!(matches!(db.load_index("t", Credentials::user(r, key(11))), Err(Error::Access(_))));
+    assert!(matches!(
+        db.load_index("t", Credentials::user(r, key(11))),
+        Err(Error::Access(_))
+    ));
     assert_eq!(index.list_users().unwrap_or_default().len(), 2);
     // Revocation takes effect on the writer's very next call.
     assert!(index.remove_user(w).unwrap_or(false));
-    assert!(as_writer.upsert(vec![Item::new("y", vec![1.0, 1.0])]).is_err());
+    assert!(as_writer
+        .upsert(vec![Item::new("y", vec![1.0, 1.0])])
+        .is_err());
     assert!(as_writer.count().is_err());
     // Rotation: the old owner key stops working, users keep working.
     index.rotate_key(&key(3)).unwrap_or_else(|e| panic!("{e}"));
     assert!(db.load_index("t", owner(1)).is_err());
-    let fresh = db.load_index("t", owner(3)).unwrap_or_else(|e| panic!("{e}"));
+    let fresh = db
+        .load_index("t", owner(3))
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(db.load_index("t", Credentials::user(r, key(12))).is_ok());
     // Per-operation override: the handle's own key is now stale, the override works.
     assert!(index.count().is_err());
     assert_eq!(index.using(&owner(3)).count().unwrap_or(0), 1);
     assert_eq!(fresh.count().unwrap_or(0), 1);
     let reader = Credentials::user(r, key(12));
-    assert!(fresh.using(&reader).upsert(vec![Item::new("z", vec![0.0, 1.0])]).is_err());
+    assert!(fresh
+        .using(&reader)
+        .upsert(vec![Item::new("z", vec![0.0, 1.0])])
+        .is_err());
     assert_eq!(fresh.using(&reader).count().unwrap_or(0), 1);
 }
 
@@ -73,9 +123,12 @@ fn writer_revocation_and_other_users_keys() {
 fn delete_index_removes_every_record() {
     let (db, store) = mem_db();
     let index = create(&db, Metric::Cosine);
-    index.upsert(vec![Item::new("x", vec![1.0, 1.0])]).unwrap_or_else(|e| panic!("{e}"));
+    index
+        .upsert(vec![Item::new("x", vec![1.0, 1.0])])
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(db.delete_index("t", &owner(2)).is_err());
-    db.delete_index("t", &owner(1)).unwrap_or_else(|e| panic!("{e}"));
+    db.delete_index("t", &owner(1))
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(dump(&store).is_empty());
     assert!(db.list_indexes().unwrap_or_default().is_empty());
 }

@@ -5,7 +5,11 @@ use common::*;
 use vecseal_index::{Fields, Item, Metric, QueryOptions};
 use vecseal_storage::{Durability, Store};
 
-fn filled() -> (vecseal_index::Database, std::sync::Arc<vecseal_storage::MemStore>, vecseal_index::Index) {
+fn filled() -> (
+    vecseal_index::Database,
+    std::sync::Arc<vecseal_storage::MemStore>,
+    vecseal_index::Index,
+) {
     let (db, store) = mem_db();
     let index = create(&db, Metric::SquaredEuclidean);
     let items = (0..20)
@@ -27,8 +31,16 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 fn raw_store_contains_no_plaintext() {
     let (_db, store, _index) = filled();
     for (_, k, v) in dump(&store) {
-        for needle in [&b"secret-id-1"[..], b"secret contents", b"secret-tenant", b"tenant"] {
-            assert!(!contains(&k, needle) && !contains(&v, needle), "plaintext {needle:?} in the store");
+        for needle in [
+            &b"secret-id-1"[..],
+            b"secret contents",
+            b"secret-tenant",
+            b"tenant",
+        ] {
+            assert!(
+                !contains(&k, needle) && !contains(&v, needle),
+                "plaintext {needle:?} in the store"
+            );
         }
     }
 }
@@ -36,7 +48,10 @@ fn raw_store_contains_no_plaintext() {
 #[test]
 fn any_flipped_byte_is_an_authentication_error() {
     let (db, store, _index) = filled();
-    let q = QueryOptions::default().with_top_k(20).with_metadata(true).with_contents(true);
+    let q = QueryOptions::default()
+        .with_top_k(20)
+        .with_metadata(true)
+        .with_contents(true);
     let all: Vec<String> = (0..20).map(|i| format!("secret-id-{i}")).collect();
     for (ns, k, v) in dump(&store) {
         if ns == "catalog" {
@@ -45,14 +60,21 @@ fn any_flipped_byte_is_an_authentication_error() {
         for pos in [0, v.len() / 2, v.len() - 1] {
             let mut t = v.clone();
             t[pos] ^= 0x40;
-            store.put(&ns, &k, &t, Durability::Sync).unwrap_or_else(|e| panic!("{e}"));
+            store
+                .put(&ns, &k, &t, Durability::Sync)
+                .unwrap_or_else(|e| panic!("{e}"));
             let outcome = db.load_index("t", owner(1)).and_then(|ix| {
                 ix.query(&[vec![1.0, 1.0, 2.0]], &q)?;
                 ix.get(&all, Fields::ALL)
             });
             let msg = outcome.err().map(|e| e.to_string()).unwrap_or_default();
-            assert!(msg.contains("authentication failed") || msg.contains("corrupt"), "{ns} byte {pos}: {msg}");
-            store.put(&ns, &k, &v, Durability::Sync).unwrap_or_else(|e| panic!("{e}"));
+            assert!(
+                msg.contains("authentication failed") || msg.contains("corrupt"),
+                "{ns} byte {pos}: {msg}"
+            );
+            store
+                .put(&ns, &k, &v, Durability::Sync)
+                .unwrap_or_else(|e| panic!("{e}"));
         }
     }
     assert!(db.load_index("t", owner(1)).is_ok());
@@ -61,12 +83,25 @@ fn any_flipped_byte_is_an_authentication_error() {
 #[test]
 fn swapped_values_are_detected() {
     let (db, store, _index) = filled();
-    let items: Vec<_> = dump(&store).into_iter().filter(|(ns, _, _)| ns == "items").collect();
+    let items: Vec<_> = dump(&store)
+        .into_iter()
+        .filter(|(ns, _, _)| ns == "items")
+        .collect();
     let (a, b) = (&items[0], &items[1]);
-    store.put("items", &a.1, &b.2, Durability::Sync).unwrap_or_else(|e| panic!("{e}"));
-    store.put("items", &b.1, &a.2, Durability::Sync).unwrap_or_else(|e| panic!("{e}"));
-    let ix = db.load_index("t", owner(1)).unwrap_or_else(|e| panic!("{e}"));
+    store
+        .put("items", &a.1, &b.2, Durability::Sync)
+        .unwrap_or_else(|e| panic!("{e}"));
+    store
+        .put("items", &b.1, &a.2, Durability::Sync)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ix = db
+        .load_index("t", owner(1))
+        .unwrap_or_else(|e| panic!("{e}"));
     let all: Vec<String> = (0..20).map(|i| format!("secret-id-{i}")).collect();
-    let msg = ix.get(&all, Fields::ALL).err().map(|e| e.to_string()).unwrap_or_default();
+    let msg = ix
+        .get(&all, Fields::ALL)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(msg.contains("authentication failed"), "{msg}");
 }

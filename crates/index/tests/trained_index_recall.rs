@@ -8,7 +8,9 @@ use vecseal_index::{Error, Item, Metric, QueryOptions, TrainOptions, TrainingSta
 fn load(index: &vecseal_index::Index, data: &[Vec<f32>]) {
     let ids = ids(data.len());
     for (i, c) in data.chunks(5000).enumerate() {
-        index.upsert_vectors(&ids[i * 5000..i * 5000 + c.len()], c).unwrap_or_else(|e| panic!("{e}"));
+        index
+            .upsert_vectors(&ids[i * 5000..i * 5000 + c.len()], c)
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 }
 
@@ -19,35 +21,65 @@ fn recall_after_training_and_exact_at_full_probes() {
     let data = clustered(12_000, 16, 64, 1);
     load(&index, &data);
     let queries = clustered(200, 16, 64, 1); // same centres, fresh noise is not needed: use data rows
-    let queries: Vec<Vec<f32>> = queries.iter().zip(&data).map(|(_, d)| d.iter().map(|v| v + 0.05).collect()).collect();
+    let queries: Vec<Vec<f32>> = queries
+        .iter()
+        .zip(&data)
+        .map(|(_, d)| d.iter().map(|v| v + 0.05).collect())
+        .collect();
     let opts = QueryOptions::default().with_top_k(10);
-    let exact = index.query(&queries, &opts).unwrap_or_else(|e| panic!("{e}"));
+    let exact = index
+        .query(&queries, &opts)
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(index.training_state(), TrainingState::Untrained);
-    index.train(&TrainOptions::default().with_n_lists(64).with_seed(3)).unwrap_or_else(|e| panic!("{e}"));
+    index
+        .train(&TrainOptions::default().with_n_lists(64).with_seed(3))
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(index.training_state(), TrainingState::Trained);
     assert_eq!(index.n_lists(), 64);
-    let ann = index.query(&queries, &opts.clone().with_n_probes(8)).unwrap_or_else(|e| panic!("{e}"));
+    let ann = index
+        .query(&queries, &opts.clone().with_n_probes(8))
+        .unwrap_or_else(|e| panic!("{e}"));
     let mut found = 0;
     for (e, a) in exact.iter().zip(&ann) {
         found += a.iter().filter(|h| e.iter().any(|x| x.id == h.id)).count();
     }
     let recall = found as f64 / (exact.len() * 10) as f64;
     assert!(recall >= 0.95, "recall@10 = {recall}");
-    let full = index.query(&queries, &opts.clone().with_n_probes(64)).unwrap_or_else(|e| panic!("{e}"));
+    let full = index
+        .query(&queries, &opts.clone().with_n_probes(64))
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(full, exact);
 
     // New upserts go to their nearest list and are found.
-    index.upsert(vec![Item::new("new", vec![1000.0; 16])]).unwrap_or_else(|e| panic!("{e}"));
-    let hit = index.query(&[vec![1000.0; 16]], &QueryOptions::default().with_top_k(1)).unwrap_or_else(|e| panic!("{e}"));
+    index
+        .upsert(vec![Item::new("new", vec![1000.0; 16])])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let hit = index
+        .query(&[vec![1000.0; 16]], &QueryOptions::default().with_top_k(1))
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(hit[0][0].id, "new");
     // Retrain keeps every item.
-    index.train(&TrainOptions::default().with_n_lists(32)).unwrap_or_else(|e| panic!("{e}"));
+    index
+        .train(&TrainOptions::default().with_n_lists(32))
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(index.n_lists(), 32);
     assert_eq!(index.count().unwrap_or(0), 12_001);
     // Reloading sees the trained state.
-    let again = db.load_index("t", owner(1)).unwrap_or_else(|e| panic!("{e}"));
+    let again = db
+        .load_index("t", owner(1))
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(again.training_state(), TrainingState::Trained);
-    assert_eq!(again.query(&queries, &opts.with_n_probes(32)).unwrap_or_default(), index.query(&queries, &QueryOptions::default().with_top_k(10).with_n_probes(32)).unwrap_or_default());
+    assert_eq!(
+        again
+            .query(&queries, &opts.with_n_probes(32))
+            .unwrap_or_default(),
+        index
+            .query(
+                &queries,
+                &QueryOptions::default().with_top_k(10).with_n_probes(32)
+            )
+            .unwrap_or_default()
+    );
 }
 
 #[test]
@@ -55,12 +87,37 @@ fn too_few_vectors_and_bad_parameters_are_rejected_before_work() {
     let (db, _) = mem_db();
     let index = create(&db, Metric::Euclidean);
     load(&index, &clustered(500, 4, 4, 2));
-    let err = index.train(&TrainOptions::default()).err().map(|e| e.to_string()).unwrap_or_default();
+    let err = index
+        .train(&TrainOptions::default())
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(err.contains("10000") && err.contains("500"), "{err}");
-    assert!(matches!(index.train(&TrainOptions::default().with_n_lists(6000)), Err(Error::NotEnoughVectors { have: 500, need: 12000 })));
-    assert!(matches!(index.train(&TrainOptions::default().with_tolerance(f64::NAN)), Err(Error::InvalidParameter { name: "tolerance", .. })));
-    assert!(matches!(index.train(&TrainOptions::default().with_tolerance(-1.0)), Err(Error::InvalidParameter { .. })));
-    assert!(matches!(index.train(&TrainOptions::default().with_max_iters(0)), Err(Error::InvalidParameter { name: "max_iters", .. })));
+    assert!(matches!(
+        index.train(&TrainOptions::default().with_n_lists(6000)),
+        Err(Error::NotEnoughVectors {
+            have: 500,
+            need: 12000
+        })
+    ));
+    assert!(matches!(
+        index.train(&TrainOptions::default().with_tolerance(f64::NAN)),
+        Err(Error::InvalidParameter {
+            name: "tolerance",
+            ..
+        })
+    ));
+    assert!(matches!(
+        index.train(&TrainOptions::default().with_tolerance(-1.0)),
+        Err(Error::InvalidParameter { .. })
+    ));
+    assert!(matches!(
+        index.train(&TrainOptions::default().with_max_iters(0)),
+        Err(Error::InvalidParameter {
+            name: "max_iters",
+            ..
+        })
+    ));
     assert_eq!(index.training_state(), TrainingState::Untrained);
 }
 
@@ -71,8 +128,15 @@ fn every_dimension_trains_and_queries() {
         let index = create(&db, Metric::Cosine);
         let data = clustered(10_000, d, 16, d as u64);
         load(&index, &data);
-        index.train(&TrainOptions::default().with_n_lists(16).with_max_iters(5)).unwrap_or_else(|e| panic!("d={d}: {e}"));
-        let hits = index.query(&data[..3], &QueryOptions::default().with_top_k(5).with_n_probes(16)).unwrap_or_else(|e| panic!("{e}"));
+        index
+            .train(&TrainOptions::default().with_n_lists(16).with_max_iters(5))
+            .unwrap_or_else(|e| panic!("d={d}: {e}"));
+        let hits = index
+            .query(
+                &data[..3],
+                &QueryOptions::default().with_top_k(5).with_n_probes(16),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
         for h in &hits {
             assert_eq!(h.len(), 5, "d={d}");
             assert!(h[0].distance.unwrap_or(1.0) < 1e-4, "d={d}: {:?}", h[0]);
@@ -84,13 +148,51 @@ fn every_dimension_trains_and_queries() {
 fn bad_vectors_are_rejected_and_nothing_is_lost() {
     let (db, _) = mem_db();
     let index = create(&db, Metric::SquaredEuclidean);
-    index.upsert(vec![Item::new("a", vec![1.0, 2.0])]).unwrap_or_else(|e| panic!("{e}"));
-    let e = index.upsert(vec![Item::new("b", vec![1.0, 2.0]), Item::new("c", vec![1.0, 2.0, 3.0])]).err();
-    assert!(matches!(e, Some(Error::DimensionMismatch { expected: 2, got: 3, .. })), "{e:?}");
-    assert!(matches!(index.upsert(vec![Item::new("d", vec![f32::NAN, 1.0])]), Err(Error::NonFinite { position: 0, .. })));
-    assert!(matches!(index.upsert(vec![Item::new("", vec![1.0, 1.0])]), Err(Error::EmptyId(0))));
-    assert!(matches!(index.upsert(vec![Item::new("m", vec![1.0, 1.0]).with_metadata(serde_json::json!(3))]), Err(Error::BadMetadata(_))));
-    assert!(matches!(index.query(&[vec![1.0]], &QueryOptions::default()), Err(Error::DimensionMismatch { expected: 2, got: 1, .. })));
-    assert!(matches!(index.query(&[vec![1.0, 1.0]], &QueryOptions::default().with_top_k(0)), Err(Error::InvalidParameter { .. })));
+    index
+        .upsert(vec![Item::new("a", vec![1.0, 2.0])])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let e = index
+        .upsert(vec![
+            Item::new("b", vec![1.0, 2.0]),
+            Item::new("c", vec![1.0, 2.0, 3.0]),
+        ])
+        .err();
+    assert!(
+        matches!(
+            e,
+            Some(Error::DimensionMismatch {
+                expected: 2,
+                got: 3,
+                ..
+            })
+        ),
+        "{e:?}"
+    );
+    assert!(matches!(
+        index.upsert(vec![Item::new("d", vec![f32::NAN, 1.0])]),
+        Err(Error::NonFinite { position: 0, .. })
+    ));
+    assert!(matches!(
+        index.upsert(vec![Item::new("", vec![1.0, 1.0])]),
+        Err(Error::EmptyId(0))
+    ));
+    assert!(matches!(
+        index.upsert(vec![
+            Item::new("m", vec![1.0, 1.0]).with_metadata(serde_json::json!(3))
+        ]),
+        Err(Error::BadMetadata(_))
+    ));
+    assert!(matches!(
+        index.query(&[vec![1.0]], &QueryOptions::default()),
+        Err(Error::DimensionMismatch {
+            expected: 2,
+            got: 1,
+            ..
+        })
+    ));
+    assert!(matches!(
+        index.query(&[vec![1.0, 1.0]], &QueryOptions::default().with_top_k(0)),
+        Err(Error::InvalidParameter { .. })
+    ));
     assert_eq!(index.list_ids().unwrap_or_default(), vec!["a".to_owned()]);
 }

@@ -44,7 +44,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use vecseal_envelope::{SecretKey, Sealer, Suite};
+use vecseal_envelope::{Sealer, SecretKey, Suite};
 
 const MAGIC: &[u8; 4] = b"VSKR";
 const VERSION: u8 = 1;
@@ -279,13 +279,20 @@ fn wrapping_sealer(kek: &SecretKey, index: IndexId, suite: Suite) -> Sealer {
 
 impl Keyring {
     /// Creates a keyring with a fresh random DEK wrapped under `owner_kek`.
-    pub fn create(index: IndexId, owner_kek: &SecretKey, suite: Suite) -> Result<(Self, Access), Error> {
+    pub fn create(
+        index: IndexId,
+        owner_kek: &SecretKey,
+        suite: Suite,
+    ) -> Result<(Self, Access), Error> {
         let dek = SecretKey::generate()?;
-        let root = wrapping_sealer(owner_kek, index, suite).seal(
-            &wrap_aad(index, WrapKind::Root, None),
-            dek.expose_secret(),
-        )?;
-        let ring = Self { index, suite, root, users: BTreeMap::new() };
+        let root = wrapping_sealer(owner_kek, index, suite)
+            .seal(&wrap_aad(index, WrapKind::Root, None), dek.expose_secret())?;
+        let ring = Self {
+            index,
+            suite,
+            root,
+            users: BTreeMap::new(),
+        };
         Ok((ring, Self::owner_access(index, dek)))
     }
 
@@ -309,7 +316,13 @@ impl Keyring {
         self.suite
     }
 
-    fn unwrap(&self, kek: &SecretKey, kind: WrapKind, user: Option<UserId>, sealed: &[u8]) -> Result<SecretKey, Error> {
+    fn unwrap(
+        &self,
+        kek: &SecretKey,
+        kind: WrapKind,
+        user: Option<UserId>,
+        sealed: &[u8],
+    ) -> Result<SecretKey, Error> {
         let bytes = wrapping_sealer(kek, self.index, self.suite)
             .open(&wrap_aad(self.index, kind, user), sealed)
             .map_err(|e| match e {
@@ -354,7 +367,14 @@ impl Keyring {
 
     /// Gives `user` read and/or write wraps under `user_kek`, replacing any
     /// wraps the user had. Needs the owner's access.
-    pub fn grant(&mut self, owner: &Access, user: UserId, user_kek: &SecretKey, read: bool, write: bool) -> Result<(), Error> {
+    pub fn grant(
+        &mut self,
+        owner: &Access,
+        user: UserId,
+        user_kek: &SecretKey,
+        read: bool,
+        write: bool,
+    ) -> Result<(), Error> {
         self.check_owner(owner, "managing users")?;
         if !read && !write {
             return Err(Error::EmptyGrant);
@@ -366,7 +386,8 @@ impl Keyring {
             wraps.read = Some(sealer.seal(&wrap_aad(self.index, WrapKind::Read, Some(user)), dek)?);
         }
         if write {
-            wraps.write = Some(sealer.seal(&wrap_aad(self.index, WrapKind::Write, Some(user)), dek)?);
+            wraps.write =
+                Some(sealer.seal(&wrap_aad(self.index, WrapKind::Write, Some(user)), dek)?);
         }
         self.users.insert(user, wraps);
         Ok(())
@@ -382,7 +403,11 @@ impl Keyring {
     pub fn users(&self) -> Vec<UserEntry> {
         self.users
             .iter()
-            .map(|(u, w)| UserEntry { user_id: *u, has_read: w.read.is_some(), has_write: w.write.is_some() })
+            .map(|(u, w)| UserEntry {
+                user_id: *u,
+                has_read: w.read.is_some(),
+                has_write: w.write.is_some(),
+            })
             .collect()
     }
 
@@ -390,8 +415,10 @@ impl Keyring {
     /// user wrap stays valid; the old KEK stops working.
     pub fn rotate_root(&mut self, owner: &Access, new_kek: &SecretKey) -> Result<(), Error> {
         self.check_owner(owner, "rotating the index key")?;
-        self.root = wrapping_sealer(new_kek, self.index, self.suite)
-            .seal(&wrap_aad(self.index, WrapKind::Root, None), owner.data_key().expose_secret())?;
+        self.root = wrapping_sealer(new_kek, self.index, self.suite).seal(
+            &wrap_aad(self.index, WrapKind::Root, None),
+            owner.data_key().expose_secret(),
+        )?;
         Ok(())
     }
 
@@ -422,7 +449,9 @@ impl Keyring {
         }
         let version = r.take(1)?[0];
         if version != VERSION {
-            return Err(Error::Malformed(format!("keyring version {version}, expected {VERSION}")));
+            return Err(Error::Malformed(format!(
+                "keyring version {version}, expected {VERSION}"
+            )));
         }
         let suite = Suite::from_id(r.take(1)?[0])?;
         let mut index = [0u8; 16];
@@ -434,16 +463,31 @@ impl Keyring {
             let user = UserId(r.array()?);
             let flags = r.take(1)?[0];
             if flags == 0 || flags > 3 {
-                return Err(Error::Malformed(format!("user flags {flags}, expected 1, 2 or 3")));
+                return Err(Error::Malformed(format!(
+                    "user flags {flags}, expected 1, 2 or 3"
+                )));
             }
-            let read = if flags & 1 != 0 { Some(r.bytes()?.to_vec()) } else { None };
-            let write = if flags & 2 != 0 { Some(r.bytes()?.to_vec()) } else { None };
+            let read = if flags & 1 != 0 {
+                Some(r.bytes()?.to_vec())
+            } else {
+                None
+            };
+            let write = if flags & 2 != 0 {
+                Some(r.bytes()?.to_vec())
+            } else {
+                None
+            };
             users.insert(user, UserWraps { read, write });
         }
         if !r.0.is_empty() {
             return Err(Error::Malformed(format!("{} trailing bytes", r.0.len())));
         }
-        Ok(Self { index: IndexId(index), suite, root, users })
+        Ok(Self {
+            index: IndexId(index),
+            suite,
+            root,
+            users,
+        })
     }
 }
 
@@ -457,7 +501,10 @@ struct Reader<'a>(&'a [u8]);
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
         if self.0.len() < n {
-            return Err(Error::Malformed(format!("truncated: needed {n} more bytes, {} left", self.0.len())));
+            return Err(Error::Malformed(format!(
+                "truncated: needed {n} more bytes, {} left",
+                self.0.len()
+            )));
         }
         let (head, tail) = self.0.split_at(n);
         self.0 = tail;
@@ -498,7 +545,8 @@ mod tests {
     fn read_wrap_cannot_be_replayed_as_write_wrap() {
         let (mut r, owner) = ring();
         let u = UserId([3; 16]);
-        r.grant(&owner, u, &k(5), true, false).unwrap_or_else(|e| panic!("{e}"));
+        r.grant(&owner, u, &k(5), true, false)
+            .unwrap_or_else(|e| panic!("{e}"));
         // Move the read wrap into the write slot.
         if let Some(w) = r.users.get_mut(&u) {
             w.write = w.read.clone();
@@ -510,8 +558,10 @@ mod tests {
     fn one_users_wrap_does_not_open_for_another() {
         let (mut r, owner) = ring();
         let (a, b) = (UserId([3; 16]), UserId([4; 16]));
-        r.grant(&owner, a, &k(5), true, true).unwrap_or_else(|e| panic!("{e}"));
-        r.grant(&owner, b, &k(6), true, false).unwrap_or_else(|e| panic!("{e}"));
+        r.grant(&owner, a, &k(5), true, true)
+            .unwrap_or_else(|e| panic!("{e}"));
+        r.grant(&owner, b, &k(6), true, false)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert!(matches!(r.open_user(b, &k(5)), Err(Error::WrongKey)));
         let wa = r.users[&a].clone();
         r.users.insert(b, wa);
@@ -530,11 +580,22 @@ mod tests {
     fn read_only_user_has_no_write_or_owner_capability() {
         let (mut r, owner) = ring();
         let u = UserId([3; 16]);
-        r.grant(&owner, u, &k(5), true, false).unwrap_or_else(|e| panic!("{e}"));
+        r.grant(&owner, u, &k(5), true, false)
+            .unwrap_or_else(|e| panic!("{e}"));
         let acc = r.open_user(u, &k(5)).unwrap_or_else(|e| panic!("{e}"));
-        let err = acc.write_for("upsert").err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(err.contains("upsert") && err.contains("write") && err.contains(&u.to_string()), "{err}");
-        assert!(matches!(r.grant(&acc, UserId([4; 16]), &k(6), true, true), Err(Error::PermissionDenied { .. })));
+        let err = acc
+            .write_for("upsert")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("upsert") && err.contains("write") && err.contains(&u.to_string()),
+            "{err}"
+        );
+        assert!(matches!(
+            r.grant(&acc, UserId([4; 16]), &k(6), true, true),
+            Err(Error::PermissionDenied { .. })
+        ));
         assert!(acc.data_key().ct_eq(owner.data_key()));
     }
 
@@ -542,8 +603,10 @@ mod tests {
     fn revocation_and_rotation() {
         let (mut r, owner) = ring();
         let u = UserId([3; 16]);
-        r.grant(&owner, u, &k(5), true, true).unwrap_or_else(|e| panic!("{e}"));
-        r.rotate_root(&owner, &k(2)).unwrap_or_else(|e| panic!("{e}"));
+        r.grant(&owner, u, &k(5), true, true)
+            .unwrap_or_else(|e| panic!("{e}"));
+        r.rotate_root(&owner, &k(2))
+            .unwrap_or_else(|e| panic!("{e}"));
         assert!(matches!(r.open_root(&k(1)), Err(Error::WrongKey)));
         assert!(r.open_root(&k(2)).is_ok());
         assert!(r.open_user(u, &k(5)).is_ok_and(|a| a.can_write()));
@@ -554,8 +617,10 @@ mod tests {
     #[test]
     fn serialization_round_trips_and_rejects_garbage() {
         let (mut r, owner) = ring();
-        r.grant(&owner, UserId([3; 16]), &k(5), true, false).unwrap_or_else(|e| panic!("{e}"));
-        r.grant(&owner, UserId([4; 16]), &k(6), true, true).unwrap_or_else(|e| panic!("{e}"));
+        r.grant(&owner, UserId([3; 16]), &k(5), true, false)
+            .unwrap_or_else(|e| panic!("{e}"));
+        r.grant(&owner, UserId([4; 16]), &k(6), true, true)
+            .unwrap_or_else(|e| panic!("{e}"));
         let bytes = r.to_bytes();
         assert_eq!(Keyring::from_bytes(&bytes).ok(), Some(r));
         for cut in 0..bytes.len() {

@@ -249,7 +249,10 @@ pub struct KMeans<'a> {
 impl<'a> KMeans<'a> {
     /// A trainer with the given options.
     pub fn new(opts: Options) -> Self {
-        Self { opts, progress: None }
+        Self {
+            opts,
+            progress: None,
+        }
     }
 
     /// Calls `f` after every iteration; returning `ControlFlow::Break` cancels
@@ -300,7 +303,15 @@ impl<'a> KMeans<'a> {
         match cfg.batch_size {
             None => {
                 for it in 1..=cfg.max_iters {
-                    let inertia = assign_block(train, &train_norms, d, &centroids, k, cfg.block_rows, &mut assign);
+                    let inertia = assign_block(
+                        train,
+                        &train_norms,
+                        d,
+                        &centroids,
+                        k,
+                        cfg.block_rows,
+                        &mut assign,
+                    );
                     let sizes = update(train, d, &assign, &mut centroids, k);
                     repair_empty(&mut centroids, &sizes, d, k, o.spherical);
                     if o.spherical {
@@ -330,8 +341,15 @@ impl<'a> KMeans<'a> {
                         dst.copy_from_slice(&train[i as usize * d..(i as usize + 1) * d]);
                     }
                     let norms = row_norms(&batch, d);
-                    let inertia = assign_block(&batch, &norms, d, &centroids, k, cfg.block_rows, &mut batch_assign)
-                        * (n_train as f64 / b as f64);
+                    let inertia = assign_block(
+                        &batch,
+                        &norms,
+                        d,
+                        &centroids,
+                        k,
+                        cfg.block_rows,
+                        &mut batch_assign,
+                    ) * (n_train as f64 / b as f64);
                     for (x, &c) in batch.chunks_exact(d).zip(&batch_assign) {
                         let c = c as usize;
                         counts[c] += 1;
@@ -349,14 +367,24 @@ impl<'a> KMeans<'a> {
                     let prev = smoothed.unwrap_or(inertia);
                     let next = 0.7 * prev + 0.3 * inertia;
                     smoothed = Some(next);
-                    if it > 10 && ((prev - next) / prev.max(f64::MIN_POSITIVE)).abs() < cfg.tolerance {
+                    if it > 10
+                        && ((prev - next) / prev.max(f64::MIN_POSITIVE)).abs() < cfg.tolerance
+                    {
                         converged = true;
                         break;
                     }
                 }
                 // Repair clusters the batches never reached.
                 let mut full = vec![0u32; n_train];
-                assign_block(train, &train_norms, d, &centroids, k, cfg.block_rows, &mut full);
+                assign_block(
+                    train,
+                    &train_norms,
+                    d,
+                    &centroids,
+                    k,
+                    cfg.block_rows,
+                    &mut full,
+                );
                 let sizes = cluster_sizes(&full, k);
                 repair_empty(&mut centroids, &sizes, d, k, o.spherical);
             }
@@ -364,9 +392,18 @@ impl<'a> KMeans<'a> {
 
         let mut assignments = vec![0u32; n];
         let all_norms = row_norms(data, d);
-        let final_inertia = assign_block(data, &all_norms, d, &centroids, k, cfg.block_rows, &mut assignments);
+        let final_inertia = assign_block(
+            data,
+            &all_norms,
+            d,
+            &centroids,
+            k,
+            cfg.block_rows,
+            &mut assignments,
+        );
         let sizes = cluster_sizes(&assignments, k);
-        let imbalance = sizes.iter().map(|&s| (s * s) as f64).sum::<f64>() * k as f64 / (n as f64 * n as f64);
+        let imbalance =
+            sizes.iter().map(|&s| (s * s) as f64).sum::<f64>() * k as f64 / (n as f64 * n as f64);
         Ok(KMeansResult {
             centroids,
             d,
@@ -383,7 +420,13 @@ impl<'a> KMeans<'a> {
 
     fn report(&self, iteration: u32, max_iters: u32, inertia: f64) -> Result<(), Error> {
         if let Some(f) = self.progress {
-            if f(&Progress { iteration, max_iters, inertia }).is_break() {
+            if f(&Progress {
+                iteration,
+                max_iters,
+                inertia,
+            })
+            .is_break()
+            {
                 return Err(Error::Cancelled);
             }
         }
@@ -426,7 +469,11 @@ fn validate(o: &Options, data: &[f32], d: usize) -> Result<Config, Error> {
         return Err(Error::ZeroPointsPerCentroid);
     }
     if let Some(i) = data.iter().position(|v| !v.is_finite()) {
-        return Err(Error::NonFinite { row: i / d, col: i % d, value: data[i] });
+        return Err(Error::NonFinite {
+            row: i / d,
+            col: i % d,
+            value: data[i],
+        });
     }
     let k = o.k;
     let mut block_rows = (1usize << 18).div_ceil(k).clamp(16, 4096);
@@ -440,7 +487,12 @@ fn validate(o: &Options, data: &[f32], d: usize) -> Result<Config, Error> {
         let per_block_row = threads * k * 4;
         let min_needed = fixed + per_block_row * 16 + k * (d * 4 + 8);
         if budget < min_needed {
-            return Err(Error::MemoryTooSmall { given_mb: mb, needed_mb: min_needed.div_ceil(1 << 20), k, d });
+            return Err(Error::MemoryTooSmall {
+                given_mb: mb,
+                needed_mb: min_needed.div_ceil(1 << 20),
+                k,
+                d,
+            });
         }
         let spare = budget - fixed;
         block_rows = block_rows.min((spare / 4 / per_block_row).max(16));
@@ -448,7 +500,13 @@ fn validate(o: &Options, data: &[f32], d: usize) -> Result<Config, Error> {
         n_train = n_train.min(for_sample / (d * 4 + 8)).max(k);
     }
     let batch_size = o.batch_size.filter(|&b| b > 0);
-    Ok(Config { max_iters, tolerance, batch_size, n_train, block_rows })
+    Ok(Config {
+        max_iters,
+        tolerance,
+        batch_size,
+        n_train,
+        block_rows,
+    })
 }
 
 fn relative_decrease(history: &[f64]) -> f64 {
@@ -460,7 +518,13 @@ fn relative_decrease(history: &[f64]) -> f64 {
 }
 
 /// Copies `m` sampled rows (in index order) when `m < n`.
-fn sample_rows(data: &[f32], d: usize, n: usize, m: usize, rng: &mut ChaCha8Rng) -> Option<Vec<f32>> {
+fn sample_rows(
+    data: &[f32],
+    d: usize,
+    n: usize,
+    m: usize,
+    rng: &mut ChaCha8Rng,
+) -> Option<Vec<f32>> {
     if m >= n {
         return None;
     }
@@ -477,7 +541,10 @@ fn sample_rows(data: &[f32], d: usize, n: usize, m: usize, rng: &mut ChaCha8Rng)
 
 fn row_norms(data: &[f32], d: usize) -> Vec<f32> {
     data.par_chunks(d * 1024)
-        .flat_map_iter(|c| c.chunks_exact(d).map(|r| r.iter().map(|v| v * v).sum::<f32>()))
+        .flat_map_iter(|c| {
+            c.chunks_exact(d)
+                .map(|r| r.iter().map(|v| v * v).sum::<f32>())
+        })
         .collect()
 }
 
@@ -494,13 +561,23 @@ fn sq_dist(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
 }
 
-fn init(train: &[f32], norms: &[f32], d: usize, k: usize, how: Init, rng: &mut ChaCha8Rng) -> Vec<f32> {
+fn init(
+    train: &[f32],
+    norms: &[f32],
+    d: usize,
+    k: usize,
+    how: Init,
+    rng: &mut ChaCha8Rng,
+) -> Vec<f32> {
     let n = train.len() / d;
     match how {
         Init::Random => {
             let mut idx: Vec<u32> = (0..n as u32).collect();
             let (picked, _) = idx.partial_shuffle(rng, k);
-            picked.iter().flat_map(|&i| train[i as usize * d..(i as usize + 1) * d].iter().copied()).collect()
+            picked
+                .iter()
+                .flat_map(|&i| train[i as usize * d..(i as usize + 1) * d].iter().copied())
+                .collect()
         }
         Init::KMeansPlusPlus => kmeans_pp(train, d, k, rng),
         Init::SampledKMeansPlusPlus => {
@@ -521,7 +598,10 @@ fn kmeans_pp(data: &[f32], d: usize, k: usize, rng: &mut ChaCha8Rng) -> Vec<f32>
     let mut centroids = Vec::with_capacity(k * d);
     let first = rng.gen_range(0..n);
     centroids.extend_from_slice(&data[first * d..(first + 1) * d]);
-    let mut best: Vec<f32> = data.par_chunks_exact(d).map(|r| sq_dist(r, &data[first * d..(first + 1) * d])).collect();
+    let mut best: Vec<f32> = data
+        .par_chunks_exact(d)
+        .map(|r| sq_dist(r, &data[first * d..(first + 1) * d]))
+        .collect();
     for _ in 1..k {
         let total: f64 = best.iter().map(|&v| f64::from(v)).sum();
         let next = if total > 0.0 {
@@ -540,19 +620,29 @@ fn kmeans_pp(data: &[f32], d: usize, k: usize, rng: &mut ChaCha8Rng) -> Vec<f32>
         };
         let c = &data[next * d..(next + 1) * d];
         centroids.extend_from_slice(c);
-        best.par_iter_mut().zip(data.par_chunks_exact(d)).for_each(|(b, r)| {
-            let dist = sq_dist(r, c);
-            if dist < *b {
-                *b = dist;
-            }
-        });
+        best.par_iter_mut()
+            .zip(data.par_chunks_exact(d))
+            .for_each(|(b, r)| {
+                let dist = sq_dist(r, c);
+                if dist < *b {
+                    *b = dist;
+                }
+            });
     }
     centroids
 }
 
 /// Assigns every row to its nearest centroid by blocked GEMM with a fused
 /// argmin; returns the inertia.
-fn assign_block(data: &[f32], norms: &[f32], d: usize, centroids: &[f32], k: usize, block_rows: usize, out: &mut [u32]) -> f64 {
+fn assign_block(
+    data: &[f32],
+    norms: &[f32],
+    d: usize,
+    centroids: &[f32],
+    k: usize,
+    block_rows: usize,
+    out: &mut [u32],
+) -> f64 {
     let cnorms = row_norms(centroids, d);
     let cmat = MatRef::from_row_major_slice(centroids, k, d);
     data.par_chunks(block_rows * d)
@@ -563,7 +653,14 @@ fn assign_block(data: &[f32], norms: &[f32], d: usize, centroids: &[f32], k: usi
             buf.resize(rows * k, 0.0);
             let dst = MatMut::from_row_major_slice_mut(&mut buf[..rows * k], rows, k);
             let lhs = MatRef::from_row_major_slice(x, rows, d);
-            faer::linalg::matmul::matmul(dst, Accum::Replace, lhs, cmat.transpose(), -2.0f32, Par::Seq);
+            faer::linalg::matmul::matmul(
+                dst,
+                Accum::Replace,
+                lhs,
+                cmat.transpose(),
+                -2.0f32,
+                Par::Seq,
+            );
             let mut inertia = 0f64;
             for ((row, &xn), o) in buf.chunks_exact(k).zip(xn).zip(o.iter_mut()) {
                 let mut best = f32::INFINITY;
@@ -622,7 +719,10 @@ fn update(data: &[f32], d: usize, assign: &[u32], centroids: &mut [f32], k: usiz
     for c in 0..k {
         if counts[c] > 0 {
             let inv = 1.0 / counts[c] as f64;
-            for (dst, s) in centroids[c * d..(c + 1) * d].iter_mut().zip(&sums[c * d..(c + 1) * d]) {
+            for (dst, s) in centroids[c * d..(c + 1) * d]
+                .iter_mut()
+                .zip(&sums[c * d..(c + 1) * d])
+            {
                 *dst = (s * inv) as f32;
             }
         }
@@ -639,7 +739,11 @@ fn repair_empty(centroids: &mut [f32], sizes: &[usize], d: usize, k: usize, sphe
         if sizes[c] != 0 {
             continue;
         }
-        let Some((big, _)) = sizes.iter().enumerate().max_by_key(|(i, s)| (**s, std::cmp::Reverse(*i))) else {
+        let Some((big, _)) = sizes
+            .iter()
+            .enumerate()
+            .max_by_key(|(i, s)| (**s, std::cmp::Reverse(*i)))
+        else {
             return;
         };
         let src: Vec<f32> = centroids[big * d..(big + 1) * d].to_vec();

@@ -13,9 +13,17 @@ mod rand_distr_free {
     }
 }
 
-fn planted(n_per: usize, centers: usize, d: usize, spread: f32, seed: u64) -> (Vec<f32>, Vec<usize>) {
+fn planted(
+    n_per: usize,
+    centers: usize,
+    d: usize,
+    spread: f32,
+    seed: u64,
+) -> (Vec<f32>, Vec<usize>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let means: Vec<Vec<f32>> = (0..centers).map(|_| (0..d).map(|_| rng.gen_range(-100.0..100.0)).collect()).collect();
+    let means: Vec<Vec<f32>> = (0..centers)
+        .map(|_| (0..d).map(|_| rng.gen_range(-100.0..100.0)).collect())
+        .collect();
     let mut data = Vec::new();
     let mut truth = Vec::new();
     for (c, m) in means.iter().enumerate() {
@@ -28,7 +36,9 @@ fn planted(n_per: usize, centers: usize, d: usize, spread: f32, seed: u64) -> (V
 }
 
 fn fit(data: &[f32], d: usize, o: Options) -> KMeansResult {
-    KMeans::new(o).fit(data, d).unwrap_or_else(|e| panic!("{e}"))
+    KMeans::new(o)
+        .fit(data, d)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]
@@ -36,15 +46,39 @@ fn bad_input_is_an_error() {
     let data = [1.0f32, 2.0, 3.0, 4.0];
     let km = |k: usize| KMeans::new(Options::new(k));
     assert!(matches!(km(0).fit(&data, 2), Err(Error::ZeroK)));
-    assert!(matches!(km(3).fit(&data, 2), Err(Error::TooFewPoints { k: 3, n: 2 })));
+    assert!(matches!(
+        km(3).fit(&data, 2),
+        Err(Error::TooFewPoints { k: 3, n: 2 })
+    ));
     assert!(matches!(km(1).fit(&data, 0), Err(Error::ZeroDimension)));
-    assert!(matches!(km(1).fit(&data, 3), Err(Error::Ragged { len: 4, d: 3 })));
-    assert!(matches!(km(1).fit(&[1.0, f32::NAN], 1), Err(Error::NonFinite { row: 1, col: 0, .. })));
-    assert!(matches!(km(1).fit(&[1.0, f32::INFINITY], 2), Err(Error::NonFinite { .. })));
-    assert!(matches!(KMeans::new(Options::new(1).with_tolerance(-1.0)).fit(&data, 2), Err(Error::BadTolerance(_))));
-    assert!(matches!(KMeans::new(Options::new(1).with_tolerance(f64::NAN)).fit(&data, 2), Err(Error::BadTolerance(_))));
-    assert!(matches!(KMeans::new(Options::new(1).with_max_iters(0)).fit(&data, 2), Err(Error::ZeroIters)));
-    assert!(matches!(km(1).fit_rows(&[vec![1.0, 2.0], vec![1.0]]), Err(Error::Ragged { len: 1, d: 2 })));
+    assert!(matches!(
+        km(1).fit(&data, 3),
+        Err(Error::Ragged { len: 4, d: 3 })
+    ));
+    assert!(matches!(
+        km(1).fit(&[1.0, f32::NAN], 1),
+        Err(Error::NonFinite { row: 1, col: 0, .. })
+    ));
+    assert!(matches!(
+        km(1).fit(&[1.0, f32::INFINITY], 2),
+        Err(Error::NonFinite { .. })
+    ));
+    assert!(matches!(
+        KMeans::new(Options::new(1).with_tolerance(-1.0)).fit(&data, 2),
+        Err(Error::BadTolerance(_))
+    ));
+    assert!(matches!(
+        KMeans::new(Options::new(1).with_tolerance(f64::NAN)).fit(&data, 2),
+        Err(Error::BadTolerance(_))
+    ));
+    assert!(matches!(
+        KMeans::new(Options::new(1).with_max_iters(0)).fit(&data, 2),
+        Err(Error::ZeroIters)
+    ));
+    assert!(matches!(
+        km(1).fit_rows(&[vec![1.0, 2.0], vec![1.0]]),
+        Err(Error::Ragged { len: 1, d: 2 })
+    ));
     assert!(matches!(
         KMeans::new(Options::new(2).with_max_memory_mb(1)).fit(&vec![0.0; 4 * 400_000], 4),
         Err(Error::MemoryTooSmall { .. })
@@ -54,14 +88,22 @@ fn bad_input_is_an_error() {
 #[test]
 fn recovers_planted_clusters() {
     let (data, truth) = planted(200, 8, 16, 1.0, 3);
-    for init in [Init::Random, Init::KMeansPlusPlus, Init::SampledKMeansPlusPlus] {
+    for init in [
+        Init::Random,
+        Init::KMeansPlusPlus,
+        Init::SampledKMeansPlusPlus,
+    ] {
         let r = fit(&data, 16, Options::new(8).with_seed(5).with_init(init));
         // k-means++ seeding separates well-separated clusters; random seeding
         // may need restarts, so it is only checked for low inertia below.
         if init != Init::Random {
             let mut map = std::collections::HashMap::new();
             for (&t, &a) in truth.iter().zip(&r.assignments) {
-                assert_eq!(*map.entry(t).or_insert(a), a, "{init:?}: true cluster {t} split");
+                assert_eq!(
+                    *map.entry(t).or_insert(a),
+                    a,
+                    "{init:?}: true cluster {t} split"
+                );
             }
             let distinct: std::collections::HashSet<_> = map.values().collect();
             assert_eq!(distinct.len(), 8, "{init:?}: two true clusters merged");
@@ -74,16 +116,39 @@ fn recovers_planted_clusters() {
 #[test]
 fn mini_batch_is_close_to_full_batch() {
     let (data, _) = planted(500, 16, 8, 5.0, 11);
-    let full = fit(&data, 8, Options::new(16).with_seed(1).with_init(Init::KMeansPlusPlus));
-    let mb = fit(&data, 8, Options::new(16).with_seed(1).with_init(Init::KMeansPlusPlus).with_batch_size(512).with_max_iters(200));
-    assert!(mb.final_inertia <= full.final_inertia * 1.03, "mini-batch {} vs full {}", mb.final_inertia, full.final_inertia);
+    let full = fit(
+        &data,
+        8,
+        Options::new(16)
+            .with_seed(1)
+            .with_init(Init::KMeansPlusPlus),
+    );
+    let mb = fit(
+        &data,
+        8,
+        Options::new(16)
+            .with_seed(1)
+            .with_init(Init::KMeansPlusPlus)
+            .with_batch_size(512)
+            .with_max_iters(200),
+    );
+    assert!(
+        mb.final_inertia <= full.final_inertia * 1.03,
+        "mini-batch {} vs full {}",
+        mb.final_inertia,
+        full.final_inertia
+    );
 }
 
 #[test]
 fn memory_bound_shrinks_the_training_sample() {
     let (data, _) = planted(5000, 4, 32, 1.0, 2);
     let unbounded = fit(&data, 32, Options::new(64).with_seed(1));
-    let bounded = fit(&data, 32, Options::new(64).with_seed(1).with_max_memory_mb(1));
+    let bounded = fit(
+        &data,
+        32,
+        Options::new(64).with_seed(1).with_max_memory_mb(1),
+    );
     assert!(bounded.training_points < unbounded.training_points);
     assert_eq!(bounded.assignments.len(), 20_000);
 }
@@ -98,11 +163,27 @@ fn progress_reports_and_cancels() {
         }
         ControlFlow::Continue(())
     };
-    let r = KMeans::new(Options::new(4).with_tolerance(0.0).with_max_iters(5)).with_progress(&cb).fit(&data, 4);
+    let r = KMeans::new(Options::new(4).with_tolerance(0.0).with_max_iters(5))
+        .with_progress(&cb)
+        .fit(&data, 4);
     assert!(r.is_ok());
-    assert_eq!(seen.lock().map(|s| s.clone()).unwrap_or_default(), vec![1, 2, 3, 4, 5]);
-    let stop = |p: &Progress| if p.iteration == 2 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) };
-    assert!(matches!(KMeans::new(Options::new(4)).with_progress(&stop).fit(&data, 4), Err(Error::Cancelled)));
+    assert_eq!(
+        seen.lock().map(|s| s.clone()).unwrap_or_default(),
+        vec![1, 2, 3, 4, 5]
+    );
+    let stop = |p: &Progress| {
+        if p.iteration == 2 {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    };
+    assert!(matches!(
+        KMeans::new(Options::new(4))
+            .with_progress(&stop)
+            .fit(&data, 4),
+        Err(Error::Cancelled)
+    ));
 }
 
 #[test]
@@ -110,9 +191,17 @@ fn empty_clusters_are_repaired() {
     // 40 copies of 2 distinct points, k = 6: most clusters start or become empty.
     let mut data = Vec::new();
     for i in 0..40 {
-        data.extend_from_slice(if i % 2 == 0 { &[0.0f32, 0.0] } else { &[1.0, 1.0] });
+        data.extend_from_slice(if i % 2 == 0 {
+            &[0.0f32, 0.0]
+        } else {
+            &[1.0, 1.0]
+        });
     }
-    let r = fit(&data, 2, Options::new(6).with_init(Init::Random).with_seed(3));
+    let r = fit(
+        &data,
+        2,
+        Options::new(6).with_init(Init::Random).with_seed(3),
+    );
     assert!(r.centroids.iter().all(|v| v.is_finite()));
     assert_eq!(r.cluster_sizes.iter().sum::<usize>(), 40);
 }
@@ -138,7 +227,12 @@ fn high_dimensions_train() {
 
 fn arb_data() -> impl Strategy<Value = (Vec<f32>, usize, usize, u64)> {
     (1usize..6, 2usize..60, any::<u64>()).prop_flat_map(|(d, n, seed)| {
-        (proptest::collection::vec(-50.0f32..50.0, n * d), Just(d), 1usize..=n.min(8), Just(seed))
+        (
+            proptest::collection::vec(-50.0f32..50.0, n * d),
+            Just(d),
+            1usize..=n.min(8),
+            Just(seed),
+        )
     })
 }
 

@@ -11,7 +11,10 @@ const NS: &[&str] = &["a", "b"];
 fn engines() -> Vec<(Box<dyn Store>, Option<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let rocks = RocksStore::open(dir.path().join("db"), NS).unwrap_or_else(|e| panic!("{e}"));
-    vec![(Box::new(MemStore::new(NS)), None), (Box::new(rocks), Some(dir))]
+    vec![
+        (Box::new(MemStore::new(NS)), None),
+        (Box::new(rocks), Some(dir)),
+    ]
 }
 
 fn each(f: impl Fn(&dyn Store)) {
@@ -30,10 +33,12 @@ fn collect(store: &dyn Store, ns: &str, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)
 #[test]
 fn put_get_delete() {
     each(|s| {
-        s.put("a", b"k", b"v", Durability::Sync).unwrap_or_else(|e| panic!("{e}"));
+        s.put("a", b"k", b"v", Durability::Sync)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(s.get("a", b"k").ok().flatten(), Some(b"v".to_vec()));
         assert_eq!(s.get("b", b"k").ok().flatten(), None);
-        s.delete("a", b"k", Durability::Buffered).unwrap_or_else(|e| panic!("{e}"));
+        s.delete("a", b"k", Durability::Buffered)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(s.get("a", b"k").ok().flatten(), None);
         let got = s.multi_get("a", &[b"x", b"k"]).unwrap_or_default();
         assert_eq!(got, vec![None, None]);
@@ -46,13 +51,20 @@ fn batches_are_atomic_across_namespaces() {
         let mut b = WriteBatch::new();
         b.put("a", b"1", b"x");
         b.put("b", b"1", b"y");
-        s.write(b, Durability::Sync).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(s.multi_get("b", &[b"1"]).unwrap_or_default(), vec![Some(b"y".to_vec())]);
+        s.write(b, Durability::Sync)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            s.multi_get("b", &[b"1"]).unwrap_or_default(),
+            vec![Some(b"y".to_vec())]
+        );
         // A batch naming an unknown namespace applies nothing.
         let mut bad = WriteBatch::new();
         bad.put("a", b"2", b"x");
         bad.put("nope", b"2", b"x");
-        assert!(matches!(s.write(bad, Durability::Sync), Err(Error::UnknownNamespace { .. })));
+        assert!(matches!(
+            s.write(bad, Durability::Sync),
+            Err(Error::UnknownNamespace { .. })
+        ));
         assert_eq!(s.get("a", b"2").ok().flatten(), None);
     });
 }
@@ -64,9 +76,13 @@ fn prefix_scans_are_ordered_and_bounded() {
         for k in [&b"p/2"[..], b"p/1", b"q/1", b"p/10", b"o"] {
             b.put("a", k, k);
         }
-        s.write(b, Durability::Sync).unwrap_or_else(|e| panic!("{e}"));
+        s.write(b, Durability::Sync)
+            .unwrap_or_else(|e| panic!("{e}"));
         let keys: Vec<Vec<u8>> = collect(s, "a", b"p/").into_iter().map(|(k, _)| k).collect();
-        assert_eq!(keys, vec![b"p/1".to_vec(), b"p/10".to_vec(), b"p/2".to_vec()]);
+        assert_eq!(
+            keys,
+            vec![b"p/1".to_vec(), b"p/10".to_vec(), b"p/2".to_vec()]
+        );
         assert_eq!(collect(s, "a", b"").len(), 5);
         assert!(collect(s, "b", b"").is_empty());
     });
@@ -75,12 +91,18 @@ fn prefix_scans_are_ordered_and_bounded() {
 #[test]
 fn snapshots_do_not_see_later_writes() {
     each(|s| {
-        s.put("a", b"k1", b"old", Durability::Sync).unwrap_or_else(|e| panic!("{e}"));
+        s.put("a", b"k1", b"old", Durability::Sync)
+            .unwrap_or_else(|e| panic!("{e}"));
         let snap = s.snapshot().unwrap_or_else(|e| panic!("{e}"));
-        s.put("a", b"k1", b"new", Durability::Sync).unwrap_or_else(|e| panic!("{e}"));
-        s.put("a", b"k2", b"new", Durability::Sync).unwrap_or_else(|e| panic!("{e}"));
+        s.put("a", b"k1", b"new", Durability::Sync)
+            .unwrap_or_else(|e| panic!("{e}"));
+        s.put("a", b"k2", b"new", Durability::Sync)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(snap.get("a", b"k1").ok().flatten(), Some(b"old".to_vec()));
-        let n = snap.scan_prefix("a", b"k").map(|it| it.count()).unwrap_or(0);
+        let n = snap
+            .scan_prefix("a", b"k")
+            .map(|it| it.count())
+            .unwrap_or(0);
         assert_eq!(n, 1);
         assert_eq!(s.get("a", b"k1").ok().flatten(), Some(b"new".to_vec()));
     });
@@ -89,7 +111,11 @@ fn snapshots_do_not_see_later_writes() {
 #[test]
 fn unknown_namespace_names_the_known_ones() {
     each(|s| {
-        let msg = s.get("zz", b"k").err().map(|e| e.to_string()).unwrap_or_default();
+        let msg = s
+            .get("zz", b"k")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(msg.contains("zz") && msg.contains("\"a\""), "{msg}");
     });
 }
@@ -100,20 +126,34 @@ fn rocks_open_errors_name_the_path() {
     let path = dir.path().join("db");
     let first = RocksStore::open(&path, NS).unwrap_or_else(|e| panic!("{e}"));
     let second = RocksStore::open(&path, NS);
-    assert!(matches!(&second, Err(Error::Locked { path: p }) if p == &path), "{:?}", second.err());
+    assert!(
+        matches!(&second, Err(Error::Locked { path: p }) if p == &path),
+        "{:?}",
+        second.err()
+    );
     drop(first);
     // A file where the folder should be.
     let file = dir.path().join("file");
     std::fs::write(&file, b"x").unwrap_or_else(|e| panic!("{e}"));
-    let msg = RocksStore::open(&file, NS).err().map(|e| e.to_string()).unwrap_or_default();
+    let msg = RocksStore::open(&file, NS)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(msg.contains(&file.display().to_string()), "{msg}");
     // A corrupt database: overwrite the manifest.
-    for entry in std::fs::read_dir(&path).unwrap_or_else(|e| panic!("{e}")).flatten() {
+    for entry in std::fs::read_dir(&path)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .flatten()
+    {
         if entry.file_name().to_string_lossy().starts_with("MANIFEST") {
-            std::fs::write(entry.path(), b"garbage garbage garbage").unwrap_or_else(|e| panic!("{e}"));
+            std::fs::write(entry.path(), b"garbage garbage garbage")
+                .unwrap_or_else(|e| panic!("{e}"));
         }
     }
-    let msg = RocksStore::open(&path, NS).err().map(|e| e.to_string()).unwrap_or_default();
+    let msg = RocksStore::open(&path, NS)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(msg.contains(&path.display().to_string()), "{msg}");
 }
 
@@ -122,7 +162,8 @@ fn rocks_data_survives_reopen() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     {
         let s = RocksStore::open(dir.path(), NS).unwrap_or_else(|e| panic!("{e}"));
-        s.put("b", b"k", b"v", Durability::Sync).unwrap_or_else(|e| panic!("{e}"));
+        s.put("b", b"k", b"v", Durability::Sync)
+            .unwrap_or_else(|e| panic!("{e}"));
     }
     let s = RocksStore::open(dir.path(), NS).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(s.get("b", b"k").ok().flatten(), Some(b"v".to_vec()));

@@ -96,8 +96,15 @@ pub enum Durability {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Op {
-    Put { ns: String, key: Vec<u8>, value: Vec<u8> },
-    Delete { ns: String, key: Vec<u8> },
+    Put {
+        ns: String,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        ns: String,
+        key: Vec<u8>,
+    },
 }
 
 /// An atomic group of puts and deletes over any namespaces: all of it is
@@ -122,13 +129,20 @@ impl WriteBatch {
     /// Adds a put, taking the buffers.
     pub fn put_owned(&mut self, ns: &str, key: Vec<u8>, value: Vec<u8>) {
         self.bytes += key.len() + value.len();
-        self.ops.push(Op::Put { ns: ns.to_owned(), key, value });
+        self.ops.push(Op::Put {
+            ns: ns.to_owned(),
+            key,
+            value,
+        });
     }
 
     /// Adds a delete of `key` in namespace `ns`.
     pub fn delete(&mut self, ns: &str, key: &[u8]) {
         self.bytes += key.len();
-        self.ops.push(Op::Delete { ns: ns.to_owned(), key: key.to_vec() });
+        self.ops.push(Op::Delete {
+            ns: ns.to_owned(),
+            key: key.to_vec(),
+        });
     }
 
     /// Number of operations in the batch.

@@ -19,8 +19,13 @@ pub struct MemStore {
 impl MemStore {
     /// A store with the given namespaces.
     pub fn new(namespaces: &[&str]) -> Self {
-        let tables = namespaces.iter().map(|n| ((*n).to_owned(), Arc::new(Map::new()))).collect();
-        Self { tables: RwLock::new(tables) }
+        let tables = namespaces
+            .iter()
+            .map(|n| ((*n).to_owned(), Arc::new(Map::new())))
+            .collect();
+        Self {
+            tables: RwLock::new(tables),
+        }
     }
 
     fn table(&self, ns: &str) -> Result<Arc<Map>> {
@@ -89,7 +94,9 @@ impl Store for MemStore {
     }
 
     fn snapshot(&self) -> Result<Box<dyn Snapshot + '_>> {
-        Ok(Box::new(MemSnapshot { tables: self.tables.read().clone() }))
+        Ok(Box::new(MemSnapshot {
+            tables: self.tables.read().clone(),
+        }))
     }
 
     fn namespaces(&self) -> Vec<String> {

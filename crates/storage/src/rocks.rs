@@ -46,8 +46,10 @@ impl RocksStore {
             o.set_block_based_table_factory(&bb);
             o
         };
-        let mut cfs: Vec<ColumnFamilyDescriptor> =
-            namespaces.iter().map(|n| ColumnFamilyDescriptor::new(*n, cf_opts())).collect();
+        let mut cfs: Vec<ColumnFamilyDescriptor> = namespaces
+            .iter()
+            .map(|n| ColumnFamilyDescriptor::new(*n, cf_opts()))
+            .collect();
         cfs.push(ColumnFamilyDescriptor::new("default", cf_opts()));
         // Column families created by a newer version stay openable.
         if let Ok(existing) = DB::list_cf(&db_opts, &path) {
@@ -58,7 +60,11 @@ impl RocksStore {
             }
         }
         let db = DB::open_cf_descriptors(&db_opts, &path, cfs).map_err(|e| open_error(&path, e))?;
-        Ok(Self { db, path, namespaces: namespaces.iter().map(|n| (*n).to_owned()).collect() })
+        Ok(Self {
+            db,
+            path,
+            namespaces: namespaces.iter().map(|n| (*n).to_owned()).collect(),
+        })
     }
 
     /// The folder of the database.
@@ -73,9 +79,15 @@ impl RocksStore {
 
 fn cf_of<'a>(db: &'a DB, ns: &str, known: &[String]) -> Result<&'a ColumnFamily> {
     if !known.iter().any(|k| k == ns) {
-        return Err(Error::UnknownNamespace { name: ns.to_owned(), known: known.to_vec() });
+        return Err(Error::UnknownNamespace {
+            name: ns.to_owned(),
+            known: known.to_vec(),
+        });
     }
-    db.cf_handle(ns).ok_or_else(|| Error::UnknownNamespace { name: ns.to_owned(), known: known.to_vec() })
+    db.cf_handle(ns).ok_or_else(|| Error::UnknownNamespace {
+        name: ns.to_owned(),
+        known: known.to_vec(),
+    })
 }
 
 fn open_error(path: &Path, e: rocksdb::Error) -> Error {
@@ -92,7 +104,10 @@ fn open_error(path: &Path, e: rocksdb::Error) -> Error {
 
 fn engine(e: rocksdb::Error) -> Error {
     if e.kind() == ErrorKind::Corruption {
-        Error::Corrupt { path: PathBuf::new(), reason: e.to_string() }
+        Error::Corrupt {
+            path: PathBuf::new(),
+            reason: e.to_string(),
+        }
     } else {
         Error::Engine(e.to_string())
     }
@@ -140,12 +155,17 @@ impl Store for RocksStore {
     }
 
     fn scan_prefix<'a>(&'a self, ns: &str, prefix: &[u8]) -> Result<Scan<'a>> {
-        let it = self.db.iterator_cf(self.cf(ns)?, IteratorMode::From(prefix, Direction::Forward));
+        let it = self
+            .db
+            .iterator_cf(self.cf(ns)?, IteratorMode::From(prefix, Direction::Forward));
         Ok(prefix_scan(it, prefix))
     }
 
     fn snapshot(&self) -> Result<Box<dyn Snapshot + '_>> {
-        Ok(Box::new(RocksSnapshot { snap: self.db.snapshot(), store: self }))
+        Ok(Box::new(RocksSnapshot {
+            snap: self.db.snapshot(),
+            store: self,
+        }))
     }
 
     fn namespaces(&self) -> Vec<String> {
@@ -164,7 +184,10 @@ impl Snapshot for RocksSnapshot<'_> {
     }
 
     fn scan_prefix<'b>(&'b self, ns: &str, prefix: &[u8]) -> Result<Scan<'b>> {
-        let it = self.snap.iterator_cf(self.store.cf(ns)?, IteratorMode::From(prefix, Direction::Forward));
+        let it = self.snap.iterator_cf(
+            self.store.cf(ns)?,
+            IteratorMode::From(prefix, Direction::Forward),
+        );
         Ok(prefix_scan(it, prefix))
     }
 }

@@ -15,7 +15,9 @@ const CHILD_ENV: &str = "VECSEAL_CRASH_CHILD_DIR";
 /// Runs as the child when the environment variable is set; otherwise a no-op.
 #[test]
 fn crash_child() {
-    let Ok(dir) = std::env::var(CHILD_ENV) else { return };
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
     let store = RocksStore::open(&dir, NS).unwrap_or_else(|e| panic!("{e}"));
     let start: u64 = store
         .get("a", b"next")
@@ -30,7 +32,9 @@ fn crash_child() {
         b.put("a", format!("item/{i:08}").as_bytes(), &val);
         b.put("b", format!("item/{i:08}").as_bytes(), &val);
         b.put("a", b"next", &(i + 1).to_le_bytes());
-        store.write(b, Durability::Sync).unwrap_or_else(|e| panic!("{e}"));
+        store
+            .write(b, Durability::Sync)
+            .unwrap_or_else(|e| panic!("{e}"));
         let _ = writeln!(out, "ack {i}");
         let _ = out.flush();
     }
@@ -69,13 +73,28 @@ fn killed_writer_loses_no_acknowledged_batch() {
         acked = acked.max(last);
         assert!(t.elapsed() < Duration::from_secs(30));
 
-        let store = RocksStore::open(dir.path(), NS).unwrap_or_else(|e| panic!("round {round}: {e}"));
-        let a: Vec<_> = store.scan_prefix("a", b"item/").and_then(|s| s.collect::<Result<Vec<_>, _>>()).unwrap_or_else(|e| panic!("{e}"));
-        let b: Vec<_> = store.scan_prefix("b", b"item/").and_then(|s| s.collect::<Result<Vec<_>, _>>()).unwrap_or_else(|e| panic!("{e}"));
+        let store =
+            RocksStore::open(dir.path(), NS).unwrap_or_else(|e| panic!("round {round}: {e}"));
+        let a: Vec<_> = store
+            .scan_prefix("a", b"item/")
+            .and_then(|s| s.collect::<Result<Vec<_>, _>>())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let b: Vec<_> = store
+            .scan_prefix("b", b"item/")
+            .and_then(|s| s.collect::<Result<Vec<_>, _>>())
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(a, b, "round {round}: a batch was partially applied");
-        assert!(a.len() as i64 > acked, "round {round}: acknowledged {acked} but found {}", a.len());
+        assert!(
+            a.len() as i64 > acked,
+            "round {round}: acknowledged {acked} but found {}",
+            a.len()
+        );
         for (i, (k, _)) in a.iter().enumerate() {
-            assert_eq!(k, format!("item/{i:08}").as_bytes(), "round {round}: gap in batches");
+            assert_eq!(
+                k,
+                format!("item/{i:08}").as_bytes(),
+                "round {round}: gap in batches"
+            );
         }
     }
     assert!(acked > 0, "the child never acknowledged a batch");

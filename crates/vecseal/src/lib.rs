@@ -32,9 +32,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use vecseal_index::{
-    auto_n_lists, auto_n_probes, Credentials, Database, Error, Field, Fields, GetResult, Hit, Index, IndexAs,
-    IndexConfig, IndexInfo, Item, Metric, QueryOptions, Result, SecretKey, Suite, TrainOptions, TrainProgress,
-    TrainingState, UserEntry, UserId,
+    auto_n_lists, auto_n_probes, Credentials, Database, Error, Field, Fields, GetResult, Hit,
+    Index, IndexAs, IndexConfig, IndexInfo, Item, Metric, QueryOptions, Result, SecretKey, Suite,
+    TrainOptions, TrainProgress, TrainingState, UserEntry, UserId,
 };
 use vecseal_storage::{MemStore, RocksStore, Store};
 
@@ -58,10 +58,14 @@ impl Client {
     /// Opens the store.
     pub fn open(config: StorageConfig) -> Result<Self> {
         let store: Arc<dyn Store> = match config {
-            StorageConfig::Local(path) => Arc::new(RocksStore::open(path, vecseal_index::NAMESPACES)?),
+            StorageConfig::Local(path) => {
+                Arc::new(RocksStore::open(path, vecseal_index::NAMESPACES)?)
+            }
             StorageConfig::InMemory => Arc::new(MemStore::new(vecseal_index::NAMESPACES)),
         };
-        Ok(Self { db: Database::new(store) })
+        Ok(Self {
+            db: Database::new(store),
+        })
     }
 
     /// Indexes loaded or created from now on keep a bounded cache of
@@ -73,7 +77,12 @@ impl Client {
     }
 
     /// Creates an index; `owner` holds the root index key.
-    pub fn create_index(&self, name: &str, owner: Credentials, config: IndexConfig) -> Result<Index> {
+    pub fn create_index(
+        &self,
+        name: &str,
+        owner: Credentials,
+        config: IndexConfig,
+    ) -> Result<Index> {
         self.db.create_index(name, owner, config)
     }
 

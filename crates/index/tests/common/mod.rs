@@ -19,14 +19,24 @@ pub fn mem_db() -> (Database, Arc<MemStore>) {
 }
 
 pub fn create(db: &Database, metric: Metric) -> Index {
-    db.create_index("t", owner(1), IndexConfig::default().with_metric(metric)).unwrap_or_else(|e| panic!("{e}"))
+    db.create_index("t", owner(1), IndexConfig::default().with_metric(metric))
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// `n` vectors of dimension `d` around `centers` seeded cluster centres.
 pub fn clustered(n: usize, d: usize, centers: usize, seed: u64) -> Vec<Vec<f32>> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let cs: Vec<Vec<f32>> = (0..centers).map(|_| (0..d).map(|_| rng.gen_range(-10.0..10.0)).collect()).collect();
-    (0..n).map(|_| cs[rng.gen_range(0..centers)].iter().map(|v| v + rng.gen_range(-1.0f32..1.0)).collect()).collect()
+    let cs: Vec<Vec<f32>> = (0..centers)
+        .map(|_| (0..d).map(|_| rng.gen_range(-10.0..10.0)).collect())
+        .collect();
+    (0..n)
+        .map(|_| {
+            cs[rng.gen_range(0..centers)]
+                .iter()
+                .map(|v| v + rng.gen_range(-1.0f32..1.0))
+                .collect()
+        })
+        .collect()
 }
 
 pub fn ids(n: usize) -> Vec<String> {
