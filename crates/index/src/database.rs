@@ -1,12 +1,15 @@
 //! The catalog of indexes in a store.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
 
 use vecseal_envelope::Suite;
 use vecseal_keyring::{IndexId, Keyring};
 use vecseal_storage::{Durability, Store, WriteBatch};
 
-use crate::engine::{Index, Persisted};
+use crate::engine::{Index, Persisted, Shared};
 use crate::keys::{Credentials, Keys};
 use crate::{Error, Metric, Result};
 
@@ -51,10 +54,15 @@ impl IndexConfig {
 }
 
 /// A store holding any number of named encrypted indexes.
+///
+/// Clones share one registry of loaded indexes: loading an index that is
+/// already loaded returns a handle on the same in-memory state, so two
+/// handles of one index never diverge or overwrite each other's writes.
 #[derive(Clone)]
 pub struct Database {
     store: Arc<dyn Store>,
     cache_bytes: usize,
+    loaded: Arc<Mutex<HashMap<IndexId, Weak<Shared>>>>,
 }
 
 fn catalog_key(name: &str) -> Vec<u8> {
@@ -120,6 +128,7 @@ impl Database {
         Self {
             store,
             cache_bytes: 0,
+            loaded: Arc::default(),
         }
     }
 
@@ -173,13 +182,30 @@ impl Database {
         let sealed = keys.seal(crate::keys::Kind::State, &sk, &state.encode())?;
         batch.put_owned(NS_META, sk, sealed);
         self.store.write(batch, Durability::Sync)?;
-        Index::open(Arc::clone(&self.store), name, owner, self.cache_bytes)
+        self.load_index(name, owner)
     }
 
     /// Loads an existing index; the credentials become its default for every
     /// operation. A wrong key is [`vecseal_keyring::Error::WrongKey`].
+    ///
+    /// The list cache size is the one in force when the index was first
+    /// loaded by this database (or a clone of it).
     pub fn load_index(&self, name: &str, cred: Credentials) -> Result<Index> {
-        Index::open(Arc::clone(&self.store), name, cred, self.cache_bytes)
+        let (id, _) = read_catalog(self.store.as_ref(), name)?;
+        let mut loaded = self.loaded.lock();
+        loaded.retain(|_, w| w.strong_count() > 0);
+        if let Some(shared) = loaded.get(&id).and_then(Weak::upgrade) {
+            shared.authorize(&cred)?;
+            return Ok(Index::from_shared(shared, cred));
+        }
+        let shared = Arc::new(Shared::open(
+            Arc::clone(&self.store),
+            name,
+            &cred,
+            self.cache_bytes,
+        )?);
+        loaded.insert(id, Arc::downgrade(&shared));
+        Ok(Index::from_shared(shared, cred))
     }
 
     /// Names of all indexes, sorted.
@@ -197,6 +223,10 @@ impl Database {
     pub fn delete_index(&self, name: &str, owner: &Credentials) -> Result<()> {
         let (id, ring) = read_catalog(self.store.as_ref(), name)?;
         open_ring(&ring, owner)?.owner_for("deleting the index")?;
+        // Writers of a loaded handle finish first; later calls on it see the
+        // catalog entry gone and fail with `NotFound`.
+        let shared = self.loaded.lock().remove(&id).and_then(|w| w.upgrade());
+        let _writer = shared.as_ref().map(|s| s.lock_writer());
         let mut batch = WriteBatch::new();
         for ns in [NS_META, NS_ITEMS, NS_BLOCKS] {
             for entry in self.store.scan_prefix(ns, &id.0)? {

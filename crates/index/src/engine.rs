@@ -16,7 +16,7 @@ use vecseal_storage::{Durability, Store, WriteBatch};
 use crate::cache::BlockCache;
 use crate::codec::{Block, ItemRecord};
 use crate::database::{open_ring, read_catalog, write_catalog, NS_BLOCKS, NS_ITEMS, NS_META};
-use crate::distance::{distance, l2sq, normalize};
+use crate::distance::{block_distances, distance, dot, l2sq, normalize};
 use crate::keys::{Credentials, Keys, Kind};
 use crate::{Error, Metric, Result};
 
@@ -26,6 +26,9 @@ const BLOCK_BYTES: usize = 128 << 10;
 const QUERY_CHUNK: usize = 256;
 /// New blocks written during training go out in batches of about this size.
 const TRAIN_BATCH_BYTES: usize = 32 << 20;
+/// The exhaustive GEMM screen keeps `top_k + max(top_k, SCREEN_MARGIN)`
+/// candidates per query before the exact rescoring.
+const SCREEN_MARGIN: usize = 32;
 /// The minimum number of vectors training needs, whatever `n_lists`.
 pub(crate) const MIN_TRAIN_VECTORS: usize = 10_000;
 
@@ -295,6 +298,9 @@ impl TrainOptions {
     }
 }
 
+/// A training progress callback: return `ControlFlow::Break(())` to cancel.
+pub type ProgressFn<'a> = dyn Fn(&TrainProgress) -> ControlFlow<()> + Sync + 'a;
+
 /// Progress of a running [`Index::train`].
 #[derive(Debug, Clone, Copy)]
 pub struct TrainProgress {
@@ -361,13 +367,22 @@ fn block_capacity(dim: usize) -> usize {
     (BLOCK_BYTES / (4 * dim.max(1))).clamp(16, 4096)
 }
 
-/// One encrypted index. `Send + Sync`: share it behind an `Arc`.
+/// One encrypted index, seen with the credentials it was loaded with.
+///
+/// `Send + Sync`: share it behind an `Arc`. Every handle a [`crate::Database`]
+/// hands out for the same index shares one in-memory state (lists, writer
+/// lock, block cache), so handles never diverge from each other.
 pub struct Index {
+    shared: Arc<Shared>,
+    cred: Credentials,
+}
+
+/// The state of one loaded index, shared by all its handles.
+pub(crate) struct Shared {
     store: Arc<dyn Store>,
     name: String,
     id: IndexId,
     suite: Suite,
-    cred: Credentials,
     keys: RwLock<Option<(Arc<SecretKey>, Arc<Keys>)>>,
     writer: Mutex<()>,
     live: RwLock<Live>,
@@ -422,7 +437,7 @@ impl Edit {
             .map(|i| i as u32)
     }
 
-    fn load(&mut self, index: &Index, keys: &Keys, seq: u64) -> Result<()> {
+    fn load(&mut self, index: &Shared, keys: &Keys, seq: u64) -> Result<()> {
         if !self.dirty.contains_key(&seq) {
             let list = self.list_of(seq).ok_or_else(|| Error::Corrupt {
                 what: "index state record",
@@ -434,7 +449,7 @@ impl Edit {
         Ok(())
     }
 
-    fn remove(&mut self, index: &Index, keys: &Keys, seq: u64, id: &str) -> Result<()> {
+    fn remove(&mut self, index: &Shared, keys: &Keys, seq: u64, id: &str) -> Result<()> {
         self.load(index, keys, seq)?;
         if let Some((_, b)) = self.dirty.get_mut(&seq) {
             b.remove(id, self.dim);
@@ -443,7 +458,7 @@ impl Edit {
         Ok(())
     }
 
-    fn add(&mut self, index: &Index, keys: &Keys, list: u32, id: String, v: &[f32]) -> Result<()> {
+    fn add(&mut self, index: &Shared, keys: &Keys, list: u32, id: String, v: &[f32]) -> Result<()> {
         let tail = self.lists[list as usize].last().copied();
         let seq = match tail {
             Some(t)
@@ -540,6 +555,7 @@ impl Edit {
 struct Cand<'a> {
     dist: f32,
     id: &'a str,
+    vector: &'a [f32],
 }
 impl PartialEq for Cand<'_> {
     fn eq(&self, o: &Self) -> bool {
@@ -556,6 +572,24 @@ impl Ord for Cand<'_> {
     fn cmp(&self, o: &Self) -> CmpOrdering {
         self.dist.total_cmp(&o.dist).then_with(|| self.id.cmp(o.id))
     }
+}
+
+/// Offers `c` to a bounded max-heap that keeps the `top_k` smallest.
+fn push_top<'a>(heap: &mut BinaryHeap<Cand<'a>>, top_k: usize, c: Cand<'a>) {
+    if heap.len() < top_k {
+        heap.push(c);
+    } else if heap.peek().is_some_and(|worst| c < *worst) {
+        heap.pop();
+        heap.push(c);
+    }
+}
+
+/// The heap's candidates, best first, with owned ids.
+fn into_hits(heap: BinaryHeap<Cand<'_>>) -> Vec<(String, f32)> {
+    heap.into_sorted_vec()
+        .into_iter()
+        .map(|c| (c.id.to_owned(), c.dist))
+        .collect()
 }
 
 fn check_vector(what: impl Fn() -> String, v: &[f32], dim: usize) -> Result<()> {
@@ -575,15 +609,16 @@ fn check_vector(what: impl Fn() -> String, v: &[f32], dim: usize) -> Result<()> 
     Ok(())
 }
 
-impl Index {
+impl Shared {
+    /// Opens the index (`cred` must open its keyring).
     pub(crate) fn open(
         store: Arc<dyn Store>,
         name: &str,
-        cred: Credentials,
+        cred: &Credentials,
         cache_bytes: usize,
     ) -> Result<Self> {
         let (id, ring) = read_catalog(store.as_ref(), name)?;
-        let access = open_ring(&ring, &cred)?;
+        let access = open_ring(&ring, cred)?;
         let keys = Arc::new(Keys::derive(access.data_key(), id, ring.suite()));
         let sk = keys.state_key();
         let raw = store.get(NS_META, &sk)?.ok_or_else(|| Error::Corrupt {
@@ -601,7 +636,6 @@ impl Index {
             name: name.to_owned(),
             id,
             suite: ring.suite(),
-            cred,
             keys: RwLock::new(Some((access.data_key_arc(), Arc::clone(&keys)))),
             writer: Mutex::new(()),
             live: RwLock::new(Live {
@@ -665,15 +699,30 @@ impl Index {
         Ok(())
     }
 
+    /// Holds off every writer of this index while the guard lives.
+    pub(crate) fn lock_writer(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.writer.lock()
+    }
+
+    fn training_state(&self) -> TrainingState {
+        if self.training.load(Ordering::SeqCst) {
+            TrainingState::Training
+        } else if self.live.read().p.trained {
+            TrainingState::Trained
+        } else {
+            TrainingState::Untrained
+        }
+    }
+
     /// Opens the keyring for this operation and returns the caller's access
     /// with the index's derived keys. Re-reads the keyring every time, so a
     /// revocation takes effect on the next call.
-    fn authorize(&self, over: Option<&Credentials>) -> Result<(Access, Arc<Keys>)> {
+    pub(crate) fn authorize(&self, cred: &Credentials) -> Result<(Access, Arc<Keys>)> {
         let (id, ring) = read_catalog(self.store.as_ref(), &self.name)?;
         if id != self.id {
             return Err(Error::NotFound(self.name.clone()));
         }
-        let access = open_ring(&ring, over.unwrap_or(&self.cred))?;
+        let access = open_ring(&ring, cred)?;
         if let Some((dek, keys)) = self.keys.read().as_ref() {
             if dek.ct_eq(access.data_key()) {
                 return Ok((access, Arc::clone(keys)));
@@ -708,25 +757,31 @@ impl Index {
             .map(|&s| self.load_block(keys, s, dim))
             .collect()
     }
+}
 
+impl Index {
     /// The index name.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.shared.name
+    }
+
+    pub(crate) fn from_shared(shared: Arc<Shared>, cred: Credentials) -> Self {
+        Self { shared, cred }
     }
 
     /// Operations with other credentials than the ones the index was loaded
     /// with (per-operation key override, for stateless deployments).
     pub fn using<'a>(&'a self, cred: &'a Credentials) -> IndexAs<'a> {
         IndexAs {
-            index: self,
-            cred: Some(cred),
+            index: &self.shared,
+            cred,
         }
     }
 
     fn me(&self) -> IndexAs<'_> {
         IndexAs {
-            index: self,
-            cred: None,
+            index: &self.shared,
+            cred: &self.cred,
         }
     }
 
@@ -775,25 +830,19 @@ impl Index {
     pub fn train_with_progress(
         &self,
         opts: &TrainOptions,
-        progress: &(dyn Fn(&TrainProgress) -> ControlFlow<()> + Sync),
+        progress: &ProgressFn<'_>,
     ) -> Result<()> {
         self.me().train(opts, Some(progress))
     }
 
     /// The training state.
     pub fn training_state(&self) -> TrainingState {
-        if self.training.load(Ordering::SeqCst) {
-            TrainingState::Training
-        } else if self.live.read().p.trained {
-            TrainingState::Trained
-        } else {
-            TrainingState::Untrained
-        }
+        self.shared.training_state()
     }
 
     /// Number of inverted lists (1 before training).
     pub fn n_lists(&self) -> usize {
-        self.live.read().p.lists.len()
+        self.shared.live.read().p.lists.len()
     }
 
     /// A summary of the index.
@@ -831,8 +880,8 @@ impl Index {
 
 /// An [`Index`] seen with explicit credentials; see [`Index::using`].
 pub struct IndexAs<'a> {
-    index: &'a Index,
-    cred: Option<&'a Credentials>,
+    index: &'a Shared,
+    cred: &'a Credentials,
 }
 
 impl IndexAs<'_> {
@@ -1098,36 +1147,91 @@ impl IndexAs<'_> {
                 .copied()
                 .zip(blocks.iter().map(|b| &**b))
                 .collect();
-            let chunk_results: Vec<Vec<(String, f32)>> = chunk
-                .par_iter()
-                .zip(&probes)
-                .map(|(q, lists)| {
-                    let mut heap: BinaryHeap<Cand<'_>> = BinaryHeap::with_capacity(top_k + 1);
-                    for &l in lists {
-                        for bref in &live.p.lists[l as usize] {
-                            let Some(block) = by_seq.get(&bref.seq) else {
-                                continue;
-                            };
-                            for (x, id) in block.vectors.chunks_exact(dim).zip(&block.ids) {
-                                let dist = distance(metric, q, x);
-                                if heap.len() < top_k {
-                                    heap.push(Cand { dist, id });
-                                } else if let Some(worst) = heap.peek() {
-                                    let c = Cand { dist, id };
-                                    if c < *worst {
-                                        heap.pop();
-                                        heap.push(c);
+            let chunk_results: Vec<Vec<(String, f32)>> = if n_probes == n_lists {
+                // Exhaustive: every query scans every block, so screen the
+                // whole chunk against one block at a time with a GEMM, keeping
+                // a margin of extra candidates, then rescore the survivors
+                // with the exact kernel so that results (ties and distances)
+                // are those of brute force, not of GEMM rounding.
+                let screen_k = top_k + top_k.max(SCREEN_MARGIN);
+                let qmat: Vec<f32> = chunk.iter().flatten().copied().collect();
+                let qnorms: Vec<f32> = chunk.iter().map(|q| dot(q, q)).collect();
+                let empty = || -> Vec<BinaryHeap<Cand<'_>>> {
+                    (0..chunk.len())
+                        .map(|_| BinaryHeap::with_capacity(top_k + 1))
+                        .collect()
+                };
+                blocks
+                    .par_iter()
+                    .fold(
+                        || (empty(), Vec::new()),
+                        |(mut heaps, mut scores), block| {
+                            block_distances(
+                                metric,
+                                &qmat,
+                                &qnorms,
+                                &block.vectors,
+                                dim,
+                                &mut scores,
+                            );
+                            let n = block.len();
+                            if n > 0 {
+                                for (heap, row) in heaps.iter_mut().zip(scores.chunks_exact(n)) {
+                                    let items =
+                                        block.ids.iter().zip(block.vectors.chunks_exact(dim));
+                                    for (&dist, (id, vector)) in row.iter().zip(items) {
+                                        push_top(heap, screen_k, Cand { dist, id, vector });
                                     }
                                 }
                             }
+                            (heaps, scores)
+                        },
+                    )
+                    .map(|(heaps, _)| heaps)
+                    .reduce(empty, |mut a, b| {
+                        for (ha, hb) in a.iter_mut().zip(b) {
+                            for c in hb {
+                                push_top(ha, top_k, c);
+                            }
                         }
-                    }
-                    heap.into_sorted_vec()
-                        .into_iter()
-                        .map(|c| (c.id.to_owned(), c.dist))
-                        .collect()
-                })
-                .collect();
+                        a
+                    })
+                    .into_iter()
+                    .zip(chunk)
+                    .map(|(heap, q)| {
+                        let rescored = heap.into_iter().map(|c| Cand {
+                            dist: distance(metric, q, c.vector),
+                            ..c
+                        });
+                        let mut best: BinaryHeap<Cand<'_>> = BinaryHeap::with_capacity(top_k + 1);
+                        for c in rescored {
+                            push_top(&mut best, top_k, c);
+                        }
+                        into_hits(best)
+                    })
+                    .collect()
+            } else {
+                chunk
+                    .par_iter()
+                    .zip(&probes)
+                    .map(|(q, lists)| {
+                        let mut heap: BinaryHeap<Cand<'_>> = BinaryHeap::with_capacity(top_k + 1);
+                        for &l in lists {
+                            for bref in &live.p.lists[l as usize] {
+                                let Some(block) = by_seq.get(&bref.seq) else {
+                                    continue;
+                                };
+                                for (vector, id) in block.vectors.chunks_exact(dim).zip(&block.ids)
+                                {
+                                    let dist = distance(metric, q, vector);
+                                    push_top(&mut heap, top_k, Cand { dist, id, vector });
+                                }
+                            }
+                        }
+                        into_hits(heap)
+                    })
+                    .collect()
+            };
             results.extend(chunk_results);
         }
         drop(live);
@@ -1182,11 +1286,7 @@ impl IndexAs<'_> {
     }
 
     /// See [`Index::train`].
-    pub fn train(
-        &self,
-        opts: &TrainOptions,
-        progress: Option<&(dyn Fn(&TrainProgress) -> ControlFlow<()> + Sync)>,
-    ) -> Result<()> {
+    pub fn train(&self, opts: &TrainOptions, progress: Option<&ProgressFn<'_>>) -> Result<()> {
         let ix = self.index;
         if let Some(t) = opts.tolerance {
             if !t.is_finite() || t < 0.0 {
@@ -1359,7 +1459,7 @@ impl IndexAs<'_> {
 
     fn owner_ring(&self, action: &'static str) -> Result<(vecseal_keyring::Keyring, Access)> {
         let (_, ring) = read_catalog(self.index.store.as_ref(), &self.index.name)?;
-        let access = open_ring(&ring, self.cred.unwrap_or(&self.index.cred))?;
+        let access = open_ring(&ring, self.cred)?;
         access.owner_for(action)?;
         Ok((ring, access))
     }
@@ -1407,7 +1507,7 @@ impl IndexAs<'_> {
     }
 }
 
-impl Index {
+impl Shared {
     fn read_items(&self, keys: &Keys, ids: &[String]) -> Result<Vec<Option<ItemRecord>>> {
         let item_keys: Vec<Vec<u8>> = ids.iter().map(|id| keys.item_key(id)).collect();
         let refs: Vec<&[u8]> = item_keys.iter().map(Vec::as_slice).collect();

@@ -39,7 +39,7 @@ mod keys;
 pub use database::{Database, IndexConfig, NAMESPACES};
 pub use engine::{
     auto_n_lists, auto_n_probes, Field, Fields, GetResult, Hit, Index, IndexAs, IndexInfo, Item,
-    QueryOptions, TrainOptions, TrainProgress, TrainingState,
+    ProgressFn, QueryOptions, TrainOptions, TrainProgress, TrainingState,
 };
 pub use keys::Credentials;
 pub use vecseal_envelope::{SecretKey, Suite};

@@ -27,7 +27,7 @@ fn queries_see_a_consistent_state_during_writes_and_retrain() {
                 while !stop.load(Ordering::SeqCst) || n == 0 {
                     let hits = index
                         .query(
-                            &[q.clone()],
+                            std::slice::from_ref(&q),
                             &QueryOptions::default().with_top_k(10).with_n_probes(32),
                         )
                         .unwrap_or_else(|e| panic!("{e}"));

@@ -109,7 +109,13 @@ fn writer_revocation_and_other_users_keys() {
     assert!(db.load_index("t", Credentials::user(r, key(12))).is_ok());
     // Per-operation override: the handle's own key is now stale, the override works.
     assert!(index.count().is_err());
-    assert_eq!(index.using(&owner(3)).count().unwrap_or(0), 1);
+    assert_eq!(
+        index
+            .using(&owner(3))
+            .count()
+            .unwrap_or_else(|e| panic!("{e}")),
+        1
+    );
     assert_eq!(fresh.count().unwrap_or(0), 1);
     let reader = Credentials::user(r, key(12));
     assert!(fresh

@@ -47,7 +47,9 @@ fn raw_store_contains_no_plaintext() {
 
 #[test]
 fn any_flipped_byte_is_an_authentication_error() {
-    let (db, store, _index) = filled();
+    let (db, store, index) = filled();
+    // With no handle alive every load below reads the state afresh.
+    drop(index);
     let q = QueryOptions::default()
         .with_top_k(20)
         .with_metadata(true)

@@ -449,7 +449,7 @@ fn validate(o: &Options, data: &[f32], d: usize) -> Result<Config, Error> {
     if o.k == 0 {
         return Err(Error::ZeroK);
     }
-    if data.len() % d != 0 {
+    if !data.len().is_multiple_of(d) {
         return Err(Error::Ragged { len: data.len(), d });
     }
     let n = data.len() / d;
