@@ -110,6 +110,36 @@ fn tidy() -> Result<()> {
     Ok(())
 }
 
+/// Installs `libclang-dev` (RocksDB's bindings need it) when a Debian machine
+/// lacks it, so the README's demo command works on a fresh machine.
+fn ensure_libclang() -> Result<()> {
+    let has = |pkg: &str| {
+        Command::new("dpkg")
+            .args(["-s", pkg])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if has("libclang-dev") || Command::new("apt-get").arg("--version").output().is_err() {
+        return Ok(());
+    }
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get").args(["install", "-y", "-qq", "libclang-dev"]))
+}
+
+/// Builds every target of the workspace (the same feature set as `cargo xtask
+/// ci`, so RocksDB is compiled once for both) and runs one of its binaries.
+fn run_built(bin: &str, first: &[&str], rest: &[String]) -> Result<()> {
+    run(cargo().args(["build", "--workspace", "--all-targets"]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || root().join("target"),
+        |dir| std::env::current_dir().unwrap_or_default().join(dir),
+    );
+    let exe = target.join("debug").join(bin);
+    run(Command::new(&exe).args(first).args(rest))
+}
+
 fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -161,14 +191,13 @@ fn main() -> Result<()> {
         }
         "deny" => run(Command::new("cargo-deny").args(["check", "bans", "licenses", "sources"]))?,
         "tidy" => tidy()?,
-        "demo" => run(cargo()
-            .args(["run", "-p", "vecseal-cli", "--", "demo"])
-            .args(&args[1..]))?,
+        "demo" => {
+            ensure_libclang()?;
+            run_built("vecseal", &["demo"], &args[1..])?;
+        }
         "bench" | "dataset" => {
-            run(cargo().args(["build", "-p", "vecseal-benches"]))?;
-            run(cargo()
-                .args(["run", "-p", "vecseal-benches", "--"])
-                .args(&args))?;
+            ensure_libclang()?;
+            run_built("vecseal-benches", &[], &args)?;
         }
         _ => {
             eprintln!("usage: cargo xtask <ci|test|lint|deny|tidy|demo|bench|dataset>");
