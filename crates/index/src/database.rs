@@ -33,6 +33,10 @@ pub struct IndexConfig {
     pub metric: Metric,
     /// The cipher suite for every record of the index.
     pub suite: Suite,
+    /// Metadata field paths (dot-separated) that get no equality postings:
+    /// filters on them still work, by evaluating every item's metadata.
+    /// Postings live only in memory, so this trades filter speed for memory.
+    pub unindexed_fields: Vec<String>,
 }
 
 impl IndexConfig {
@@ -49,6 +53,11 @@ impl IndexConfig {
     /// Sets the cipher suite.
     pub fn with_suite(mut self, s: Suite) -> Self {
         self.suite = s;
+        self
+    }
+    /// Opts a metadata field path out of the equality postings.
+    pub fn with_unindexed_field(mut self, path: impl Into<String>) -> Self {
+        self.unindexed_fields.push(path.into());
         self
     }
 }
@@ -175,7 +184,11 @@ impl Database {
         let id = IndexId::generate()?;
         let (ring, access) = Keyring::create(id, &owner.key, config.suite)?;
         let keys = Keys::derive(access.data_key(), id, config.suite);
-        let state = Persisted::new(config.dimension, config.metric);
+        let state = Persisted::new(
+            config.dimension,
+            config.metric,
+            config.unindexed_fields.clone(),
+        );
         let mut batch = WriteBatch::new();
         write_catalog(&mut batch, name, id, &ring);
         let sk = keys.state_key();

@@ -17,6 +17,7 @@ use crate::cache::BlockCache;
 use crate::codec::{Block, ItemRecord};
 use crate::database::{open_ring, read_catalog, write_catalog, NS_BLOCKS, NS_ITEMS, NS_META};
 use crate::distance::{block_distances, distance, dot, l2sq, normalize};
+use crate::filter::{Filter, MetaIndex};
 use crate::keys::{Credentials, Keys, Kind};
 use crate::{Error, Metric, Result};
 
@@ -29,6 +30,11 @@ const TRAIN_BATCH_BYTES: usize = 32 << 20;
 /// The exhaustive GEMM screen keeps `top_k + max(top_k, SCREEN_MARGIN)`
 /// candidates per query before the exact rescoring.
 const SCREEN_MARGIN: usize = 32;
+/// A filtered query reads the matching items directly (instead of scanning
+/// lists) when there are at most `top_k` of them, or at most 1/`DIRECT_COST`
+/// of the vectors its probes would scan: reading one item costs about as
+/// much as scanning this many block vectors.
+const DIRECT_COST: usize = 4;
 /// The minimum number of vectors training needs, whatever `n_lists`.
 pub(crate) const MIN_TRAIN_VECTORS: usize = 10_000;
 
@@ -48,10 +54,17 @@ pub(crate) struct Persisted {
     generation: u64,
     next_seq: u64,
     lists: Vec<Vec<BlockRef>>,
+    /// Whether any item was ever upserted with metadata (opening then loads
+    /// the metadata into memory for filters).
+    #[serde(default)]
+    has_metadata: bool,
+    /// Metadata paths without equality postings.
+    #[serde(default)]
+    unindexed_fields: Vec<String>,
 }
 
 impl Persisted {
-    pub(crate) fn new(dim: Option<usize>, metric: Metric) -> Self {
+    pub(crate) fn new(dim: Option<usize>, metric: Metric, unindexed_fields: Vec<String>) -> Self {
         Self {
             version: 1,
             dim,
@@ -60,6 +73,8 @@ impl Persisted {
             generation: 0,
             next_seq: 0,
             lists: vec![Vec::new()],
+            has_metadata: false,
+            unindexed_fields,
         }
     }
 
@@ -80,6 +95,8 @@ struct Live {
     centroids: Vec<f32>,
     /// Item id → number of the block holding its search vector.
     locations: HashMap<String, u64>,
+    /// Decrypted metadata with equality postings (memory only).
+    meta: MetaIndex,
 }
 
 /// An item to upsert, or one returned by [`Index::get`].
@@ -203,6 +220,9 @@ pub struct QueryOptions {
     pub include_metadata: bool,
     /// Return contents.
     pub include_contents: bool,
+    /// Only items whose metadata matches are returned; the search widens
+    /// (more lists) until it has `top_k` of them or has seen every list.
+    pub filter: Option<Filter>,
 }
 
 impl Default for QueryOptions {
@@ -213,6 +233,7 @@ impl Default for QueryOptions {
             include_distance: true,
             include_metadata: false,
             include_contents: false,
+            filter: None,
         }
     }
 }
@@ -241,6 +262,11 @@ impl QueryOptions {
     /// Returns distances with each hit.
     pub fn with_distance(mut self, on: bool) -> Self {
         self.include_distance = on;
+        self
+    }
+    /// Returns only items whose metadata matches `filter`.
+    pub fn with_filter(mut self, filter: Filter) -> Self {
+        self.filter = Some(filter);
         self
     }
 }
@@ -639,6 +665,7 @@ impl Shared {
             keys: RwLock::new(Some((access.data_key_arc(), Arc::clone(&keys)))),
             writer: Mutex::new(()),
             live: RwLock::new(Live {
+                meta: MetaIndex::new(&p.unindexed_fields),
                 p,
                 centroids,
                 locations: HashMap::new(),
@@ -647,6 +674,7 @@ impl Shared {
             cache: (cache_bytes > 0).then(|| BlockCache::new(cache_bytes)),
         };
         index.rebuild_locations(&keys)?;
+        index.load_metadata(&keys)?;
         if access.can_write() {
             index.collect_orphans(&keys)?;
         }
@@ -665,6 +693,29 @@ impl Shared {
             }
         }
         live.locations = locations;
+        Ok(())
+    }
+
+    /// Decrypts every item's metadata into memory, when the index has any.
+    fn load_metadata(&self, keys: &Keys) -> Result<()> {
+        let mut live = self.live.write();
+        if !live.p.has_metadata {
+            return Ok(());
+        }
+        let mut raws = Vec::with_capacity(live.locations.len());
+        for entry in self.store.scan_prefix(NS_ITEMS, &self.id.0)? {
+            raws.push(entry?);
+        }
+        let docs: Vec<Option<(String, serde_json::Value)>> = raws
+            .par_iter()
+            .map(|(key, raw)| {
+                let rec = ItemRecord::decode(&keys.open(Kind::Item, key, raw)?)?;
+                Ok(parse_meta(rec.metadata)?.map(|m| (rec.id, m)))
+            })
+            .collect::<Result<_>>()?;
+        for (id, doc) in docs.into_iter().flatten() {
+            live.meta.insert(&id, doc);
+        }
         Ok(())
     }
 
@@ -818,6 +869,12 @@ impl Index {
     /// Nearest neighbours of each query, sorted by distance then id.
     pub fn query(&self, queries: &[Vec<f32>], opts: &QueryOptions) -> Result<Vec<Vec<Hit>>> {
         self.me().query(queries, opts)
+    }
+
+    /// The ids of the items whose metadata matches `filter`, sorted, at most
+    /// `limit` of them. Needs no query vector; works on untrained indexes.
+    pub fn query_metadata(&self, filter: &Filter, limit: usize) -> Result<Vec<String>> {
+        self.me().query_metadata(filter, limit)
     }
 
     /// Trains (or retrains) the IVF lists.
@@ -978,6 +1035,7 @@ impl IndexAs<'_> {
         let live = ix.live.read();
         let mut p = live.p.clone();
         p.dim = Some(dim);
+        p.has_metadata |= items.iter().any(|it| it.metadata.is_some());
         let mut edit = Edit::new(&p, dim);
         let lists: Vec<u32> = if p.trained {
             search
@@ -995,7 +1053,11 @@ impl IndexAs<'_> {
         }
         drop(live);
         let n = items.len();
-        ix.commit(&keys, p, edit, batch)?;
+        let meta = items
+            .iter()
+            .map(|it| (it.id.clone(), it.metadata.clone()))
+            .collect();
+        ix.commit(&keys, p, edit, batch, meta)?;
         Ok(n)
     }
 
@@ -1050,7 +1112,8 @@ impl IndexAs<'_> {
         drop(live);
         let n = edit.removed.len();
         if n > 0 {
-            ix.commit(&keys, p, edit, batch)?;
+            let meta = edit.removed.iter().map(|id| (id.clone(), None)).collect();
+            ix.commit(&keys, p, edit, batch, meta)?;
         }
         Ok(n)
     }
@@ -1122,118 +1185,39 @@ impl IndexAs<'_> {
                 q
             })
             .collect();
-        let mut results: Vec<Vec<(String, f32)>> = Vec::with_capacity(queries.len());
-        for chunk in prepared.chunks(QUERY_CHUNK) {
-            let probes: Vec<Vec<u32>> = chunk
-                .par_iter()
-                .map(|q| {
-                    if live.p.trained {
-                        nearest_lists(&live.centroids, dim, q, n_probes)
-                    } else {
-                        (0..n_lists as u32).collect()
-                    }
-                })
-                .collect();
-            let mut needed: Vec<u64> = probes
-                .iter()
-                .flatten()
-                .flat_map(|&l| live.p.lists[l as usize].iter().map(|b| b.seq))
-                .collect();
-            needed.sort_unstable();
-            needed.dedup();
-            let blocks = ix.load_blocks(&keys, &needed, dim)?;
-            let by_seq: HashMap<u64, &Block> = needed
-                .iter()
-                .copied()
-                .zip(blocks.iter().map(|b| &**b))
-                .collect();
-            let chunk_results: Vec<Vec<(String, f32)>> = if n_probes == n_lists {
-                // Exhaustive: every query scans every block, so screen the
-                // whole chunk against one block at a time with a GEMM, keeping
-                // a margin of extra candidates, then rescore the survivors
-                // with the exact kernel so that results (ties and distances)
-                // are those of brute force, not of GEMM rounding.
-                let screen_k = top_k + top_k.max(SCREEN_MARGIN);
-                let qmat: Vec<f32> = chunk.iter().flatten().copied().collect();
-                let qnorms: Vec<f32> = chunk.iter().map(|q| dot(q, q)).collect();
-                let empty = || -> Vec<BinaryHeap<Cand<'_>>> {
-                    (0..chunk.len())
-                        .map(|_| BinaryHeap::with_capacity(top_k + 1))
-                        .collect()
-                };
-                blocks
-                    .par_iter()
-                    .fold(
-                        || (empty(), Vec::new()),
-                        |(mut heaps, mut scores), block| {
-                            block_distances(
-                                metric,
-                                &qmat,
-                                &qnorms,
-                                &block.vectors,
-                                dim,
-                                &mut scores,
-                            );
-                            let n = block.len();
-                            if n > 0 {
-                                for (heap, row) in heaps.iter_mut().zip(scores.chunks_exact(n)) {
-                                    let items =
-                                        block.ids.iter().zip(block.vectors.chunks_exact(dim));
-                                    for (&dist, (id, vector)) in row.iter().zip(items) {
-                                        push_top(heap, screen_k, Cand { dist, id, vector });
-                                    }
-                                }
-                            }
-                            (heaps, scores)
-                        },
-                    )
-                    .map(|(heaps, _)| heaps)
-                    .reduce(empty, |mut a, b| {
-                        for (ha, hb) in a.iter_mut().zip(b) {
-                            for c in hb {
-                                push_top(ha, top_k, c);
-                            }
-                        }
-                        a
-                    })
-                    .into_iter()
-                    .zip(chunk)
-                    .map(|(heap, q)| {
-                        let rescored = heap.into_iter().map(|c| Cand {
-                            dist: distance(metric, q, c.vector),
-                            ..c
-                        });
-                        let mut best: BinaryHeap<Cand<'_>> = BinaryHeap::with_capacity(top_k + 1);
-                        for c in rescored {
-                            push_top(&mut best, top_k, c);
-                        }
-                        into_hits(best)
-                    })
-                    .collect()
-            } else {
-                chunk
-                    .par_iter()
-                    .zip(&probes)
-                    .map(|(q, lists)| {
-                        let mut heap: BinaryHeap<Cand<'_>> = BinaryHeap::with_capacity(top_k + 1);
-                        for &l in lists {
-                            for bref in &live.p.lists[l as usize] {
-                                let Some(block) = by_seq.get(&bref.seq) else {
-                                    continue;
-                                };
-                                for (vector, id) in block.vectors.chunks_exact(dim).zip(&block.ids)
-                                {
-                                    let dist = distance(metric, q, vector);
-                                    push_top(&mut heap, top_k, Cand { dist, id, vector });
-                                }
-                            }
-                        }
-                        into_hits(heap)
-                    })
-                    .collect()
+        // The filter is evaluated once per call, on the in-memory metadata.
+        let matching = opts
+            .filter
+            .as_ref()
+            .map(|f| live.meta.matching(f, live.locations.keys()));
+        let selective = matching.as_ref().filter(|m| {
+            let scanned = live.locations.len() * n_probes / n_lists.max(1);
+            m.len() <= top_k.max(scanned / DIRECT_COST)
+        });
+        let results = if let Some(m) = selective {
+            // Read just the matching items and search them exhaustively:
+            // exact, and cheaper than scanning the lists.
+            let ids: Vec<String> = m.iter().map(|id| id.to_string()).collect();
+            ix.search_items(&keys, &ids, &prepared, metric, dim, top_k)?
+        } else {
+            let allowed: Option<HashSet<&str>> = matching
+                .as_ref()
+                .map(|m| m.iter().map(|id| &**id).collect());
+            let search = Search {
+                live: &live,
+                keys: &keys,
+                metric,
+                dim,
+                top_k,
+                n_probes,
+                allowed: allowed.as_ref(),
             };
-            results.extend(chunk_results);
-        }
+            let mut results = Vec::with_capacity(queries.len());
+            for chunk in prepared.chunks(QUERY_CHUNK) {
+                results.extend(ix.search_chunk(&search, chunk)?);
+            }
+            results
+        };
         drop(live);
         if !(opts.include_metadata || opts.include_contents) {
             return Ok(results
@@ -1283,6 +1267,26 @@ impl IndexAs<'_> {
                     .collect()
             })
             .collect()
+    }
+
+    /// See [`Index::query_metadata`].
+    pub fn query_metadata(&self, filter: &Filter, limit: usize) -> Result<Vec<String>> {
+        let ix = self.index;
+        ix.authorize(self.cred)?;
+        if limit == 0 {
+            return Err(Error::InvalidParameter {
+                name: "limit",
+                value: "0".into(),
+                expected: "at least 1",
+            });
+        }
+        let live = ix.live.read();
+        let matching = live.meta.matching(filter, live.locations.keys());
+        Ok(matching
+            .into_iter()
+            .take(limit)
+            .map(|id| id.to_string())
+            .collect())
     }
 
     /// See [`Index::train`].
@@ -1445,10 +1449,12 @@ impl IndexAs<'_> {
         }
         let mut live = ix.live.write();
         ix.store.write(batch, Durability::Sync)?;
+        let meta = std::mem::take(&mut live.meta);
         *live = Live {
             p,
             centroids: result.centroids,
             locations,
+            meta,
         };
         drop(live);
         if let Some(c) = &ix.cache {
@@ -1533,12 +1539,14 @@ impl Shared {
 
     /// Seals the edit, writes it with the item batch and the new state in one
     /// synced batch, and switches the live state.
+    /// `meta` sets (or with `None` removes) the in-memory metadata of items.
     fn commit(
         &self,
         keys: &Keys,
         mut p: Persisted,
         edit: Edit,
         mut batch: WriteBatch,
+        meta: Vec<(String, Option<serde_json::Value>)>,
     ) -> Result<()> {
         let c = edit.commit(keys, &mut batch)?;
         p.lists = c.lists;
@@ -1558,6 +1566,12 @@ impl Shared {
         for (id, seq) in c.moved {
             live.locations.insert(id, seq);
         }
+        for (id, doc) in meta {
+            match doc {
+                Some(doc) => live.meta.insert(&id, doc),
+                None => live.meta.remove(&id),
+            }
+        }
         drop(live);
         if let Some(cache) = &self.cache {
             c.dropped_seqs.iter().for_each(|s| cache.remove(*s));
@@ -1567,6 +1581,228 @@ impl Shared {
         }
         Ok(())
     }
+}
+
+/// The parameters of one query call over the live state.
+struct Search<'a> {
+    live: &'a Live,
+    keys: &'a Keys,
+    metric: Metric,
+    dim: usize,
+    top_k: usize,
+    n_probes: usize,
+    /// Only these ids may be returned (a metadata filter), when set.
+    allowed: Option<&'a HashSet<&'a str>>,
+}
+
+impl Search<'_> {
+    fn ok(&self, id: &str) -> bool {
+        self.allowed.is_none_or(|a| a.contains(id))
+    }
+}
+
+impl Shared {
+    /// Exact search of `queries` over the items `ids` (read from the store).
+    fn search_items(
+        &self,
+        keys: &Keys,
+        ids: &[String],
+        queries: &[Vec<f32>],
+        metric: Metric,
+        dim: usize,
+        top_k: usize,
+    ) -> Result<Vec<Vec<(String, f32)>>> {
+        let recs = self.read_items(keys, ids)?;
+        let mut vectors = Vec::with_capacity(ids.len() * dim);
+        let mut found = Vec::with_capacity(ids.len());
+        for (id, rec) in ids.iter().zip(recs) {
+            if let Some(mut rec) = rec {
+                if metric == Metric::Cosine {
+                    normalize(&mut rec.vector);
+                }
+                vectors.extend_from_slice(&rec.vector);
+                found.push(id.as_str());
+            }
+        }
+        Ok(queries
+            .par_iter()
+            .map(|q| {
+                let mut heap: BinaryHeap<Cand<'_>> = BinaryHeap::with_capacity(top_k + 1);
+                for (vector, id) in vectors.chunks_exact(dim).zip(&found) {
+                    let dist = distance(metric, q, vector);
+                    push_top(&mut heap, top_k, Cand { dist, id, vector });
+                }
+                into_hits(heap)
+            })
+            .collect())
+    }
+
+    /// Searches one chunk of prepared queries over the lists.
+    fn search_chunk(&self, s: &Search<'_>, chunk: &[Vec<f32>]) -> Result<Vec<Vec<(String, f32)>>> {
+        let (live, dim) = (s.live, s.dim);
+        let n_lists = live.p.lists.len();
+        let probes: Vec<Vec<u32>> = chunk
+            .par_iter()
+            .map(|q| {
+                if live.p.trained && s.n_probes < n_lists {
+                    nearest_lists(&live.centroids, dim, q, s.n_probes)
+                } else {
+                    (0..n_lists as u32).collect()
+                }
+            })
+            .collect();
+        let mut needed: Vec<u64> = probes
+            .iter()
+            .flatten()
+            .flat_map(|&l| live.p.lists[l as usize].iter().map(|b| b.seq))
+            .collect();
+        needed.sort_unstable();
+        needed.dedup();
+        let blocks = self.load_blocks(s.keys, &needed, dim)?;
+        if s.n_probes >= n_lists {
+            return Ok(exhaustive(s, chunk, &blocks));
+        }
+        let by_seq: HashMap<u64, &Block> = needed
+            .iter()
+            .copied()
+            .zip(blocks.iter().map(|b| &**b))
+            .collect();
+        chunk
+            .par_iter()
+            .zip(&probes)
+            .map(|(q, lists)| {
+                let mut heap: BinaryHeap<Cand<'_>> = BinaryHeap::with_capacity(s.top_k + 1);
+                for &l in lists {
+                    for bref in &live.p.lists[l as usize] {
+                        if let Some(block) = by_seq.get(&bref.seq) {
+                            scan_block(s, q, block, &mut heap);
+                        }
+                    }
+                }
+                let mut hits = into_hits(heap);
+                if hits.len() < s.top_k && s.allowed.is_some() {
+                    self.widen(s, q, lists, &mut hits)?;
+                }
+                Ok(hits)
+            })
+            .collect()
+    }
+
+    /// A filtered query that found fewer than `top_k` matches in its probes
+    /// goes on to the next nearest lists, doubling the number each round,
+    /// until it has `top_k` matches or has seen every list.
+    fn widen(
+        &self,
+        s: &Search<'_>,
+        q: &[f32],
+        probed: &[u32],
+        hits: &mut Vec<(String, f32)>,
+    ) -> Result<()> {
+        let seen: HashSet<u32> = probed.iter().copied().collect();
+        let rest: Vec<u32> = nearest_lists(&s.live.centroids, s.dim, q, s.live.p.lists.len())
+            .into_iter()
+            .filter(|l| !seen.contains(l))
+            .collect();
+        let mut round = probed.len().max(1);
+        let mut next = 0;
+        while hits.len() < s.top_k && next < rest.len() {
+            let lists = &rest[next..(next + round).min(rest.len())];
+            next += lists.len();
+            round *= 2;
+            let seqs: Vec<u64> = lists
+                .iter()
+                .flat_map(|&l| s.live.p.lists[l as usize].iter().map(|b| b.seq))
+                .collect();
+            let blocks = self.load_blocks(s.keys, &seqs, s.dim)?;
+            let mut heap: BinaryHeap<Cand<'_>> = BinaryHeap::with_capacity(s.top_k + 1);
+            for (id, dist) in hits.iter() {
+                push_top(
+                    &mut heap,
+                    s.top_k,
+                    Cand {
+                        dist: *dist,
+                        id,
+                        vector: &[],
+                    },
+                );
+            }
+            for block in &blocks {
+                scan_block(s, q, block, &mut heap);
+            }
+            *hits = into_hits(heap);
+        }
+        Ok(())
+    }
+}
+
+/// Pushes the allowed items of `block` into a query's top-k heap.
+fn scan_block<'a>(s: &Search<'_>, q: &[f32], block: &'a Block, heap: &mut BinaryHeap<Cand<'a>>) {
+    for (vector, id) in block.vectors.chunks_exact(s.dim).zip(&block.ids) {
+        if s.ok(id) {
+            let dist = distance(s.metric, q, vector);
+            push_top(heap, s.top_k, Cand { dist, id, vector });
+        }
+    }
+}
+
+/// Exhaustive search: every query scans every block, so the whole chunk is
+/// screened against one block at a time with a GEMM, keeping a margin of
+/// extra candidates; the survivors are rescored with the exact kernel so that
+/// results (ties and distances) are those of brute force, not of GEMM rounding.
+fn exhaustive(
+    s: &Search<'_>,
+    chunk: &[Vec<f32>],
+    blocks: &[Arc<Block>],
+) -> Vec<Vec<(String, f32)>> {
+    let (metric, dim, top_k) = (s.metric, s.dim, s.top_k);
+    let screen_k = top_k + top_k.max(SCREEN_MARGIN);
+    let qmat: Vec<f32> = chunk.iter().flatten().copied().collect();
+    let qnorms: Vec<f32> = chunk.iter().map(|q| dot(q, q)).collect();
+    let empty = || -> Vec<BinaryHeap<Cand<'_>>> {
+        (0..chunk.len())
+            .map(|_| BinaryHeap::with_capacity(screen_k + 1))
+            .collect()
+    };
+    blocks
+        .par_iter()
+        .fold(
+            || (empty(), Vec::new()),
+            |(mut heaps, mut scores), block| {
+                block_distances(metric, &qmat, &qnorms, &block.vectors, dim, &mut scores);
+                let n = block.len();
+                if n > 0 {
+                    for (heap, row) in heaps.iter_mut().zip(scores.chunks_exact(n)) {
+                        let items = block.ids.iter().zip(block.vectors.chunks_exact(dim));
+                        for (&dist, (id, vector)) in row.iter().zip(items) {
+                            if s.ok(id) {
+                                push_top(heap, screen_k, Cand { dist, id, vector });
+                            }
+                        }
+                    }
+                }
+                (heaps, scores)
+            },
+        )
+        .map(|(heaps, _)| heaps)
+        .reduce(empty, |mut a, b| {
+            for (ha, hb) in a.iter_mut().zip(b) {
+                for c in hb {
+                    push_top(ha, screen_k, c);
+                }
+            }
+            a
+        })
+        .into_iter()
+        .zip(chunk)
+        .map(|(heap, q)| {
+            let mut best: BinaryHeap<Cand<'_>> = BinaryHeap::with_capacity(top_k + 1);
+            for c in heap {
+                let dist = distance(metric, q, c.vector);
+                push_top(&mut best, top_k, Cand { dist, ..c });
+            }
+            into_hits(best)
+        })
+        .collect()
 }
 
 fn parse_meta(m: Option<String>) -> Result<Option<serde_json::Value>> {

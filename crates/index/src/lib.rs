@@ -34,6 +34,7 @@ mod codec;
 mod database;
 mod distance;
 mod engine;
+mod filter;
 mod keys;
 
 pub use database::{Database, IndexConfig, NAMESPACES};
@@ -41,6 +42,7 @@ pub use engine::{
     auto_n_lists, auto_n_probes, Field, Fields, GetResult, Hit, Index, IndexAs, IndexInfo, Item,
     ProgressFn, QueryOptions, TrainOptions, TrainProgress, TrainingState,
 };
+pub use filter::Filter;
 pub use keys::Credentials;
 pub use vecseal_envelope::{SecretKey, Suite};
 pub use vecseal_keyring::{UserEntry, UserId};
@@ -169,6 +171,15 @@ pub enum Error {
     /// An envelope operation failed (other than authentication).
     #[error(transparent)]
     Envelope(vecseal_envelope::Error),
+    /// A malformed metadata filter.
+    #[error("invalid filter at {position}: {reason}")]
+    BadFilter {
+        /// Where in the filter (`$` is its root), or a line and column for
+        /// text that is not JSON.
+        position: String,
+        /// What is wrong and what would be right.
+        reason: String,
+    },
     /// Metadata that is not a JSON object.
     #[error("metadata of item {0:?} must be a JSON object")]
     BadMetadata(String),

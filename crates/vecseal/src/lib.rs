@@ -32,9 +32,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use vecseal_index::{
-    auto_n_lists, auto_n_probes, Credentials, Database, Error, Field, Fields, GetResult, Hit,
-    Index, IndexAs, IndexConfig, IndexInfo, Item, Metric, QueryOptions, Result, SecretKey, Suite,
-    TrainOptions, TrainProgress, TrainingState, UserEntry, UserId,
+    auto_n_lists, auto_n_probes, Credentials, Database, Error, Field, Fields, Filter, GetResult,
+    Hit, Index, IndexAs, IndexConfig, IndexInfo, Item, Metric, QueryOptions, Result, SecretKey,
+    Suite, TrainOptions, TrainProgress, TrainingState, UserEntry, UserId,
 };
 use vecseal_storage::{MemStore, RocksStore, Store};
 
