@@ -329,7 +329,7 @@ fn filters_on_a_trained_index() {
         .map(|(i, (id, v))| {
             Item::new(id.clone(), v.clone()).with_metadata(json!({
                 "tenant": i % 100,
-                "tag": if i % 2 == 0 { "even" } else { "odd" },
+                "tag": if i.is_multiple_of(2) { "even" } else { "odd" },
                 "score": i % 1000,
             }))
         })
@@ -352,7 +352,7 @@ fn filters_on_a_trained_index() {
             2,
         ),
         (r#"{"score": {"$lt": 5}}"#, &|i: usize| i % 1000 < 5, 2),
-        (r#"{"tag": "even"}"#, &|i: usize| i % 2 == 0, 60),
+        (r#"{"tag": "even"}"#, &|i: usize| i.is_multiple_of(2), 60),
         (
             r#"{"tenant": {"$in": [1, 2, 3]}}"#,
             &|i: usize| (1..=3).contains(&(i % 100)),
