@@ -13,8 +13,8 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 use vecseal::{
-    Client, Credentials, Fields, IndexConfig, Item, Metric, QueryOptions, SecretKey, StorageConfig,
-    Suite, TrainOptions, UserId,
+    Client, Credentials, Fields, Filter, IndexConfig, Item, Metric, QueryOptions, SecretKey,
+    StorageConfig, Suite, TrainOptions, UserId,
 };
 
 mod demo;
@@ -29,7 +29,9 @@ struct Cli {
     #[arg(long, global = true)]
     key_file: Option<PathBuf>,
     /// Act as this RBAC user (32 hex chars); the key is then the user's key.
-    #[arg(long, global = true)]
+    /// Give it before the command (`vecseal --user-id U query …`): after
+    /// `users add|remove`, `--user-id` names the user being managed.
+    #[arg(long)]
     user_id: Option<String>,
     /// Verbose logs (-v, -vv).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -55,10 +57,10 @@ enum Cmd {
         dim: Option<usize>,
         /// cosine, euclidean, squared-euclidean or inner-product.
         #[arg(long, default_value = "squared-euclidean")]
-        metric: String,
+        metric: Metric,
         /// aes-256-gcm or chacha20-poly1305.
         #[arg(long, default_value = "aes-256-gcm")]
-        cipher: String,
+        cipher: Suite,
     },
     /// Upserts vectors from a .npy file (with optional ids) or a JSON-lines file.
     Upsert {
@@ -101,11 +103,26 @@ enum Cmd {
         #[arg(long)]
         n_probes: Option<usize>,
         /// Comma-separated: distance, metadata, contents.
-        #[arg(long, default_value = "distance")]
-        include: String,
+        #[arg(long, value_delimiter = ',', default_value = "distance")]
+        include: Vec<Include>,
         /// Write a JSON array of per-query results here.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Only items whose metadata matches this MongoDB-style JSON filter,
+        /// e.g. '{"tenant": 42, "year": {"$gte": 2024}}'.
+        #[arg(long)]
+        filter: Option<Filter>,
+    },
+    /// Prints (as a JSON array) the ids of the items whose metadata matches a filter.
+    QueryMetadata {
+        /// Index name.
+        name: String,
+        /// A MongoDB-style JSON filter.
+        #[arg(long)]
+        filter: Filter,
+        /// At most this many ids (the first in id order).
+        #[arg(long)]
+        limit: Option<usize>,
     },
     /// Prints items by id.
     Get {
@@ -152,6 +169,14 @@ enum Cmd {
         #[arg(long)]
         synthetic: bool,
     },
+}
+
+/// A field `vecseal query --include` can return.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Include {
+    Distance,
+    Metadata,
+    Contents,
 }
 
 #[derive(Subcommand)]
@@ -338,9 +363,9 @@ fn run(cli: Cli) -> Result<()> {
             metric,
             cipher,
         } => {
-            let metric: Metric = metric.parse()?;
-            let suite: Suite = cipher.parse().map_err(|e: String| anyhow!(e))?;
-            let mut cfg = IndexConfig::default().with_metric(metric).with_suite(suite);
+            let mut cfg = IndexConfig::default()
+                .with_metric(*metric)
+                .with_suite(*cipher);
             cfg.dimension = *dim;
             client(&cli)?.create_index(name, credentials(&cli)?, cfg)?;
             eprintln!("created index {name:?}");
@@ -437,6 +462,7 @@ fn run(cli: Cli) -> Result<()> {
             n_probes,
             include,
             out,
+            filter,
         } => {
             let index = client(&cli)?.load_index(name, credentials(&cli)?)?;
             let (data, n, d) = read_npy(vectors)?;
@@ -444,12 +470,12 @@ fn run(cli: Cli) -> Result<()> {
                 .with_top_k(*top_k)
                 .with_distance(false);
             opts.n_probes = *n_probes;
-            for f in include.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            opts.filter = filter.clone();
+            for f in include {
                 opts = match f {
-                    "distance" => opts.with_distance(true),
-                    "metadata" => opts.with_metadata(true),
-                    "contents" => opts.with_contents(true),
-                    other => bail!("unknown --include field {other:?}: expected distance, metadata or contents"),
+                    Include::Distance => opts.with_distance(true),
+                    Include::Metadata => opts.with_metadata(true),
+                    Include::Contents => opts.with_contents(true),
                 };
             }
             let queries: Vec<Vec<f32>> = data.chunks(d.max(1)).map(<[f32]>::to_vec).collect();
@@ -473,6 +499,15 @@ fn run(cli: Cli) -> Result<()> {
                 "{n} queries in {secs:.3} s: {:.1} QPS",
                 n as f64 / secs.max(1e-9)
             );
+        }
+        Cmd::QueryMetadata {
+            name,
+            filter,
+            limit,
+        } => {
+            let index = client(&cli)?.load_index(name, credentials(&cli)?)?;
+            let ids = index.query_metadata(filter, limit.unwrap_or(usize::MAX))?;
+            println!("{}", Value::from(ids));
         }
         Cmd::Get { name, ids } => {
             let index = client(&cli)?.load_index(name, credentials(&cli)?)?;
