@@ -101,3 +101,8 @@ impl Client {
         self.db.delete_index(name, owner)
     }
 }
+
+/// The README's library example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
