@@ -195,9 +195,13 @@ fn main() -> Result<()> {
             ensure_libclang()?;
             run_built("vecseal", &["demo"], &args[1..])?;
         }
-        "bench" | "dataset" => {
+        "bench" => {
             ensure_libclang()?;
-            run_built("vecseal-benches", &[], &args)?;
+            run_built("vecseal-bench", &[], &args[1..])?;
+        }
+        "dataset" => {
+            ensure_libclang()?;
+            run_built("vecseal-bench", &["dataset"], &[])?;
         }
         _ => {
             eprintln!("usage: cargo xtask <ci|test|lint|deny|tidy|demo|bench|dataset>");
