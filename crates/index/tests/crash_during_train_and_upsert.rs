@@ -1,0 +1,172 @@
+//! A child process upserts batches and retrains an index on RocksDB in a loop
+//! and is killed with SIGKILL at a random moment, during an upsert or during
+//! training. After reopening: the index loads, every acknowledged batch is
+//! there in full, no batch is there in part, and every stored vector is found
+//! by an exhaustive query (so no list lost or duplicated an item).
+
+mod common;
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::owner;
+use rand::{Rng, SeedableRng};
+use vecseal_index::{
+    Database, Fields, Index, IndexConfig, Item, QueryOptions, Store, TrainOptions, NAMESPACES,
+};
+use vecseal_storage::RocksStore;
+
+const DIR_ENV: &str = "VECSEAL_INDEX_CRASH_DIR";
+const MODE_ENV: &str = "VECSEAL_INDEX_CRASH_MODE";
+const BATCH: usize = 100;
+
+fn vector(batch: usize, j: usize) -> Vec<f32> {
+    vec![batch as f32, j as f32, ((batch * 31 + j) % 17) as f32, 1.0]
+}
+
+fn batch_items(batch: usize) -> Vec<Item> {
+    (0..BATCH)
+        .map(|j| Item::new(format!("b{batch:05}-{j:03}"), vector(batch, j)))
+        .collect()
+}
+
+fn open(dir: &str) -> (Database, Index) {
+    let store = RocksStore::open(dir, NAMESPACES).unwrap_or_else(|e| panic!("{e}"));
+    let db = Database::new(Arc::new(store) as Arc<dyn Store>);
+    let index = match db.load_index("c", owner(9)) {
+        Ok(i) => i,
+        Err(_) => db
+            .create_index("c", owner(9), IndexConfig::default())
+            .unwrap_or_else(|e| panic!("{e}")),
+    };
+    (db, index)
+}
+
+/// The batches present in the index (each must be complete).
+fn batches(index: &Index) -> BTreeSet<usize> {
+    let ids = index.list_ids().unwrap_or_else(|e| panic!("{e}"));
+    let mut per: std::collections::BTreeMap<usize, usize> = Default::default();
+    for id in &ids {
+        let b: usize = id[1..6].parse().unwrap_or_else(|e| panic!("{id}: {e}"));
+        *per.entry(b).or_default() += 1;
+    }
+    for (b, n) in &per {
+        assert_eq!(
+            *n, BATCH,
+            "batch {b} is only partly present ({n} of {BATCH})"
+        );
+    }
+    per.into_keys().collect()
+}
+
+/// Runs as the child when the environment variable is set; otherwise a no-op.
+#[test]
+fn crash_child() {
+    let Ok(dir) = std::env::var(DIR_ENV) else {
+        return;
+    };
+    let training = std::env::var(MODE_ENV).as_deref() == Ok("train");
+    let (_db, index) = open(&dir);
+    let mut next = batches(&index).last().map_or(0, |b| b + 1);
+    let mut out = std::io::stdout();
+    for round in 0usize.. {
+        index
+            .upsert(batch_items(next))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let _ = writeln!(out, "ack {next}");
+        let _ = out.flush();
+        next += 1;
+        if training {
+            let opts = TrainOptions::default()
+                .with_n_lists(20 + round % 30)
+                .with_max_iters(8)
+                .with_seed(round as u64);
+            index.train(&opts).unwrap_or_else(|e| panic!("{e}"));
+            let _ = writeln!(out, "trained {round}");
+            let _ = out.flush();
+        }
+    }
+}
+
+#[test]
+fn killed_during_upsert_or_train_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().to_string_lossy().into_owned();
+    {
+        // Enough vectors to train from the first round on.
+        let (_db, index) = open(&path);
+        for b in 0..110 {
+            index
+                .upsert(batch_items(b))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let mut acked: BTreeSet<usize> = (0..110).collect();
+    let mut trainings = 0;
+    for round in 0..10 {
+        let mode = if round % 2 == 0 { "train" } else { "upsert" };
+        let mut child = Command::new(&exe)
+            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+            .env(DIR_ENV, &path)
+            .env(MODE_ENV, mode)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+        let reader = std::thread::spawn(move || {
+            let (mut acks, mut trained) = (Vec::new(), 0);
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(n) = line.strip_prefix("ack ") {
+                    acks.extend(n.parse::<usize>().ok());
+                } else if line.starts_with("trained ") {
+                    trained += 1;
+                }
+            }
+            (acks, trained)
+        });
+        std::thread::sleep(Duration::from_millis(rng.gen_range(300..1500)));
+        child.kill().unwrap_or_else(|e| panic!("{e}"));
+        let _ = child.wait();
+        let (acks, trained) = reader.join().unwrap_or_default();
+        acked.extend(acks);
+        trainings += trained;
+
+        let (_db, index) = open(&path);
+        let present = batches(&index);
+        let lost: Vec<&usize> = acked.difference(&present).collect();
+        assert!(
+            lost.is_empty(),
+            "round {round} ({mode}): acknowledged batches lost: {lost:?}"
+        );
+        let n = index.count().unwrap_or(0);
+        assert_eq!(n, present.len() * BATCH);
+        // Every item of a few batches is where its vector says: a query for
+        // it over all lists finds it at distance 0, and get returns it.
+        let n_lists = index.n_lists();
+        for &b in present.iter().rev().take(3) {
+            let queries: Vec<Vec<f32>> = (0..BATCH).step_by(7).map(|j| vector(b, j)).collect();
+            let opts = QueryOptions::default().with_top_k(1).with_n_probes(n_lists);
+            let hits = index
+                .query(&queries, &opts)
+                .unwrap_or_else(|e| panic!("{e}"));
+            for (h, j) in hits.iter().zip((0..BATCH).step_by(7)) {
+                assert_eq!(h[0].id, format!("b{b:05}-{j:03}"), "round {round}");
+                assert_eq!(h[0].distance, Some(0.0));
+            }
+            let ids: Vec<String> = (0..BATCH).map(|j| format!("b{b:05}-{j:03}")).collect();
+            let got = index
+                .get(&ids, Fields::ALL)
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(got.missing.is_empty(), "round {round}: {:?}", got.missing);
+        }
+    }
+    assert!(
+        trainings > 0,
+        "no child finished a training: the kills came too early"
+    );
+}
