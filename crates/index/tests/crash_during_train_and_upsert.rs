@@ -69,15 +69,14 @@ fn crash_child() {
     };
     let training = std::env::var(MODE_ENV).as_deref() == Ok("train");
     let (_db, index) = open(&dir);
-    let mut next = batches(&index).last().map_or(0, |b| b + 1);
+    let first = batches(&index).last().map_or(0, |b| b + 1);
     let mut out = std::io::stdout();
-    for round in 0usize.. {
+    for (round, next) in (first..).enumerate() {
         index
             .upsert(batch_items(next))
             .unwrap_or_else(|e| panic!("{e}"));
         let _ = writeln!(out, "ack {next}");
         let _ = out.flush();
-        next += 1;
         if training {
             let opts = TrainOptions::default()
                 .with_n_lists(20 + round % 30)
