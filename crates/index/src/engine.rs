@@ -1637,55 +1637,52 @@ impl Shared {
             .collect())
     }
 
-    /// Searches one chunk of prepared queries over the lists.
+    /// Searches one chunk of prepared queries over the lists: every block of
+    /// a probed list is screened once, by one GEMM against the queries of
+    /// the chunk that probe its list (see [`screen`]).
     fn search_chunk(&self, s: &Search<'_>, chunk: &[Vec<f32>]) -> Result<Vec<Vec<(String, f32)>>> {
         let (live, dim) = (s.live, s.dim);
         let n_lists = live.p.lists.len();
-        let probes: Vec<Vec<u32>> = chunk
-            .par_iter()
-            .map(|q| {
-                if live.p.trained && s.n_probes < n_lists {
-                    nearest_lists(&live.centroids, dim, q, s.n_probes)
-                } else {
-                    (0..n_lists as u32).collect()
-                }
-            })
-            .collect();
-        let mut needed: Vec<u64> = probes
-            .iter()
-            .flatten()
-            .flat_map(|&l| live.p.lists[l as usize].iter().map(|b| b.seq))
-            .collect();
-        needed.sort_unstable();
-        needed.dedup();
-        let blocks = self.load_blocks(s.keys, &needed, dim)?;
-        if s.n_probes >= n_lists {
-            return Ok(exhaustive(s, chunk, &blocks));
-        }
-        let by_seq: HashMap<u64, &Block> = needed
-            .iter()
-            .copied()
-            .zip(blocks.iter().map(|b| &**b))
-            .collect();
-        chunk
-            .par_iter()
-            .zip(&probes)
-            .map(|(q, lists)| {
-                let mut heap: BinaryHeap<Cand<'_>> = BinaryHeap::with_capacity(s.top_k + 1);
+        let exhaustive = !live.p.trained || s.n_probes >= n_lists;
+        let probes: Vec<Vec<u32>> = if exhaustive {
+            Vec::new()
+        } else {
+            chunk
+                .par_iter()
+                .map(|q| nearest_lists(&live.centroids, dim, q, s.n_probes))
+                .collect()
+        };
+        // List → the queries of the chunk that probe it.
+        let mut askers: Vec<Vec<u32>> = vec![Vec::new(); n_lists];
+        if exhaustive {
+            let all: Vec<u32> = (0..chunk.len() as u32).collect();
+            askers.iter_mut().for_each(|a| a.clone_from(&all));
+        } else {
+            for (qi, lists) in probes.iter().enumerate() {
                 for &l in lists {
-                    for bref in &live.p.lists[l as usize] {
-                        if let Some(block) = by_seq.get(&bref.seq) {
-                            scan_block(s, q, block, &mut heap);
-                        }
-                    }
+                    askers[l as usize].push(qi as u32);
                 }
-                let mut hits = into_hits(heap);
-                if hits.len() < s.top_k && s.allowed.is_some() {
-                    self.widen(s, q, lists, &mut hits)?;
-                }
-                Ok(hits)
-            })
-            .collect()
+            }
+        }
+        let mut needed = Vec::new();
+        let mut owner = Vec::new();
+        for (l, qs) in askers.iter().enumerate().filter(|(_, qs)| !qs.is_empty()) {
+            for b in &live.p.lists[l] {
+                needed.push(b.seq);
+                owner.push(qs.as_slice());
+            }
+        }
+        let blocks = self.load_blocks(s.keys, &needed, dim)?;
+        let tasks: Vec<(&Block, &[u32])> = blocks.iter().map(|b| &**b).zip(owner).collect();
+        let mut hits = screen(s, chunk, &tasks);
+        if s.allowed.is_some() && !exhaustive {
+            hits.par_iter_mut()
+                .zip(chunk)
+                .zip(&probes)
+                .filter(|((h, _), _)| h.len() < s.top_k)
+                .try_for_each(|((h, q), lists)| self.widen(s, q, lists, h))?;
+        }
+        Ok(hits)
     }
 
     /// A filtered query that found fewer than `top_k` matches in its probes
@@ -1745,42 +1742,76 @@ fn scan_block<'a>(s: &Search<'_>, q: &[f32], block: &'a Block, heap: &mut Binary
     }
 }
 
-/// Exhaustive search: every query scans every block, so the whole chunk is
-/// screened against one block at a time with a GEMM, keeping a margin of
-/// extra candidates; the survivors are rescored with the exact kernel so that
-/// results (ties and distances) are those of brute force, not of GEMM rounding.
-fn exhaustive(
+/// Screens blocks against queries with GEMMs and rescores the survivors.
+///
+/// Each task is a block and the queries (indices into `chunk`) that scan it.
+/// One GEMM per task scores the block against those queries; each query keeps
+/// `top_k + max(top_k, SCREEN_MARGIN)` candidates. The survivors are then
+/// rescored with the exact kernel, so results (ties and distances) are those
+/// of brute force over the scanned vectors, not of GEMM rounding. A filter is
+/// checked once per vector and task, not once per query.
+fn screen(
     s: &Search<'_>,
     chunk: &[Vec<f32>],
-    blocks: &[Arc<Block>],
+    tasks: &[(&Block, &[u32])],
 ) -> Vec<Vec<(String, f32)>> {
     let (metric, dim, top_k) = (s.metric, s.dim, s.top_k);
     let screen_k = top_k + top_k.max(SCREEN_MARGIN);
-    let qmat: Vec<f32> = chunk.iter().flatten().copied().collect();
     let qnorms: Vec<f32> = chunk.iter().map(|q| dot(q, q)).collect();
+    let all: Vec<f32> = chunk.iter().flatten().copied().collect();
     let empty = || -> Vec<BinaryHeap<Cand<'_>>> {
         (0..chunk.len())
             .map(|_| BinaryHeap::with_capacity(screen_k + 1))
             .collect()
     };
-    blocks
+    #[derive(Default)]
+    struct Scratch {
+        queries: Vec<f32>,
+        norms: Vec<f32>,
+        scores: Vec<f32>,
+        allowed: Vec<bool>,
+    }
+    tasks
         .par_iter()
         .fold(
-            || (empty(), Vec::new()),
-            |(mut heaps, mut scores), block| {
-                block_distances(metric, &qmat, &qnorms, &block.vectors, dim, &mut scores);
+            || (empty(), Scratch::default()),
+            |(mut heaps, mut w), &(block, qs)| {
                 let n = block.len();
-                if n > 0 {
-                    for (heap, row) in heaps.iter_mut().zip(scores.chunks_exact(n)) {
-                        let items = block.ids.iter().zip(block.vectors.chunks_exact(dim));
-                        for (&dist, (id, vector)) in row.iter().zip(items) {
-                            if s.ok(id) {
-                                push_top(heap, screen_k, Cand { dist, id, vector });
-                            }
+                if n == 0 || qs.is_empty() {
+                    return (heaps, w);
+                }
+                let Scratch {
+                    queries,
+                    norms,
+                    scores,
+                    allowed,
+                } = &mut w;
+                let (qmat, qn): (&[f32], &[f32]) = if qs.len() == chunk.len() {
+                    (&all, &qnorms)
+                } else {
+                    queries.clear();
+                    norms.clear();
+                    for &qi in qs {
+                        queries.extend_from_slice(&chunk[qi as usize]);
+                        norms.push(qnorms[qi as usize]);
+                    }
+                    (queries, norms)
+                };
+                block_distances(metric, qmat, qn, &block.vectors, dim, scores);
+                allowed.clear();
+                if s.allowed.is_some() {
+                    allowed.extend(block.ids.iter().map(|id| s.ok(id)));
+                }
+                for (row, &qi) in scores.chunks_exact(n).zip(qs) {
+                    let heap = &mut heaps[qi as usize];
+                    let items = block.ids.iter().zip(block.vectors.chunks_exact(dim));
+                    for (j, (&dist, (id, vector))) in row.iter().zip(items).enumerate() {
+                        if allowed.get(j).copied().unwrap_or(true) {
+                            push_top(heap, screen_k, Cand { dist, id, vector });
                         }
                     }
                 }
-                (heaps, scores)
+                (heaps, w)
             },
         )
         .map(|(heaps, _)| heaps)
@@ -1792,7 +1823,7 @@ fn exhaustive(
             }
             a
         })
-        .into_iter()
+        .into_par_iter()
         .zip(chunk)
         .map(|(heap, q)| {
             let mut best: BinaryHeap<Cand<'_>> = BinaryHeap::with_capacity(top_k + 1);
