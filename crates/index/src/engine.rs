@@ -23,8 +23,16 @@ use crate::{Error, Metric, Result};
 
 /// Target plaintext size of one sealed block of search vectors.
 const BLOCK_BYTES: usize = 128 << 10;
-/// Queries of one batch are processed in chunks of this many.
-const QUERY_CHUNK: usize = 256;
+/// Queries of one batch are processed in chunks; a chunk decrypts (or takes
+/// from the cache) every block its queries probe, once. Chunks are as large as
+/// possible (up to `MAX_QUERY_CHUNK`) while the blocks they are expected to
+/// touch stay under `QUERY_BLOCK_BUDGET` bytes of plaintext.
+const MAX_QUERY_CHUNK: usize = 4096;
+const MIN_QUERY_CHUNK: usize = 64;
+const QUERY_BLOCK_BUDGET: usize = 256 << 20;
+/// A block scanned by fewer queries than this is scored with the exact kernel
+/// directly; a GEMM pays off from this many queries on.
+const GEMM_MIN_QUERIES: usize = 4;
 /// New blocks written during training go out in batches of about this size.
 const TRAIN_BATCH_BYTES: usize = 32 << 20;
 /// The exhaustive GEMM screen keeps `top_k + max(top_k, SCREEN_MARGIN)`
@@ -1213,7 +1221,9 @@ impl IndexAs<'_> {
                 allowed: allowed.as_ref(),
             };
             let mut results = Vec::with_capacity(queries.len());
-            for chunk in prepared.chunks(QUERY_CHUNK) {
+            let index_bytes = live.locations.len() * dim * 4;
+            let chunk_len = query_chunk(index_bytes, n_lists, n_probes);
+            for chunk in prepared.chunks(chunk_len) {
                 results.extend(ix.search_chunk(&search, chunk)?);
             }
             results
@@ -1647,10 +1657,7 @@ impl Shared {
         let probes: Vec<Vec<u32>> = if exhaustive {
             Vec::new()
         } else {
-            chunk
-                .par_iter()
-                .map(|q| nearest_lists(&live.centroids, dim, q, s.n_probes))
-                .collect()
+            probe_lists(&live.centroids, dim, chunk, s.n_probes)
         };
         // List → the queries of the chunk that probe it.
         let mut askers: Vec<Vec<u32>> = vec![Vec::new(); n_lists];
@@ -1724,7 +1731,7 @@ impl Shared {
                 );
             }
             for block in &blocks {
-                scan_block(s, q, block, &mut heap);
+                scan_block(s, q, block, &mut heap, s.top_k);
             }
             *hits = into_hits(heap);
         }
@@ -1732,14 +1739,31 @@ impl Shared {
     }
 }
 
-/// Pushes the allowed items of `block` into a query's top-k heap.
-fn scan_block<'a>(s: &Search<'_>, q: &[f32], block: &'a Block, heap: &mut BinaryHeap<Cand<'a>>) {
+/// Pushes the allowed items of `block` into a query's heap of the best `k`.
+fn scan_block<'a>(
+    s: &Search<'_>,
+    q: &[f32],
+    block: &'a Block,
+    heap: &mut BinaryHeap<Cand<'a>>,
+    k: usize,
+) {
     for (vector, id) in block.vectors.chunks_exact(s.dim).zip(&block.ids) {
         if s.ok(id) {
             let dist = distance(s.metric, q, vector);
-            push_top(heap, s.top_k, Cand { dist, id, vector });
+            push_top(heap, k, Cand { dist, id, vector });
         }
     }
+}
+
+/// The number of queries per chunk (see [`MAX_QUERY_CHUNK`]).
+fn query_chunk(index_bytes: usize, n_lists: usize, n_probes: usize) -> usize {
+    if index_bytes <= QUERY_BLOCK_BUDGET {
+        return MAX_QUERY_CHUNK;
+    }
+    let per_query = (index_bytes / n_lists.max(1))
+        .saturating_mul(n_probes)
+        .max(1);
+    (QUERY_BLOCK_BUDGET / per_query).clamp(MIN_QUERY_CHUNK, MAX_QUERY_CHUNK)
 }
 
 /// Screens blocks against queries with GEMMs and rescores the survivors.
@@ -1759,11 +1783,8 @@ fn screen(
     let screen_k = top_k + top_k.max(SCREEN_MARGIN);
     let qnorms: Vec<f32> = chunk.iter().map(|q| dot(q, q)).collect();
     let all: Vec<f32> = chunk.iter().flatten().copied().collect();
-    let empty = || -> Vec<BinaryHeap<Cand<'_>>> {
-        (0..chunk.len())
-            .map(|_| BinaryHeap::with_capacity(screen_k + 1))
-            .collect()
-    };
+    let empty =
+        || -> Vec<BinaryHeap<Cand<'_>>> { (0..chunk.len()).map(|_| BinaryHeap::new()).collect() };
     #[derive(Default)]
     struct Scratch {
         queries: Vec<f32>,
@@ -1773,11 +1794,19 @@ fn screen(
     }
     tasks
         .par_iter()
+        .with_min_len(8)
         .fold(
             || (empty(), Scratch::default()),
             |(mut heaps, mut w), &(block, qs)| {
                 let n = block.len();
                 if n == 0 || qs.is_empty() {
+                    return (heaps, w);
+                }
+                if qs.len() < GEMM_MIN_QUERIES {
+                    for &qi in qs {
+                        let q = &chunk[qi as usize];
+                        scan_block(s, q, block, &mut heaps[qi as usize], screen_k);
+                    }
                     return (heaps, w);
                 }
                 let Scratch {
@@ -1868,6 +1897,45 @@ fn nearest_list(centroids: &[f32], dim: usize, v: &[f32]) -> u32 {
         }
     }
     best.1
+}
+
+/// The `n` nearest lists of every query (unordered), from one GEMM of the
+/// queries against the centroids per group of queries. Near-ties may resolve
+/// differently from [`nearest_lists`]: probing is approximate by nature.
+fn probe_lists(centroids: &[f32], dim: usize, queries: &[Vec<f32>], n: usize) -> Vec<Vec<u32>> {
+    let k = centroids.len() / dim;
+    queries
+        .par_chunks(64)
+        .flat_map_iter(|group| {
+            let qmat: Vec<f32> = group.iter().flatten().copied().collect();
+            let qnorms: Vec<f32> = group.iter().map(|q| dot(q, q)).collect();
+            let mut scores = Vec::new();
+            block_distances(
+                Metric::SquaredEuclidean,
+                &qmat,
+                &qnorms,
+                centroids,
+                dim,
+                &mut scores,
+            );
+            let lists: Vec<Vec<u32>> = scores
+                .chunks_exact(k.max(1))
+                .map(|row| {
+                    let mut d: Vec<(f32, u32)> = row
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &v)| (v, i as u32))
+                        .collect();
+                    if n < d.len() {
+                        d.select_nth_unstable_by(n, |a, b| a.0.total_cmp(&b.0));
+                        d.truncate(n);
+                    }
+                    d.into_iter().map(|(_, i)| i).collect()
+                })
+                .collect();
+            lists
+        })
+        .collect()
 }
 
 fn nearest_lists(centroids: &[f32], dim: usize, q: &[f32], n: usize) -> Vec<u32> {
