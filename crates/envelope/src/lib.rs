@@ -18,6 +18,15 @@
 //! the default changes. Both header bytes are also bound into the AEAD's
 //! associated data, so they cannot be altered without detection.
 //!
+//! # Implementations
+//!
+//! AES-256-GCM is ring's (assembly with AES-NI/VAES and CLMUL/VPCLMULQDQ,
+//! chosen at run time); XChaCha20-Poly1305 is RustCrypto's. [`SecretKey`]
+//! bytes are zeroized on drop; ring's expanded AES key schedule inside a
+//! [`Sealer`] is not (ring offers no zeroizing drop), so drop sealers when a
+//! key is retired and keep process memory out of reach (no swap, no core
+//! dumps) in high-assurance deployments.
+//!
 //! # Nonce policy
 //!
 //! Every nonce is drawn from the operating system's CSPRNG at seal time; no
@@ -51,11 +60,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce as AesNonce};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, Mac};
 use rayon::prelude::*;
+use ring::aead::{Aad, LessSafeKey, Nonce as AesNonce, UnboundKey, AES_256_GCM};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop};
@@ -264,7 +273,8 @@ impl std::str::FromStr for Suite {
 /// with. It is `Send + Sync`; share it behind an `Arc` for parallel use.
 pub struct Sealer {
     suite: Suite,
-    aes: Aes256Gcm,
+    /// ring's AES-256-GCM key (always `Some`: a 32-byte key cannot be refused).
+    aes: Option<LessSafeKey>,
     xchacha: XChaCha20Poly1305,
     sealed: AtomicU64,
 }
@@ -274,7 +284,9 @@ impl Sealer {
     pub fn new(key: &SecretKey, suite: Suite) -> Self {
         Self {
             suite,
-            aes: Aes256Gcm::new(key.0.as_slice().into()),
+            aes: UnboundKey::new(&AES_256_GCM, key.0.as_slice())
+                .ok()
+                .map(LessSafeKey::new),
             xchacha: XChaCha20Poly1305::new(key.0.as_slice().into()),
             sealed: AtomicU64::new(0),
         }
@@ -311,18 +323,10 @@ impl Sealer {
     ) -> Result<Vec<u8>, Error> {
         let header = [FORMAT_VERSION, self.suite.id()];
         let full_aad = bind_header(&header, aad);
-        let payload = Payload {
-            msg: plaintext,
-            aad: &full_aad,
-        };
-        let ct = match self.suite {
-            Suite::Aes256Gcm => self.aes.encrypt(AesNonce::from_slice(nonce), payload),
-            Suite::XChaCha20Poly1305 => self.xchacha.encrypt(XNonce::from_slice(nonce), payload),
-        }
-        .map_err(|_| Error::Authentication)?;
-        let mut out = Vec::with_capacity(HEADER_LEN + nonce.len() + ct.len());
+        let mut out = Vec::with_capacity(HEADER_LEN + nonce.len() + plaintext.len() + TAG_LEN);
         out.extend_from_slice(&header);
         out.extend_from_slice(nonce);
+        let ct = self.raw_seal(self.suite, nonce, &full_aad, plaintext)?;
         out.extend_from_slice(&ct);
         Ok(out)
     }
@@ -351,15 +355,73 @@ impl Sealer {
         }
         let (nonce, ct) = sealed[HEADER_LEN..].split_at(suite.nonce_len());
         let full_aad = bind_header(&sealed[..HEADER_LEN], aad);
-        let payload = Payload {
-            msg: ct,
-            aad: &full_aad,
-        };
+        self.raw_open(suite, nonce, &full_aad, ct)
+    }
+
+    /// The bare AEAD: `ciphertext ‖ tag` of `plaintext` (no envelope header).
+    fn raw_seal(
+        &self,
+        suite: Suite,
+        nonce: &[u8],
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, Error> {
         match suite {
-            Suite::Aes256Gcm => self.aes.decrypt(AesNonce::from_slice(nonce), payload),
-            Suite::XChaCha20Poly1305 => self.xchacha.decrypt(XNonce::from_slice(nonce), payload),
+            Suite::Aes256Gcm => {
+                let key = self.aes.as_ref().ok_or(Error::Authentication)?;
+                let nonce = AesNonce::try_assume_unique_for_key(nonce)
+                    .map_err(|_| Error::Authentication)?;
+                let mut buf = Vec::with_capacity(plaintext.len() + TAG_LEN);
+                buf.extend_from_slice(plaintext);
+                key.seal_in_place_append_tag(nonce, Aad::from(aad), &mut buf)
+                    .map_err(|_| Error::Authentication)?;
+                Ok(buf)
+            }
+            Suite::XChaCha20Poly1305 => self
+                .xchacha
+                .encrypt(
+                    XNonce::from_slice(nonce),
+                    Payload {
+                        msg: plaintext,
+                        aad,
+                    },
+                )
+                .map_err(|_| Error::Authentication),
         }
-        .map_err(|_| Error::Authentication)
+    }
+
+    /// The bare AEAD inverse of [`Sealer::raw_seal`].
+    fn raw_open(
+        &self,
+        suite: Suite,
+        nonce: &[u8],
+        aad: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<Vec<u8>, Error> {
+        match suite {
+            Suite::Aes256Gcm => {
+                let key = self.aes.as_ref().ok_or(Error::Authentication)?;
+                let nonce = AesNonce::try_assume_unique_for_key(nonce)
+                    .map_err(|_| Error::Authentication)?;
+                let mut buf = ciphertext.to_vec();
+                let len = key
+                    .open_in_place(nonce, Aad::from(aad), &mut buf)
+                    .map_err(|_| Error::Authentication)?
+                    .len();
+                buf.truncate(len);
+                Ok(buf)
+            }
+            Suite::XChaCha20Poly1305 => self
+                .xchacha
+                .decrypt(
+                    XNonce::from_slice(nonce),
+                    Payload {
+                        msg: ciphertext,
+                        aad,
+                    },
+                )
+                .map_err(|_| Error::Authentication),
+        }
     }
 
     /// Seals many `(aad, plaintext)` records in parallel; the output keeps the
@@ -498,17 +560,14 @@ mod tests {
                 let k = SecretKey::from_bytes(&h("key")).unwrap_or_else(|_| key(0));
                 let s = Sealer::new(&k, suite);
                 // The raw AEAD, without the envelope header, must match the vector.
-                let payload = Payload {
-                    msg: &h("pt"),
-                    aad: &h("aad"),
-                };
-                let ct = match suite {
-                    Suite::Aes256Gcm => s.aes.encrypt(AesNonce::from_slice(&h("nonce")), payload),
-                    Suite::XChaCha20Poly1305 => {
-                        s.xchacha.encrypt(XNonce::from_slice(&h("nonce")), payload)
-                    }
-                }
-                .unwrap_or_default();
+                let ct = s
+                    .raw_seal(suite, &h("nonce"), &h("aad"), &h("pt"))
+                    .unwrap_or_default();
+                assert_eq!(
+                    s.raw_open(suite, &h("nonce"), &h("aad"), &ct)
+                        .unwrap_or_default(),
+                    h("pt")
+                );
                 let mut expected = h("ct");
                 expected.extend_from_slice(&h("tag"));
                 assert_eq!(
