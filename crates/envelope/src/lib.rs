@@ -358,6 +358,15 @@ impl Sealer {
         self.raw_open(suite, nonce, &full_aad, ct)
     }
 
+    /// ring's AES key and a 96-bit nonce (both cannot fail for well-formed
+    /// input; failures map to the opaque error).
+    fn aes_with(&self, nonce: &[u8]) -> Result<(&LessSafeKey, AesNonce), Error> {
+        let key = self.aes.as_ref().ok_or(Error::Authentication)?;
+        let nonce =
+            AesNonce::try_assume_unique_for_key(nonce).map_err(|_| Error::Authentication)?;
+        Ok((key, nonce))
+    }
+
     /// The bare AEAD: `ciphertext ‖ tag` of `plaintext` (no envelope header).
     fn raw_seal(
         &self,
@@ -368,9 +377,7 @@ impl Sealer {
     ) -> Result<Vec<u8>, Error> {
         match suite {
             Suite::Aes256Gcm => {
-                let key = self.aes.as_ref().ok_or(Error::Authentication)?;
-                let nonce = AesNonce::try_assume_unique_for_key(nonce)
-                    .map_err(|_| Error::Authentication)?;
+                let (key, nonce) = self.aes_with(nonce)?;
                 let mut buf = Vec::with_capacity(plaintext.len() + TAG_LEN);
                 buf.extend_from_slice(plaintext);
                 key.seal_in_place_append_tag(nonce, Aad::from(aad), &mut buf)
@@ -400,9 +407,7 @@ impl Sealer {
     ) -> Result<Vec<u8>, Error> {
         match suite {
             Suite::Aes256Gcm => {
-                let key = self.aes.as_ref().ok_or(Error::Authentication)?;
-                let nonce = AesNonce::try_assume_unique_for_key(nonce)
-                    .map_err(|_| Error::Authentication)?;
+                let (key, nonce) = self.aes_with(nonce)?;
                 let mut buf = ciphertext.to_vec();
                 let len = key
                     .open_in_place(nonce, Aad::from(aad), &mut buf)

@@ -29,7 +29,7 @@ const BLOCK_BYTES: usize = 128 << 10;
 /// touch stay under `QUERY_BLOCK_BUDGET` bytes of plaintext.
 const MAX_QUERY_CHUNK: usize = 4096;
 const MIN_QUERY_CHUNK: usize = 64;
-const QUERY_BLOCK_BUDGET: usize = 256 << 20;
+const QUERY_BLOCK_BUDGET: usize = 512 << 20;
 /// A block scanned by fewer queries than this is scored with the exact kernel
 /// directly; a GEMM pays off from this many queries on.
 const GEMM_MIN_QUERIES: usize = 4;
@@ -1202,24 +1202,25 @@ impl IndexAs<'_> {
             let scanned = live.locations.len() * n_probes / n_lists.max(1);
             m.len() <= top_k.max(scanned / DIRECT_COST)
         });
+        let allowed: Option<HashSet<&str>> = matching
+            .as_ref()
+            .filter(|_| selective.is_none())
+            .map(|m| m.iter().map(|id| &**id).collect());
+        let search = Search {
+            live: &live,
+            keys: &keys,
+            metric,
+            dim,
+            top_k,
+            n_probes,
+            allowed: allowed.as_ref(),
+        };
         let results = if let Some(m) = selective {
             // Read just the matching items and search them exhaustively:
             // exact, and cheaper than scanning the lists.
             let ids: Vec<String> = m.iter().map(|id| id.to_string()).collect();
-            ix.search_items(&keys, &ids, &prepared, metric, dim, top_k)?
+            ix.search_items(&search, &ids, &prepared)?
         } else {
-            let allowed: Option<HashSet<&str>> = matching
-                .as_ref()
-                .map(|m| m.iter().map(|id| &**id).collect());
-            let search = Search {
-                live: &live,
-                keys: &keys,
-                metric,
-                dim,
-                top_k,
-                n_probes,
-                allowed: allowed.as_ref(),
-            };
             let mut results = Vec::with_capacity(queries.len());
             let index_bytes = live.locations.len() * dim * 4;
             let chunk_len = query_chunk(index_bytes, n_lists, n_probes);
@@ -1612,39 +1613,32 @@ impl Search<'_> {
 }
 
 impl Shared {
-    /// Exact search of `queries` over the items `ids` (read from the store).
+    /// Exact search of `queries` over the items `ids`, read from the store
+    /// and screened like blocks of a list (see [`screen`]).
     fn search_items(
         &self,
-        keys: &Keys,
+        s: &Search<'_>,
         ids: &[String],
         queries: &[Vec<f32>],
-        metric: Metric,
-        dim: usize,
-        top_k: usize,
     ) -> Result<Vec<Vec<(String, f32)>>> {
-        let recs = self.read_items(keys, ids)?;
-        let mut vectors = Vec::with_capacity(ids.len() * dim);
-        let mut found = Vec::with_capacity(ids.len());
-        for (id, rec) in ids.iter().zip(recs) {
-            if let Some(mut rec) = rec {
-                if metric == Metric::Cosine {
-                    normalize(&mut rec.vector);
-                }
-                vectors.extend_from_slice(&rec.vector);
-                found.push(id.as_str());
+        let recs = self.read_items(s.keys, ids)?;
+        let cap = block_capacity(s.dim);
+        let mut blocks: Vec<Block> = Vec::new();
+        for mut rec in recs.into_iter().flatten() {
+            if s.metric == Metric::Cosine {
+                normalize(&mut rec.vector);
+            }
+            if blocks.last().is_none_or(|b| b.len() >= cap) {
+                blocks.push(Block::default());
+            }
+            if let Some(b) = blocks.last_mut() {
+                b.ids.push(rec.id);
+                b.vectors.extend_from_slice(&rec.vector);
             }
         }
-        Ok(queries
-            .par_iter()
-            .map(|q| {
-                let mut heap: BinaryHeap<Cand<'_>> = BinaryHeap::with_capacity(top_k + 1);
-                for (vector, id) in vectors.chunks_exact(dim).zip(&found) {
-                    let dist = distance(metric, q, vector);
-                    push_top(&mut heap, top_k, Cand { dist, id, vector });
-                }
-                into_hits(heap)
-            })
-            .collect())
+        let all: Vec<u32> = (0..queries.len() as u32).collect();
+        let tasks: Vec<(&Block, &[u32])> = blocks.iter().map(|b| (b, all.as_slice())).collect();
+        Ok(screen(s, queries, &tasks))
     }
 
     /// Searches one chunk of prepared queries over the lists: every block of
