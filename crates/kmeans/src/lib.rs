@@ -557,8 +557,48 @@ fn normalize_rows(data: &mut [f32], d: usize) {
     }
 }
 
+/// Squared distance in 16 independent lanes (a fixed summation order, so the
+/// result does not depend on the instruction set; vectorised when inlined
+/// into a [`pulp`] dispatch).
+#[inline(always)]
 fn sq_dist(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
+    const L: usize = 16;
+    let mut acc = [0f32; L];
+    for (x, y) in a.chunks_exact(L).zip(b.chunks_exact(L)) {
+        for l in 0..L {
+            let t = x[l] - y[l];
+            acc[l] += t * t;
+        }
+    }
+    let tail = a.len() - a.len() % L;
+    let mut s: f32 = acc.iter().sum();
+    for (x, y) in a[tail..].iter().zip(&b[tail..]) {
+        s += (x - y) * (x - y);
+    }
+    s
+}
+
+/// `best[i] = min(best[i], ‖row_i − c‖²)` over a run of rows, vectorised
+/// through [`pulp::Arch::dispatch`].
+struct NearestUpdate<'a> {
+    best: &'a mut [f32],
+    rows: &'a [f32],
+    c: &'a [f32],
+}
+
+impl pulp::WithSimd for NearestUpdate<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let d = self.c.len();
+        for (b, r) in self.best.iter_mut().zip(self.rows.chunks_exact(d)) {
+            let dist = sq_dist(r, self.c);
+            if dist < *b {
+                *b = dist;
+            }
+        }
+    }
 }
 
 fn init(
@@ -598,10 +638,14 @@ fn kmeans_pp(data: &[f32], d: usize, k: usize, rng: &mut ChaCha8Rng) -> Vec<f32>
     let mut centroids = Vec::with_capacity(k * d);
     let first = rng.gen_range(0..n);
     centroids.extend_from_slice(&data[first * d..(first + 1) * d]);
-    let mut best: Vec<f32> = data
-        .par_chunks_exact(d)
-        .map(|r| sq_dist(r, &data[first * d..(first + 1) * d]))
-        .collect();
+    let mut best: Vec<f32> = vec![f32::INFINITY; n];
+    let update = |best: &mut [f32], c: &[f32]| {
+        const ROWS: usize = 1024;
+        best.par_chunks_mut(ROWS)
+            .zip(data.par_chunks(ROWS * d))
+            .for_each(|(best, rows)| pulp::Arch::new().dispatch(NearestUpdate { best, rows, c }));
+    };
+    update(&mut best, &data[first * d..(first + 1) * d]);
     for _ in 1..k {
         let total: f64 = best.iter().map(|&v| f64::from(v)).sum();
         let next = if total > 0.0 {
@@ -620,14 +664,7 @@ fn kmeans_pp(data: &[f32], d: usize, k: usize, rng: &mut ChaCha8Rng) -> Vec<f32>
         };
         let c = &data[next * d..(next + 1) * d];
         centroids.extend_from_slice(c);
-        best.par_iter_mut()
-            .zip(data.par_chunks_exact(d))
-            .for_each(|(b, r)| {
-                let dist = sq_dist(r, c);
-                if dist < *b {
-                    *b = dist;
-                }
-            });
+        update(&mut best, c);
     }
     centroids
 }
