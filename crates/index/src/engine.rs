@@ -293,7 +293,13 @@ pub struct TrainOptions {
     pub max_iters: Option<u32>,
     /// Convergence tolerance; default 1e-6; negative or NaN is invalid.
     pub tolerance: Option<f64>,
-    /// k-means working-memory bound in MB; `None`/0 = no limit.
+    /// Memory bound of training in MB; `None`/0 = no limit (every vector is
+    /// decrypted into memory at once). With a bound, training streams the
+    /// vectors block by block: k-means runs on a uniform sample that fits
+    /// half the bound (with the other half as its own working-set bound),
+    /// and the new lists are gathered and written in groups that fit half
+    /// the bound, one pass over the blocks per group. Write batches of about
+    /// 32 MiB and one decrypted block come on top.
     pub max_memory: Option<usize>,
     /// Seed of k-means (training is reproducible).
     pub seed: u64,
@@ -1350,13 +1356,6 @@ impl IndexAs<'_> {
                     .collect::<Vec<u64>>(),
             )
         };
-        let blocks = ix.load_blocks(&keys, &seqs, dim)?;
-        let mut data = Vec::with_capacity(count * dim);
-        let mut ids: Vec<&str> = Vec::with_capacity(count);
-        for b in &blocks {
-            data.extend_from_slice(&b.vectors);
-            ids.extend(b.ids.iter().map(String::as_str));
-        }
         let mut kopts = vecseal_kmeans::Options::new(n_lists)
             .with_seed(opts.seed)
             .with_spherical(metric == Metric::Cosine);
@@ -1372,61 +1371,48 @@ impl IndexAs<'_> {
             }),
             None => ControlFlow::Continue(()),
         };
-        let result = vecseal_kmeans::KMeans::new(kopts)
-            .with_progress(&cb)
-            .fit(&data, dim)?;
-
-        // New lists under fresh block numbers, written before the switch.
-        let cap = block_capacity(dim);
-        let mut members: Vec<Vec<usize>> = vec![Vec::new(); n_lists];
-        for (i, &a) in result.assignments.iter().enumerate() {
-            members[a as usize].push(i);
-        }
-        let mut next_seq = old.next_seq;
-        let mut lists: Vec<Vec<BlockRef>> = vec![Vec::new(); n_lists];
-        let mut jobs: Vec<(u64, &[usize])> = Vec::new();
-        for (l, m) in members.iter().enumerate() {
-            for chunk in m.chunks(cap) {
-                lists[l].push(BlockRef {
-                    seq: next_seq,
-                    count: chunk.len() as u32,
-                });
-                jobs.push((next_seq, chunk));
-                next_seq += 1;
-            }
-        }
-        let mut locations = HashMap::with_capacity(count);
-        let per_batch = (TRAIN_BATCH_BYTES / (cap * dim * 4)).max(1);
-        for group in jobs.chunks(per_batch) {
-            let sealed: Vec<Result<(Vec<u8>, Vec<u8>)>> = group
-                .par_iter()
-                .map(|(seq, chunk)| {
-                    let block = Block {
-                        ids: chunk.iter().map(|&i| ids[i].to_owned()).collect(),
-                        vectors: chunk
-                            .iter()
-                            .flat_map(|&i| data[i * dim..(i + 1) * dim].iter().copied())
-                            .collect(),
-                    };
-                    let key = keys.block_key(*seq);
-                    Ok((
-                        key.clone(),
-                        keys.seal(Kind::Block, &key, &block.encode(dim))?,
-                    ))
-                })
-                .collect();
-            let mut batch = WriteBatch::new();
-            for kv in sealed {
-                let (k, v) = kv?;
-                batch.put_owned(NS_BLOCKS, k, v);
-            }
-            ix.store.write(batch, Durability::Buffered)?;
-            for (seq, chunk) in group {
-                for &i in *chunk {
-                    locations.insert(ids[i].to_owned(), *seq);
+        let mut writer = ListWriter::new(ix, &keys, dim, n_lists, old.next_seq, count);
+        let centroids = match opts.max_memory.filter(|&m| m > 0) {
+            None => {
+                // Everything in memory: decrypt every block, cluster all
+                // vectors (k-means samples what it trains on) and write the
+                // lists from its final assignment.
+                let blocks = ix.load_blocks(&keys, &seqs, dim)?;
+                let mut data = Vec::with_capacity(count * dim);
+                let mut ids: Vec<&str> = Vec::with_capacity(count);
+                for b in &blocks {
+                    data.extend_from_slice(&b.vectors);
+                    ids.extend(b.ids.iter().map(String::as_str));
                 }
+                let result = vecseal_kmeans::KMeans::new(kopts)
+                    .with_progress(&cb)
+                    .fit(&data, dim)?;
+                let mut members: Vec<Vec<usize>> = vec![Vec::new(); n_lists];
+                for (i, &a) in result.assignments.iter().enumerate() {
+                    members[a as usize].push(i);
+                }
+                for (l, m) in members.iter().enumerate() {
+                    let vectors = m
+                        .iter()
+                        .flat_map(|&i| data[i * dim..(i + 1) * dim].iter().copied())
+                        .collect();
+                    let list_ids = m.iter().map(|&i| ids[i].to_owned()).collect();
+                    writer.add_list(l, list_ids, vectors)?;
+                }
+                result.centroids
             }
-        }
+            Some(mb) => {
+                let budget = mb.saturating_mul(1 << 20);
+                ix.train_streaming(&keys, &seqs, dim, kopts, &cb, &mut writer, budget)?
+            }
+        };
+        writer.flush()?;
+        let ListWriter {
+            lists,
+            next_seq,
+            locations,
+            ..
+        } = writer;
 
         // The atomic switch: new state and centroids, old blocks gone.
         let mut p = old.clone();
@@ -1436,11 +1422,7 @@ impl IndexAs<'_> {
         p.lists = lists;
         let mut batch = WriteBatch::new();
         let ck = keys.centroids_key(p.generation);
-        let cbytes: Vec<u8> = result
-            .centroids
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
+        let cbytes: Vec<u8> = centroids.iter().flat_map(|v| v.to_le_bytes()).collect();
         batch.put_owned(
             NS_META,
             ck.clone(),
@@ -1463,7 +1445,7 @@ impl IndexAs<'_> {
         let meta = std::mem::take(&mut live.meta);
         *live = Live {
             p,
-            centroids: result.centroids,
+            centroids,
             locations,
             meta,
         };
@@ -1591,6 +1573,206 @@ impl Shared {
             }
         }
         Ok(())
+    }
+}
+
+/// Writes the lists of a training run as sealed blocks under fresh numbers
+/// (in batches of about `TRAIN_BATCH_BYTES`), before the switch.
+struct ListWriter<'a> {
+    ix: &'a Shared,
+    keys: &'a Keys,
+    dim: usize,
+    cap: usize,
+    next_seq: u64,
+    lists: Vec<Vec<BlockRef>>,
+    locations: HashMap<String, u64>,
+    pending: Vec<(u64, Block)>,
+    pending_bytes: usize,
+}
+
+impl<'a> ListWriter<'a> {
+    fn new(
+        ix: &'a Shared,
+        keys: &'a Keys,
+        dim: usize,
+        n_lists: usize,
+        next_seq: u64,
+        count: usize,
+    ) -> Self {
+        Self {
+            ix,
+            keys,
+            dim,
+            cap: block_capacity(dim),
+            next_seq,
+            lists: vec![Vec::new(); n_lists],
+            locations: HashMap::with_capacity(count),
+            pending: Vec::new(),
+            pending_bytes: 0,
+        }
+    }
+
+    /// Appends the whole of list `l` (its ids and row-major vectors).
+    fn add_list(&mut self, l: usize, ids: Vec<String>, vectors: Vec<f32>) -> Result<()> {
+        let dim = self.dim;
+        for (ids, vectors) in ids.chunks(self.cap).zip(vectors.chunks(self.cap * dim)) {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.lists[l].push(BlockRef {
+                seq,
+                count: ids.len() as u32,
+            });
+            for id in ids {
+                self.locations.insert(id.clone(), seq);
+            }
+            self.pending.push((
+                seq,
+                Block {
+                    ids: ids.to_vec(),
+                    vectors: vectors.to_vec(),
+                },
+            ));
+            self.pending_bytes += vectors.len() * 4;
+            if self.pending_bytes >= TRAIN_BATCH_BYTES {
+                self.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Seals and writes the pending blocks.
+    fn flush(&mut self) -> Result<()> {
+        let (keys, dim) = (self.keys, self.dim);
+        let sealed: Vec<Result<(Vec<u8>, Vec<u8>)>> = self
+            .pending
+            .par_iter()
+            .map(|(seq, block)| {
+                let key = keys.block_key(*seq);
+                let value = keys.seal(Kind::Block, &key, &block.encode(dim))?;
+                Ok((key, value))
+            })
+            .collect();
+        let mut batch = WriteBatch::new();
+        for kv in sealed {
+            let (k, v) = kv?;
+            batch.put_owned(NS_BLOCKS, k, v);
+        }
+        if !batch.is_empty() {
+            self.ix.store.write(batch, Durability::Buffered)?;
+        }
+        self.pending.clear();
+        self.pending_bytes = 0;
+        Ok(())
+    }
+}
+
+impl Shared {
+    /// Training within a memory budget of `budget` bytes: the vectors are
+    /// streamed block by block, never all held at once. k-means trains on a
+    /// uniform sample that fits half the budget (and gets the other half as
+    /// its own bound); one pass assigns every vector to its nearest centroid;
+    /// then the lists are written in groups that fit half the budget, each
+    /// group gathered by one more pass over the blocks.
+    #[allow(clippy::too_many_arguments)]
+    fn train_streaming(
+        &self,
+        keys: &Keys,
+        seqs: &[u64],
+        dim: usize,
+        mut kopts: vecseal_kmeans::Options,
+        progress: &(dyn Fn(&vecseal_kmeans::Progress) -> ControlFlow<()> + Sync),
+        writer: &mut ListWriter<'_>,
+        budget: usize,
+    ) -> Result<Vec<f32>> {
+        use rand::SeedableRng;
+        let n_lists = writer.lists.len();
+        let half = (budget / 2).max(dim * 4);
+        let counts: Vec<usize> = {
+            let live = self.live.read();
+            live.p
+                .lists
+                .iter()
+                .flatten()
+                .map(|b| b.count as usize)
+                .collect()
+        };
+        let count: usize = counts.iter().sum();
+        let n_train = count
+            .min(n_lists.saturating_mul(256))
+            .min(half / (dim * 4))
+            .max(n_lists);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(kopts.seed);
+        let mut picks = rand::seq::index::sample(&mut rng, count, n_train.min(count)).into_vec();
+        picks.sort_unstable();
+        let mut sample = Vec::with_capacity(picks.len() * dim);
+        let mut next = picks.iter().peekable();
+        let mut offset = 0;
+        for (&seq, &n) in seqs.iter().zip(&counts) {
+            if next.peek().is_some_and(|&&i| i < offset + n) {
+                let block = self.load_block(keys, seq, dim)?;
+                while let Some(&&i) = next.peek().filter(|&&&i| i < offset + n) {
+                    let r = i - offset;
+                    sample.extend_from_slice(&block.vectors[r * dim..(r + 1) * dim]);
+                    next.next();
+                }
+            }
+            offset += n;
+        }
+        kopts.max_memory_mb = Some((half >> 20).max(1));
+        let centroids = vecseal_kmeans::KMeans::new(kopts)
+            .with_progress(progress)
+            .fit(&sample, dim)?
+            .centroids;
+        drop(sample);
+
+        // One pass: the list of every vector, in block order.
+        let mut assign: Vec<u32> = Vec::with_capacity(count);
+        for &seq in seqs {
+            let block = self.load_block(keys, seq, dim)?;
+            let rows: Vec<Vec<f32>> = block
+                .vectors
+                .chunks_exact(dim)
+                .map(<[f32]>::to_vec)
+                .collect();
+            assign.extend(
+                probe_lists(&centroids, dim, &rows, 1)
+                    .into_iter()
+                    .map(|l| l[0]),
+            );
+        }
+        let mut sizes = vec![0usize; n_lists];
+        for &a in &assign {
+            sizes[a as usize] += 1;
+        }
+        // Groups of consecutive lists that fit half the budget.
+        let mut start = 0;
+        while start < n_lists {
+            let mut end = start;
+            let mut bytes = 0;
+            while end < n_lists && (end == start || bytes + sizes[end] * dim * 4 <= half) {
+                bytes += sizes[end] * dim * 4;
+                end += 1;
+            }
+            let mut ids: Vec<Vec<String>> = vec![Vec::new(); end - start];
+            let mut vectors: Vec<Vec<f32>> = vec![Vec::new(); end - start];
+            let mut i = 0;
+            for &seq in seqs {
+                let block = self.load_block(keys, seq, dim)?;
+                for (id, v) in block.ids.iter().zip(block.vectors.chunks_exact(dim)) {
+                    let l = assign[i] as usize;
+                    i += 1;
+                    if (start..end).contains(&l) {
+                        ids[l - start].push(id.clone());
+                        vectors[l - start].extend_from_slice(v);
+                    }
+                }
+            }
+            for (j, (ids, vectors)) in ids.into_iter().zip(vectors).enumerate() {
+                writer.add_list(start + j, ids, vectors)?;
+            }
+            start = end;
+        }
+        Ok(centroids)
     }
 }
 
