@@ -479,9 +479,17 @@ fn run(cli: Cli) -> Result<()> {
                 };
             }
             let queries: Vec<Vec<f32>> = data.chunks(d.max(1)).map(<[f32]>::to_vec).collect();
+            // Batches of 4096 queries (the engine's largest chunk), with a
+            // progress bar on stderr.
+            let pb = bar(queries.len() as u64, "query");
             let t = Instant::now();
-            let results = index.query(&queries, &opts)?;
+            let mut results = Vec::with_capacity(queries.len());
+            for batch in queries.chunks(4096) {
+                results.extend(index.query(batch, &opts)?);
+                pb.inc(batch.len() as u64);
+            }
             let secs = t.elapsed().as_secs_f64();
+            pb.finish_and_clear();
             match out {
                 Some(p) => {
                     let all = Value::Array(results.iter().map(|h| hits_json(h)).collect());
