@@ -60,8 +60,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
+use chacha20poly1305::{Tag as XTag, XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, Mac};
 use rayon::prelude::*;
 use ring::aead::{Aad, LessSafeKey, Nonce as AesNonce, UnboundKey, AES_256_GCM};
@@ -336,26 +336,41 @@ impl Sealer {
     /// Malformed input (too short, unknown version or suite) is reported as
     /// such; every other failure is the single opaque [`Error::Authentication`].
     pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, Error> {
-        if sealed.len() < HEADER_LEN {
-            return Err(Error::Truncated {
-                len: sealed.len(),
-                min: HEADER_LEN + 12 + TAG_LEN,
-            });
-        }
-        if sealed[0] != FORMAT_VERSION {
-            return Err(Error::UnsupportedVersion(sealed[0]));
-        }
-        let suite = Suite::from_id(sealed[1])?;
-        let min = suite.overhead();
-        if sealed.len() < min {
-            return Err(Error::Truncated {
-                len: sealed.len(),
-                min,
-            });
-        }
+        let suite = check_header(sealed)?;
         let (nonce, ct) = sealed[HEADER_LEN..].split_at(suite.nonce_len());
         let full_aad = bind_header(&sealed[..HEADER_LEN], aad);
         self.raw_open(suite, nonce, &full_aad, ct)
+    }
+
+    /// Like [`Sealer::open`], but decrypts inside `sealed` (no copy) and
+    /// returns the plaintext, a part of that buffer. On any error the buffer's
+    /// contents are unspecified.
+    pub fn open_in_place<'a>(&self, aad: &[u8], sealed: &'a mut [u8]) -> Result<&'a [u8], Error> {
+        let suite = check_header(sealed)?;
+        let full_aad = bind_header(&sealed[..HEADER_LEN], aad);
+        let (head, body) = sealed.split_at_mut(HEADER_LEN + suite.nonce_len());
+        let nonce = &head[HEADER_LEN..];
+        match suite {
+            Suite::Aes256Gcm => {
+                let (key, nonce) = self.aes_with(nonce)?;
+                let pt = key
+                    .open_in_place(nonce, Aad::from(&full_aad), body)
+                    .map_err(|_| Error::Authentication)?;
+                Ok(pt)
+            }
+            Suite::XChaCha20Poly1305 => {
+                let (ct, tag) = body.split_at_mut(body.len() - TAG_LEN);
+                self.xchacha
+                    .decrypt_in_place_detached(
+                        XNonce::from_slice(nonce),
+                        &full_aad,
+                        ct,
+                        XTag::from_slice(tag),
+                    )
+                    .map_err(|_| Error::Authentication)?;
+                Ok(ct)
+            }
+        }
     }
 
     /// ring's AES key and a 96-bit nonce (both cannot fail for well-formed
@@ -456,6 +471,29 @@ impl Sealer {
     }
 }
 
+/// Checks a sealed value's length, version and suite (malformed input is
+/// reported as such, before any authentication).
+fn check_header(sealed: &[u8]) -> Result<Suite, Error> {
+    if sealed.len() < HEADER_LEN {
+        return Err(Error::Truncated {
+            len: sealed.len(),
+            min: HEADER_LEN + 12 + TAG_LEN,
+        });
+    }
+    if sealed[0] != FORMAT_VERSION {
+        return Err(Error::UnsupportedVersion(sealed[0]));
+    }
+    let suite = Suite::from_id(sealed[1])?;
+    let min = suite.overhead();
+    if sealed.len() < min {
+        return Err(Error::Truncated {
+            len: sealed.len(),
+            min,
+        });
+    }
+    Ok(suite)
+}
+
 fn bind_header(header: &[u8], aad: &[u8]) -> Vec<u8> {
     let mut full = Vec::with_capacity(header.len() + aad.len());
     full.extend_from_slice(header);
@@ -535,6 +573,38 @@ mod tests {
         let msg = err.unwrap_or_default();
         assert!(msg.contains("32") && msg.contains("31"));
         assert!(!msg.to_lowercase().contains("ab"));
+    }
+
+    #[test]
+    fn open_in_place_agrees_with_open_and_rejects_tampering() {
+        for suite in [Suite::Aes256Gcm, Suite::XChaCha20Poly1305] {
+            let s = Sealer::new(&key(4), suite);
+            let sealed = s.seal(b"ad", b"in place please").unwrap_or_default();
+            let mut buf = sealed.clone();
+            let pt = s.open_in_place(b"ad", &mut buf).map(<[u8]>::to_vec);
+            assert_eq!(pt.ok(), s.open(b"ad", &sealed).ok());
+            assert_eq!(
+                s.open(b"ad", &sealed).unwrap_or_default(),
+                b"in place please"
+            );
+            let mut wrong_ad = sealed.clone();
+            assert!(matches!(
+                s.open_in_place(b"AD", &mut wrong_ad),
+                Err(Error::Authentication)
+            ));
+            for i in 0..sealed.len() {
+                let mut flipped = sealed.clone();
+                flipped[i] ^= 0x01;
+                assert!(
+                    s.open_in_place(b"ad", &mut flipped).is_err(),
+                    "{suite} byte {i}"
+                );
+            }
+            assert!(matches!(
+                s.open_in_place(b"ad", &mut [1u8, 1, 0][..]),
+                Err(Error::Truncated { .. })
+            ));
+        }
     }
 
     /// AES-256-GCM test cases 13 and 14 of McGrew & Viega, "The Galois/Counter

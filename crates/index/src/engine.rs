@@ -803,14 +803,15 @@ impl Shared {
             return Ok(b);
         }
         let key = keys.block_key(seq);
-        let raw = self
+        let mut raw = self
             .store
             .get(NS_BLOCKS, &key)?
             .ok_or_else(|| Error::Corrupt {
                 what: "vector block",
                 reason: "a block the index state references is missing".into(),
             })?;
-        let block = Arc::new(Block::decode(&keys.open(Kind::Block, &key, &raw)?, dim)?);
+        let plain = keys.open_in_place(Kind::Block, &key, &mut raw)?;
+        let block = Arc::new(Block::decode(plain, dim)?);
         if let Some(c) = &self.cache {
             c.insert(seq, Arc::clone(&block));
         }

@@ -132,12 +132,28 @@ impl Keys {
     pub(crate) fn open(&self, kind: Kind, key: &[u8], sealed: &[u8]) -> Result<Vec<u8>> {
         self.sealer(kind)
             .open(&Self::aad(kind, key), sealed)
-            .map_err(|e| match e {
-                vecseal_envelope::Error::Authentication => Error::Authentication(kind.name()),
-                other => Error::Corrupt {
-                    what: kind.name(),
-                    reason: other.to_string(),
-                },
-            })
+            .map_err(|e| open_error(kind, e))
+    }
+
+    /// Opens inside `sealed` (no copy); the plaintext is a part of it.
+    pub(crate) fn open_in_place<'a>(
+        &self,
+        kind: Kind,
+        key: &[u8],
+        sealed: &'a mut [u8],
+    ) -> Result<&'a [u8]> {
+        self.sealer(kind)
+            .open_in_place(&Self::aad(kind, key), sealed)
+            .map_err(|e| open_error(kind, e))
+    }
+}
+
+fn open_error(kind: Kind, e: vecseal_envelope::Error) -> Error {
+    match e {
+        vecseal_envelope::Error::Authentication => Error::Authentication(kind.name()),
+        other => Error::Corrupt {
+            what: kind.name(),
+            reason: other.to_string(),
+        },
     }
 }
