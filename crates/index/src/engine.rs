@@ -1969,9 +1969,12 @@ fn screen(
         scores: Vec<f32>,
         allowed: Vec<bool>,
     }
+    // Few, large pieces: each piece carries one heap per query of the chunk,
+    // and merging pieces costs a heap merge per query.
+    let pieces = 4 * rayon::current_num_threads();
     tasks
         .par_iter()
-        .with_min_len(8)
+        .with_min_len(tasks.len().div_ceil(pieces).max(8))
         .fold(
             || (empty(), Scratch::default()),
             |(mut heaps, mut w), &(block, qs)| {
