@@ -24,9 +24,12 @@ use crate::{Error, Metric, Result};
 /// Target plaintext size of one sealed block of search vectors.
 const BLOCK_BYTES: usize = 128 << 10;
 /// Queries of one batch are processed in chunks; a chunk decrypts (or takes
-/// from the cache) every block its queries probe, once. Chunks are as large as
-/// possible (up to `MAX_QUERY_CHUNK`) while the blocks they are expected to
-/// touch stay under `QUERY_BLOCK_BUDGET` bytes of plaintext.
+/// from the cache) every block its queries probe, once, and holds them while
+/// it runs. Chunks are as large as possible (up to `MAX_QUERY_CHUNK`) while
+/// the blocks they are expected to touch stay under `QUERY_BLOCK_BUDGET`
+/// bytes of plaintext. An exhaustive search (untrained, or n_probes = n_lists)
+/// holds every block of the index at once: its memory is the index's
+/// plaintext size (a known limit for indexes larger than memory).
 const MAX_QUERY_CHUNK: usize = 4096;
 const MIN_QUERY_CHUNK: usize = 64;
 const QUERY_BLOCK_BUDGET: usize = 512 << 20;
@@ -1934,7 +1937,9 @@ fn scan_block<'a>(
 
 /// The number of queries per chunk (see [`MAX_QUERY_CHUNK`]).
 fn query_chunk(index_bytes: usize, n_lists: usize, n_probes: usize) -> usize {
-    if index_bytes <= QUERY_BLOCK_BUDGET {
+    // Every chunk of an exhaustive search touches every block, whatever its
+    // size, so smaller chunks would only decrypt the same blocks more often.
+    if index_bytes <= QUERY_BLOCK_BUDGET || n_probes >= n_lists {
         return MAX_QUERY_CHUNK;
     }
     let per_query = (index_bytes / n_lists.max(1))
