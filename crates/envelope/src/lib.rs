@@ -60,7 +60,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
+use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{Tag as XTag, XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, Mac};
 use rayon::prelude::*;
@@ -273,8 +273,7 @@ impl std::str::FromStr for Suite {
 /// with. It is `Send + Sync`; share it behind an `Arc` for parallel use.
 pub struct Sealer {
     suite: Suite,
-    /// ring's AES-256-GCM key (always `Some`: a 32-byte key cannot be refused).
-    aes: Option<LessSafeKey>,
+    aes: LessSafeKey,
     xchacha: XChaCha20Poly1305,
     sealed: AtomicU64,
 }
@@ -284,9 +283,11 @@ impl Sealer {
     pub fn new(key: &SecretKey, suite: Suite) -> Self {
         Self {
             suite,
-            aes: UnboundKey::new(&AES_256_GCM, key.0.as_slice())
-                .ok()
-                .map(LessSafeKey::new),
+            // ring refuses only keys of the wrong length; a SecretKey is 32 bytes.
+            aes: LessSafeKey::new(
+                UnboundKey::new(&AES_256_GCM, key.0.as_slice())
+                    .expect("a 32-byte key is an AES-256 key"),
+            ),
             xchacha: XChaCha20Poly1305::new(key.0.as_slice().into()),
             sealed: AtomicU64::new(0),
         }
@@ -326,8 +327,10 @@ impl Sealer {
         let mut out = Vec::with_capacity(HEADER_LEN + nonce.len() + plaintext.len() + TAG_LEN);
         out.extend_from_slice(&header);
         out.extend_from_slice(nonce);
-        let ct = self.raw_seal(self.suite, nonce, &full_aad, plaintext)?;
-        out.extend_from_slice(&ct);
+        out.extend_from_slice(plaintext);
+        let body = HEADER_LEN + nonce.len();
+        let tag = self.seal_in_place(self.suite, nonce, &full_aad, &mut out[body..])?;
+        out.extend_from_slice(&tag);
         Ok(out)
     }
 
@@ -339,7 +342,10 @@ impl Sealer {
         let suite = check_header(sealed)?;
         let (nonce, ct) = sealed[HEADER_LEN..].split_at(suite.nonce_len());
         let full_aad = bind_header(&sealed[..HEADER_LEN], aad);
-        self.raw_open(suite, nonce, &full_aad, ct)
+        let mut buf = ct.to_vec();
+        let len = self.open_body(suite, nonce, &full_aad, &mut buf)?;
+        buf.truncate(len);
+        Ok(buf)
     }
 
     /// Like [`Sealer::open`], but decrypts inside `sealed` (no copy) and
@@ -349,99 +355,72 @@ impl Sealer {
         let suite = check_header(sealed)?;
         let full_aad = bind_header(&sealed[..HEADER_LEN], aad);
         let (head, body) = sealed.split_at_mut(HEADER_LEN + suite.nonce_len());
-        let nonce = &head[HEADER_LEN..];
+        let len = self.open_body(suite, &head[HEADER_LEN..], &full_aad, body)?;
+        Ok(&body[..len])
+    }
+
+    /// The bare AEAD: encrypts `buf` in place and returns the tag.
+    fn seal_in_place(
+        &self,
+        suite: Suite,
+        nonce: &[u8],
+        aad: &[u8],
+        buf: &mut [u8],
+    ) -> Result<[u8; TAG_LEN], Error> {
+        let mut out = [0u8; TAG_LEN];
         match suite {
             Suite::Aes256Gcm => {
-                let (key, nonce) = self.aes_with(nonce)?;
-                let pt = key
-                    .open_in_place(nonce, Aad::from(&full_aad), body)
+                let nonce = aes_nonce(nonce)?;
+                let tag = self
+                    .aes
+                    .seal_in_place_separate_tag(nonce, Aad::from(aad), buf)
                     .map_err(|_| Error::Authentication)?;
-                Ok(pt)
+                out.copy_from_slice(tag.as_ref());
             }
             Suite::XChaCha20Poly1305 => {
-                let (ct, tag) = body.split_at_mut(body.len() - TAG_LEN);
+                let tag = self
+                    .xchacha
+                    .encrypt_in_place_detached(XNonce::from_slice(nonce), aad, buf)
+                    .map_err(|_| Error::Authentication)?;
+                out.copy_from_slice(&tag);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The bare AEAD inverse: `body` is `ciphertext ‖ tag` (at least
+    /// `TAG_LEN` bytes); decrypts in place and returns the plaintext length
+    /// (the plaintext is `body[..len]`).
+    fn open_body(
+        &self,
+        suite: Suite,
+        nonce: &[u8],
+        aad: &[u8],
+        body: &mut [u8],
+    ) -> Result<usize, Error> {
+        let len = body
+            .len()
+            .checked_sub(TAG_LEN)
+            .ok_or(Error::Authentication)?;
+        match suite {
+            Suite::Aes256Gcm => {
+                self.aes
+                    .open_in_place(aes_nonce(nonce)?, Aad::from(aad), body)
+                    .map_err(|_| Error::Authentication)?;
+            }
+            Suite::XChaCha20Poly1305 => {
+                let (ct, tag) = body.split_at_mut(len);
                 self.xchacha
                     .decrypt_in_place_detached(
                         XNonce::from_slice(nonce),
-                        &full_aad,
+                        aad,
                         ct,
                         XTag::from_slice(tag),
                     )
                     .map_err(|_| Error::Authentication)?;
-                Ok(ct)
             }
         }
-    }
-
-    /// ring's AES key and a 96-bit nonce (both cannot fail for well-formed
-    /// input; failures map to the opaque error).
-    fn aes_with(&self, nonce: &[u8]) -> Result<(&LessSafeKey, AesNonce), Error> {
-        let key = self.aes.as_ref().ok_or(Error::Authentication)?;
-        let nonce =
-            AesNonce::try_assume_unique_for_key(nonce).map_err(|_| Error::Authentication)?;
-        Ok((key, nonce))
-    }
-
-    /// The bare AEAD: `ciphertext ‖ tag` of `plaintext` (no envelope header).
-    fn raw_seal(
-        &self,
-        suite: Suite,
-        nonce: &[u8],
-        aad: &[u8],
-        plaintext: &[u8],
-    ) -> Result<Vec<u8>, Error> {
-        match suite {
-            Suite::Aes256Gcm => {
-                let (key, nonce) = self.aes_with(nonce)?;
-                let mut buf = Vec::with_capacity(plaintext.len() + TAG_LEN);
-                buf.extend_from_slice(plaintext);
-                key.seal_in_place_append_tag(nonce, Aad::from(aad), &mut buf)
-                    .map_err(|_| Error::Authentication)?;
-                Ok(buf)
-            }
-            Suite::XChaCha20Poly1305 => self
-                .xchacha
-                .encrypt(
-                    XNonce::from_slice(nonce),
-                    Payload {
-                        msg: plaintext,
-                        aad,
-                    },
-                )
-                .map_err(|_| Error::Authentication),
-        }
-    }
-
-    /// The bare AEAD inverse of [`Sealer::raw_seal`].
-    fn raw_open(
-        &self,
-        suite: Suite,
-        nonce: &[u8],
-        aad: &[u8],
-        ciphertext: &[u8],
-    ) -> Result<Vec<u8>, Error> {
-        match suite {
-            Suite::Aes256Gcm => {
-                let (key, nonce) = self.aes_with(nonce)?;
-                let mut buf = ciphertext.to_vec();
-                let len = key
-                    .open_in_place(nonce, Aad::from(aad), &mut buf)
-                    .map_err(|_| Error::Authentication)?
-                    .len();
-                buf.truncate(len);
-                Ok(buf)
-            }
-            Suite::XChaCha20Poly1305 => self
-                .xchacha
-                .decrypt(
-                    XNonce::from_slice(nonce),
-                    Payload {
-                        msg: ciphertext,
-                        aad,
-                    },
-                )
-                .map_err(|_| Error::Authentication),
-        }
+        Ok(len)
     }
 
     /// Seals many `(aad, plaintext)` records in parallel; the output keeps the
@@ -469,6 +448,12 @@ impl Sealer {
             .map(|(aad, sealed)| self.open(aad.as_ref(), sealed.as_ref()))
             .collect()
     }
+}
+
+/// A 96-bit AES-GCM nonce (the length is the suite's; a wrong one is the
+/// opaque error, never a panic).
+fn aes_nonce(nonce: &[u8]) -> Result<AesNonce, Error> {
+    AesNonce::try_assume_unique_for_key(nonce).map_err(|_| Error::Authentication)
 }
 
 /// Checks a sealed value's length, version and suite (malformed input is
@@ -635,14 +620,16 @@ mod tests {
                 let k = SecretKey::from_bytes(&h("key")).unwrap_or_else(|_| key(0));
                 let s = Sealer::new(&k, suite);
                 // The raw AEAD, without the envelope header, must match the vector.
-                let ct = s
-                    .raw_seal(suite, &h("nonce"), &h("aad"), &h("pt"))
-                    .unwrap_or_default();
-                assert_eq!(
-                    s.raw_open(suite, &h("nonce"), &h("aad"), &ct)
-                        .unwrap_or_default(),
-                    h("pt")
-                );
+                let mut ct = h("pt");
+                let tag = s
+                    .seal_in_place(suite, &h("nonce"), &h("aad"), &mut ct)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                ct.extend_from_slice(&tag);
+                let mut back = ct.clone();
+                let len = s
+                    .open_body(suite, &h("nonce"), &h("aad"), &mut back)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(back[..len], h("pt"));
                 let mut expected = h("ct");
                 expected.extend_from_slice(&h("tag"));
                 assert_eq!(
