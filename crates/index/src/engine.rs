@@ -1020,16 +1020,13 @@ impl IndexAs<'_> {
         order.sort_unstable();
         let items: Vec<&Item> = order.iter().map(|&i| &items[i]).collect();
 
-        let search: Vec<Vec<f32>> = items
-            .par_iter()
-            .map(|it| {
-                let mut v = it.vector.clone().unwrap_or_default();
-                if metric == Metric::Cosine {
-                    normalize(&mut v);
-                }
-                v
-            })
-            .collect();
+        let search = prepare(
+            items
+                .iter()
+                .map(|it| it.vector.as_deref().unwrap_or_default()),
+            metric,
+            dim,
+        );
         let mut batch = WriteBatch::new();
         let sealed: Vec<Result<(Vec<u8>, Vec<u8>)>> = items
             .par_iter()
@@ -1055,15 +1052,14 @@ impl IndexAs<'_> {
         p.dim = Some(dim);
         p.has_metadata |= items.iter().any(|it| it.metadata.is_some());
         let mut edit = Edit::new(&p, dim);
+        // Routed with the kernel that picks the lists a query probes, so an
+        // upserted vector is in the first list a query equal to it probes.
         let lists: Vec<u32> = if p.trained {
-            search
-                .par_iter()
-                .map(|v| nearest_list(&live.centroids, dim, v))
-                .collect()
+            nearest_centroids(&live.centroids, dim, &search)
         } else {
-            vec![0; search.len()]
+            vec![0; items.len()]
         };
-        for ((it, v), list) in items.iter().zip(&search).zip(lists) {
+        for ((it, v), list) in items.iter().zip(search.chunks_exact(dim)).zip(lists) {
             if let Some(&seq) = live.locations.get(&it.id) {
                 edit.remove(ix, &keys, seq, &it.id)?;
             }
@@ -1071,10 +1067,14 @@ impl IndexAs<'_> {
         }
         drop(live);
         let n = items.len();
-        let meta = items
-            .iter()
-            .map(|it| (it.id.clone(), it.metadata.clone()))
-            .collect();
+        let meta = if p.has_metadata {
+            items
+                .iter()
+                .map(|it| (it.id.clone(), it.metadata.clone()))
+                .collect()
+        } else {
+            Vec::new()
+        };
         ix.commit(&keys, p, edit, batch, meta)?;
         Ok(n)
     }
@@ -1130,7 +1130,11 @@ impl IndexAs<'_> {
         drop(live);
         let n = edit.removed.len();
         if n > 0 {
-            let meta = edit.removed.iter().map(|id| (id.clone(), None)).collect();
+            let meta = if p.has_metadata {
+                edit.removed.iter().map(|id| (id.clone(), None)).collect()
+            } else {
+                Vec::new()
+            };
             ix.commit(&keys, p, edit, batch, meta)?;
         }
         Ok(n)
@@ -1193,16 +1197,7 @@ impl IndexAs<'_> {
             .filter(|&p| p > 0)
             .unwrap_or_else(|| auto_n_probes(n_lists))
             .min(n_lists);
-        let prepared: Vec<Vec<f32>> = queries
-            .iter()
-            .map(|q| {
-                let mut q = q.clone();
-                if metric == Metric::Cosine {
-                    normalize(&mut q);
-                }
-                q
-            })
-            .collect();
+        let prepared = prepare(queries.iter().map(Vec::as_slice), metric, dim);
         // The filter is evaluated once per call, on the in-memory metadata.
         let matching = opts
             .filter
@@ -1234,7 +1229,7 @@ impl IndexAs<'_> {
             let mut results = Vec::with_capacity(queries.len());
             let index_bytes = live.locations.len() * dim * 4;
             let chunk_len = query_chunk(index_bytes, n_lists, n_probes);
-            for chunk in prepared.chunks(chunk_len) {
+            for chunk in prepared.chunks(chunk_len * dim) {
                 results.extend(ix.search_chunk(&search, chunk)?);
             }
             results
@@ -1733,16 +1728,7 @@ impl Shared {
         let mut assign: Vec<u32> = Vec::with_capacity(count);
         for &seq in seqs {
             let block = self.load_block(keys, seq, dim)?;
-            let rows: Vec<Vec<f32>> = block
-                .vectors
-                .chunks_exact(dim)
-                .map(<[f32]>::to_vec)
-                .collect();
-            assign.extend(
-                probe_lists(&centroids, dim, &rows, 1)
-                    .into_iter()
-                    .map(|l| l[0]),
-            );
+            assign.extend(nearest_centroids(&centroids, dim, &block.vectors));
         }
         let mut sizes = vec![0usize; n_lists];
         for &a in &assign {
@@ -1805,7 +1791,7 @@ impl Shared {
         &self,
         s: &Search<'_>,
         ids: &[String],
-        queries: &[Vec<f32>],
+        queries: &[f32],
     ) -> Result<Vec<Vec<(String, f32)>>> {
         let recs = self.read_items(s.keys, ids)?;
         let cap = block_capacity(s.dim);
@@ -1822,7 +1808,7 @@ impl Shared {
                 b.vectors.extend_from_slice(&rec.vector);
             }
         }
-        let all: Vec<u32> = (0..queries.len() as u32).collect();
+        let all: Vec<u32> = (0..(queries.len() / s.dim) as u32).collect();
         let tasks: Vec<(&Block, &[u32])> = blocks.iter().map(|b| (b, all.as_slice())).collect();
         Ok(screen(s, queries, &tasks))
     }
@@ -1830,8 +1816,9 @@ impl Shared {
     /// Searches one chunk of prepared queries over the lists: every block of
     /// a probed list is screened once, by one GEMM against the queries of
     /// the chunk that probe its list (see [`screen`]).
-    fn search_chunk(&self, s: &Search<'_>, chunk: &[Vec<f32>]) -> Result<Vec<Vec<(String, f32)>>> {
+    fn search_chunk(&self, s: &Search<'_>, chunk: &[f32]) -> Result<Vec<Vec<(String, f32)>>> {
         let (live, dim) = (s.live, s.dim);
+        let nq = chunk.len() / dim;
         let n_lists = live.p.lists.len();
         let exhaustive = !live.p.trained || s.n_probes >= n_lists;
         let probes: Vec<Vec<u32>> = if exhaustive {
@@ -1842,7 +1829,7 @@ impl Shared {
         // List → the queries of the chunk that probe it.
         let mut askers: Vec<Vec<u32>> = vec![Vec::new(); n_lists];
         if exhaustive {
-            let all: Vec<u32> = (0..chunk.len() as u32).collect();
+            let all: Vec<u32> = (0..nq as u32).collect();
             askers.iter_mut().for_each(|a| a.clone_from(&all));
         } else {
             for (qi, lists) in probes.iter().enumerate() {
@@ -1864,7 +1851,7 @@ impl Shared {
         let mut hits = screen(s, chunk, &tasks);
         if s.allowed.is_some() && !exhaustive {
             hits.par_iter_mut()
-                .zip(chunk)
+                .zip(chunk.par_chunks_exact(dim))
                 .zip(&probes)
                 .filter(|((h, _), _)| h.len() < s.top_k)
                 .try_for_each(|((h, q), lists)| self.widen(s, q, lists, h))?;
@@ -1883,7 +1870,7 @@ impl Shared {
         hits: &mut Vec<(String, f32)>,
     ) -> Result<()> {
         let seen: HashSet<u32> = probed.iter().copied().collect();
-        let rest: Vec<u32> = nearest_lists(&s.live.centroids, s.dim, q, s.live.p.lists.len())
+        let rest: Vec<u32> = lists_by_distance(&s.live.centroids, s.dim, q)
             .into_iter()
             .filter(|l| !seen.contains(l))
             .collect();
@@ -1956,17 +1943,13 @@ fn query_chunk(index_bytes: usize, n_lists: usize, n_probes: usize) -> usize {
 /// rescored with the exact kernel, so results (ties and distances) are those
 /// of brute force over the scanned vectors, not of GEMM rounding. A filter is
 /// checked once per vector and task, not once per query.
-fn screen(
-    s: &Search<'_>,
-    chunk: &[Vec<f32>],
-    tasks: &[(&Block, &[u32])],
-) -> Vec<Vec<(String, f32)>> {
+fn screen(s: &Search<'_>, chunk: &[f32], tasks: &[(&Block, &[u32])]) -> Vec<Vec<(String, f32)>> {
     let (metric, dim, top_k) = (s.metric, s.dim, s.top_k);
+    let nq = chunk.len() / dim;
+    let query = |qi: u32| &chunk[qi as usize * dim..(qi as usize + 1) * dim];
     let screen_k = top_k + top_k.max(SCREEN_MARGIN);
-    let qnorms: Vec<f32> = chunk.iter().map(|q| dot(q, q)).collect();
-    let all: Vec<f32> = chunk.iter().flatten().copied().collect();
-    let empty =
-        || -> Vec<BinaryHeap<Cand<'_>>> { (0..chunk.len()).map(|_| BinaryHeap::new()).collect() };
+    let qnorms: Vec<f32> = chunk.chunks_exact(dim).map(|q| dot(q, q)).collect();
+    let empty = || -> Vec<BinaryHeap<Cand<'_>>> { (0..nq).map(|_| BinaryHeap::new()).collect() };
     #[derive(Default)]
     struct Scratch {
         queries: Vec<f32>,
@@ -1989,8 +1972,7 @@ fn screen(
                 }
                 if qs.len() < GEMM_MIN_QUERIES {
                     for &qi in qs {
-                        let q = &chunk[qi as usize];
-                        scan_block(s, q, block, &mut heaps[qi as usize], screen_k);
+                        scan_block(s, query(qi), block, &mut heaps[qi as usize], screen_k);
                     }
                     return (heaps, w);
                 }
@@ -2000,13 +1982,13 @@ fn screen(
                     scores,
                     allowed,
                 } = &mut w;
-                let (qmat, qn): (&[f32], &[f32]) = if qs.len() == chunk.len() {
-                    (&all, &qnorms)
+                let (qmat, qn): (&[f32], &[f32]) = if qs.len() == nq {
+                    (chunk, &qnorms)
                 } else {
                     queries.clear();
                     norms.clear();
                     for &qi in qs {
-                        queries.extend_from_slice(&chunk[qi as usize]);
+                        queries.extend_from_slice(query(qi));
                         norms.push(qnorms[qi as usize]);
                     }
                     (queries, norms)
@@ -2038,7 +2020,7 @@ fn screen(
             a
         })
         .into_par_iter()
-        .zip(chunk)
+        .zip(chunk.par_chunks_exact(dim))
         .map(|(heap, q)| {
             let mut best: BinaryHeap<Cand<'_>> = BinaryHeap::with_capacity(top_k + 1);
             for c in heap {
@@ -2073,65 +2055,142 @@ fn read_centroids(store: &dyn Store, keys: &Keys, generation: u64) -> Result<Vec
         .collect())
 }
 
-fn nearest_list(centroids: &[f32], dim: usize, v: &[f32]) -> u32 {
-    let mut best = (f32::INFINITY, 0u32);
-    for (i, c) in centroids.chunks_exact(dim).enumerate() {
-        let d = l2sq(v, c);
-        if d < best.0 {
-            best = (d, i as u32);
-        }
+/// Normalises (for cosine) row-major copies of `rows` of length `dim`: the
+/// form both stored search vectors and queries take.
+fn prepare<'a>(rows: impl Iterator<Item = &'a [f32]>, metric: Metric, dim: usize) -> Vec<f32> {
+    let mut out: Vec<f32> = rows.flatten().copied().collect();
+    if metric == Metric::Cosine {
+        out.par_chunks_exact_mut(dim.max(1)).for_each(normalize);
     }
-    best.1
+    out
 }
 
-/// The `n` nearest lists of every query (unordered), from one GEMM of the
-/// queries against the centroids per group of queries. Near-ties may resolve
-/// differently from [`nearest_lists`]: probing is approximate by nature.
-fn probe_lists(centroids: &[f32], dim: usize, queries: &[Vec<f32>], n: usize) -> Vec<Vec<u32>> {
-    let k = centroids.len() / dim;
-    queries
-        .par_chunks(64)
+/// Squared distances of row-major `rows` to every centroid, one GEMM per
+/// group of 64 rows; `per_row` turns a row of distances into a result.
+fn centroid_distances<T: Send>(
+    centroids: &[f32],
+    dim: usize,
+    rows: &[f32],
+    per_row: impl Fn(&[f32]) -> T + Sync,
+) -> Vec<T> {
+    let k = (centroids.len() / dim).max(1);
+    rows.par_chunks(64 * dim)
         .flat_map_iter(|group| {
-            let qmat: Vec<f32> = group.iter().flatten().copied().collect();
-            let qnorms: Vec<f32> = group.iter().map(|q| dot(q, q)).collect();
+            let norms: Vec<f32> = group.chunks_exact(dim).map(|q| dot(q, q)).collect();
             let mut scores = Vec::new();
             block_distances(
                 Metric::SquaredEuclidean,
-                &qmat,
-                &qnorms,
+                group,
+                &norms,
                 centroids,
                 dim,
                 &mut scores,
             );
-            let lists: Vec<Vec<u32>> = scores
-                .chunks_exact(k.max(1))
-                .map(|row| {
-                    let mut d: Vec<(f32, u32)> = row
-                        .iter()
-                        .enumerate()
-                        .map(|(i, &v)| (v, i as u32))
-                        .collect();
-                    if n < d.len() {
-                        d.select_nth_unstable_by(n, |a, b| a.0.total_cmp(&b.0));
-                        d.truncate(n);
-                    }
-                    d.into_iter().map(|(_, i)| i).collect()
-                })
-                .collect();
-            lists
+            scores.chunks_exact(k).map(&per_row).collect::<Vec<T>>()
         })
         .collect()
 }
 
-fn nearest_lists(centroids: &[f32], dim: usize, q: &[f32], n: usize) -> Vec<u32> {
+/// The nearest list of every row: where upserts and training put a vector.
+fn nearest_centroids(centroids: &[f32], dim: usize, rows: &[f32]) -> Vec<u32> {
+    centroid_distances(centroids, dim, rows, |row| {
+        let mut best = (f32::INFINITY, 0u32);
+        for (i, &d) in row.iter().enumerate() {
+            if d < best.0 {
+                best = (d, i as u32);
+            }
+        }
+        best.1
+    })
+}
+
+/// The `n` nearest lists of every query (in no order): the lists it probes.
+fn probe_lists(centroids: &[f32], dim: usize, queries: &[f32], n: usize) -> Vec<Vec<u32>> {
+    centroid_distances(centroids, dim, queries, |row| {
+        let mut d: Vec<(f32, u32)> = row
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| (v, i as u32))
+            .collect();
+        if n < d.len() {
+            // Ties go to the lower list number, as in `nearest_centroids`.
+            d.select_nth_unstable_by(n, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            d.truncate(n);
+        }
+        d.into_iter().map(|(_, i)| i).collect()
+    })
+}
+
+/// Every list, nearest to `q` first (the order a widening search follows).
+fn lists_by_distance(centroids: &[f32], dim: usize, q: &[f32]) -> Vec<u32> {
     let mut d: Vec<(f32, u32)> = centroids
         .chunks_exact(dim)
         .enumerate()
         .map(|(i, c)| (l2sq(q, c), i as u32))
         .collect();
-    if n < d.len() {
-        d.select_nth_unstable_by(n, |a, b| a.0.total_cmp(&b.0));
-        d.truncate(n);
-    }
+    d.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     d.into_iter().map(|(_, i)| i).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grid() -> (Vec<f32>, Vec<f32>) {
+        // Ten centroids, with exact duplicates among them (ties).
+        let mut centroids: Vec<f32> = (0..32).map(|i| (i * 7 % 13) as f32).collect();
+        centroids.extend_from_within(0..8);
+        let rows: Vec<f32> = (0..300).map(|i| ((i * 31) % 17) as f32 * 0.5).collect();
+        (centroids, rows)
+    }
+
+    #[test]
+    fn routing_and_probing_agree() {
+        let (centroids, rows) = grid();
+        let dim = 4;
+        let nearest = nearest_centroids(&centroids, dim, &rows);
+        let probes = probe_lists(&centroids, dim, &rows, 1);
+        assert_eq!(nearest.len(), rows.len() / dim);
+        for (n, p) in nearest.iter().zip(&probes) {
+            assert_eq!(p.as_slice(), [*n]);
+        }
+    }
+
+    #[test]
+    fn ties_go_to_the_lower_list_in_routing_and_probing() {
+        // One far centroid, then 64 identical nearest ones.
+        let dim = 2;
+        let mut centroids = vec![100.0f32, 100.0];
+        for _ in 0..64 {
+            centroids.extend_from_slice(&[1.0, 1.0]);
+        }
+        let rows: Vec<f32> = (0..50).flat_map(|i| [i as f32 * 0.01, 0.0]).collect();
+        assert!(nearest_centroids(&centroids, dim, &rows)
+            .iter()
+            .all(|&l| l == 1));
+        for p in probe_lists(&centroids, dim, &rows, 1) {
+            assert_eq!(p, [1]);
+        }
+        for mut p in probe_lists(&centroids, dim, &rows, 3) {
+            p.sort_unstable();
+            assert_eq!(p, [1, 2, 3]);
+        }
+    }
+
+    #[test]
+    fn widening_visits_lists_nearest_first() {
+        let (centroids, rows) = grid();
+        let dim = 4;
+        for q in rows.chunks_exact(dim) {
+            let order = lists_by_distance(&centroids, dim, q);
+            assert_eq!(order.len(), centroids.len() / dim);
+            let d = |l: u32| l2sq(q, &centroids[l as usize * dim..(l as usize + 1) * dim]);
+            assert!(order.windows(2).all(|w| d(w[0]) <= d(w[1])), "{order:?}");
+            // The probes of one query are its nearest lists.
+            let mut probes = probe_lists(&centroids, dim, q, 3).remove(0);
+            probes.sort_unstable_by(|a, b| d(*a).total_cmp(&d(*b)));
+            let farthest_probe = probes.last().map_or(0.0, |&l| d(l));
+            assert!(order[3..].iter().all(|&l| d(l) >= farthest_probe));
+        }
+    }
 }
