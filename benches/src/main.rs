@@ -81,7 +81,7 @@ impl Faiss {
     }
 
     fn run(&self, args: &[String]) -> Result<Value> {
-        let threads = rayon_threads();
+        let threads = threads();
         let out = Command::new("python3")
             .arg(&self.script)
             .args(args)
@@ -100,7 +100,8 @@ impl Faiss {
     }
 }
 
-fn rayon_threads() -> usize {
+/// The machine's thread count: rayon's default pool, and what faiss gets.
+fn threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
@@ -153,7 +154,7 @@ fn bench_kmeans(faiss: Option<&Faiss>, report: &mut serde_json::Map<String, Valu
     ));
     println!("\nk-means: at most {ITERS} iterations (each stops early once converged: vecseal at a relative");
     println!("inertia decrease < 1e-6, faiss by its own rule), random init, ≤ {MAX_PTS} training points per");
-    println!("centroid, {} threads; time includes the final assignment of every point; inertia of every point", rayon_threads());
+    println!("centroid, {} threads; time includes the final assignment of every point; inertia of every point", threads());
     println!("| data | k | vecseal-kmeans s (iters) | faiss s (iters) | time ratio | vecseal inertia | faiss inertia | inertia ratio |");
     println!("|---|---|---|---|---|---|---|---|");
     let mut rows = Vec::new();
@@ -524,7 +525,7 @@ fn main() -> Result<()> {
         None
     };
     let mut report = serde_json::Map::new();
-    report.insert("threads".into(), json!(rayon_threads()));
+    report.insert("threads".into(), json!(threads()));
     for s in suites {
         match s {
             "kmeans" => bench_kmeans(faiss.as_ref(), &mut report)?,

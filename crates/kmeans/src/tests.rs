@@ -288,3 +288,27 @@ fn same_seed_same_result_across_thread_counts() {
     };
     assert_eq!(run(1), run(2));
 }
+
+proptest! {
+    /// The 16-lane argmin equals the plain first-minimum scan, ties included
+    /// (values drawn from a few levels so that ties are common), and the lane
+    /// squared distance equals the plain sum up to rounding.
+    #[test]
+    fn lane_kernels_match_plain_loops(
+        row in proptest::collection::vec(0u8..4, 1..70),
+        cn_seed in any::<u64>(),
+    ) {
+        let row: Vec<f32> = row.into_iter().map(f32::from).collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(cn_seed);
+        let cn: Vec<f32> = (0..row.len()).map(|_| f32::from(rng.gen_range(0u8..3))).collect();
+        let mut want = (f32::INFINITY, 0u32);
+        for (j, (r, c)) in row.iter().zip(&cn).enumerate() {
+            if r + c < want.0 {
+                want = (r + c, j as u32);
+            }
+        }
+        prop_assert_eq!(argmin_row(&row, &cn), want);
+        let plain: f32 = row.iter().zip(&cn).map(|(a, b)| (a - b) * (a - b)).sum();
+        prop_assert!((sq_dist(&row, &cn) - plain).abs() <= 1e-3 * plain.max(1.0));
+    }
+}

@@ -1,0 +1,45 @@
+//! Two handles of one index (loaded twice, or through a clone of the
+//! database) share one in-memory state: writes through either are seen by
+//! both and none overwrites the other; loading an index that is already
+//! loaded still checks the key.
+
+mod common;
+use common::*;
+use vecseal_index::{Credentials, Metric};
+
+fn ids(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[test]
+fn handles_of_one_index_share_state_and_still_check_keys() {
+    let (db, _) = mem_db();
+    let a = create(&db, Metric::SquaredEuclidean);
+    let b = db
+        .clone()
+        .load_index("t", owner(1))
+        .unwrap_or_else(|e| panic!("{e}"));
+    a.upsert_vectors(&ids(&["x"]), &[vec![1.0, 2.0]])
+        .unwrap_or_else(|e| panic!("{e}"));
+    b.upsert_vectors(&ids(&["y"]), &[vec![3.0, 4.0]])
+        .unwrap_or_else(|e| panic!("{e}"));
+    a.delete(&ids(&["nothing"]))
+        .unwrap_or_else(|e| panic!("{e}"));
+    for h in [&a, &b] {
+        assert_eq!(h.list_ids().unwrap_or_default(), ids(&["x", "y"]));
+    }
+
+    // A wrong key or an unknown user is refused although the index is loaded.
+    assert!(db.load_index("t", owner(2)).is_err());
+    let stranger_id = vecseal_index::UserId::from_bytes(&[9; 16]).unwrap_or_else(|e| panic!("{e}"));
+    let stranger = Credentials::user(stranger_id, key(1));
+    assert!(db.load_index("t", stranger).is_err());
+
+    // Both writes were persisted: a fresh load (no handle left) sees them.
+    drop((a, b));
+    let c = db
+        .load_index("t", owner(1))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.list_ids().unwrap_or_default(), ids(&["x", "y"]));
+    assert_eq!(c.count().unwrap_or(0), 2);
+}
