@@ -170,11 +170,7 @@ impl Database {
             });
         }
         if config.dimension == Some(0) {
-            return Err(Error::InvalidParameter {
-                name: "dimension",
-                value: "0".into(),
-                expected: "at least 1",
-            });
+            return Err(Error::zero("dimension"));
         }
         match read_catalog(self.store.as_ref(), name) {
             Ok(_) => return Err(Error::AlreadyExists(name.to_owned())),

@@ -1177,11 +1177,7 @@ impl IndexAs<'_> {
         let (_, keys) = ix.authorize(self.cred)?;
         let top_k = opts.top_k.unwrap_or(100);
         if top_k == 0 {
-            return Err(Error::InvalidParameter {
-                name: "top_k",
-                value: "0".into(),
-                expected: "at least 1",
-            });
+            return Err(Error::zero("top_k"));
         }
         let live = ix.live.read();
         let Some(dim) = live.p.dim else {
@@ -1290,11 +1286,7 @@ impl IndexAs<'_> {
         let ix = self.index;
         ix.authorize(self.cred)?;
         if limit == 0 {
-            return Err(Error::InvalidParameter {
-                name: "limit",
-                value: "0".into(),
-                expected: "at least 1",
-            });
+            return Err(Error::zero("limit"));
         }
         let live = ix.live.read();
         let matching = live.meta.matching(filter, live.locations.keys());
@@ -1318,11 +1310,7 @@ impl IndexAs<'_> {
             }
         }
         if opts.max_iters == Some(0) {
-            return Err(Error::InvalidParameter {
-                name: "max_iters",
-                value: "0".into(),
-                expected: "at least 1",
-            });
+            return Err(Error::zero("max_iters"));
         }
         let (access, keys) = ix.authorize(self.cred)?;
         access.write_for("train")?;

@@ -48,6 +48,17 @@ pub use vecseal_envelope::{SecretKey, Suite};
 pub use vecseal_keyring::{UserEntry, UserId};
 pub use vecseal_storage::Store;
 
+impl Error {
+    /// `name` was 0 where at least 1 is needed.
+    pub(crate) fn zero(name: &'static str) -> Self {
+        Error::InvalidParameter {
+            name,
+            value: "0".into(),
+            expected: "at least 1",
+        }
+    }
+}
+
 /// Similarity metric of an index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
