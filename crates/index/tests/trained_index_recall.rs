@@ -3,7 +3,7 @@
 
 mod common;
 use common::*;
-use vecseal_index::{Error, Item, Metric, QueryOptions, TrainOptions, TrainingState};
+use vecseal_index::{Error, Hit, Item, Metric, QueryOptions, TrainOptions, TrainingState};
 
 fn load(index: &vecseal_index::Index, data: &[Vec<f32>]) {
     let ids = ids(data.len());
@@ -12,6 +12,16 @@ fn load(index: &vecseal_index::Index, data: &[Vec<f32>]) {
             .upsert_vectors(&ids[i * 5000..i * 5000 + c.len()], c)
             .unwrap_or_else(|e| panic!("{e}"));
     }
+}
+
+/// The share of the exact top 10 that `ann` found.
+fn recall_at_10(exact: &[Vec<Hit>], ann: &[Vec<Hit>]) -> f64 {
+    let found: usize = exact
+        .iter()
+        .zip(ann)
+        .map(|(e, a)| a.iter().filter(|h| e.iter().any(|x| x.id == h.id)).count())
+        .sum();
+    found as f64 / (exact.len() * 10) as f64
 }
 
 #[test]
@@ -39,11 +49,7 @@ fn recall_after_training_and_exact_at_full_probes() {
     let ann = index
         .query(&queries, &opts.clone().with_n_probes(8))
         .unwrap_or_else(|e| panic!("{e}"));
-    let mut found = 0;
-    for (e, a) in exact.iter().zip(&ann) {
-        found += a.iter().filter(|h| e.iter().any(|x| x.id == h.id)).count();
-    }
-    let recall = found as f64 / (exact.len() * 10) as f64;
+    let recall = recall_at_10(&exact, &ann);
     assert!(recall >= 0.95, "recall@10 = {recall}");
     let full = index
         .query(&queries, &opts.clone().with_n_probes(64))
@@ -235,12 +241,7 @@ fn training_within_max_memory_streams_and_keeps_everything() {
     let ann = index
         .query(&queries, &opts.clone().with_n_probes(8))
         .unwrap_or_else(|e| panic!("{e}"));
-    let found: usize = exact
-        .iter()
-        .zip(&ann)
-        .map(|(e, a)| a.iter().filter(|h| e.iter().any(|x| x.id == h.id)).count())
-        .sum();
-    let recall = found as f64 / (exact.len() * 10) as f64;
+    let recall = recall_at_10(&exact, &ann);
     assert!(recall >= 0.95, "recall@10 = {recall}");
     // Every stored vector sits in the list its nearest centroid names: a
     // one-probe query for it finds it at distance 0.
