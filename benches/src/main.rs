@@ -67,6 +67,10 @@ struct Faiss {
 
 impl Faiss {
     fn get() -> Option<Self> {
+        if std::env::var("VECSEAL_BENCH_FAISS").is_ok_and(|v| v == "off") {
+            eprintln!("VECSEAL_BENCH_FAISS=off: no faiss column");
+            return None;
+        }
         let dir = cache_dir("py").ok()?;
         let ok = dir.join("faiss").is_dir() || pip_install(&dir, &["faiss-cpu", "numpy"]);
         if !ok {
@@ -274,6 +278,24 @@ fn bench_index(
     Ok(())
 }
 
+/// The n_probes settings of the sweep: `VECSEAL_BENCH_PROBES=4,8` narrows it
+/// (a quick look at one setting); by default 1, 4, 8, … 512.
+fn probes_sweep() -> Result<Vec<usize>> {
+    match std::env::var("VECSEAL_BENCH_PROBES") {
+        Ok(s) => s
+            .split(',')
+            .map(|p| {
+                p.trim()
+                    .parse()
+                    .ok()
+                    .filter(|&p: &usize| p > 0)
+                    .with_context(|| format!("VECSEAL_BENCH_PROBES: {p:?} is not a positive integer (expected e.g. 4,8,16)"))
+            })
+            .collect(),
+        Err(_) => Ok(vec![1, 4, 8, 16, 32, 64, 128, 256, 512]),
+    }
+}
+
 fn bench_index_on(
     name: &str,
     base: &[f32],
@@ -282,7 +304,7 @@ fn bench_index_on(
     faiss: Option<&Faiss>,
 ) -> Result<Value> {
     const ITERS: u32 = 20;
-    const PROBES: [usize; 9] = [1, 4, 8, 16, 32, 64, 128, 256, 512];
+    let probes_sweep = probes_sweep()?;
     let nb = base.len() / d;
     let nq = queries.len() / d;
     let n_lists = vecseal::auto_n_lists(nb);
@@ -296,7 +318,7 @@ fn bench_index_on(
             let (bp, qp) = (dir.join("index-base.npy"), dir.join("index-queries.npy"));
             write_npy(&bp, base, d)?;
             write_npy(&qp, queries, d)?;
-            let probes: Vec<String> = PROBES.iter().map(usize::to_string).collect();
+            let probes: Vec<String> = probes_sweep.iter().map(usize::to_string).collect();
             let args = [
                 "ivf".to_string(),
                 bp.display().to_string(),
@@ -347,7 +369,7 @@ fn bench_index_on(
         println!("| n_probes | vecseal recall@10 | vecseal QPS | faiss recall@10 | faiss QPS | QPS ratio |");
         println!("|---|---|---|---|---|---|");
         let mut sweep = Vec::new();
-        for (i, probes) in PROBES.into_iter().enumerate() {
+        for (i, &probes) in probes_sweep.iter().enumerate() {
             let (ann, secs) = best_of(REPEATS, || {
                 index.query(&qs, &opts.clone().with_n_probes(probes))
             })?;

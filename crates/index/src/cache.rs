@@ -72,10 +72,9 @@ mod tests {
     #[test]
     fn stays_within_its_byte_bound() {
         let block = || {
-            Arc::new(Block {
-                ids: vec!["a".into()],
-                vectors: vec![0.0; 100],
-            })
+            let mut b = Block::default();
+            b.push("a", &[0.0; 100]);
+            Arc::new(b)
         };
         let one = block().bytes();
         let c = BlockCache::new(one * 3);

@@ -1,9 +1,11 @@
 //! Plaintext encodings of items and blocks (sealed before storage).
 
+use std::ops::Range;
+
 use crate::{Error, Result};
 
 const ITEM_VERSION: u8 = 1;
-const BLOCK_VERSION: u8 = 1;
+const BLOCK_VERSION: u8 = 2;
 
 /// The plaintext of an item record.
 #[derive(Debug, Clone, PartialEq)]
@@ -14,11 +16,55 @@ pub(crate) struct ItemRecord {
     pub(crate) metadata: Option<String>,
 }
 
-/// A decrypted block of search vectors of one list.
+/// The ids of a block, in one string (one allocation per block, not per id).
 #[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct Ids {
+    text: String,
+    ends: Vec<u32>,
+}
+
+impl Ids {
+    pub(crate) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub(crate) fn get(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.text[start..self.ends[i] as usize]
+    }
+
+    pub(crate) fn iter(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        (0..self.len()).map(|i| self.get(i))
+    }
+
+    pub(crate) fn push(&mut self, id: &str) {
+        self.text.push_str(id);
+        self.ends.push(self.text.len() as u32);
+    }
+
+    fn clear(&mut self) {
+        self.text.clear();
+        self.ends.clear();
+    }
+}
+
+/// A decrypted block of search vectors of one list.
+///
+/// A block read from the store is used where it was decrypted: its vectors
+/// are `data[at..end]` of the buffer that held the sealed value, which the
+/// layout keeps 4-byte aligned (see [`Block::open_into`]).
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Block {
-    pub(crate) ids: Vec<String>,
-    pub(crate) vectors: Vec<f32>,
+    ids: Ids,
+    data: Vec<f32>,
+    at: usize,
+    end: usize,
+}
+
+impl PartialEq for Block {
+    fn eq(&self, o: &Self) -> bool {
+        self.ids == o.ids && self.vectors() == o.vectors()
+    }
 }
 
 impl Block {
@@ -26,24 +72,55 @@ impl Block {
         self.ids.len()
     }
 
+    pub(crate) fn ids(&self) -> &Ids {
+        &self.ids
+    }
+
+    /// The vectors, row-major, one per id.
+    pub(crate) fn vectors(&self) -> &[f32] {
+        &self.data[self.at..self.end]
+    }
+
+    /// Heap bytes held (the budget unit of the list cache).
     pub(crate) fn bytes(&self) -> usize {
-        self.vectors.len() * 4 + self.ids.iter().map(|s| s.len() + 24).sum::<usize>() + 64
+        self.data.capacity() * 4 + self.ids.text.capacity() + self.ids.ends.capacity() * 4 + 64
+    }
+
+    /// Moves the vectors to the front of `data` and drops the rest of a
+    /// decrypted buffer, so vectors can be appended.
+    fn compact(&mut self) {
+        if self.at != 0 || self.data.len() != self.end {
+            self.data.copy_within(self.at..self.end, 0);
+            self.data.truncate(self.end - self.at);
+            (self.at, self.end) = (0, self.data.len());
+        }
+    }
+
+    pub(crate) fn push(&mut self, id: &str, vector: &[f32]) {
+        self.compact();
+        self.ids.push(id);
+        self.data.extend_from_slice(vector);
+        self.end = self.data.len();
     }
 
     pub(crate) fn remove(&mut self, id: &str, dim: usize) -> bool {
-        match self.ids.iter().position(|x| x == id) {
-            Some(i) => {
-                self.ids.swap_remove(i);
-                let last = self.ids.len();
-                if i != last {
-                    let (head, tail) = self.vectors.split_at_mut(last * dim);
-                    head[i * dim..(i + 1) * dim].copy_from_slice(&tail[..dim]);
-                }
-                self.vectors.truncate(last * dim);
-                true
-            }
-            None => false,
+        let Some(i) = self.ids.iter().position(|x| x == id) else {
+            return false;
+        };
+        self.compact();
+        let last = self.len() - 1;
+        // Swap-remove: the last id and vector take the place of the removed.
+        let mut ids = Ids::default();
+        for j in 0..last {
+            ids.push(self.ids.get(if j == i { last } else { j }));
         }
+        self.ids = ids;
+        if i != last {
+            self.data.copy_within(last * dim..(last + 1) * dim, i * dim);
+        }
+        self.data.truncate(last * dim);
+        self.end = self.data.len();
+        true
     }
 }
 
@@ -88,12 +165,15 @@ impl<'a> Reader<'a> {
         let n = self.u32()? as usize;
         self.take(n)
     }
-    fn string(&mut self) -> Result<String> {
+    fn str(&mut self) -> Result<&'a str> {
         let what = self.what;
-        String::from_utf8(self.bytes()?.to_vec()).map_err(|_| Error::Corrupt {
+        std::str::from_utf8(self.bytes()?).map_err(|_| Error::Corrupt {
             what,
             reason: "invalid UTF-8".into(),
         })
+    }
+    fn string(&mut self) -> Result<String> {
+        self.str().map(str::to_owned)
     }
     fn f32s(&mut self, n: usize) -> Result<Vec<f32>> {
         let raw = self.take(n.checked_mul(4).ok_or_else(|| Error::Corrupt {
@@ -174,47 +254,127 @@ impl ItemRecord {
     }
 }
 
+/// Where the vectors start in the plaintext of a version-2 block: after the
+/// version, a pad byte and the two counts. The envelope puts a plaintext 2
+/// bytes past a multiple of 4 in the sealed value (a 2-byte header, then a
+/// 12- or 24-byte nonce), so the vectors are 4-byte aligned where they are
+/// decrypted and are scanned there, without a copy.
+const BLOCK_VECTORS_AT: usize = 10;
+
 impl Block {
+    /// Version 2, little-endian: `[2, 0, n: u32, dim: u32, n·dim f32,
+    /// n × (len: u32, id bytes)]`.
     pub(crate) fn encode(&self, dim: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(16 + self.vectors.len() * 4 + self.ids.len() * 16);
-        out.push(BLOCK_VERSION);
-        out.extend_from_slice(&(self.ids.len() as u32).to_le_bytes());
+        let vectors = self.vectors();
+        let mut out = Vec::with_capacity(
+            BLOCK_VECTORS_AT + vectors.len() * 4 + self.ids.text.len() + 4 * self.len(),
+        );
+        out.extend_from_slice(&[BLOCK_VERSION, 0]);
+        out.extend_from_slice(&(self.len() as u32).to_le_bytes());
         out.extend_from_slice(&(dim as u32).to_le_bytes());
-        for id in &self.ids {
+        put_f32s(&mut out, vectors);
+        for id in self.ids.iter() {
             put_bytes(&mut out, id.as_bytes());
         }
-        put_f32s(&mut out, &self.vectors);
         out
     }
 
-    pub(crate) fn decode(buf: &[u8], dim: usize) -> Result<Self> {
-        let mut r = Reader {
-            buf,
-            what: "vector block",
-        };
-        let v = r.u8()?;
-        if v != BLOCK_VERSION {
-            return Err(Error::Corrupt {
-                what: "vector block",
-                reason: format!("version {v}, expected {BLOCK_VERSION}"),
-            });
-        }
-        let n = r.u32()? as usize;
-        let d = r.u32()? as usize;
-        if d != dim {
-            return Err(Error::Corrupt {
-                what: "vector block",
-                reason: format!("dimension {d}, expected {dim}"),
-            });
-        }
-        let mut ids = Vec::with_capacity(n.min(1 << 20));
-        for _ in 0..n {
-            ids.push(r.string()?);
-        }
-        let vectors = r.f32s(n * d)?;
-        r.finish()?;
-        Ok(Self { ids, vectors })
+    /// A block decoded from its plaintext (copied).
+    #[cfg(test)]
+    pub(crate) fn decode(plain: &[u8], dim: usize) -> Result<Self> {
+        let mut b = Self::default();
+        b.open_into(plain, dim, |p| Ok(0..p.len()))?;
+        Ok(b)
     }
+
+    /// Reads the sealed value `sealed` into this block, reusing its buffers:
+    /// copies it into the f32 buffer, opens it there with `open` (which says
+    /// where the plaintext is) and decodes it in place. On error the block
+    /// is left empty.
+    pub(crate) fn open_into(
+        &mut self,
+        sealed: &[u8],
+        dim: usize,
+        open: impl FnOnce(&mut [u8]) -> Result<Range<usize>>,
+    ) -> Result<()> {
+        (self.at, self.end) = (0, 0);
+        self.ids.clear();
+        // Only grows (and zero-fills) a buffer that is too short.
+        self.data.resize(sealed.len().div_ceil(4), 0.0);
+        let bytes = &mut bytemuck::cast_slice_mut::<f32, u8>(&mut self.data)[..sealed.len()];
+        bytes.copy_from_slice(sealed);
+        let plain = open(bytes)?;
+        let vectors = match parse_block(&bytes[plain.clone()], dim, &mut self.ids) {
+            Ok(v) => plain.start + v.start..plain.start + v.end,
+            Err(e) => {
+                self.ids.clear();
+                return Err(e);
+            }
+        };
+        let at = if vectors.start % 4 == 0 {
+            vectors.start
+        } else {
+            bytes.copy_within(vectors.clone(), 0);
+            0
+        };
+        self.at = at / 4;
+        self.end = self.at + vectors.len() / 4;
+        if cfg!(target_endian = "big") {
+            for x in &mut self.data[self.at..self.end] {
+                *x = f32::from_bits(u32::from_le(x.to_bits()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks a block's plaintext and reads its ids into `ids`; returns where
+/// its vectors are in it (bytes). Reads versions 1 (ids before vectors, at
+/// no particular alignment) and 2.
+fn parse_block(plain: &[u8], dim: usize, ids: &mut Ids) -> Result<Range<usize>> {
+    let what = "vector block";
+    let mut r = Reader { buf: plain, what };
+    let version = r.u8()?;
+    if version != 1 && version != BLOCK_VERSION {
+        return Err(Error::Corrupt {
+            what,
+            reason: format!("version {version}, expected 1 or {BLOCK_VERSION}"),
+        });
+    }
+    if version == BLOCK_VERSION {
+        r.u8()?;
+    }
+    let n = r.u32()? as usize;
+    let d = r.u32()? as usize;
+    if d != dim {
+        return Err(Error::Corrupt {
+            what,
+            reason: format!("dimension {d}, expected {dim}"),
+        });
+    }
+    let len = n
+        .checked_mul(d)
+        .and_then(|x| x.checked_mul(4))
+        .ok_or_else(|| Error::Corrupt {
+            what,
+            reason: "length overflow".into(),
+        })?;
+    let mut read_ids = |r: &mut Reader<'_>| -> Result<()> {
+        for _ in 0..n {
+            ids.push(r.str()?);
+        }
+        Ok(())
+    };
+    if version == 1 {
+        read_ids(&mut r)?;
+    }
+    let at = plain.len() - r.buf.len();
+    r.take(len)?;
+    if version == BLOCK_VERSION {
+        read_ids(&mut r)?;
+    }
+    r.finish()?;
+    Ok(at..at + len)
 }
 
 #[cfg(test)]
@@ -238,20 +398,97 @@ mod tests {
 
         #[test]
         fn block_round_trip_and_remove(n in 0usize..20, d in 1usize..6) {
-            let ids: Vec<String> = (0..n).map(|i| format!("id{i}")).collect();
-            let vectors: Vec<f32> = (0..n * d).map(|i| i as f32).collect();
-            let mut b = Block { ids, vectors };
-            prop_assert_eq!(Block::decode(&b.encode(d), d).ok(), Some(b.clone()));
+            let mut b = Block::default();
+            for i in 0..n {
+                let v: Vec<f32> = (i * d..(i + 1) * d).map(|x| x as f32).collect();
+                b.push(&format!("id{i}"), &v);
+            }
+            let enc = b.encode(d);
+            prop_assert_eq!(Block::decode(&enc, d).ok(), Some(b.clone()));
+            for cut in 0..enc.len() {
+                prop_assert!(Block::decode(&enc[..cut], d).is_err());
+            }
+            prop_assert!(Block::decode(&enc, d + 1).is_err());
             if n > 0 {
                 let victim = format!("id{}", n / 2);
                 prop_assert!(b.remove(&victim, d));
+                prop_assert!(!b.remove(&victim, d));
                 prop_assert_eq!(b.len(), n - 1);
-                prop_assert_eq!(b.vectors.len(), (n - 1) * d);
-                for (i, id) in b.ids.iter().enumerate() {
+                prop_assert_eq!(b.vectors().len(), (n - 1) * d);
+                for (i, id) in b.ids().iter().enumerate() {
                     let orig: usize = id[2..].parse().unwrap_or(usize::MAX);
-                    prop_assert_eq!(b.vectors[i * d], (orig * d) as f32);
+                    prop_assert_eq!(b.vectors()[i * d], (orig * d) as f32);
                 }
             }
         }
+    }
+
+    /// The version-1 layout (ids first, vectors at any alignment).
+    fn encode_v1(b: &Block, dim: usize) -> Vec<u8> {
+        let mut out = vec![1];
+        out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(dim as u32).to_le_bytes());
+        for id in b.ids().iter() {
+            put_bytes(&mut out, id.as_bytes());
+        }
+        put_f32s(&mut out, b.vectors());
+        out
+    }
+
+    fn sample(n: usize, dim: usize) -> Block {
+        let mut b = Block::default();
+        for i in 0..n {
+            let v: Vec<f32> = (0..dim).map(|j| (i * dim + j) as f32 * 0.5).collect();
+            b.push(&format!("item-{i}"), &v);
+        }
+        b
+    }
+
+    #[test]
+    fn version_1_blocks_still_read() {
+        let b = sample(7, 5);
+        // "item-0" … : ids end 9 + 7 × 10 bytes in, so the vectors are not
+        // 4-byte aligned and are moved before use.
+        assert_eq!(Block::decode(&encode_v1(&b, 5), 5).ok(), Some(b));
+    }
+
+    #[test]
+    fn sealed_blocks_are_scanned_where_they_were_decrypted() {
+        use vecseal_envelope::{Sealer, SecretKey, Suite, TAG_LEN};
+        let b = sample(9, 3);
+        let key = SecretKey::from_bytes(&[7; 32]).unwrap_or_else(|e| panic!("{e}"));
+        for suite in [Suite::Aes256Gcm, Suite::XChaCha20Poly1305] {
+            let sealer = Sealer::new(&key, suite);
+            let sealed = sealer
+                .seal(b"aad", &b.encode(3))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let open = |buf: &mut [u8]| -> Result<Range<usize>> {
+                let base = buf.as_ptr() as usize;
+                let plain = sealer.open_in_place(b"aad", buf).map_err(Error::Envelope)?;
+                let at = plain.as_ptr() as usize - base;
+                Ok(at..at + plain.len())
+            };
+            let mut got = Block::default();
+            got.open_into(&sealed, 3, open)
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(got, b, "{suite:?}");
+            // No copy: the vectors are used where they were decrypted.
+            let plain_at = suite.overhead() - TAG_LEN;
+            assert_eq!(got.at * 4, plain_at + BLOCK_VECTORS_AT, "{suite:?}");
+            // The buffer is reused for the next block.
+            let cap = got.data.capacity();
+            got.open_into(&sealed, 3, open)
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!((got.data.capacity(), &got), (cap, &b));
+        }
+    }
+
+    #[test]
+    fn a_block_that_fails_to_open_is_left_empty() {
+        let mut got = sample(4, 2);
+        let enc = sample(3, 2).encode(2);
+        let r = got.open_into(&enc[..enc.len() - 1], 2, |p| Ok(0..p.len()));
+        assert!(r.is_err());
+        assert_eq!((got.len(), got.vectors().len()), (0, 0));
     }
 }

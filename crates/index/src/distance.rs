@@ -1,44 +1,110 @@
-//! Distance kernels. Written as 8-lane accumulations so the compiler emits
-//! packed SIMD for the baseline target; batched work goes through faer's GEMM,
-//! which dispatches AVX2/AVX-512 at run time.
+//! Distance kernels. Every distance between a query and a stored vector is
+//! one SIMD accumulation ([`tile`], at the level pulp finds at run time:
+//! AVX-512, AVX2, …), computed pair by pair or by a tiled kernel
+//! ([`scores`]) with identical rounding, so search results are those of
+//! brute force bit for bit. Ranking centroids
+//! goes through faer's GEMM ([`block_distances`]).
+
+use std::marker::PhantomData;
 
 use faer::{Accum, MatMut, MatRef, Par};
+use pulp::Simd;
 
 use crate::Metric;
 
-#[inline]
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, ra) = a.as_chunks::<8>();
-    let (cb, rb) = b.as_chunks::<8>();
-    for (x, y) in ca.iter().zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    let mut s: f32 = acc.iter().sum();
-    for (x, y) in ra.iter().zip(rb) {
-        s += x * y;
-    }
-    s
+/// The term a distance sums over coordinates, in SIMD lanes and one by one.
+trait Term {
+    fn step<S: Simd>(simd: S, q: S::f32s, x: S::f32s, acc: S::f32s) -> S::f32s;
+    fn term(q: f32, x: f32) -> f32;
 }
 
-#[inline]
-pub(crate) fn l2sq(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, ra) = a.as_chunks::<8>();
-    let (cb, rb) = b.as_chunks::<8>();
-    for (x, y) in ca.iter().zip(cb) {
-        for i in 0..8 {
-            let d = x[i] - y[i];
-            acc[i] += d * d;
+struct Product;
+impl Term for Product {
+    #[inline(always)]
+    fn step<S: Simd>(simd: S, q: S::f32s, x: S::f32s, acc: S::f32s) -> S::f32s {
+        simd.mul_add_e_f32s(q, x, acc)
+    }
+    #[inline(always)]
+    fn term(q: f32, x: f32) -> f32 {
+        q * x
+    }
+}
+
+struct SquaredDifference;
+impl Term for SquaredDifference {
+    #[inline(always)]
+    fn step<S: Simd>(simd: S, q: S::f32s, x: S::f32s, acc: S::f32s) -> S::f32s {
+        let d = simd.sub_f32s(q, x);
+        simd.mul_add_e_f32s(d, d, acc)
+    }
+    #[inline(always)]
+    fn term(q: f32, x: f32) -> f32 {
+        let d = q - x;
+        d * d
+    }
+}
+
+/// Sums `T` over the coordinates of every pair of `qs` × `xs`: one SIMD
+/// accumulator per pair takes the coordinates a register at a time, its
+/// lanes are then summed, then the tail coordinates are added in order.
+/// Every distance here is this sum (for the SIMD level found at run time),
+/// whether computed for one pair or for a tile of pairs (which loads each
+/// coordinate once for several pairs), so a score is the same bit for bit
+/// whichever kernel produced it.
+#[inline(always)]
+fn tile<S: Simd, T: Term, const A: usize, const B: usize>(
+    simd: S,
+    qs: [&[f32]; A],
+    xs: [&[f32]; B],
+) -> [[f32; B]; A] {
+    let d = qs[0].len();
+    let qv: [&[S::f32s]; A] = std::array::from_fn(|a| S::as_simd_f32s(qs[a]).0);
+    let n = qv[0].len();
+    // Re-sliced to exactly `n` registers, so the loop has no bounds checks.
+    let qv: [&[S::f32s]; A] = std::array::from_fn(|a| &qv[a][..n]);
+    let xv: [&[S::f32s]; B] = std::array::from_fn(|b| &S::as_simd_f32s(xs[b]).0[..n]);
+    let mut acc = [[simd.splat_f32s(0.0); B]; A];
+    for i in 0..n {
+        let x: [S::f32s; B] = std::array::from_fn(|b| xv[b][i]);
+        for a in 0..A {
+            let q = qv[a][i];
+            for b in 0..B {
+                acc[a][b] = T::step(simd, q, x[b], acc[a][b]);
+            }
         }
     }
-    let mut s: f32 = acc.iter().sum();
-    for (x, y) in ra.iter().zip(rb) {
-        s += (x - y) * (x - y);
+    let tail = n * S::F32_LANES;
+    let mut out = [[0f32; B]; A];
+    for a in 0..A {
+        for b in 0..B {
+            let mut s = simd.reduce_sum_f32s(acc[a][b]);
+            for j in tail..d {
+                s += T::term(qs[a][j], xs[b][j]);
+            }
+            out[a][b] = s;
+        }
     }
-    s
+    out
+}
+
+/// One pair through [`tile`], at the SIMD level found at run time.
+struct Pair<'a, T>(&'a [f32], &'a [f32], PhantomData<T>);
+
+impl<T: Term> pulp::WithSimd for Pair<'_, T> {
+    type Output = f32;
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) -> f32 {
+        tile::<S, T, 1, 1>(simd, [self.0], [self.1])[0][0]
+    }
+}
+
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    pulp::Arch::new().dispatch(Pair::<Product>(a, b, PhantomData))
+}
+
+pub(crate) fn l2sq(a: &[f32], b: &[f32]) -> f32 {
+    pulp::Arch::new().dispatch(Pair::<SquaredDifference>(a, b, PhantomData))
 }
 
 pub(crate) fn normalize(v: &mut [f32]) {
@@ -48,20 +114,125 @@ pub(crate) fn normalize(v: &mut [f32]) {
     }
 }
 
-/// The metric's distance between a (prepared) query and a stored vector.
+/// The metric's distance between a (prepared) query and a stored vector:
+/// the reference that [`scores`] matches bit for bit.
 /// For cosine both are unit length, so `1 − q·x`.
-#[inline]
+#[cfg(test)]
 pub(crate) fn distance(metric: Metric, q: &[f32], x: &[f32]) -> f32 {
     match metric {
-        Metric::SquaredEuclidean => l2sq(q, x),
-        Metric::Euclidean => l2sq(q, x).sqrt(),
-        Metric::Cosine => 1.0 - dot(q, x),
-        Metric::InnerProduct => -dot(q, x),
+        Metric::SquaredEuclidean | Metric::Euclidean => finish(metric, l2sq(q, x)),
+        Metric::Cosine | Metric::InnerProduct => finish(metric, dot(q, x)),
+    }
+}
+
+/// The metric's distance from a raw sum of [`tile`] (a dot product, or a
+/// squared difference), exactly as [`distance`] computes it.
+#[inline(always)]
+fn finish(metric: Metric, sum: f32) -> f32 {
+    match metric {
+        Metric::SquaredEuclidean => sum,
+        Metric::Euclidean => sum.sqrt(),
+        Metric::Cosine => 1.0 - sum,
+        Metric::InnerProduct => -sum,
+    }
+}
+
+/// Distances from the queries `queries` (row-major) to the `vectors` of a
+/// block, `out[qi * n + j]`, each equal bit for bit to
+/// [`distance`]`(metric, query, vector)`. Tiles of 4 queries × 4 vectors
+/// share their loads, queries are taken 32 at a time so a group and the
+/// block stay in cache, and the kernel is compiled for the CPU found at run
+/// time (AVX-512, AVX2, …).
+pub(crate) fn scores(
+    metric: Metric,
+    queries: &[f32],
+    vectors: &[f32],
+    dim: usize,
+    out: &mut Vec<f32>,
+) {
+    let (m, n) = (queries.len() / dim.max(1), vectors.len() / dim.max(1));
+    out.clear();
+    out.resize(m * n, 0.0);
+    if m == 0 || n == 0 {
+        return;
+    }
+    let job = Scores {
+        metric,
+        queries,
+        vectors,
+        dim,
+        out,
+    };
+    match metric {
+        Metric::Cosine | Metric::InnerProduct => {
+            pulp::Arch::new().dispatch(ScoresOf::<Product>(job, PhantomData))
+        }
+        Metric::SquaredEuclidean | Metric::Euclidean => {
+            pulp::Arch::new().dispatch(ScoresOf::<SquaredDifference>(job, PhantomData));
+        }
+    }
+}
+
+struct Scores<'a> {
+    metric: Metric,
+    queries: &'a [f32],
+    vectors: &'a [f32],
+    dim: usize,
+    out: &'a mut [f32],
+}
+
+struct ScoresOf<'a, T>(Scores<'a>, PhantomData<T>);
+
+impl<T: Term> pulp::WithSimd for ScoresOf<'_, T> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        const QUERY_GROUP: usize = 32;
+        let Scores {
+            metric,
+            queries,
+            vectors,
+            dim,
+            out,
+        } = self.0;
+        let n = vectors.len() / dim;
+        let q = |i: usize| &queries[i * dim..(i + 1) * dim];
+        let x = |j: usize| &vectors[j * dim..(j + 1) * dim];
+        let m = queries.len() / dim;
+        for group in (0..m).step_by(QUERY_GROUP) {
+            let group_end = (group + QUERY_GROUP).min(m);
+            for j in (0..n).step_by(4) {
+                let mut i = group;
+                while i < group_end {
+                    if i + 4 <= group_end && j + 4 <= n {
+                        let t = tile::<S, T, 4, 4>(
+                            simd,
+                            [q(i), q(i + 1), q(i + 2), q(i + 3)],
+                            [x(j), x(j + 1), x(j + 2), x(j + 3)],
+                        );
+                        for (a, row) in t.iter().enumerate() {
+                            for (b, &v) in row.iter().enumerate() {
+                                out[(i + a) * n + j + b] = finish(metric, v);
+                            }
+                        }
+                        i += 4;
+                    } else {
+                        for jj in j..(j + 4).min(n) {
+                            out[i * n + jj] =
+                                finish(metric, tile::<S, T, 1, 1>(simd, [q(i)], [x(jj)])[0][0]);
+                        }
+                        i += 1;
+                    }
+                }
+            }
+        }
     }
 }
 
 /// Distances from `nq` queries (row-major) to the `n` vectors of a block,
-/// `out[qi * n + j]`, by one GEMM.
+/// `out[qi * n + j]`, by one GEMM: fast for many queries, but rounded
+/// differently from [`distance`] (used to rank centroids).
 pub(crate) fn block_distances(
     metric: Metric,
     queries: &[f32],
@@ -96,6 +267,78 @@ pub(crate) fn block_distances(
                     };
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// The tiled, dispatched kernel gives exactly the pairwise distance, for
+    /// every metric, at dimensions around the lane width and for query and
+    /// vector counts that leave partial tiles and query groups.
+    #[test]
+    fn tiled_scores_equal_pairwise_distances_bit_for_bit() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        for dim in [1, 3, 15, 16, 17, 50, 100, 768] {
+            for (m, n) in [(1, 1), (3, 5), (4, 4), (7, 9), (37, 6)] {
+                let q: Vec<f32> = (0..m * dim).map(|_| rng.gen_range(-2.0..2.0)).collect();
+                let x: Vec<f32> = (0..n * dim).map(|_| rng.gen_range(-2.0..2.0)).collect();
+                for metric in [
+                    Metric::Cosine,
+                    Metric::InnerProduct,
+                    Metric::SquaredEuclidean,
+                    Metric::Euclidean,
+                ] {
+                    let mut out = Vec::new();
+                    scores(metric, &q, &x, dim, &mut out);
+                    assert_eq!(out.len(), m * n);
+                    for i in 0..m {
+                        for j in 0..n {
+                            let want = distance(
+                                metric,
+                                &q[i * dim..(i + 1) * dim],
+                                &x[j * dim..(j + 1) * dim],
+                            );
+                            let got = out[i * n + j];
+                            assert_eq!(
+                                got.to_bits(),
+                                want.to_bits(),
+                                "{metric:?} d={dim} q{i} x{j}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pairwise_kernels_match_plain_sums() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+        for dim in [1, 16, 33, 768] {
+            let a: Vec<f32> = (0..dim).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let b: Vec<f32> = (0..dim).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let plain_dot: f64 = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| f64::from(*x) * f64::from(*y))
+                .sum();
+            let plain_l2: f64 = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
+                .sum();
+            assert!(
+                (f64::from(dot(&a, &b)) - plain_dot).abs() < 1e-4,
+                "dot d={dim}"
+            );
+            assert!(
+                (f64::from(l2sq(&a, &b)) - plain_l2).abs() < 1e-4,
+                "l2sq d={dim}"
+            );
         }
     }
 }

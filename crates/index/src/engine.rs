@@ -16,31 +16,20 @@ use vecseal_storage::{Durability, Store, WriteBatch};
 use crate::cache::BlockCache;
 use crate::codec::{Block, ItemRecord};
 use crate::database::{open_ring, read_catalog, write_catalog, NS_BLOCKS, NS_ITEMS, NS_META};
-use crate::distance::{block_distances, distance, dot, l2sq, normalize};
+use crate::distance::{block_distances, dot, l2sq, normalize, scores as scores_into};
 use crate::filter::{Filter, MetaIndex};
 use crate::keys::{Credentials, Keys, Kind};
 use crate::{Error, Metric, Result};
 
 /// Target plaintext size of one sealed block of search vectors.
 const BLOCK_BYTES: usize = 128 << 10;
-/// Queries of one batch are processed in chunks; a chunk decrypts (or takes
-/// from the cache) every block its queries probe, once, and holds them while
-/// it runs. Chunks are as large as possible (up to `MAX_QUERY_CHUNK`) while
-/// the blocks they are expected to touch stay under `QUERY_BLOCK_BUDGET`
-/// bytes of plaintext. An exhaustive search (untrained, or n_probes = n_lists)
-/// holds every block of the index at once: its memory is the index's
-/// plaintext size (a known limit for indexes larger than memory).
-const MAX_QUERY_CHUNK: usize = 4096;
-const MIN_QUERY_CHUNK: usize = 64;
-const QUERY_BLOCK_BUDGET: usize = 512 << 20;
-/// A block scanned by fewer queries than this is scored with the exact kernel
-/// directly; a GEMM pays off from this many queries on.
-const GEMM_MIN_QUERIES: usize = 4;
+/// Queries of one batch are processed in chunks of up to this many; a chunk
+/// reads every block its queries probe once, for all of them. Blocks are
+/// scanned where they are decrypted, one per worker at a time, so a chunk's
+/// memory is its queries and their top-k, whatever the size of the index.
+const QUERY_CHUNK: usize = 4096;
 /// New blocks written during training go out in batches of about this size.
 const TRAIN_BATCH_BYTES: usize = 32 << 20;
-/// The exhaustive GEMM screen keeps `top_k + max(top_k, SCREEN_MARGIN)`
-/// candidates per query before the exact rescoring.
-const SCREEN_MARGIN: usize = 32;
 /// A filtered query reads the matching items directly (instead of scanning
 /// lists) when there are at most `top_k` of them, or at most 1/`DIRECT_COST`
 /// of the vectors its probes would scan: reading one item costs about as
@@ -524,8 +513,7 @@ impl Edit {
             }
         };
         if let Some((_, b)) = self.dirty.get_mut(&seq) {
-            b.ids.push(id);
-            b.vectors.extend_from_slice(v);
+            b.push(&id, v);
         }
         Ok(())
     }
@@ -580,7 +568,7 @@ impl Edit {
         let mut moved = Vec::new();
         let mut new_blocks = Vec::with_capacity(renumbered.len());
         for (seq, block) in renumbered {
-            moved.extend(block.ids.iter().map(|id| (id.clone(), seq)));
+            moved.extend(block.ids().iter().map(|id| (id.to_owned(), seq)));
             new_blocks.push((seq, Arc::new(block)));
         }
         Ok(Committed {
@@ -594,45 +582,89 @@ impl Edit {
     }
 }
 
-/// A candidate in a top-k heap: ordered by distance, then id.
-struct Cand<'a> {
+/// A scored item: ordered by distance, then id.
+struct Scored {
     dist: f32,
-    id: &'a str,
-    vector: &'a [f32],
+    id: String,
 }
-impl PartialEq for Cand<'_> {
+impl PartialEq for Scored {
     fn eq(&self, o: &Self) -> bool {
         self.cmp(o) == CmpOrdering::Equal
     }
 }
-impl Eq for Cand<'_> {}
-impl PartialOrd for Cand<'_> {
+impl Eq for Scored {}
+impl PartialOrd for Scored {
     fn partial_cmp(&self, o: &Self) -> Option<CmpOrdering> {
         Some(self.cmp(o))
     }
 }
-impl Ord for Cand<'_> {
+impl Ord for Scored {
     fn cmp(&self, o: &Self) -> CmpOrdering {
-        self.dist.total_cmp(&o.dist).then_with(|| self.id.cmp(o.id))
+        self.dist
+            .total_cmp(&o.dist)
+            .then_with(|| self.id.cmp(&o.id))
     }
 }
 
-/// Offers `c` to a bounded max-heap that keeps the `top_k` smallest.
-fn push_top<'a>(heap: &mut BinaryHeap<Cand<'a>>, top_k: usize, c: Cand<'a>) {
-    if heap.len() < top_k {
-        heap.push(c);
-    } else if heap.peek().is_some_and(|worst| c < *worst) {
-        heap.pop();
-        heap.push(c);
-    }
+/// The best `k` items of one query (smallest distance, then smallest id).
+struct TopK {
+    k: usize,
+    heap: BinaryHeap<Scored>,
 }
 
-/// The heap's candidates, best first, with owned ids.
-fn into_hits(heap: BinaryHeap<Cand<'_>>) -> Vec<(String, f32)> {
-    heap.into_sorted_vec()
-        .into_iter()
-        .map(|c| (c.id.to_owned(), c.dist))
-        .collect()
+impl TopK {
+    fn new(k: usize) -> Self {
+        Self {
+            k,
+            heap: BinaryHeap::new(),
+        }
+    }
+
+    /// Candidates farther than this cannot enter (infinite until full).
+    fn bound(&self) -> f32 {
+        match self.heap.peek() {
+            Some(worst) if self.heap.len() >= self.k => worst.dist,
+            _ => f32::INFINITY,
+        }
+    }
+
+    /// Offers an item; its id is copied only if it enters.
+    fn offer(&mut self, dist: f32, id: &str) {
+        if self.heap.len() < self.k {
+            self.heap.push(Scored {
+                dist,
+                id: id.to_owned(),
+            });
+        } else if self.heap.peek().is_some_and(|w| {
+            dist.total_cmp(&w.dist).then_with(|| id.cmp(&w.id)) == CmpOrdering::Less
+        }) {
+            self.heap.pop();
+            self.heap.push(Scored {
+                dist,
+                id: id.to_owned(),
+            });
+        }
+    }
+
+    fn merge(&mut self, other: TopK) {
+        for s in other.heap {
+            if self.heap.len() < self.k {
+                self.heap.push(s);
+            } else if self.heap.peek().is_some_and(|w| s < *w) {
+                self.heap.pop();
+                self.heap.push(s);
+            }
+        }
+    }
+
+    /// The items, best first.
+    fn into_hits(self) -> Vec<(String, f32)> {
+        self.heap
+            .into_sorted_vec()
+            .into_iter()
+            .map(|s| (s.id, s.dist))
+            .collect()
+    }
 }
 
 fn check_vector(what: impl Fn() -> String, v: &[f32], dim: usize) -> Result<()> {
@@ -705,8 +737,8 @@ impl Shared {
         let blocks = self.load_blocks(keys, &seqs, dim)?;
         let mut locations = HashMap::with_capacity(seqs.len() * block_capacity(dim));
         for (seq, block) in seqs.iter().zip(&blocks) {
-            for id in &block.ids {
-                locations.insert(id.clone(), *seq);
+            for id in block.ids().iter() {
+                locations.insert(id.to_owned(), *seq);
             }
         }
         live.locations = locations;
@@ -801,20 +833,30 @@ impl Shared {
         Ok((access, keys))
     }
 
+    /// Reads block `seq` into `into` (its buffers are reused).
+    fn read_block(&self, keys: &Keys, seq: u64, dim: usize, into: &mut Block) -> Result<()> {
+        let key = keys.block_key(seq);
+        let mut opened = Ok(());
+        let found = self.store.read_with(NS_BLOCKS, &key, &mut |sealed| {
+            opened = into.open_into(sealed, dim, |buf| keys.open_range(Kind::Block, &key, buf));
+        })?;
+        if !found {
+            return Err(Error::Corrupt {
+                what: "vector block",
+                reason: "a block the index state references is missing".into(),
+            });
+        }
+        opened
+    }
+
+    /// Block `seq`, from the list cache or the store (and then cached).
     fn load_block(&self, keys: &Keys, seq: u64, dim: usize) -> Result<Arc<Block>> {
         if let Some(b) = self.cache.as_ref().and_then(|c| c.get(seq)) {
             return Ok(b);
         }
-        let key = keys.block_key(seq);
-        let mut raw = self
-            .store
-            .get(NS_BLOCKS, &key)?
-            .ok_or_else(|| Error::Corrupt {
-                what: "vector block",
-                reason: "a block the index state references is missing".into(),
-            })?;
-        let plain = keys.open_in_place(Kind::Block, &key, &mut raw)?;
-        let block = Arc::new(Block::decode(plain, dim)?);
+        let mut block = Block::default();
+        self.read_block(keys, seq, dim, &mut block)?;
+        let block = Arc::new(block);
         if let Some(c) = &self.cache {
             c.insert(seq, Arc::clone(&block));
         }
@@ -1223,9 +1265,7 @@ impl IndexAs<'_> {
             ix.search_items(&search, &ids, &prepared)?
         } else {
             let mut results = Vec::with_capacity(queries.len());
-            let index_bytes = live.locations.len() * dim * 4;
-            let chunk_len = query_chunk(index_bytes, n_lists, n_probes);
-            for chunk in prepared.chunks(chunk_len * dim) {
+            for chunk in prepared.chunks(QUERY_CHUNK * dim) {
                 results.extend(ix.search_chunk(&search, chunk)?);
             }
             results
@@ -1368,8 +1408,8 @@ impl IndexAs<'_> {
                 let mut data = Vec::with_capacity(count * dim);
                 let mut ids: Vec<&str> = Vec::with_capacity(count);
                 for b in &blocks {
-                    data.extend_from_slice(&b.vectors);
-                    ids.extend(b.ids.iter().map(String::as_str));
+                    data.extend_from_slice(b.vectors());
+                    ids.extend(b.ids().iter());
                 }
                 let result = vecseal_kmeans::KMeans::new(kopts)
                     .with_progress(&cb)
@@ -1612,13 +1652,11 @@ impl<'a> ListWriter<'a> {
             for id in ids {
                 self.locations.insert(id.clone(), seq);
             }
-            self.pending.push((
-                seq,
-                Block {
-                    ids: ids.to_vec(),
-                    vectors: vectors.to_vec(),
-                },
-            ));
+            let mut block = Block::default();
+            for (id, v) in ids.iter().zip(vectors.chunks_exact(dim)) {
+                block.push(id, v);
+            }
+            self.pending.push((seq, block));
             self.pending_bytes += vectors.len() * 4;
             if self.pending_bytes >= TRAIN_BATCH_BYTES {
                 self.flush()?;
@@ -1699,7 +1737,7 @@ impl Shared {
                 let block = self.load_block(keys, seq, dim)?;
                 while let Some(&&i) = next.peek().filter(|&&&i| i < offset + n) {
                     let r = i - offset;
-                    sample.extend_from_slice(&block.vectors[r * dim..(r + 1) * dim]);
+                    sample.extend_from_slice(&block.vectors()[r * dim..(r + 1) * dim]);
                     next.next();
                 }
             }
@@ -1716,7 +1754,7 @@ impl Shared {
         let mut assign: Vec<u32> = Vec::with_capacity(count);
         for &seq in seqs {
             let block = self.load_block(keys, seq, dim)?;
-            assign.extend(nearest_centroids(&centroids, dim, &block.vectors));
+            assign.extend(nearest_centroids(&centroids, dim, block.vectors()));
         }
         let mut sizes = vec![0usize; n_lists];
         for &a in &assign {
@@ -1736,11 +1774,11 @@ impl Shared {
             let mut i = 0;
             for &seq in seqs {
                 let block = self.load_block(keys, seq, dim)?;
-                for (id, v) in block.ids.iter().zip(block.vectors.chunks_exact(dim)) {
+                for (id, v) in block.ids().iter().zip(block.vectors().chunks_exact(dim)) {
                     let l = assign[i] as usize;
                     i += 1;
                     if (start..end).contains(&l) {
-                        ids[l - start].push(id.clone());
+                        ids[l - start].push(id.to_owned());
                         vectors[l - start].extend_from_slice(v);
                     }
                 }
@@ -1772,9 +1810,21 @@ impl Search<'_> {
     }
 }
 
+/// Where the block of a search task comes from.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    /// Already in memory.
+    Held(&'a Block),
+    /// Block number `seq`: from the list cache, or read and decrypted.
+    Stored(u64),
+}
+
+/// The task list of a single query (query 0 of its chunk).
+const ONLY_QUERY: &[u32] = &[0];
+
 impl Shared {
     /// Exact search of `queries` over the items `ids`, read from the store
-    /// and screened like blocks of a list (see [`screen`]).
+    /// and scanned like blocks of a list (see [`Shared::screen`]).
     fn search_items(
         &self,
         s: &Search<'_>,
@@ -1788,22 +1838,26 @@ impl Shared {
             if s.metric == Metric::Cosine {
                 normalize(&mut rec.vector);
             }
-            if blocks.last().is_none_or(|b| b.len() >= cap) {
-                blocks.push(Block::default());
-            }
-            if let Some(b) = blocks.last_mut() {
-                b.ids.push(rec.id);
-                b.vectors.extend_from_slice(&rec.vector);
+            match blocks.last_mut() {
+                Some(b) if b.len() < cap => b.push(&rec.id, &rec.vector),
+                _ => {
+                    let mut b = Block::default();
+                    b.push(&rec.id, &rec.vector);
+                    blocks.push(b);
+                }
             }
         }
         let all: Vec<u32> = (0..(queries.len() / s.dim) as u32).collect();
-        let tasks: Vec<(&Block, &[u32])> = blocks.iter().map(|b| (b, all.as_slice())).collect();
-        Ok(screen(s, queries, &tasks))
+        let tasks: Vec<(Source<'_>, &[u32])> = blocks
+            .iter()
+            .map(|b| (Source::Held(b), all.as_slice()))
+            .collect();
+        self.screen(s, queries, &tasks)
     }
 
     /// Searches one chunk of prepared queries over the lists: every block of
-    /// a probed list is screened once, by one GEMM against the queries of
-    /// the chunk that probe its list (see [`screen`]).
+    /// a probed list is scanned once, against the queries of the chunk that
+    /// probe its list (see [`Shared::screen`]).
     fn search_chunk(&self, s: &Search<'_>, chunk: &[f32]) -> Result<Vec<Vec<(String, f32)>>> {
         let (live, dim) = (s.live, s.dim);
         let nq = chunk.len() / dim;
@@ -1826,17 +1880,17 @@ impl Shared {
                 }
             }
         }
-        let mut needed = Vec::new();
-        let mut owner = Vec::new();
-        for (l, qs) in askers.iter().enumerate().filter(|(_, qs)| !qs.is_empty()) {
-            for b in &live.p.lists[l] {
-                needed.push(b.seq);
-                owner.push(qs.as_slice());
-            }
-        }
-        let blocks = self.load_blocks(s.keys, &needed, dim)?;
-        let tasks: Vec<(&Block, &[u32])> = blocks.iter().map(|b| &**b).zip(owner).collect();
-        let mut hits = screen(s, chunk, &tasks);
+        let tasks: Vec<(Source<'_>, &[u32])> = askers
+            .iter()
+            .zip(&live.p.lists)
+            .filter(|(qs, _)| !qs.is_empty())
+            .flat_map(|(qs, blocks)| {
+                blocks
+                    .iter()
+                    .map(|b| (Source::Stored(b.seq), qs.as_slice()))
+            })
+            .collect();
+        let mut hits = self.screen(s, chunk, &tasks)?;
         if s.allowed.is_some() && !exhaustive {
             hits.par_iter_mut()
                 .zip(chunk.par_chunks_exact(dim))
@@ -1868,156 +1922,117 @@ impl Shared {
             let lists = &rest[next..(next + round).min(rest.len())];
             next += lists.len();
             round *= 2;
-            let seqs: Vec<u64> = lists
+            let tasks: Vec<(Source<'_>, &[u32])> = lists
                 .iter()
-                .flat_map(|&l| s.live.p.lists[l as usize].iter().map(|b| b.seq))
+                .flat_map(|&l| s.live.p.lists[l as usize].iter())
+                .map(|b| (Source::Stored(b.seq), ONLY_QUERY))
                 .collect();
-            let blocks = self.load_blocks(s.keys, &seqs, s.dim)?;
-            let mut heap: BinaryHeap<Cand<'_>> = BinaryHeap::with_capacity(s.top_k + 1);
-            for (id, dist) in hits.iter() {
-                push_top(
-                    &mut heap,
-                    s.top_k,
-                    Cand {
-                        dist: *dist,
-                        id,
-                        vector: &[],
-                    },
-                );
+            let mut top = TopK::new(s.top_k);
+            for (id, dist) in hits
+                .drain(..)
+                .chain(self.screen(s, q, &tasks)?.into_iter().flatten())
+            {
+                top.offer(dist, &id);
             }
-            for block in &blocks {
-                scan_block(s, q, block, &mut heap, s.top_k);
-            }
-            *hits = into_hits(heap);
+            *hits = top.into_hits();
         }
         Ok(())
     }
-}
 
-/// Pushes the allowed items of `block` into a query's heap of the best `k`.
-fn scan_block<'a>(
-    s: &Search<'_>,
-    q: &[f32],
-    block: &'a Block,
-    heap: &mut BinaryHeap<Cand<'a>>,
-    k: usize,
-) {
-    for (vector, id) in block.vectors.chunks_exact(s.dim).zip(&block.ids) {
-        if s.ok(id) {
-            let dist = distance(s.metric, q, vector);
-            push_top(heap, k, Cand { dist, id, vector });
+    /// Scans blocks against queries and keeps each query's best `top_k`.
+    ///
+    /// Each task is a block and the queries (indices into `chunk`) that scan
+    /// it. A stored block comes from the list cache when there is one, or is
+    /// decrypted into a buffer each worker reuses and scanned right there:
+    /// no block outlives its scan, and nothing is allocated per block. One
+    /// tiled kernel scores a block against its queries with the rounding of
+    /// [`distance`], so results (distances and ties) are those of brute
+    /// force over the scanned vectors. A filter is checked once per vector
+    /// and task, not once per query.
+    fn screen(
+        &self,
+        s: &Search<'_>,
+        chunk: &[f32],
+        tasks: &[(Source<'_>, &[u32])],
+    ) -> Result<Vec<Vec<(String, f32)>>> {
+        let (dim, top_k) = (s.dim, s.top_k);
+        let nq = chunk.len() / dim;
+        let query = |qi: u32| &chunk[qi as usize * dim..(qi as usize + 1) * dim];
+        let empty = || -> Vec<TopK> { (0..nq).map(|_| TopK::new(top_k)).collect() };
+        #[derive(Default)]
+        struct Scratch {
+            block: Block,
+            queries: Vec<f32>,
+            scores: Vec<f32>,
+            allowed: Vec<bool>,
         }
-    }
-}
-
-/// The number of queries per chunk (see [`MAX_QUERY_CHUNK`]).
-fn query_chunk(index_bytes: usize, n_lists: usize, n_probes: usize) -> usize {
-    // Every chunk of an exhaustive search touches every block, whatever its
-    // size, so smaller chunks would only decrypt the same blocks more often.
-    if index_bytes <= QUERY_BLOCK_BUDGET || n_probes >= n_lists {
-        return MAX_QUERY_CHUNK;
-    }
-    let per_query = (index_bytes / n_lists.max(1))
-        .saturating_mul(n_probes)
-        .max(1);
-    (QUERY_BLOCK_BUDGET / per_query).clamp(MIN_QUERY_CHUNK, MAX_QUERY_CHUNK)
-}
-
-/// Screens blocks against queries with GEMMs and rescores the survivors.
-///
-/// Each task is a block and the queries (indices into `chunk`) that scan it.
-/// One GEMM per task scores the block against those queries; each query keeps
-/// `top_k + max(top_k, SCREEN_MARGIN)` candidates. The survivors are then
-/// rescored with the exact kernel, so results (ties and distances) are those
-/// of brute force over the scanned vectors, not of GEMM rounding. A filter is
-/// checked once per vector and task, not once per query.
-fn screen(s: &Search<'_>, chunk: &[f32], tasks: &[(&Block, &[u32])]) -> Vec<Vec<(String, f32)>> {
-    let (metric, dim, top_k) = (s.metric, s.dim, s.top_k);
-    let nq = chunk.len() / dim;
-    let query = |qi: u32| &chunk[qi as usize * dim..(qi as usize + 1) * dim];
-    let screen_k = top_k + top_k.max(SCREEN_MARGIN);
-    let qnorms: Vec<f32> = chunk.chunks_exact(dim).map(|q| dot(q, q)).collect();
-    let empty = || -> Vec<BinaryHeap<Cand<'_>>> { (0..nq).map(|_| BinaryHeap::new()).collect() };
-    #[derive(Default)]
-    struct Scratch {
-        queries: Vec<f32>,
-        norms: Vec<f32>,
-        scores: Vec<f32>,
-        allowed: Vec<bool>,
-    }
-    // Few, large pieces: each piece carries one heap per query of the chunk,
-    // and merging pieces costs a heap merge per query.
-    let pieces = 4 * rayon::current_num_threads();
-    tasks
-        .par_iter()
-        .with_min_len(tasks.len().div_ceil(pieces).max(8))
-        .fold(
-            || (empty(), Scratch::default()),
-            |(mut heaps, mut w), &(block, qs)| {
-                let n = block.len();
-                if n == 0 || qs.is_empty() {
-                    return (heaps, w);
-                }
-                if qs.len() < GEMM_MIN_QUERIES {
-                    for &qi in qs {
-                        scan_block(s, query(qi), block, &mut heaps[qi as usize], screen_k);
+        // Few, large pieces: each piece carries one top-k per query of the
+        // chunk, and merging pieces costs a merge per query.
+        let pieces = 4 * rayon::current_num_threads();
+        let top = tasks
+            .par_iter()
+            .with_min_len(tasks.len().div_ceil(pieces).max(1))
+            .try_fold(
+                || (empty(), Scratch::default()),
+                |(mut tops, mut w), &(source, qs)| -> Result<_> {
+                    let Scratch {
+                        block: buffer,
+                        queries,
+                        scores,
+                        allowed,
+                    } = &mut w;
+                    let cached;
+                    let block: &Block = match source {
+                        Source::Held(b) => b,
+                        Source::Stored(seq) if self.cache.is_some() => {
+                            cached = self.load_block(s.keys, seq, dim)?;
+                            &cached
+                        }
+                        Source::Stored(seq) => {
+                            self.read_block(s.keys, seq, dim, buffer)?;
+                            buffer
+                        }
+                    };
+                    let n = block.len();
+                    if n == 0 || qs.is_empty() {
+                        return Ok((tops, w));
                     }
-                    return (heaps, w);
-                }
-                let Scratch {
-                    queries,
-                    norms,
-                    scores,
-                    allowed,
-                } = &mut w;
-                let (qmat, qn): (&[f32], &[f32]) = if qs.len() == nq {
-                    (chunk, &qnorms)
-                } else {
-                    queries.clear();
-                    norms.clear();
-                    for &qi in qs {
-                        queries.extend_from_slice(query(qi));
-                        norms.push(qnorms[qi as usize]);
+                    let qmat: &[f32] = if qs.len() == nq {
+                        chunk
+                    } else {
+                        queries.clear();
+                        for &qi in qs {
+                            queries.extend_from_slice(query(qi));
+                        }
+                        queries
+                    };
+                    scores_into(s.metric, qmat, block.vectors(), dim, scores);
+                    allowed.clear();
+                    if s.allowed.is_some() {
+                        allowed.extend(block.ids().iter().map(|id| s.ok(id)));
                     }
-                    (queries, norms)
-                };
-                block_distances(metric, qmat, qn, &block.vectors, dim, scores);
-                allowed.clear();
-                if s.allowed.is_some() {
-                    allowed.extend(block.ids.iter().map(|id| s.ok(id)));
-                }
-                for (row, &qi) in scores.chunks_exact(n).zip(qs) {
-                    let heap = &mut heaps[qi as usize];
-                    let items = block.ids.iter().zip(block.vectors.chunks_exact(dim));
-                    for (j, (&dist, (id, vector))) in row.iter().zip(items).enumerate() {
-                        if allowed.get(j).copied().unwrap_or(true) {
-                            push_top(heap, screen_k, Cand { dist, id, vector });
+                    for (row, &qi) in scores.chunks_exact(n).zip(qs) {
+                        let top = &mut tops[qi as usize];
+                        let mut bound = top.bound();
+                        for (j, &dist) in row.iter().enumerate() {
+                            if dist <= bound && allowed.get(j).copied().unwrap_or(true) {
+                                top.offer(dist, block.ids().get(j));
+                                bound = top.bound();
+                            }
                         }
                     }
+                    Ok((tops, w))
+                },
+            )
+            .map(|r| r.map(|(tops, _)| tops))
+            .try_reduce(empty, |mut a, b| {
+                for (x, y) in a.iter_mut().zip(b) {
+                    x.merge(y);
                 }
-                (heaps, w)
-            },
-        )
-        .map(|(heaps, _)| heaps)
-        .reduce(empty, |mut a, b| {
-            for (ha, hb) in a.iter_mut().zip(b) {
-                for c in hb {
-                    push_top(ha, screen_k, c);
-                }
-            }
-            a
-        })
-        .into_par_iter()
-        .zip(chunk.par_chunks_exact(dim))
-        .map(|(heap, q)| {
-            let mut best: BinaryHeap<Cand<'_>> = BinaryHeap::with_capacity(top_k + 1);
-            for c in heap {
-                let dist = distance(metric, q, c.vector);
-                push_top(&mut best, top_k, Cand { dist, ..c });
-            }
-            into_hits(best)
-        })
-        .collect()
+                Ok(a)
+            })?;
+        Ok(top.into_iter().map(TopK::into_hits).collect())
+    }
 }
 
 fn parse_meta(m: Option<String>) -> Result<Option<serde_json::Value>> {

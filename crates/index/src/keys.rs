@@ -1,5 +1,7 @@
 //! Keys derived from the data key, storage keys and associated data.
 
+use std::ops::Range;
+
 use vecseal_envelope::{Blinder, Sealer, SecretKey, Suite};
 use vecseal_keyring::{IndexId, UserId};
 
@@ -145,6 +147,20 @@ impl Keys {
         self.sealer(kind)
             .open_in_place(&Self::aad(kind, key), sealed)
             .map_err(|e| open_error(kind, e))
+    }
+
+    /// Opens inside `sealed` like [`Keys::open_in_place`]; returns where in
+    /// `sealed` the plaintext now is.
+    pub(crate) fn open_range(
+        &self,
+        kind: Kind,
+        key: &[u8],
+        sealed: &mut [u8],
+    ) -> Result<Range<usize>> {
+        let base = sealed.as_ptr() as usize;
+        let plain = self.open_in_place(kind, key, sealed)?;
+        let start = plain.as_ptr() as usize - base;
+        Ok(start..start + plain.len())
     }
 }
 

@@ -26,6 +26,18 @@
 //! Blocks are copy-on-write: a change to a block writes it under a fresh
 //! block number and deletes the old one in the same atomic batch, so deleted
 //! or overwritten vectors never stay reachable, and caches never go stale.
+//!
+//! # Searching
+//!
+//! A query batch runs in chunks of up to 4096 queries. Within a chunk every
+//! block of a probed list (every block, before training) is read once, for
+//! all the queries of the chunk that probe it. With the list cache off, a
+//! worker copies the sealed block from the store into a buffer it reuses,
+//! decrypts it there and scans the vectors in place: the block layout puts
+//! them 4-byte aligned, so they are not copied again, and memory does not
+//! grow with the index. One tiled SIMD kernel scores a block against its
+//! queries with the same rounding for every pair, so results (distances and
+//! ties, broken by id) equal brute force over the scanned vectors.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 

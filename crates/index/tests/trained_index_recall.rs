@@ -256,3 +256,48 @@ fn training_within_max_memory_streams_and_keeps_everything() {
         assert_eq!(h[0].distance, Some(0.0));
     }
 }
+
+/// A list cache (small enough to evict) returns exactly what reading every
+/// block from the store returns, also after upserts and deletes through the
+/// cached handle: blocks are never stale.
+#[test]
+fn the_list_cache_changes_no_result() {
+    use std::sync::Arc;
+    use vecseal_index::{Database, NAMESPACES};
+    use vecseal_storage::{MemStore, Store};
+    let store: Arc<dyn Store> = Arc::new(MemStore::new(NAMESPACES));
+    let plain = Database::new(Arc::clone(&store));
+    let index = create(&plain, Metric::Cosine);
+    let data = clustered(10_000, 100, 40, 5);
+    load(&index, &data);
+    index
+        .train(&TrainOptions::default().with_n_lists(40).with_seed(1))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let queries: Vec<Vec<f32>> = data.iter().step_by(97).cloned().collect();
+    let opts = QueryOptions::default().with_top_k(10).with_n_probes(6);
+    let query =
+        |ix: &vecseal_index::Index| ix.query(&queries, &opts).unwrap_or_else(|e| panic!("{e}"));
+    // About two blocks of 100-d vectors fit: most reads evict.
+    let cached_db = Database::new(Arc::clone(&store)).with_list_cache(300 << 10);
+    let cached = cached_db
+        .load_index("t", owner(1))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let want = query(&index);
+    assert_eq!(query(&cached), want, "cold cache");
+    assert_eq!(query(&cached), want, "warm cache");
+
+    let gone: Vec<String> = ids(10_000).into_iter().step_by(7).collect();
+    cached.delete(&gone).unwrap_or_else(|e| panic!("{e}"));
+    let moved: Vec<String> = ids(10_000).into_iter().skip(3).step_by(11).collect();
+    let far: Vec<Vec<f32>> = moved.iter().map(|_| data[5].clone()).collect();
+    cached
+        .upsert_vectors(&moved, &far)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let after = query(&cached);
+    let fresh = Database::new(Arc::clone(&store))
+        .load_index("t", owner(1))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(query(&fresh), after);
+    assert_ne!(after, want, "the changes must show");
+    assert!(after.iter().flatten().all(|h| !gone.contains(&h.id)));
+}

@@ -37,6 +37,11 @@ fn put_get_delete() {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(s.get("a", b"k").ok().flatten(), Some(b"v".to_vec()));
         assert_eq!(s.get("b", b"k").ok().flatten(), None);
+        let mut seen = Vec::new();
+        let found = s.read_with("a", b"k", &mut |v| seen.extend_from_slice(v));
+        assert_eq!((found.ok(), seen), (Some(true), b"v".to_vec()));
+        let found = s.read_with("b", b"k", &mut |_| panic!("no value to read"));
+        assert_eq!(found.ok(), Some(false));
         s.delete("a", b"k", Durability::Buffered)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(s.get("a", b"k").ok().flatten(), None);

@@ -178,6 +178,14 @@ pub trait Store: Send + Sync {
     /// The value of `key` in `ns`.
     fn get(&self, ns: &str, key: &[u8]) -> Result<Option<Vec<u8>>>;
 
+    /// Calls `f` with the value of `key` in `ns`, read where the engine
+    /// keeps it when it can (no copy into a fresh buffer); `false`, without
+    /// calling `f`, when there is no such key. For readers that copy the
+    /// value into a buffer of their own anyway.
+    fn read_with(&self, ns: &str, key: &[u8], f: &mut dyn FnMut(&[u8])) -> Result<bool> {
+        Ok(self.get(ns, key)?.map(|v| f(&v)).is_some())
+    }
+
     /// The values of many keys of `ns`, in the order asked.
     fn multi_get(&self, ns: &str, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
         keys.iter().map(|k| self.get(ns, k)).collect()

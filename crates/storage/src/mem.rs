@@ -65,6 +65,12 @@ impl Store for MemStore {
         Ok(lookup(&tables, ns)?.get(key).map(|v| v.to_vec()))
     }
 
+    fn read_with(&self, ns: &str, key: &[u8], f: &mut dyn FnMut(&[u8])) -> Result<bool> {
+        // The value is shared, so `f` runs without holding the lock.
+        let value = lookup(&self.tables.read(), ns)?.get(key).cloned();
+        Ok(value.map(|v| f(&v)).is_some())
+    }
+
     fn write(&self, batch: WriteBatch, _durability: Durability) -> Result<()> {
         let mut tables = self.tables.write();
         // Validate every namespace first so a bad batch changes nothing.

@@ -132,6 +132,11 @@ impl Store for RocksStore {
         self.db.get_cf(self.cf(ns)?, key).map_err(engine)
     }
 
+    fn read_with(&self, ns: &str, key: &[u8], f: &mut dyn FnMut(&[u8])) -> Result<bool> {
+        let pinned = self.db.get_pinned_cf(self.cf(ns)?, key).map_err(engine)?;
+        Ok(pinned.map(|v| f(&v)).is_some())
+    }
+
     fn multi_get(&self, ns: &str, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
         let cf = self.cf(ns)?;
         self.db
