@@ -197,34 +197,67 @@ impl<T: Term> pulp::WithSimd for ScoresOf<'_, T> {
             out,
         } = self.0;
         let n = vectors.len() / dim;
-        let q = |i: usize| &queries[i * dim..(i + 1) * dim];
-        let x = |j: usize| &vectors[j * dim..(j + 1) * dim];
         let m = queries.len() / dim;
+        let job = Job {
+            metric,
+            queries,
+            vectors,
+            dim,
+            n,
+        };
         for group in (0..m).step_by(QUERY_GROUP) {
-            let group_end = (group + QUERY_GROUP).min(m);
+            let end = (group + QUERY_GROUP).min(m);
             for j in (0..n).step_by(4) {
                 let mut i = group;
-                while i < group_end {
-                    if i + 4 <= group_end && j + 4 <= n {
-                        let t = tile::<S, T, 4, 4>(
-                            simd,
-                            [q(i), q(i + 1), q(i + 2), q(i + 3)],
-                            [x(j), x(j + 1), x(j + 2), x(j + 3)],
-                        );
-                        for (a, row) in t.iter().enumerate() {
-                            for (b, &v) in row.iter().enumerate() {
-                                out[(i + a) * n + j + b] = finish(metric, v);
-                            }
-                        }
+                if j + 4 <= n {
+                    while i + 4 <= end {
+                        job.put::<S, T, 4, 4>(simd, i, j, out);
                         i += 4;
-                    } else {
-                        for jj in j..(j + 4).min(n) {
-                            out[i * n + jj] =
-                                finish(metric, tile::<S, T, 1, 1>(simd, [q(i)], [x(jj)])[0][0]);
+                    }
+                    match end - i {
+                        3 => job.put::<S, T, 3, 4>(simd, i, j, out),
+                        2 => job.put::<S, T, 2, 4>(simd, i, j, out),
+                        1 => job.put::<S, T, 1, 4>(simd, i, j, out),
+                        _ => {}
+                    }
+                } else {
+                    for jj in j..n {
+                        for ii in group..end {
+                            job.put::<S, T, 1, 1>(simd, ii, jj, out);
                         }
-                        i += 1;
                     }
                 }
+            }
+        }
+    }
+}
+
+/// What [`ScoresOf`] computes, with the output's row length `n`.
+struct Job<'a> {
+    metric: Metric,
+    queries: &'a [f32],
+    vectors: &'a [f32],
+    dim: usize,
+    n: usize,
+}
+
+impl Job<'_> {
+    /// Scores queries `i..i + A` against vectors `j..j + B` into `out`.
+    #[inline(always)]
+    fn put<S: Simd, T: Term, const A: usize, const B: usize>(
+        &self,
+        simd: S,
+        i: usize,
+        j: usize,
+        out: &mut [f32],
+    ) {
+        let d = self.dim;
+        let q = std::array::from_fn(|a| &self.queries[(i + a) * d..(i + a + 1) * d]);
+        let x = std::array::from_fn(|b| &self.vectors[(j + b) * d..(j + b + 1) * d]);
+        let t = tile::<S, T, A, B>(simd, q, x);
+        for (a, row) in t.iter().enumerate() {
+            for (b, &v) in row.iter().enumerate() {
+                out[(i + a) * self.n + j + b] = finish(self.metric, v);
             }
         }
     }

@@ -28,6 +28,9 @@ const BLOCK_BYTES: usize = 128 << 10;
 /// scanned where they are decrypted, one per worker at a time, so a chunk's
 /// memory is its queries and their top-k, whatever the size of the index.
 const QUERY_CHUNK: usize = 4096;
+/// A block is scored against at most this many (query, vector) pairs at a
+/// time: 4 MiB of scores per worker.
+const SCORES_BUDGET: usize = 1 << 20;
 /// New blocks written during training go out in batches of about this size.
 const TRAIN_BATCH_BYTES: usize = 32 << 20;
 /// A filtered query reads the matching items directly (instead of scanning
@@ -635,14 +638,13 @@ impl TopK {
                 dist,
                 id: id.to_owned(),
             });
-        } else if self.heap.peek().is_some_and(|w| {
-            dist.total_cmp(&w.dist).then_with(|| id.cmp(&w.id)) == CmpOrdering::Less
-        }) {
-            self.heap.pop();
-            self.heap.push(Scored {
-                dist,
-                id: id.to_owned(),
-            });
+        } else if let Some(mut worst) = self.heap.peek_mut() {
+            if dist.total_cmp(&worst.dist).then_with(|| id.cmp(&worst.id)) == CmpOrdering::Less {
+                // Replaced in place: the worst item's string is reused.
+                worst.dist = dist;
+                worst.id.clear();
+                worst.id.push_str(id);
+            }
         }
     }
 
@@ -650,9 +652,10 @@ impl TopK {
         for s in other.heap {
             if self.heap.len() < self.k {
                 self.heap.push(s);
-            } else if self.heap.peek().is_some_and(|w| s < *w) {
-                self.heap.pop();
-                self.heap.push(s);
+            } else if let Some(mut worst) = self.heap.peek_mut() {
+                if s < *worst {
+                    *worst = s;
+                }
             }
         }
     }
@@ -1997,27 +2000,33 @@ impl Shared {
                     if n == 0 || qs.is_empty() {
                         return Ok((tops, w));
                     }
-                    let qmat: &[f32] = if qs.len() == nq {
-                        chunk
-                    } else {
-                        queries.clear();
-                        for &qi in qs {
-                            queries.extend_from_slice(query(qi));
-                        }
-                        queries
-                    };
-                    scores_into(s.metric, qmat, block.vectors(), dim, scores);
                     allowed.clear();
                     if s.allowed.is_some() {
                         allowed.extend(block.ids().iter().map(|id| s.ok(id)));
                     }
-                    for (row, &qi) in scores.chunks_exact(n).zip(qs) {
-                        let top = &mut tops[qi as usize];
-                        let mut bound = top.bound();
-                        for (j, &dist) in row.iter().enumerate() {
-                            if dist <= bound && allowed.get(j).copied().unwrap_or(true) {
-                                top.offer(dist, block.ids().get(j));
-                                bound = top.bound();
+                    // Queries in groups, so the scores stay within budget
+                    // however many vectors a block holds (small dimensions).
+                    let group = (SCORES_BUDGET / n).max(1);
+                    for (g, group_qs) in qs.chunks(group).enumerate() {
+                        let qmat: &[f32] = if qs.len() == nq {
+                            // Every query of the chunk, in order.
+                            &chunk[g * group * dim..(g * group + group_qs.len()) * dim]
+                        } else {
+                            queries.clear();
+                            for &qi in group_qs {
+                                queries.extend_from_slice(query(qi));
+                            }
+                            queries
+                        };
+                        scores_into(s.metric, qmat, block.vectors(), dim, scores);
+                        for (row, &qi) in scores.chunks_exact(n).zip(group_qs) {
+                            let top = &mut tops[qi as usize];
+                            let mut bound = top.bound();
+                            for (j, &dist) in row.iter().enumerate() {
+                                if dist <= bound && allowed.get(j).copied().unwrap_or(true) {
+                                    top.offer(dist, block.ids().get(j));
+                                    bound = top.bound();
+                                }
                             }
                         }
                     }

@@ -74,3 +74,34 @@ proptest! {
         }
     }
 }
+
+/// With one dimension a block holds tens of thousands of vectors, so a batch
+/// of queries is scored against it in groups: results still equal brute
+/// force, ties (many, with integer coordinates) broken by id.
+#[test]
+fn large_blocks_and_many_queries_equal_brute_force() {
+    let (db, _) = mem_db();
+    let index = create(&db, Metric::SquaredEuclidean);
+    let data: Vec<(String, Vec<f32>)> = (0..20_000)
+        .map(|i| {
+            (
+                format!("{i:05}"),
+                vec![f32::from((i * 7919 % 2001) as i16 - 1000)],
+            )
+        })
+        .collect();
+    let (ids, vectors): (Vec<String>, Vec<Vec<f32>>) = data.iter().cloned().unzip();
+    index
+        .upsert_vectors(&ids, &vectors)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let queries: Vec<Vec<f32>> = (0..120)
+        .map(|i| vec![f32::from(i as i16 * 17 - 1000)])
+        .collect();
+    let got = index
+        .query(&queries, &QueryOptions::default().with_top_k(7))
+        .unwrap_or_else(|e| panic!("{e}"));
+    for (q, hits) in queries.iter().zip(&got) {
+        let got_ids: Vec<String> = hits.iter().map(|h| h.id.clone()).collect();
+        assert_eq!(got_ids, brute(&data, q, 7), "query {q:?}");
+    }
+}
