@@ -2,8 +2,10 @@
 //! one SIMD accumulation ([`tile`], at the level pulp finds at run time:
 //! AVX-512, AVX2, …), computed pair by pair or by a tiled kernel
 //! ([`scores`]) with identical rounding, so search results are those of
-//! brute force bit for bit. Ranking centroids
-//! goes through faer's GEMM ([`block_distances`]).
+//! brute force bit for bit. Many queries against one block go through
+//! faer's GEMM for lower bounds ([`lower_bounds`]), and the pairs that may
+//! make a top-k are rescored pair by pair; ranking centroids is a plain GEMM
+//! ([`block_distances`]).
 
 use std::marker::PhantomData;
 
@@ -117,7 +119,6 @@ pub(crate) fn normalize(v: &mut [f32]) {
 /// The metric's distance between a (prepared) query and a stored vector:
 /// the reference that [`scores`] matches bit for bit.
 /// For cosine both are unit length, so `1 − q·x`.
-#[cfg(test)]
 pub(crate) fn distance(metric: Metric, q: &[f32], x: &[f32]) -> f32 {
     match metric {
         Metric::SquaredEuclidean | Metric::Euclidean => finish(metric, l2sq(q, x)),
@@ -300,6 +301,56 @@ pub(crate) fn block_distances(
                     };
                 }
             }
+        }
+    }
+}
+
+/// Lower bounds of the distances from many queries (row-major) to the
+/// vectors of a block, `out[qi * n + j]`, by one GEMM. A GEMM sums in its own
+/// order, so its value is off from [`distance`]'s by rounding; both are
+/// within `γ·(‖q‖ + ‖x‖)²` of the true value (γ ≈ (d + 2)·u, u the unit
+/// roundoff), and each bound is the GEMM value minus more than twice that. A pair whose bound exceeds what a top-k would accept cannot
+/// enter it; the others are rescored with [`distance`], so results stay
+/// exactly those of the tiled kernel. Faster than [`scores`] for many
+/// queries at small dimensions.
+pub(crate) fn lower_bounds(
+    metric: Metric,
+    queries: &[f32],
+    vectors: &[f32],
+    dim: usize,
+    out: &mut Vec<f32>,
+) {
+    let qsq: Vec<f32> = queries.chunks_exact(dim).map(|q| dot(q, q)).collect();
+    let xsq: Vec<f32> = vectors.chunks_exact(dim).map(|x| dot(x, x)).collect();
+    let n = xsq.len();
+    out.clear();
+    out.resize(qsq.len() * n, 0.0);
+    if n == 0 || qsq.is_empty() {
+        return;
+    }
+    let dst = MatMut::from_row_major_slice_mut(out.as_mut_slice(), qsq.len(), n);
+    let lhs = MatRef::from_row_major_slice(queries, qsq.len(), dim);
+    let rhs = MatRef::from_row_major_slice(vectors, n, dim);
+    faer::linalg::matmul::matmul(dst, Accum::Replace, lhs, rhs.transpose(), 1.0f32, Par::Seq);
+    // |GEMM − exact| ≤ 2γ(‖q‖ + ‖x‖)² ≤ 4γ(‖q‖² + ‖x‖²); the rest covers
+    // the roundings of the expressions below and of the norms themselves.
+    let u = f32::EPSILON / 2.0;
+    let gamma = (dim as f32 + 2.0) * u / (1.0 - (dim as f32 + 2.0) * u);
+    let k = 8.0 * gamma + 4.0 * u;
+    let tiny = f32::MIN_POSITIVE * (dim as f32 + 2.0);
+    let slack = |qs: f32, xs: f32, g: f32| k * (qs + xs + g.abs() + 1.0) + tiny;
+    for (row, &qs) in out.chunks_exact_mut(n).zip(&qsq) {
+        let pairs = row.iter_mut().zip(&xsq);
+        // One loop per metric, so each vectorises.
+        match metric {
+            Metric::Cosine => pairs.for_each(|(v, &xs)| *v = (1.0 - *v) - slack(qs, xs, *v)),
+            Metric::InnerProduct => pairs.for_each(|(v, &xs)| *v = -*v - slack(qs, xs, *v)),
+            Metric::SquaredEuclidean => {
+                pairs.for_each(|(v, &xs)| *v = (qs + xs - 2.0 * *v) - slack(qs, xs, *v));
+            }
+            Metric::Euclidean => pairs.for_each(|(v, &xs)| {
+                *v = ((qs + xs - 2.0 * *v) - slack(qs, xs, *v)).max(0.0).sqrt() * (1.0 - 4.0 * u);
+            }),
         }
     }
 }

@@ -35,9 +35,11 @@
 //! worker copies the sealed block from the store into a buffer it reuses,
 //! decrypts it there and scans the vectors in place: the block layout puts
 //! them 4-byte aligned, so they are not copied again, and memory does not
-//! grow with the index. One tiled SIMD kernel scores a block against its
-//! queries with the same rounding for every pair, so results (distances and
-//! ties, broken by id) equal brute force over the scanned vectors.
+//! grow with the index. A tiled SIMD kernel scores a block against a few
+//! queries with the same rounding for every pair; for many queries a GEMM
+//! gives rigorous lower bounds and only the pairs that may enter a top-k are
+//! rescored by that kernel. Results (distances and ties, broken by id) equal
+//! brute force over the scanned vectors.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
