@@ -309,9 +309,10 @@ pub(crate) fn block_distances(
 /// vectors of a block, `out[qi * n + j]`, by one GEMM. A GEMM sums in its own
 /// order, so its value is off from [`distance`]'s by rounding; both are
 /// within `γ·(‖q‖ + ‖x‖)²` of the true value (γ ≈ (d + 2)·u, u the unit
-/// roundoff), and each bound is the GEMM value minus more than twice that. A pair whose bound exceeds what a top-k would accept cannot
-/// enter it; the others are rescored with [`distance`], so results stay
-/// exactly those of the tiled kernel. Faster than [`scores`] for many
+/// roundoff), and each bound is the GEMM value minus more than twice that.
+/// A pair whose bound exceeds what a top-k would accept cannot enter it;
+/// the others are rescored with [`distance`], so results stay exactly those
+/// of the tiled kernel. Faster than [`scores`] for many
 /// queries at small dimensions.
 pub(crate) fn lower_bounds(
     metric: Metric,
