@@ -2143,19 +2143,36 @@ fn nearest_centroids(centroids: &[f32], dim: usize, rows: &[f32]) -> Vec<u32> {
 
 /// The `n` nearest lists of every query (in no order): the lists it probes.
 fn probe_lists(centroids: &[f32], dim: usize, queries: &[f32], n: usize) -> Vec<Vec<u32>> {
-    centroid_distances(centroids, dim, queries, |row| {
-        let mut d: Vec<(f32, u32)> = row
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| (v, i as u32))
-            .collect();
-        if n < d.len() {
-            // Ties go to the lower list number, as in `nearest_centroids`.
-            d.select_nth_unstable_by(n, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-            d.truncate(n);
+    centroid_distances(centroids, dim, queries, |row| nearest_n(row, n))
+}
+
+/// The indices of the `n` smallest values of `row`; ties go to the lower
+/// index, as in `nearest_centroids`.
+fn nearest_n(row: &[f32], n: usize) -> Vec<u32> {
+    let key = |i: usize| (row[i], i as u32);
+    let less = |a: (f32, u32), b: (f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).is_lt();
+    if n >= row.len() {
+        return (0..row.len() as u32).collect();
+    }
+    if n <= 64 {
+        // Few probes: one pass keeping the best `n` sorted; a value that
+        // does not beat the current `n`-th costs one comparison.
+        let mut best: Vec<(f32, u32)> = Vec::with_capacity(n + 1);
+        for i in 0..row.len() {
+            let c = key(i);
+            if best.len() == n && !less(c, best[n - 1]) {
+                continue;
+            }
+            let at = best.partition_point(|&b| less(b, c));
+            best.insert(at, c);
+            best.truncate(n);
         }
-        d.into_iter().map(|(_, i)| i).collect()
-    })
+        return best.into_iter().map(|(_, i)| i).collect();
+    }
+    let mut d: Vec<(f32, u32)> = (0..row.len()).map(key).collect();
+    d.select_nth_unstable_by(n, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    d.truncate(n);
+    d.into_iter().map(|(_, i)| i).collect()
 }
 
 /// Every list, nearest to `q` first (the order a widening search follows).
@@ -2211,6 +2228,25 @@ mod tests {
         for mut p in probe_lists(&centroids, dim, &rows, 3) {
             p.sort_unstable();
             assert_eq!(p, [1, 2, 3]);
+        }
+    }
+
+    proptest::proptest! {
+        /// Both ways of choosing probes (a sorted pass for few, a selection
+        /// for many) pick what a full sort by (distance, list) picks.
+        #[test]
+        fn nearest_n_is_the_head_of_a_full_sort(
+            row in proptest::collection::vec(0u8..20, 1..300),
+            n in 1usize..120,
+        ) {
+            let row: Vec<f32> = row.into_iter().map(f32::from).collect();
+            let mut all: Vec<u32> = (0..row.len() as u32).collect();
+            all.sort_by(|&a, &b| row[a as usize].total_cmp(&row[b as usize]).then(a.cmp(&b)));
+            all.truncate(n);
+            all.sort_unstable();
+            let mut got = nearest_n(&row, n);
+            got.sort_unstable();
+            proptest::prop_assert_eq!(got, all);
         }
     }
 
