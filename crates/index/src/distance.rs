@@ -5,7 +5,7 @@
 //! brute force bit for bit. Many queries against one block go through
 //! faer's GEMM for lower bounds ([`lower_bounds`]), and the pairs that may
 //! make a top-k are rescored pair by pair; ranking centroids is a plain GEMM
-//! ([`block_distances`]).
+//! ([`squared_distances`]).
 
 use std::marker::PhantomData;
 
@@ -264,43 +264,39 @@ impl Job<'_> {
     }
 }
 
-/// Distances from `nq` queries (row-major) to the `n` vectors of a block,
-/// `out[qi * n + j]`, by one GEMM: fast for many queries, but rounded
+/// `out[qi * n + j] = queries[qi] · vectors[j]` by one GEMM (row-major,
+/// `dim` columns); returns `n`.
+fn gemm_dots(queries: &[f32], vectors: &[f32], dim: usize, out: &mut Vec<f32>) -> usize {
+    let (m, n) = (queries.len() / dim, vectors.len() / dim);
+    out.clear();
+    out.resize(m * n, 0.0);
+    if m > 0 && n > 0 {
+        let dst = MatMut::from_row_major_slice_mut(out.as_mut_slice(), m, n);
+        let lhs = MatRef::from_row_major_slice(queries, m, dim);
+        let rhs = MatRef::from_row_major_slice(vectors, n, dim);
+        faer::linalg::matmul::matmul(dst, Accum::Replace, lhs, rhs.transpose(), 1.0f32, Par::Seq);
+    }
+    n
+}
+
+/// Squared distances from `rows` to `vectors` (whose squared norms are
+/// `vector_norms`), `out[i * n + j]`, by one GEMM: fast, but rounded
 /// differently from [`distance`] (used to rank centroids).
-pub(crate) fn block_distances(
-    metric: Metric,
-    queries: &[f32],
-    qnorms: &[f32],
-    block: &[f32],
+pub(crate) fn squared_distances(
+    rows: &[f32],
+    vectors: &[f32],
+    vector_norms: &[f32],
     dim: usize,
     out: &mut Vec<f32>,
 ) {
-    let nq = qnorms.len();
-    let n = block.len() / dim;
-    out.clear();
-    out.resize(nq * n, 0.0);
-    if n == 0 || nq == 0 {
+    let n = gemm_dots(rows, vectors, dim, out);
+    if n == 0 {
         return;
     }
-    let dst = MatMut::from_row_major_slice_mut(out.as_mut_slice(), nq, n);
-    let lhs = MatRef::from_row_major_slice(queries, nq, dim);
-    let rhs = MatRef::from_row_major_slice(block, n, dim);
-    faer::linalg::matmul::matmul(dst, Accum::Replace, lhs, rhs.transpose(), 1.0f32, Par::Seq);
-    match metric {
-        Metric::Cosine => out.iter_mut().for_each(|v| *v = 1.0 - *v),
-        Metric::InnerProduct => out.iter_mut().for_each(|v| *v = -*v),
-        Metric::SquaredEuclidean | Metric::Euclidean => {
-            let xnorms: Vec<f32> = block.chunks_exact(dim).map(|x| dot(x, x)).collect();
-            for (row, &qn) in out.chunks_exact_mut(n).zip(qnorms) {
-                for (v, &xn) in row.iter_mut().zip(&xnorms) {
-                    let d = (qn + xn - 2.0 * *v).max(0.0);
-                    *v = if metric == Metric::Euclidean {
-                        d.sqrt()
-                    } else {
-                        d
-                    };
-                }
-            }
+    for (row, r) in out.chunks_exact_mut(n).zip(rows.chunks_exact(dim)) {
+        let rn = dot(r, r);
+        for (v, &xn) in row.iter_mut().zip(vector_norms) {
+            *v = (rn + xn - 2.0 * *v).max(0.0);
         }
     }
 }
@@ -312,8 +308,8 @@ pub(crate) fn block_distances(
 /// roundoff), and each bound is the GEMM value minus more than twice that.
 /// A pair whose bound exceeds what a top-k would accept cannot enter it;
 /// the others are rescored with [`distance`], so results stay exactly those
-/// of the tiled kernel. Faster than [`scores`] for many
-/// queries at small dimensions.
+/// of the tiled kernel. Faster than [`scores`] for many queries at small
+/// dimensions.
 pub(crate) fn lower_bounds(
     metric: Metric,
     queries: &[f32],
@@ -321,18 +317,12 @@ pub(crate) fn lower_bounds(
     dim: usize,
     out: &mut Vec<f32>,
 ) {
-    let qsq: Vec<f32> = queries.chunks_exact(dim).map(|q| dot(q, q)).collect();
-    let xsq: Vec<f32> = vectors.chunks_exact(dim).map(|x| dot(x, x)).collect();
-    let n = xsq.len();
-    out.clear();
-    out.resize(qsq.len() * n, 0.0);
-    if n == 0 || qsq.is_empty() {
+    let n = gemm_dots(queries, vectors, dim, out);
+    if n == 0 {
         return;
     }
-    let dst = MatMut::from_row_major_slice_mut(out.as_mut_slice(), qsq.len(), n);
-    let lhs = MatRef::from_row_major_slice(queries, qsq.len(), dim);
-    let rhs = MatRef::from_row_major_slice(vectors, n, dim);
-    faer::linalg::matmul::matmul(dst, Accum::Replace, lhs, rhs.transpose(), 1.0f32, Par::Seq);
+    let qsq: Vec<f32> = queries.chunks_exact(dim).map(|q| dot(q, q)).collect();
+    let xsq: Vec<f32> = vectors.chunks_exact(dim).map(|x| dot(x, x)).collect();
     // |GEMM − exact| ≤ 2γ(‖q‖ + ‖x‖)² ≤ 4γ(‖q‖² + ‖x‖²); the rest covers
     // the roundings of the expressions below and of the norms themselves.
     let u = f32::EPSILON / 2.0;

@@ -17,7 +17,7 @@ use crate::cache::BlockCache;
 use crate::codec::{Block, ItemRecord};
 use crate::database::{open_ring, read_catalog, write_catalog, NS_BLOCKS, NS_ITEMS, NS_META};
 use crate::distance::{
-    block_distances, distance, dot, l2sq, lower_bounds, normalize, scores as scores_into,
+    distance, dot, lower_bounds, normalize, scores as scores_into, squared_distances,
 };
 use crate::filter::{Filter, MetaIndex};
 use crate::keys::{Credentials, Keys, Kind};
@@ -2111,18 +2111,11 @@ fn centroid_distances<T: Send>(
     per_row: impl Fn(&[f32]) -> T + Sync,
 ) -> Vec<T> {
     let k = (centroids.len() / dim).max(1);
+    let norms: Vec<f32> = centroids.chunks_exact(dim).map(|c| dot(c, c)).collect();
     rows.par_chunks(64 * dim)
         .flat_map_iter(|group| {
-            let norms: Vec<f32> = group.chunks_exact(dim).map(|q| dot(q, q)).collect();
             let mut scores = Vec::new();
-            block_distances(
-                Metric::SquaredEuclidean,
-                group,
-                &norms,
-                centroids,
-                dim,
-                &mut scores,
-            );
+            squared_distances(group, centroids, &norms, dim, &mut scores);
             scores.chunks_exact(k).map(&per_row).collect::<Vec<T>>()
         })
         .collect()
@@ -2175,20 +2168,23 @@ fn nearest_n(row: &[f32], n: usize) -> Vec<u32> {
     d.into_iter().map(|(_, i)| i).collect()
 }
 
-/// Every list, nearest to `q` first (the order a widening search follows).
+/// Every list, nearest to `q` first (the order a widening search follows),
+/// ranked by the kernel that picks probes.
 fn lists_by_distance(centroids: &[f32], dim: usize, q: &[f32]) -> Vec<u32> {
-    let mut d: Vec<(f32, u32)> = centroids
-        .chunks_exact(dim)
-        .enumerate()
-        .map(|(i, c)| (l2sq(q, c), i as u32))
-        .collect();
-    d.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    d.into_iter().map(|(_, i)| i).collect()
+    centroid_distances(centroids, dim, q, |row| {
+        let mut order: Vec<u32> = (0..row.len() as u32).collect();
+        order
+            .sort_unstable_by(|&a, &b| row[a as usize].total_cmp(&row[b as usize]).then(a.cmp(&b)));
+        order
+    })
+    .pop()
+    .unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::distance::l2sq;
 
     fn grid() -> (Vec<f32>, Vec<f32>) {
         // Ten centroids, with exact duplicates among them (ties).
@@ -2264,6 +2260,11 @@ mod tests {
             probes.sort_unstable_by(|a, b| d(*a).total_cmp(&d(*b)));
             let farthest_probe = probes.last().map_or(0.0, |&l| d(l));
             assert!(order[3..].iter().all(|&l| d(l) >= farthest_probe));
+            // One kernel ranks both, ties included: the probes are the head.
+            let mut head = order[..3].to_vec();
+            head.sort_unstable();
+            probes.sort_unstable();
+            assert_eq!(head, probes);
         }
     }
 }
