@@ -744,11 +744,18 @@ impl Shared {
         let mut live = self.live.write();
         let Some(dim) = live.p.dim else { return Ok(()) };
         let seqs: Vec<u64> = live.p.lists.iter().flatten().map(|b| b.seq).collect();
-        let blocks = self.load_blocks(keys, &seqs, dim)?;
-        let mut locations = HashMap::with_capacity(seqs.len() * block_capacity(dim));
-        for (seq, block) in seqs.iter().zip(&blocks) {
-            for id in block.ids().iter() {
-                locations.insert(id.to_owned(), *seq);
+        // Each worker reads blocks into one buffer and keeps only their ids.
+        let ids: Vec<(u64, Vec<String>)> = seqs
+            .par_iter()
+            .map_init(Block::default, |buf, &seq| {
+                self.read_block(keys, seq, dim, buf)?;
+                Ok((seq, buf.ids().iter().map(str::to_owned).collect()))
+            })
+            .collect::<Result<_>>()?;
+        let mut locations = HashMap::with_capacity(ids.iter().map(|(_, v)| v.len()).sum());
+        for (seq, block_ids) in ids {
+            for id in block_ids {
+                locations.insert(id, seq);
             }
         }
         live.locations = locations;
@@ -873,10 +880,22 @@ impl Shared {
         Ok(block)
     }
 
-    fn load_blocks(&self, keys: &Keys, seqs: &[u64], dim: usize) -> Result<Vec<Arc<Block>>> {
-        seqs.par_iter()
-            .map(|&s| self.load_block(keys, s, dim))
-            .collect()
+    /// Calls `f` with every block of `seqs` in order, each decrypted into
+    /// one reused buffer: never all held at once, and not put in the list
+    /// cache (training reads blocks it is about to replace).
+    fn for_each_block(
+        &self,
+        keys: &Keys,
+        seqs: &[u64],
+        dim: usize,
+        mut f: impl FnMut(&Block),
+    ) -> Result<()> {
+        let mut buf = Block::default();
+        for &seq in seqs {
+            self.read_block(keys, seq, dim, &mut buf)?;
+            f(&buf);
+        }
+        Ok(())
     }
 }
 
@@ -1414,13 +1433,12 @@ impl IndexAs<'_> {
                 // Everything in memory: decrypt every block, cluster all
                 // vectors (k-means samples what it trains on) and write the
                 // lists from its final assignment.
-                let blocks = ix.load_blocks(&keys, &seqs, dim)?;
                 let mut data = Vec::with_capacity(count * dim);
-                let mut ids: Vec<&str> = Vec::with_capacity(count);
-                for b in &blocks {
+                let mut ids: Vec<String> = Vec::with_capacity(count);
+                ix.for_each_block(&keys, &seqs, dim, |b| {
                     data.extend_from_slice(b.vectors());
-                    ids.extend(b.ids().iter());
-                }
+                    ids.extend(b.ids().iter().map(str::to_owned));
+                })?;
                 let result = vecseal_kmeans::KMeans::new(kopts)
                     .with_progress(&cb)
                     .fit(&data, dim)?;
@@ -1433,7 +1451,7 @@ impl IndexAs<'_> {
                         .iter()
                         .flat_map(|&i| data[i * dim..(i + 1) * dim].iter().copied())
                         .collect();
-                    let list_ids = m.iter().map(|&i| ids[i].to_owned()).collect();
+                    let list_ids = m.iter().map(|&i| std::mem::take(&mut ids[i])).collect();
                     writer.add_list(l, list_ids, vectors)?;
                 }
                 result.centroids
@@ -1742,9 +1760,10 @@ impl Shared {
         let mut sample = Vec::with_capacity(picks.len() * dim);
         let mut next = picks.iter().peekable();
         let mut offset = 0;
+        let mut block = Block::default();
         for (&seq, &n) in seqs.iter().zip(&counts) {
             if next.peek().is_some_and(|&&i| i < offset + n) {
-                let block = self.load_block(keys, seq, dim)?;
+                self.read_block(keys, seq, dim, &mut block)?;
                 while let Some(&&i) = next.peek().filter(|&&&i| i < offset + n) {
                     let r = i - offset;
                     sample.extend_from_slice(&block.vectors()[r * dim..(r + 1) * dim]);
@@ -1762,10 +1781,9 @@ impl Shared {
 
         // One pass: the list of every vector, in block order.
         let mut assign: Vec<u32> = Vec::with_capacity(count);
-        for &seq in seqs {
-            let block = self.load_block(keys, seq, dim)?;
-            assign.extend(nearest_centroids(&centroids, dim, block.vectors()));
-        }
+        self.for_each_block(keys, seqs, dim, |b| {
+            assign.extend(nearest_centroids(&centroids, dim, b.vectors()));
+        })?;
         let mut sizes = vec![0usize; n_lists];
         for &a in &assign {
             sizes[a as usize] += 1;
@@ -1782,9 +1800,8 @@ impl Shared {
             let mut ids: Vec<Vec<String>> = vec![Vec::new(); end - start];
             let mut vectors: Vec<Vec<f32>> = vec![Vec::new(); end - start];
             let mut i = 0;
-            for &seq in seqs {
-                let block = self.load_block(keys, seq, dim)?;
-                for (id, v) in block.ids().iter().zip(block.vectors().chunks_exact(dim)) {
+            self.for_each_block(keys, seqs, dim, |b| {
+                for (id, v) in b.ids().iter().zip(b.vectors().chunks_exact(dim)) {
                     let l = assign[i] as usize;
                     i += 1;
                     if (start..end).contains(&l) {
@@ -1792,7 +1809,7 @@ impl Shared {
                         vectors[l - start].extend_from_slice(v);
                     }
                 }
-            }
+            })?;
             for (j, (ids, vectors)) in ids.into_iter().zip(vectors).enumerate() {
                 writer.add_list(start + j, ids, vectors)?;
             }
