@@ -454,20 +454,16 @@ mod tests {
 
     #[test]
     fn sealed_blocks_are_scanned_where_they_were_decrypted() {
-        use vecseal_envelope::{Sealer, SecretKey, Suite, TAG_LEN};
+        use crate::keys::{Keys, Kind};
+        use vecseal_envelope::{SecretKey, Suite, TAG_LEN};
         let b = sample(9, 3);
         let key = SecretKey::from_bytes(&[7; 32]).unwrap_or_else(|e| panic!("{e}"));
         for suite in [Suite::Aes256Gcm, Suite::XChaCha20Poly1305] {
-            let sealer = Sealer::new(&key, suite);
-            let sealed = sealer
-                .seal(b"aad", &b.encode(3))
+            let keys = Keys::derive(&key, vecseal_keyring::IndexId([1; 16]), suite);
+            let sealed = keys
+                .seal(Kind::Block, b"k", &b.encode(3))
                 .unwrap_or_else(|e| panic!("{e}"));
-            let open = |buf: &mut [u8]| -> Result<Range<usize>> {
-                let base = buf.as_ptr() as usize;
-                let plain = sealer.open_in_place(b"aad", buf).map_err(Error::Envelope)?;
-                let at = plain.as_ptr() as usize - base;
-                Ok(at..at + plain.len())
-            };
+            let open = |buf: &mut [u8]| keys.open_in_place(Kind::Block, b"k", buf);
             let mut got = Block::default();
             got.open_into(&sealed, 3, open)
                 .unwrap_or_else(|e| panic!("{e}"));

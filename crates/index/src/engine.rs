@@ -855,7 +855,9 @@ impl Shared {
         let key = keys.block_key(seq);
         let mut opened = Ok(());
         let found = self.store.read_with(NS_BLOCKS, &key, &mut |sealed| {
-            opened = into.open_into(sealed, dim, |buf| keys.open_range(Kind::Block, &key, buf));
+            opened = into.open_into(sealed, dim, |buf| {
+                keys.open_in_place(Kind::Block, &key, buf)
+            });
         })?;
         if !found {
             return Err(Error::Corrupt {

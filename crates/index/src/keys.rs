@@ -137,28 +137,19 @@ impl Keys {
             .map_err(|e| open_error(kind, e))
     }
 
-    /// Opens inside `sealed` (no copy); the plaintext is a part of it.
-    pub(crate) fn open_in_place<'a>(
-        &self,
-        kind: Kind,
-        key: &[u8],
-        sealed: &'a mut [u8],
-    ) -> Result<&'a [u8]> {
-        self.sealer(kind)
-            .open_in_place(&Self::aad(kind, key), sealed)
-            .map_err(|e| open_error(kind, e))
-    }
-
-    /// Opens inside `sealed` like [`Keys::open_in_place`]; returns where in
-    /// `sealed` the plaintext now is.
-    pub(crate) fn open_range(
+    /// Opens inside `sealed` (no copy); returns where in `sealed` the
+    /// plaintext now is.
+    pub(crate) fn open_in_place(
         &self,
         kind: Kind,
         key: &[u8],
         sealed: &mut [u8],
     ) -> Result<Range<usize>> {
         let base = sealed.as_ptr() as usize;
-        let plain = self.open_in_place(kind, key, sealed)?;
+        let plain = self
+            .sealer(kind)
+            .open_in_place(&Self::aad(kind, key), sealed)
+            .map_err(|e| open_error(kind, e))?;
         let start = plain.as_ptr() as usize - base;
         Ok(start..start + plain.len())
     }
