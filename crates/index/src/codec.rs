@@ -197,26 +197,41 @@ impl<'a> Reader<'a> {
     }
 }
 
-impl ItemRecord {
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(16 + self.id.len() + self.vector.len() * 4);
-        out.push(ITEM_VERSION);
-        put_bytes(&mut out, self.id.as_bytes());
-        out.extend_from_slice(&(self.vector.len() as u32).to_le_bytes());
-        put_f32s(&mut out, &self.vector);
-        for field in [
-            self.contents.as_deref(),
-            self.metadata.as_deref().map(str::as_bytes),
-        ] {
-            match field {
-                Some(b) => {
-                    out.push(1);
-                    put_bytes(&mut out, b);
-                }
-                None => out.push(0),
+/// The plaintext of an item record, from borrowed parts (see
+/// [`ItemRecord`]).
+pub(crate) fn encode_item(
+    id: &str,
+    vector: &[f32],
+    contents: Option<&[u8]>,
+    metadata: Option<&str>,
+) -> Vec<u8> {
+    let extra = contents.map_or(0, <[u8]>::len) + metadata.map_or(0, str::len);
+    let mut out = Vec::with_capacity(18 + id.len() + vector.len() * 4 + extra);
+    out.push(ITEM_VERSION);
+    put_bytes(&mut out, id.as_bytes());
+    out.extend_from_slice(&(vector.len() as u32).to_le_bytes());
+    put_f32s(&mut out, vector);
+    for field in [contents, metadata.map(str::as_bytes)] {
+        match field {
+            Some(b) => {
+                out.push(1);
+                put_bytes(&mut out, b);
             }
+            None => out.push(0),
         }
-        out
+    }
+    out
+}
+
+impl ItemRecord {
+    #[cfg(test)]
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        encode_item(
+            &self.id,
+            &self.vector,
+            self.contents.as_deref(),
+            self.metadata.as_deref(),
+        )
     }
 
     pub(crate) fn decode(buf: &[u8]) -> Result<Self> {

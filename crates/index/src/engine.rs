@@ -14,7 +14,7 @@ use vecseal_keyring::{Access, IndexId, UserEntry, UserId};
 use vecseal_storage::{Durability, Store, WriteBatch};
 
 use crate::cache::BlockCache;
-use crate::codec::{Block, ItemRecord};
+use crate::codec::{encode_item, Block, ItemRecord};
 use crate::database::{open_ring, read_catalog, write_catalog, NS_BLOCKS, NS_ITEMS, NS_META};
 use crate::distance::{
     distance, dot, lower_bounds, normalize, scores as scores_into, squared_distances,
@@ -155,6 +155,14 @@ pub enum Field {
     Contents,
     /// The metadata.
     Metadata,
+}
+
+/// An item to upsert, borrowed from the caller's [`Item`] or ids and vectors.
+struct ItemRef<'a> {
+    id: &'a str,
+    vector: &'a [f32],
+    contents: Option<&'a [u8]>,
+    metadata: Option<&'a serde_json::Value>,
 }
 
 /// Which fields [`Index::get`] returns.
@@ -500,7 +508,7 @@ impl Edit {
         Ok(())
     }
 
-    fn add(&mut self, index: &Shared, keys: &Keys, list: u32, id: String, v: &[f32]) -> Result<()> {
+    fn add(&mut self, index: &Shared, keys: &Keys, list: u32, id: &str, v: &[f32]) -> Result<()> {
         let tail = self.lists[list as usize].last().copied();
         let seq = match tail {
             Some(t)
@@ -523,7 +531,7 @@ impl Edit {
             }
         };
         if let Some((_, b)) = self.dirty.get_mut(&seq) {
-            b.push(&id, v);
+            b.push(id, v);
         }
         Ok(())
     }
@@ -1042,16 +1050,36 @@ impl IndexAs<'_> {
                 expected: "as many ids as vectors",
             });
         }
-        self.upsert(
+        self.upsert_refs(
             ids.iter()
                 .zip(vectors)
-                .map(|(i, v)| Item::new(i.clone(), v.clone()))
+                .map(|(id, v)| ItemRef {
+                    id,
+                    vector: v,
+                    contents: None,
+                    metadata: None,
+                })
                 .collect(),
         )
     }
 
     /// See [`Index::upsert`].
     pub fn upsert(&self, items: Vec<Item>) -> Result<usize> {
+        self.upsert_refs(
+            items
+                .iter()
+                .map(|it| ItemRef {
+                    id: &it.id,
+                    vector: it.vector.as_deref().unwrap_or_default(),
+                    contents: it.contents.as_deref(),
+                    metadata: it.metadata.as_ref(),
+                })
+                .collect(),
+        )
+    }
+
+    /// Upserts borrowed items: nothing is copied but what is stored.
+    fn upsert_refs(&self, items: Vec<ItemRef<'_>>) -> Result<usize> {
         let ix = self.index;
         let (access, keys) = ix.authorize(self.cred)?;
         access.write_for("upsert")?;
@@ -1063,10 +1091,7 @@ impl IndexAs<'_> {
             let l = ix.live.read();
             (l.p.metric, l.p.dim)
         };
-        let dim = match dim {
-            Some(d) => d,
-            None => items[0].vector.as_ref().map_or(0, Vec::len),
-        };
+        let dim = dim.unwrap_or(items[0].vector.len());
         if dim == 0 {
             return Err(Error::InvalidParameter {
                 name: "vector",
@@ -1080,38 +1105,25 @@ impl IndexAs<'_> {
             if it.id.is_empty() {
                 return Err(Error::EmptyId(i));
             }
-            let v = it.vector.as_deref().unwrap_or_default();
-            check_vector(|| format!("item {:?}", it.id), v, dim)?;
-            if let Some(m) = &it.metadata {
-                if !m.is_object() {
-                    return Err(Error::BadMetadata(it.id.clone()));
-                }
+            check_vector(|| format!("item {:?}", it.id), it.vector, dim)?;
+            if it.metadata.is_some_and(|m| !m.is_object()) {
+                return Err(Error::BadMetadata(it.id.to_owned()));
             }
-            last.insert(&it.id, i);
+            last.insert(it.id, i);
         }
         let mut order: Vec<usize> = last.into_values().collect();
         order.sort_unstable();
-        let items: Vec<&Item> = order.iter().map(|&i| &items[i]).collect();
+        let items: Vec<&ItemRef<'_>> = order.iter().map(|&i| &items[i]).collect();
 
-        let search = prepare(
-            items
-                .iter()
-                .map(|it| it.vector.as_deref().unwrap_or_default()),
-            metric,
-            dim,
-        );
+        let search = prepare(items.iter().map(|it| it.vector), metric, dim);
         let mut batch = WriteBatch::new();
         let sealed: Vec<Result<(Vec<u8>, Vec<u8>)>> = items
             .par_iter()
             .map(|it| {
-                let rec = ItemRecord {
-                    id: it.id.clone(),
-                    vector: it.vector.clone().unwrap_or_default(),
-                    contents: it.contents.clone(),
-                    metadata: it.metadata.as_ref().map(|m| m.to_string()),
-                };
-                let key = keys.item_key(&it.id);
-                let value = keys.seal(Kind::Item, &key, &rec.encode())?;
+                let metadata = it.metadata.map(serde_json::Value::to_string);
+                let plain = encode_item(it.id, it.vector, it.contents, metadata.as_deref());
+                let key = keys.item_key(it.id);
+                let value = keys.seal(Kind::Item, &key, &plain)?;
                 Ok((key, value))
             })
             .collect();
@@ -1133,17 +1145,17 @@ impl IndexAs<'_> {
             vec![0; items.len()]
         };
         for ((it, v), list) in items.iter().zip(search.chunks_exact(dim)).zip(lists) {
-            if let Some(&seq) = live.locations.get(&it.id) {
-                edit.remove(ix, &keys, seq, &it.id)?;
+            if let Some(&seq) = live.locations.get(it.id) {
+                edit.remove(ix, &keys, seq, it.id)?;
             }
-            edit.add(ix, &keys, list, it.id.clone(), v)?;
+            edit.add(ix, &keys, list, it.id, v)?;
         }
         drop(live);
         let n = items.len();
         let meta = if p.has_metadata {
             items
                 .iter()
-                .map(|it| (it.id.clone(), it.metadata.clone()))
+                .map(|it| (it.id.to_owned(), it.metadata.cloned()))
                 .collect()
         } else {
             Vec::new()
