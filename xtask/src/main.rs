@@ -1,4 +1,4 @@
-//! Project chores: `cargo xtask ci | lint | deny | tidy | bench | dataset | demo`.
+//! Project chores: `cargo xtask ci | test | simd | lint | deny | tidy | bench | dataset | demo`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -140,6 +140,58 @@ fn run_built(bin: &str, first: &[&str], rest: &[String]) -> Result<()> {
     run(Command::new(&exe).args(first).args(rest))
 }
 
+/// The packages whose tests run again at the scalar SIMD level.
+const SIMD_SUITES: [&str; 2] = ["vecseal-kmeans", "vecseal-index"];
+
+/// Runs the test binaries of the k-means and index crates again with
+/// `VECSEAL_SIMD=scalar`: `cargo test --workspace` ran them at the machine's
+/// best level, so a result that depends on the CPU cannot pass unnoticed.
+/// The binaries are the ones `cargo test --workspace` built (asked for by
+/// path, so no other feature set and no rebuild).
+fn simd_levels() -> Result<()> {
+    let out = cargo()
+        .args(["test", "--workspace", "--no-run", "--message-format=json"])
+        .current_dir(root())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("cannot start cargo test --no-run")?;
+    if !out.status.success() {
+        bail!("cargo test --workspace --no-run failed with {}", out.status);
+    }
+    let mut ran = 0;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let (Some(exe), Some(manifest)) = (
+            msg["executable"].as_str(),
+            msg["manifest_path"].as_str(),
+        ) else {
+            continue;
+        };
+        let package = msg["package_id"].as_str().unwrap_or_default();
+        if !SIMD_SUITES.iter().any(|p| package.contains(&format!("#{p}@"))) {
+            continue;
+        }
+        let dir = Path::new(manifest).parent().unwrap_or_else(|| Path::new("."));
+        eprintln!("xtask: VECSEAL_SIMD=scalar {exe}");
+        let status = Command::new(exe)
+            .env("VECSEAL_SIMD", "scalar")
+            .current_dir(dir)
+            .status()
+            .with_context(|| format!("cannot start {exe}"))?;
+        if !status.success() {
+            bail!("{exe} failed at VECSEAL_SIMD=scalar with {status}");
+        }
+        ran += 1;
+    }
+    if ran == 0 {
+        bail!("no test binary of {SIMD_SUITES:?} was found to run at the scalar level");
+    }
+    eprintln!("xtask: {ran} test binaries passed again at VECSEAL_SIMD=scalar");
+    Ok(())
+}
+
 fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -176,8 +228,10 @@ fn main() -> Result<()> {
             // them again in the release profile would cost a second RocksDB
             // build for no extra check.
             run(cargo().args(["test", "--workspace"]))?;
+            simd_levels()?;
         }
         "test" => run(cargo().args(["test", "--workspace"]))?,
+        "simd" => simd_levels()?,
         "lint" => {
             run(cargo().args(["fmt", "--all", "--", "--check"]))?;
             run(cargo().args([
@@ -204,7 +258,7 @@ fn main() -> Result<()> {
             run_built("vecseal-bench", &["dataset"], &[])?;
         }
         _ => {
-            eprintln!("usage: cargo xtask <ci|test|lint|deny|tidy|demo|bench|dataset>");
+            eprintln!("usage: cargo xtask <ci|test|simd|lint|deny|tidy|demo|bench|dataset>");
             if task != "help" {
                 bail!("unknown task {task:?}");
             }

@@ -101,6 +101,11 @@ pub(crate) fn run(data_dir: &Path, n: usize, force_synthetic: bool) -> Result<()
     println!("  data set            {source}");
     println!("  vectors stored      {n_base} (d = {d}, cosine, AES-256-GCM)");
     println!(
+        "  SIMD level          {} (best on this CPU: {}; results are the same at every level)",
+        vecseal::SimdLevel::current(),
+        vecseal::SimdLevel::best()
+    );
+    println!(
         "  upsert              {upsert_s:.2} s ({:.0} vectors/s)",
         n_base as f64 / upsert_s
     );

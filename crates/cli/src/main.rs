@@ -216,6 +216,11 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(level)
         .init();
+    // A typo in VECSEAL_SIMD is a usage error, not a silent fallback.
+    if let Err(e) = vecseal::SimdLevel::from_env() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

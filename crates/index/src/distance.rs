@@ -1,112 +1,22 @@
-//! Distance kernels. Every distance between a query and a stored vector is
-//! one SIMD accumulation ([`tile`], at the level pulp finds at run time:
-//! AVX-512, AVX2, …), computed pair by pair or by a tiled kernel
-//! ([`scores`]) with identical rounding, so search results are those of
-//! brute force bit for bit. Many queries against one block go through
-//! faer's GEMM for lower bounds ([`lower_bounds`]), and the pairs that may
-//! make a top-k are rescored pair by pair; ranking centroids is a plain GEMM
-//! ([`squared_distances`]).
-
-use std::marker::PhantomData;
+//! Distances between queries and stored vectors. Every distance is one sum
+//! in the canonical order of [`vecseal_kmeans::kernel`] (the same bits on
+//! every CPU and SIMD level), computed pair by pair ([`distance`]) or by
+//! the tiled kernel ([`scores`]) with identical rounding, so search results
+//! are those of brute force bit for bit. Many queries against one block go
+//! through faer's GEMM for lower bounds ([`lower_bounds`]), and the pairs
+//! that may make a top-k are rescored pair by pair.
 
 use faer::{Accum, MatMut, MatRef, Par};
-use pulp::Simd;
+use vecseal_kmeans::kernel::{self, Sum};
 
 use crate::Metric;
 
-/// The term a distance sums over coordinates, in SIMD lanes and one by one.
-trait Term {
-    fn step<S: Simd>(simd: S, q: S::f32s, x: S::f32s, acc: S::f32s) -> S::f32s;
-    fn term(q: f32, x: f32) -> f32;
-}
-
-struct Product;
-impl Term for Product {
-    #[inline(always)]
-    fn step<S: Simd>(simd: S, q: S::f32s, x: S::f32s, acc: S::f32s) -> S::f32s {
-        simd.mul_add_e_f32s(q, x, acc)
-    }
-    #[inline(always)]
-    fn term(q: f32, x: f32) -> f32 {
-        q * x
-    }
-}
-
-struct SquaredDifference;
-impl Term for SquaredDifference {
-    #[inline(always)]
-    fn step<S: Simd>(simd: S, q: S::f32s, x: S::f32s, acc: S::f32s) -> S::f32s {
-        let d = simd.sub_f32s(q, x);
-        simd.mul_add_e_f32s(d, d, acc)
-    }
-    #[inline(always)]
-    fn term(q: f32, x: f32) -> f32 {
-        let d = q - x;
-        d * d
-    }
-}
-
-/// Sums `T` over the coordinates of every pair of `qs` × `xs`: one SIMD
-/// accumulator per pair takes the coordinates a register at a time, its
-/// lanes are then summed, then the tail coordinates are added in order.
-/// Every distance here is this sum (for the SIMD level found at run time),
-/// whether computed for one pair or for a tile of pairs (which loads each
-/// coordinate once for several pairs), so a score is the same bit for bit
-/// whichever kernel produced it.
-#[inline(always)]
-fn tile<S: Simd, T: Term, const A: usize, const B: usize>(
-    simd: S,
-    qs: [&[f32]; A],
-    xs: [&[f32]; B],
-) -> [[f32; B]; A] {
-    let d = qs[0].len();
-    let qv: [&[S::f32s]; A] = std::array::from_fn(|a| S::as_simd_f32s(qs[a]).0);
-    let n = qv[0].len();
-    // Re-sliced to exactly `n` registers, so the loop has no bounds checks.
-    let qv: [&[S::f32s]; A] = std::array::from_fn(|a| &qv[a][..n]);
-    let xv: [&[S::f32s]; B] = std::array::from_fn(|b| &S::as_simd_f32s(xs[b]).0[..n]);
-    let mut acc = [[simd.splat_f32s(0.0); B]; A];
-    for i in 0..n {
-        let x: [S::f32s; B] = std::array::from_fn(|b| xv[b][i]);
-        for a in 0..A {
-            let q = qv[a][i];
-            for b in 0..B {
-                acc[a][b] = T::step(simd, q, x[b], acc[a][b]);
-            }
-        }
-    }
-    let tail = n * S::F32_LANES;
-    let mut out = [[0f32; B]; A];
-    for a in 0..A {
-        for b in 0..B {
-            let mut s = simd.reduce_sum_f32s(acc[a][b]);
-            for j in tail..d {
-                s += T::term(qs[a][j], xs[b][j]);
-            }
-            out[a][b] = s;
-        }
-    }
-    out
-}
-
-/// One pair through [`tile`], at the SIMD level found at run time.
-struct Pair<'a, T>(&'a [f32], &'a [f32], PhantomData<T>);
-
-impl<T: Term> pulp::WithSimd for Pair<'_, T> {
-    type Output = f32;
-
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) -> f32 {
-        tile::<S, T, 1, 1>(simd, [self.0], [self.1])[0][0]
-    }
-}
-
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    pulp::Arch::new().dispatch(Pair::<Product>(a, b, PhantomData))
+    kernel::sum(Sum::Dot, a, b)
 }
 
 pub(crate) fn l2sq(a: &[f32], b: &[f32]) -> f32 {
-    pulp::Arch::new().dispatch(Pair::<SquaredDifference>(a, b, PhantomData))
+    kernel::sum(Sum::SquaredL2, a, b)
 }
 
 pub(crate) fn normalize(v: &mut [f32]) {
@@ -126,8 +36,8 @@ pub(crate) fn distance(metric: Metric, q: &[f32], x: &[f32]) -> f32 {
     }
 }
 
-/// The metric's distance from a raw sum of [`tile`] (a dot product, or a
-/// squared difference), exactly as [`distance`] computes it.
+/// The metric's distance from a raw sum (a dot product, or a squared
+/// difference), exactly as [`distance`] computes it.
 #[inline(always)]
 fn finish(metric: Metric, sum: f32) -> f32 {
     match metric {
@@ -140,10 +50,8 @@ fn finish(metric: Metric, sum: f32) -> f32 {
 
 /// Distances from the queries `queries` (row-major) to the `vectors` of a
 /// block, `out[qi * n + j]`, each equal bit for bit to
-/// [`distance`]`(metric, query, vector)`. Tiles of 4 queries × 4 vectors
-/// share their loads, queries are taken 32 at a time so a group and the
-/// block stay in cache, and the kernel is compiled for the CPU found at run
-/// time (AVX-512, AVX2, …).
+/// [`distance`]`(metric, query, vector)`: [`kernel::sums_into`], tiled and
+/// dispatched to the SIMD level in use.
 pub(crate) fn scores(
     metric: Metric,
     queries: &[f32],
@@ -157,111 +65,11 @@ pub(crate) fn scores(
     if m == 0 || n == 0 {
         return;
     }
-    let job = Scores {
-        metric,
-        queries,
-        vectors,
-        dim,
-        out,
+    let sum = match metric {
+        Metric::Cosine | Metric::InnerProduct => Sum::Dot,
+        Metric::SquaredEuclidean | Metric::Euclidean => Sum::SquaredL2,
     };
-    match metric {
-        Metric::Cosine | Metric::InnerProduct => {
-            pulp::Arch::new().dispatch(ScoresOf::<Product>(job, PhantomData))
-        }
-        Metric::SquaredEuclidean | Metric::Euclidean => {
-            pulp::Arch::new().dispatch(ScoresOf::<SquaredDifference>(job, PhantomData));
-        }
-    }
-}
-
-struct Scores<'a> {
-    metric: Metric,
-    queries: &'a [f32],
-    vectors: &'a [f32],
-    dim: usize,
-    out: &'a mut [f32],
-}
-
-struct ScoresOf<'a, T>(Scores<'a>, PhantomData<T>);
-
-impl<T: Term> pulp::WithSimd for ScoresOf<'_, T> {
-    type Output = ();
-
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) {
-        const QUERY_GROUP: usize = 32;
-        let Scores {
-            metric,
-            queries,
-            vectors,
-            dim,
-            out,
-        } = self.0;
-        let n = vectors.len() / dim;
-        let m = queries.len() / dim;
-        let job = Job {
-            metric,
-            queries,
-            vectors,
-            dim,
-            n,
-        };
-        for group in (0..m).step_by(QUERY_GROUP) {
-            let end = (group + QUERY_GROUP).min(m);
-            for j in (0..n).step_by(4) {
-                let mut i = group;
-                if j + 4 <= n {
-                    while i + 4 <= end {
-                        job.put::<S, T, 4, 4>(simd, i, j, out);
-                        i += 4;
-                    }
-                    match end - i {
-                        3 => job.put::<S, T, 3, 4>(simd, i, j, out),
-                        2 => job.put::<S, T, 2, 4>(simd, i, j, out),
-                        1 => job.put::<S, T, 1, 4>(simd, i, j, out),
-                        _ => {}
-                    }
-                } else {
-                    for jj in j..n {
-                        for ii in group..end {
-                            job.put::<S, T, 1, 1>(simd, ii, jj, out);
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// What [`ScoresOf`] computes, with the output's row length `n`.
-struct Job<'a> {
-    metric: Metric,
-    queries: &'a [f32],
-    vectors: &'a [f32],
-    dim: usize,
-    n: usize,
-}
-
-impl Job<'_> {
-    /// Scores queries `i..i + A` against vectors `j..j + B` into `out`.
-    #[inline(always)]
-    fn put<S: Simd, T: Term, const A: usize, const B: usize>(
-        &self,
-        simd: S,
-        i: usize,
-        j: usize,
-        out: &mut [f32],
-    ) {
-        let d = self.dim;
-        let q = std::array::from_fn(|a| &self.queries[(i + a) * d..(i + a + 1) * d]);
-        let x = std::array::from_fn(|b| &self.vectors[(j + b) * d..(j + b + 1) * d]);
-        let t = tile::<S, T, A, B>(simd, q, x);
-        for (a, row) in t.iter().enumerate() {
-            for (b, &v) in row.iter().enumerate() {
-                out[(i + a) * self.n + j + b] = finish(self.metric, v);
-            }
-        }
-    }
+    kernel::sums_into(sum, queries, vectors, dim, out, |s| finish(metric, s));
 }
 
 /// `out[qi * n + j] = queries[qi] · vectors[j]` by one GEMM (row-major,
@@ -277,28 +85,6 @@ fn gemm_dots(queries: &[f32], vectors: &[f32], dim: usize, out: &mut Vec<f32>) -
         faer::linalg::matmul::matmul(dst, Accum::Replace, lhs, rhs.transpose(), 1.0f32, Par::Seq);
     }
     n
-}
-
-/// Squared distances from `rows` to `vectors` (whose squared norms are
-/// `vector_norms`), `out[i * n + j]`, by one GEMM: fast, but rounded
-/// differently from [`distance`] (used to rank centroids).
-pub(crate) fn squared_distances(
-    rows: &[f32],
-    vectors: &[f32],
-    vector_norms: &[f32],
-    dim: usize,
-    out: &mut Vec<f32>,
-) {
-    let n = gemm_dots(rows, vectors, dim, out);
-    if n == 0 {
-        return;
-    }
-    for (row, r) in out.chunks_exact_mut(n).zip(rows.chunks_exact(dim)) {
-        let rn = dot(r, r);
-        for (v, &xn) in row.iter_mut().zip(vector_norms) {
-            *v = (rn + xn - 2.0 * *v).max(0.0);
-        }
-    }
 }
 
 /// Lower bounds of the distances from many queries (row-major) to the

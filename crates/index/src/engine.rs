@@ -16,12 +16,11 @@ use vecseal_storage::{Durability, Store, WriteBatch};
 use crate::cache::BlockCache;
 use crate::codec::{encode_item, Block, ItemRecord};
 use crate::database::{open_ring, read_catalog, write_catalog, NS_BLOCKS, NS_ITEMS, NS_META};
-use crate::distance::{
-    distance, dot, lower_bounds, normalize, scores as scores_into, squared_distances,
-};
+use crate::distance::{distance, lower_bounds, normalize, scores as scores_into};
 use crate::filter::{Filter, MetaIndex};
 use crate::keys::{Credentials, Keys, Kind};
 use crate::{Error, Metric, Result};
+use vecseal_kmeans::kernel::Centroids;
 
 /// Target plaintext size of one sealed block of search vectors.
 const BLOCK_BYTES: usize = 128 << 10;
@@ -2133,83 +2132,22 @@ fn prepare<'a>(rows: impl Iterator<Item = &'a [f32]>, metric: Metric, dim: usize
     out
 }
 
-/// Squared distances of row-major `rows` to every centroid, one GEMM per
-/// group of 64 rows; `per_row` turns a row of distances into a result.
-fn centroid_distances<T: Send>(
-    centroids: &[f32],
-    dim: usize,
-    rows: &[f32],
-    per_row: impl Fn(&[f32]) -> T + Sync,
-) -> Vec<T> {
-    let k = (centroids.len() / dim).max(1);
-    let norms: Vec<f32> = centroids.chunks_exact(dim).map(|c| dot(c, c)).collect();
-    rows.par_chunks(64 * dim)
-        .flat_map_iter(|group| {
-            let mut scores = Vec::new();
-            squared_distances(group, centroids, &norms, dim, &mut scores);
-            scores.chunks_exact(k).map(&per_row).collect::<Vec<T>>()
-        })
-        .collect()
-}
-
 /// The nearest list of every row: where upserts and training put a vector.
+/// Routing, probing and widening all rank lists with one kernel
+/// ([`Centroids`]: canonical distances, ties to the lower list), so a
+/// vector sits in the first list a query equal to it probes.
 fn nearest_centroids(centroids: &[f32], dim: usize, rows: &[f32]) -> Vec<u32> {
-    centroid_distances(centroids, dim, rows, |row| {
-        let mut best = (f32::INFINITY, 0u32);
-        for (i, &d) in row.iter().enumerate() {
-            if d < best.0 {
-                best = (d, i as u32);
-            }
-        }
-        best.1
-    })
+    Centroids::new(centroids, dim).nearest(rows)
 }
 
-/// The `n` nearest lists of every query (in no order): the lists it probes.
+/// The `n` nearest lists of every query, nearest first: the lists it probes.
 fn probe_lists(centroids: &[f32], dim: usize, queries: &[f32], n: usize) -> Vec<Vec<u32>> {
-    centroid_distances(centroids, dim, queries, |row| nearest_n(row, n))
+    Centroids::new(centroids, dim).nearest_n(queries, n)
 }
 
-/// The indices of the `n` smallest values of `row`; ties go to the lower
-/// index, as in `nearest_centroids`.
-fn nearest_n(row: &[f32], n: usize) -> Vec<u32> {
-    let key = |i: usize| (row[i], i as u32);
-    let less = |a: (f32, u32), b: (f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).is_lt();
-    if n >= row.len() {
-        return (0..row.len() as u32).collect();
-    }
-    if n <= 64 {
-        // Few probes: one pass keeping the best `n` sorted; a value that
-        // does not beat the current `n`-th costs one comparison.
-        let mut best: Vec<(f32, u32)> = Vec::with_capacity(n + 1);
-        for i in 0..row.len() {
-            let c = key(i);
-            if best.len() == n && !less(c, best[n - 1]) {
-                continue;
-            }
-            let at = best.partition_point(|&b| less(b, c));
-            best.insert(at, c);
-            best.truncate(n);
-        }
-        return best.into_iter().map(|(_, i)| i).collect();
-    }
-    let mut d: Vec<(f32, u32)> = (0..row.len()).map(key).collect();
-    d.select_nth_unstable_by(n, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    d.truncate(n);
-    d.into_iter().map(|(_, i)| i).collect()
-}
-
-/// Every list, nearest to `q` first (the order a widening search follows),
-/// ranked by the kernel that picks probes.
+/// Every list, nearest to `q` first (the order a widening search follows).
 fn lists_by_distance(centroids: &[f32], dim: usize, q: &[f32]) -> Vec<u32> {
-    centroid_distances(centroids, dim, q, |row| {
-        let mut order: Vec<u32> = (0..row.len() as u32).collect();
-        order
-            .sort_unstable_by(|&a, &b| row[a as usize].total_cmp(&row[b as usize]).then(a.cmp(&b)));
-        order
-    })
-    .pop()
-    .unwrap_or_default()
+    Centroids::new(centroids, dim).ranked(q)
 }
 
 #[cfg(test)]
@@ -2255,25 +2193,6 @@ mod tests {
         for mut p in probe_lists(&centroids, dim, &rows, 3) {
             p.sort_unstable();
             assert_eq!(p, [1, 2, 3]);
-        }
-    }
-
-    proptest::proptest! {
-        /// Both ways of choosing probes (a sorted pass for few, a selection
-        /// for many) pick what a full sort by (distance, list) picks.
-        #[test]
-        fn nearest_n_is_the_head_of_a_full_sort(
-            row in proptest::collection::vec(0u8..20, 1..300),
-            n in 1usize..120,
-        ) {
-            let row: Vec<f32> = row.into_iter().map(f32::from).collect();
-            let mut all: Vec<u32> = (0..row.len() as u32).collect();
-            all.sort_by(|&a, &b| row[a as usize].total_cmp(&row[b as usize]).then(a.cmp(&b)));
-            all.truncate(n);
-            all.sort_unstable();
-            let mut got = nearest_n(&row, n);
-            got.sort_unstable();
-            proptest::prop_assert_eq!(got, all);
         }
     }
 

@@ -60,6 +60,7 @@ pub use filter::Filter;
 pub use keys::Credentials;
 pub use vecseal_envelope::{SecretKey, Suite};
 pub use vecseal_keyring::{UserEntry, UserId};
+pub use vecseal_kmeans::kernel::SimdLevel;
 pub use vecseal_storage::Store;
 
 impl Error {

@@ -8,10 +8,19 @@
 //!
 //! **Architecture invariant:** no crypto, no storage, no vecseal types.
 //!
+//! # The same result on every CPU
+//! Every distance is summed in one canonical order, whatever SIMD level the
+//! CPU has ([`kernel`]), and assignment ranks centroids by those distances,
+//! so a seed gives the same centroids on a scalar, an AVX2 and an AVX-512
+//! machine. The [`kernel`] module is public: vecseal's index routes vectors
+//! and picks probes with the same [`kernel::Centroids`].
+//!
 //! # How it is fast
 //! * Assignment is a blocked GEMM, `‖x‖² + ‖c‖² − 2·x·c`, through faer, which
-//!   picks its SIMD kernels (AVX2/FMA, AVX-512 …) at run time; the argmin is
-//!   fused per block, so no `n × k` matrix is ever materialised.
+//!   picks its SIMD kernels (AVX2/FMA, AVX-512 …) at run time; the centroids
+//!   it cannot rule out (a rigorous bound on its rounding) are rescored in
+//!   the canonical order, so no `n × k` matrix is ever materialised and the
+//!   choice does not depend on the GEMM's rounding.
 //! * Like faiss, training uses at most `max_points_per_centroid · k` sampled
 //!   points (default 256 per centroid); the final assignment covers all points.
 //! * Blocks run in parallel on rayon; reductions are done in a fixed order,
@@ -34,11 +43,14 @@
 
 use std::ops::ControlFlow;
 
-use faer::{Accum, MatMut, MatRef, Par};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
+
+pub mod kernel;
+
+use kernel::{Centroids, Scratch};
 
 /// Errors of the k-means trainer.
 #[non_exhaustive]
@@ -100,6 +112,9 @@ pub enum Error {
     /// The progress callback asked to stop.
     #[error("training was cancelled")]
     Cancelled,
+    /// A SIMD level name that is not one (in `VECSEAL_SIMD`, or parsed).
+    #[error("unknown SIMD level {0:?}; use scalar, v3 or v4 (or auto)")]
+    UnknownSimdLevel(String),
 }
 
 /// How initial centroids are chosen.
@@ -290,9 +305,8 @@ impl<'a> KMeans<'a> {
         let train = sample_rows(data, d, n, cfg.n_train, &mut rng);
         let train: &[f32] = train.as_deref().unwrap_or(data);
         let n_train = train.len() / d;
-        let train_norms = row_norms(train, d);
 
-        let mut centroids = init(train, &train_norms, d, k, o.init, &mut rng);
+        let mut centroids = init(train, d, k, o.init, &mut rng);
         if o.spherical {
             normalize_rows(&mut centroids, d);
         }
@@ -305,10 +319,8 @@ impl<'a> KMeans<'a> {
                 for it in 1..=cfg.max_iters {
                     let inertia = assign_block(
                         train,
-                        &train_norms,
                         d,
                         &centroids,
-                        k,
                         cfg.block_rows,
                         &mut assign,
                     );
@@ -340,13 +352,10 @@ impl<'a> KMeans<'a> {
                     for (dst, &i) in batch.chunks_exact_mut(d).zip(&picked) {
                         dst.copy_from_slice(&train[i as usize * d..(i as usize + 1) * d]);
                     }
-                    let norms = row_norms(&batch, d);
                     let inertia = assign_block(
                         &batch,
-                        &norms,
                         d,
                         &centroids,
-                        k,
                         cfg.block_rows,
                         &mut batch_assign,
                     ) * (n_train as f64 / b as f64);
@@ -378,10 +387,8 @@ impl<'a> KMeans<'a> {
                 let mut full = vec![0u32; n_train];
                 assign_block(
                     train,
-                    &train_norms,
                     d,
                     &centroids,
-                    k,
                     cfg.block_rows,
                     &mut full,
                 );
@@ -391,13 +398,10 @@ impl<'a> KMeans<'a> {
         }
 
         let mut assignments = vec![0u32; n];
-        let all_norms = row_norms(data, d);
         let final_inertia = assign_block(
             data,
-            &all_norms,
             d,
             &centroids,
-            k,
             cfg.block_rows,
             &mut assignments,
         );
@@ -539,15 +543,6 @@ fn sample_rows(
     Some(out)
 }
 
-fn row_norms(data: &[f32], d: usize) -> Vec<f32> {
-    data.par_chunks(d * 1024)
-        .flat_map_iter(|c| {
-            c.chunks_exact(d)
-                .map(|r| r.iter().map(|v| v * v).sum::<f32>())
-        })
-        .collect()
-}
-
 fn normalize_rows(data: &mut [f32], d: usize) {
     for r in data.chunks_exact_mut(d) {
         let norm = r.iter().map(|v| v * v).sum::<f32>().sqrt();
@@ -557,29 +552,8 @@ fn normalize_rows(data: &mut [f32], d: usize) {
     }
 }
 
-/// Squared distance in 16 independent lanes (a fixed summation order, so the
-/// result does not depend on the instruction set; vectorised when inlined
-/// into a [`pulp`] dispatch).
-#[inline(always)]
-fn sq_dist(a: &[f32], b: &[f32]) -> f32 {
-    const L: usize = 16;
-    let mut acc = [0f32; L];
-    for (x, y) in a.chunks_exact(L).zip(b.chunks_exact(L)) {
-        for l in 0..L {
-            let t = x[l] - y[l];
-            acc[l] += t * t;
-        }
-    }
-    let tail = a.len() - a.len() % L;
-    let mut s: f32 = acc.iter().sum();
-    for (x, y) in a[tail..].iter().zip(&b[tail..]) {
-        s += (x - y) * (x - y);
-    }
-    s
-}
-
-/// `best[i] = min(best[i], ‖row_i − c‖²)` over a run of rows, vectorised
-/// through [`pulp::Arch::dispatch`].
+/// `best[i] = min(best[i], ‖row_i − c‖²)` over a run of rows, in the
+/// canonical order of [`kernel`], vectorised through [`kernel::dispatch`].
 struct NearestUpdate<'a> {
     best: &'a mut [f32],
     rows: &'a [f32],
@@ -590,10 +564,10 @@ impl pulp::WithSimd for NearestUpdate<'_> {
     type Output = ();
 
     #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+    fn with_simd<S: pulp::Simd>(self, simd: S) {
         let d = self.c.len();
         for (b, r) in self.best.iter_mut().zip(self.rows.chunks_exact(d)) {
-            let dist = sq_dist(r, self.c);
+            let dist = kernel::tile::<S, kernel::SquaredDifference, 1, 1>(simd, [r], [self.c])[0][0];
             if dist < *b {
                 *b = dist;
             }
@@ -603,7 +577,6 @@ impl pulp::WithSimd for NearestUpdate<'_> {
 
 fn init(
     train: &[f32],
-    norms: &[f32],
     d: usize,
     k: usize,
     how: Init,
@@ -622,7 +595,6 @@ fn init(
         Init::KMeansPlusPlus => kmeans_pp(train, d, k, rng),
         Init::SampledKMeansPlusPlus => {
             let m = n.min(32 * k);
-            let _ = norms;
             match sample_rows(train, d, n, m, rng) {
                 Some(sample) => kmeans_pp(&sample, d, k, rng),
                 None => kmeans_pp(train, d, k, rng),
@@ -643,7 +615,7 @@ fn kmeans_pp(data: &[f32], d: usize, k: usize, rng: &mut ChaCha8Rng) -> Vec<f32>
         const ROWS: usize = 1024;
         best.par_chunks_mut(ROWS)
             .zip(data.par_chunks(ROWS * d))
-            .for_each(|(best, rows)| pulp::Arch::new().dispatch(NearestUpdate { best, rows, c }));
+            .for_each(|(best, rows)| kernel::dispatch(NearestUpdate { best, rows, c }));
     };
     update(&mut best, &data[first * d..(first + 1) * d]);
     for _ in 1..k {
@@ -669,113 +641,29 @@ fn kmeans_pp(data: &[f32], d: usize, k: usize, rng: &mut ChaCha8Rng) -> Vec<f32>
     centroids
 }
 
-/// Assigns every row to its nearest centroid by blocked GEMM with a fused
-/// argmin; returns the inertia.
+/// Assigns every row to its nearest centroid ([`Centroids::nearest_into`],
+/// `block_rows` rows per GEMM); returns the inertia.
 fn assign_block(
     data: &[f32],
-    norms: &[f32],
     d: usize,
     centroids: &[f32],
-    k: usize,
     block_rows: usize,
     out: &mut [u32],
 ) -> f64 {
-    let cnorms = row_norms(centroids, d);
-    let cmat = MatRef::from_row_major_slice(centroids, k, d);
+    let centroids = Centroids::new(centroids, d);
     data.par_chunks(block_rows * d)
-        .zip(norms.par_chunks(block_rows))
         .zip(out.par_chunks_mut(block_rows))
-        .map_init(Vec::new, |buf: &mut Vec<f32>, ((x, xn), o)| {
-            let rows = xn.len();
-            buf.resize(rows * k, 0.0);
-            let dst = MatMut::from_row_major_slice_mut(&mut buf[..rows * k], rows, k);
-            let lhs = MatRef::from_row_major_slice(x, rows, d);
-            faer::linalg::matmul::matmul(
-                dst,
-                Accum::Replace,
-                lhs,
-                cmat.transpose(),
-                -2.0f32,
-                Par::Seq,
-            );
-            pulp::Arch::new().dispatch(Argmin {
-                scores: &buf[..rows * k],
-                cnorms: &cnorms,
-                xnorms: xn,
-                out: o,
-            })
-        })
+        .map_init(
+            || (Scratch::default(), Vec::new()),
+            |(scratch, dist), (x, o)| {
+                dist.resize(o.len(), 0f32);
+                centroids.nearest_into(x, o, dist, scratch);
+                dist.iter().map(|&v| f64::from(v)).sum::<f64>()
+            },
+        )
         .collect::<Vec<f64>>()
         .into_iter()
         .sum()
-}
-
-/// The fused argmin over one block of `−2·x·c` scores: for every row, the
-/// centroid minimising `score + ‖c‖²` (the lowest index among ties) and the
-/// row's squared distance to it. Run through [`pulp::Arch::dispatch`] so that
-/// the lane loop below is vectorised with the best instruction set the CPU
-/// has (AVX2, AVX-512), chosen at run time.
-struct Argmin<'a> {
-    scores: &'a [f32],
-    cnorms: &'a [f32],
-    xnorms: &'a [f32],
-    out: &'a mut [u32],
-}
-
-impl pulp::WithSimd for Argmin<'_> {
-    type Output = f64;
-
-    #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _simd: S) -> f64 {
-        let k = self.cnorms.len();
-        let mut inertia = 0f64;
-        for ((row, &xn), o) in self
-            .scores
-            .chunks_exact(k)
-            .zip(self.xnorms)
-            .zip(self.out.iter_mut())
-        {
-            let (best, arg) = argmin_row(row, self.cnorms);
-            *o = arg;
-            inertia += f64::from((best + xn).max(0.0));
-        }
-        inertia
-    }
-}
-
-/// `min_j (row[j] + cn[j])` and its lowest index, in 16 independent lanes
-/// (branch-free, so it vectorises) reduced at the end.
-#[inline(always)]
-fn argmin_row(row: &[f32], cn: &[f32]) -> (f32, u32) {
-    const L: usize = 16;
-    let mut best = [f32::INFINITY; L];
-    let mut idx = [0u32; L];
-    let mut base = 0u32;
-    for (r, c) in row.chunks_exact(L).zip(cn.chunks_exact(L)) {
-        for l in 0..L {
-            let v = r[l] + c[l];
-            let lt = v < best[l];
-            best[l] = if lt { v } else { best[l] };
-            idx[l] = if lt { base + l as u32 } else { idx[l] };
-        }
-        base += L as u32;
-    }
-    let (mut b, mut a) = (f32::INFINITY, 0u32);
-    for l in 0..L {
-        if best[l] < b || (best[l] == b && idx[l] < a) {
-            b = best[l];
-            a = idx[l];
-        }
-    }
-    let tail = row.len() - row.len() % L;
-    for (j, (&r, &c)) in row[tail..].iter().zip(&cn[tail..]).enumerate() {
-        let v = r + c;
-        if v < b {
-            b = v;
-            a = (tail + j) as u32;
-        }
-    }
-    (b, a)
 }
 
 fn cluster_sizes(assign: &[u32], k: usize) -> Vec<usize> {

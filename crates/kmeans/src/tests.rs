@@ -1,4 +1,5 @@
 use super::*;
+use kernel::Sum;
 use proptest::prelude::*;
 use rand::Rng;
 use rand_distr_free::gaussian;
@@ -253,10 +254,10 @@ proptest! {
     fn every_point_is_assigned_to_its_nearest_centroid((data, d, k, seed) in arb_data()) {
         let r = fit(&data, d, Options::new(k).with_seed(seed));
         for (x, &a) in data.chunks(d).zip(&r.assignments) {
-            let dists: Vec<f32> = r.centroids.chunks(d).map(|c| sq_dist(x, c)).collect();
-            let best = dists.iter().copied().fold(f32::INFINITY, f32::min);
-            let scale = x.iter().map(|v| v * v).sum::<f32>() + 1.0;
-            prop_assert!(dists[a as usize] <= best + 1e-4 * scale, "assigned {} best {}", dists[a as usize], best);
+            let dists: Vec<f32> = r.centroids.chunks(d).map(|c| kernel::sum(Sum::SquaredL2, x, c)).collect();
+            // The first minimum: exact distances, ties to the lower index.
+            let first = dists.iter().enumerate().fold(0, |b, (j, v)| if *v < dists[b] { j } else { b });
+            prop_assert_eq!(a as usize, first, "{:?}", dists);
         }
     }
 
@@ -289,26 +290,58 @@ fn same_seed_same_result_across_thread_counts() {
     assert_eq!(run(1), run(2));
 }
 
-proptest! {
-    /// The 16-lane argmin equals the plain first-minimum scan, ties included
-    /// (values drawn from a few levels so that ties are common), and the lane
-    /// squared distance equals the plain sum up to rounding.
-    #[test]
-    fn lane_kernels_match_plain_loops(
-        row in proptest::collection::vec(0u8..4, 1..70),
-        cn_seed in any::<u64>(),
-    ) {
-        let row: Vec<f32> = row.into_iter().map(f32::from).collect();
-        let mut rng = ChaCha8Rng::seed_from_u64(cn_seed);
-        let cn: Vec<f32> = (0..row.len()).map(|_| f32::from(rng.gen_range(0u8..3))).collect();
-        let mut want = (f32::INFINITY, 0u32);
-        for (j, (r, c)) in row.iter().zip(&cn).enumerate() {
-            if r + c < want.0 {
-                want = (r + c, j as u32);
-            }
-        }
-        prop_assert_eq!(argmin_row(&row, &cn), want);
-        let plain: f32 = row.iter().zip(&cn).map(|(a, b)| (a - b) * (a - b)).sum();
-        prop_assert!((sq_dist(&row, &cn) - plain).abs() <= 1e-3 * plain.max(1.0));
+/// Training gives the same centroids and assignments bit for bit at every
+/// SIMD level this CPU has: the test runs [`simd_level_child`] once per
+/// level, in a child process with `VECSEAL_SIMD` set, and compares.
+#[test]
+fn training_is_bit_identical_at_every_simd_level() {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
+    let outputs: Vec<(kernel::SimdLevel, String)> = kernel::SimdLevel::ALL
+        .into_iter()
+        .filter(|l| l.is_available())
+        .map(|level| {
+            let out = std::process::Command::new(&exe)
+                .args(["--exact", "tests::simd_level_child", "--ignored", "--nocapture"])
+                .env(kernel::SIMD_ENV, level.name())
+                .output()
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(out.status.success(), "{level}: {}", String::from_utf8_lossy(&out.stderr));
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("TRAINED "))
+                .unwrap_or_else(|| panic!("{level}: no result in {text}"))
+                .to_owned();
+            assert!(line.contains(&format!("level={}", level.name())), "{line}");
+            (level, line.replace(&format!("level={}", level.name()), ""))
+        })
+        .collect();
+    assert!(outputs.len() >= 2, "at least scalar and the best level");
+    for (level, out) in &outputs[1..] {
+        assert_eq!(out, &outputs[0].1, "{level} differs from scalar");
     }
+}
+
+/// Run only by [`training_is_bit_identical_at_every_simd_level`].
+#[test]
+#[ignore = "a child of training_is_bit_identical_at_every_simd_level"]
+fn simd_level_child() {
+    // 21 dimensions: one full group of 16 lanes and a tail of 5.
+    let (data, _) = planted(4000, 10, 21, 1.5, 5);
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    let mut feed = |bits: u64| {
+        hash ^= bits;
+        hash = hash.wrapping_mul(0x100_0000_01b3);
+    };
+    for o in [
+        Options::new(10).with_seed(3),
+        Options::new(10).with_seed(3).with_batch_size(512),
+        Options::new(10).with_seed(3).with_spherical(true),
+    ] {
+        let r = fit(&data, 21, o);
+        r.centroids.iter().for_each(|v| feed(u64::from(v.to_bits())));
+        r.assignments.iter().for_each(|&a| feed(u64::from(a)));
+        feed(r.final_inertia.to_bits());
+    }
+    println!("TRAINED level={} hash={hash:016x}", kernel::SimdLevel::current().name());
 }

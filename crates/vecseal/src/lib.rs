@@ -34,7 +34,7 @@ use std::sync::Arc;
 pub use vecseal_index::{
     auto_n_lists, auto_n_probes, Credentials, Database, Error, Field, Fields, Filter, GetResult,
     Hit, Index, IndexAs, IndexConfig, IndexInfo, Item, Metric, ProgressFn, QueryOptions, Result,
-    SecretKey, Suite, TrainOptions, TrainProgress, TrainingState, UserEntry, UserId,
+    SecretKey, SimdLevel, Suite, TrainOptions, TrainProgress, TrainingState, UserEntry, UserId,
 };
 use vecseal_storage::{MemStore, RocksStore, Store};
 

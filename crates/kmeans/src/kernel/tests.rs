@@ -1,0 +1,183 @@
+use super::*;
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// The canonical order as the module documents it, in plain scalar Rust:
+/// the oracle every level must equal bit for bit.
+fn reference(kind: Sum, a: &[f32], b: &[f32]) -> f32 {
+    let body = a.len() / LANES * LANES;
+    let mut acc = [0f32; LANES];
+    for i in 0..body {
+        let l = i % LANES;
+        acc[l] = match kind {
+            Sum::Dot => a[i].mul_add(b[i], acc[l]),
+            Sum::SquaredL2 => {
+                let t = a[i] - b[i];
+                t.mul_add(t, acc[l])
+            }
+        };
+    }
+    let mut w = LANES;
+    while w > 1 {
+        w /= 2;
+        for l in 0..w {
+            acc[l] += acc[l + w];
+        }
+    }
+    let mut s = acc[0];
+    for i in body..a.len() {
+        s += match kind {
+            Sum::Dot => a[i] * b[i],
+            Sum::SquaredL2 => (a[i] - b[i]) * (a[i] - b[i]),
+        };
+    }
+    s
+}
+
+fn levels() -> Vec<SimdLevel> {
+    SimdLevel::ALL
+        .into_iter()
+        .filter(|l| l.is_available())
+        .collect()
+}
+
+fn random(rng: &mut ChaCha8Rng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.gen_range(-scale..scale)).collect()
+}
+
+#[test]
+fn every_level_sums_in_the_canonical_order() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    assert!(levels().contains(&SimdLevel::Scalar));
+    for dim in [1, 3, 8, 15, 16, 17, 31, 32, 33, 50, 64, 100, 768] {
+        for scale in [1e-3f32, 1.0, 1e3] {
+            let a = random(&mut rng, dim, scale);
+            let b = random(&mut rng, dim, scale);
+            for kind in [Sum::Dot, Sum::SquaredL2] {
+                let want = reference(kind, &a, &b).to_bits();
+                for level in levels() {
+                    let got = sum_at(level, kind, &a, &b).to_bits();
+                    assert_eq!(got, want, "{kind:?} {level} d={dim} scale={scale}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn tiles_equal_pairs_at_every_level() {
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    for dim in [1, 7, 16, 17, 50, 768] {
+        for (m, n) in [(1, 1), (3, 5), (4, 4), (7, 9), (37, 6)] {
+            let q = random(&mut rng, m * dim, 2.0);
+            let x = random(&mut rng, n * dim, 2.0);
+            for kind in [Sum::Dot, Sum::SquaredL2] {
+                for level in levels() {
+                    let mut out = vec![0f32; m * n];
+                    sums_at(level, kind, &q, &x, dim, &mut out, |s| 1.0 - s);
+                    for i in 0..m {
+                        for j in 0..n {
+                            let want = 1.0
+                                - reference(
+                                    kind,
+                                    &q[i * dim..(i + 1) * dim],
+                                    &x[j * dim..(j + 1) * dim],
+                                );
+                            assert_eq!(
+                                out[i * n + j].to_bits(),
+                                want.to_bits(),
+                                "{kind:?} {level} d={dim} q{i} x{j}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn level_names_parse_and_others_are_refused() {
+    for level in SimdLevel::ALL {
+        assert_eq!(level.name().parse::<SimdLevel>(), Ok(level));
+    }
+    assert_eq!("V4".parse::<SimdLevel>(), Ok(SimdLevel::V4));
+    assert!(matches!(
+        "avx2".parse::<SimdLevel>(),
+        Err(Error::UnknownSimdLevel(s)) if s == "avx2"
+    ));
+    assert!(SimdLevel::Scalar.is_available());
+    assert!(SimdLevel::best().is_available());
+    assert!(SimdLevel::current().is_available());
+}
+
+/// The nearest and the `n` nearest by the oracle: (distance, index) order.
+fn oracle_order(centroids: &[f32], dim: usize, row: &[f32]) -> Vec<u32> {
+    let mut all: Vec<(f32, u32)> = centroids
+        .chunks_exact(dim)
+        .enumerate()
+        .map(|(j, c)| (reference(Sum::SquaredL2, row, c), j as u32))
+        .collect();
+    all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    all.into_iter().map(|(_, j)| j).collect()
+}
+
+fn check_ranking(centroids: &[f32], dim: usize, rows: &[f32], n: usize) {
+    let c = Centroids::new(centroids, dim);
+    let nearest = c.nearest(rows);
+    let heads = c.nearest_n(rows, n);
+    for (i, row) in rows.chunks_exact(dim).enumerate() {
+        let want = oracle_order(centroids, dim, row);
+        assert_eq!(nearest[i], want[0], "row {i}");
+        assert_eq!(heads[i], want[..n.min(want.len())], "row {i}");
+        assert_eq!(c.ranked(row), want, "row {i}");
+    }
+}
+
+#[test]
+fn ranking_is_exact_with_ties_and_cancellation() {
+    // Duplicate centroids (exact ties) and rows far from the origin, where
+    // the GEMM's ‖x‖² + ‖c‖² − 2x·c cancels almost every bit.
+    let dim = 5;
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let mut centroids: Vec<f32> = (0..20 * dim).map(|_| rng.gen_range(0..4) as f32).collect();
+    centroids.extend_from_within(0..6 * dim);
+    let offset = 4096.0;
+    let shifted: Vec<f32> = centroids.iter().map(|v| v + offset).collect();
+    let rows: Vec<f32> = (0..300 * dim)
+        .map(|_| rng.gen_range(0..8) as f32 * 0.5)
+        .collect();
+    let shifted_rows: Vec<f32> = rows.iter().map(|v| v + offset).collect();
+    for n in [1, 3, 26, 40] {
+        check_ranking(&centroids, dim, &rows, n);
+        check_ranking(&shifted, dim, &shifted_rows, n);
+    }
+}
+
+#[test]
+fn ranking_survives_overflowing_values() {
+    let dim = 2;
+    let centroids = [0.0f32, 0.0, 3e38, 3e38, 1.0, 1.0];
+    let rows = [0.9f32, 0.9, -3e38, 3e38];
+    check_ranking(&centroids, dim, &rows, 2);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Centroids and rows drawn from a few levels (ties are common): every
+    /// way of ranking agrees with the oracle's (distance, index) order.
+    #[test]
+    fn ranking_matches_the_oracle(
+        dim in 1usize..20,
+        k in 1usize..40,
+        seed in any::<u64>(),
+        n in 1usize..50,
+    ) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let centroids: Vec<f32> = (0..k * dim).map(|_| rng.gen_range(0..3) as f32).collect();
+        let rows: Vec<f32> = (0..70 * dim).map(|_| rng.gen_range(0..6) as f32 * 0.5).collect();
+        check_ranking(&centroids, dim, &rows, n);
+    }
+}
