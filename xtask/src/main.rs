@@ -163,17 +163,21 @@ fn simd_levels() -> Result<()> {
         let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
-        let (Some(exe), Some(manifest)) = (
-            msg["executable"].as_str(),
-            msg["manifest_path"].as_str(),
-        ) else {
+        let (Some(exe), Some(manifest)) =
+            (msg["executable"].as_str(), msg["manifest_path"].as_str())
+        else {
             continue;
         };
         let package = msg["package_id"].as_str().unwrap_or_default();
-        if !SIMD_SUITES.iter().any(|p| package.contains(&format!("#{p}@"))) {
+        if !SIMD_SUITES
+            .iter()
+            .any(|p| package.contains(&format!("#{p}@")))
+        {
             continue;
         }
-        let dir = Path::new(manifest).parent().unwrap_or_else(|| Path::new("."));
+        let dir = Path::new(manifest)
+            .parent()
+            .unwrap_or_else(|| Path::new("."));
         eprintln!("xtask: VECSEAL_SIMD=scalar {exe}");
         let status = Command::new(exe)
             .env("VECSEAL_SIMD", "scalar")

@@ -29,7 +29,9 @@ fn results_are_bit_identical_at_every_simd_level() {
             .map(str::to_owned)
             .collect();
         assert!(
-            lines.iter().any(|l| l == &format!("RESULT level {}", level.name())),
+            lines
+                .iter()
+                .any(|l| l == &format!("RESULT level {}", level.name())),
             "{level} did not run at its level: {stdout}"
         );
         assert_eq!(lines.len(), 5, "{level}: {stdout}");
@@ -37,7 +39,11 @@ fn results_are_bit_identical_at_every_simd_level() {
     }
     assert!(outputs.len() >= 2, "at least scalar and the best level");
     for (level, lines) in &outputs[1..] {
-        assert_eq!(lines, &outputs[0].1, "{level} differs from {}", outputs[0].0);
+        assert_eq!(
+            lines, &outputs[0].1,
+            "{level} differs from {}",
+            outputs[0].0
+        );
     }
 }
 
@@ -62,9 +68,12 @@ fn simd_level_child() {
                 .unwrap_or_else(|e| panic!("{e}"));
             let mut h = 0xcbf2_9ce4_8422_2325u64;
             for hit in hits.iter().flatten() {
-                for b in hit.id.bytes().map(u64::from).chain([u64::from(
-                    hit.distance.unwrap_or(f32::NAN).to_bits(),
-                )]) {
+                for b in hit
+                    .id
+                    .bytes()
+                    .map(u64::from)
+                    .chain([u64::from(hit.distance.unwrap_or(f32::NAN).to_bits())])
+                {
                     h = (h ^ b).wrapping_mul(0x100_0000_01b3);
                 }
             }
@@ -82,7 +91,7 @@ fn simd_level_child() {
                 .train(&train.clone().with_max_memory(64))
                 .unwrap_or_else(|e| panic!("{e}"));
             index
-                .upsert_vectors(&ids(50), &queries[..50].to_vec())
+                .upsert_vectors(&ids(50), &queries[..50])
                 .unwrap_or_else(|e| panic!("{e}"));
             digest("streamed");
         }

@@ -452,6 +452,7 @@ pub struct Centroids<'a> {
     data: &'a [f32],
     dim: usize,
     norms: Vec<f32>,
+    max_norm: f32,
 }
 
 /// Scratch space that [`Centroids`] reuses between calls.
@@ -469,14 +470,19 @@ impl<'a> Centroids<'a> {
     /// If `dim` is 0.
     pub fn new(centroids: &'a [f32], dim: usize) -> Self {
         assert!(dim > 0, "dimension 0");
-        let norms = centroids
+        let norms: Vec<f32> = centroids
             .chunks_exact(dim)
             .map(|c| sum(Sum::Dot, c, c))
             .collect();
+        // NaN-propagating: a NaN norm makes every bound NaN (nothing ruled out).
+        let max_norm = norms
+            .iter()
+            .fold(0f32, |a, &v| if v.is_nan() || v > a { v } else { a });
         Centroids {
             data: centroids,
             dim,
             norms,
+            max_norm,
         }
     }
 
@@ -495,7 +501,8 @@ impl<'a> Centroids<'a> {
     }
 
     /// The GEMM screen of `rows`: their dot products with every centroid
-    /// and their squared norms, from which [`Self::bounds`] derives bounds.
+    /// and their squared norms, from which [`Self::screened`] and
+    /// [`Self::slack`] derive bounds.
     fn screen(&self, rows: &[f32], scratch: &mut Scratch) {
         let (dim, k) = (self.dim, self.len());
         let m = rows.len() / dim;
@@ -511,32 +518,46 @@ impl<'a> Centroids<'a> {
             .extend(rows.chunks_exact(dim).map(|r| sum(Sum::Dot, r, r)));
     }
 
-    /// A lower and an upper bound of the canonical squared distance from row
-    /// `i` of the last screen to every centroid. Every sum of `d` products,
-    /// in any order, is within `γ·Σ|terms|` of the exact value (γ = (d + 2)·u
-    /// / (1 − (d + 2)·u), u the unit roundoff); that covers the GEMM, both
-    /// norms and the canonical distance itself, 4u the roundings of the
-    /// expression, and `tiny` underflow.
-    fn bounds<'s>(
-        &'s self,
-        i: usize,
-        scratch: &'s Scratch,
-    ) -> impl Iterator<Item = (f32, f32)> + 's {
-        let k = self.len();
+    /// The screened value of centroid `j` for a row whose dot product with
+    /// it the GEMM gave as `g`: `‖c‖² − 2g`, the squared distance less the
+    /// row's own squared norm (the same for every centroid of the row).
+    #[inline(always)]
+    fn screened(norm: f32, g: f32) -> f32 {
+        norm - 2.0 * g
+    }
+
+    /// How far a screened value (plus the row's squared norm `xs`) may be
+    /// from the canonical squared distance, for every centroid. Every sum of
+    /// `d` products, in any order, is within `γ·Σ|terms|` of the exact value
+    /// (γ = (d + 2)·u / (1 − (d + 2)·u), u the unit roundoff), and
+    /// `Σ|x_i·c_i| ≤ (‖x‖² + ‖c‖²)/2`: that covers the GEMM, both norms and
+    /// the canonical distance itself; 4u covers the roundings of the
+    /// expression, the factor 3 the rounding of the norms the bound is
+    /// computed from, and `tiny` underflow.
+    fn slack(&self, xs: f32) -> f32 {
         let u = f32::EPSILON / 2.0;
         let n = self.dim as f32 + 2.0;
         let gamma = n * u / (1.0 - n * u);
         let rel = 8.0 * gamma + 4.0 * u;
-        let tiny = f32::MIN_POSITIVE * n;
-        let xs = scratch.norms[i];
-        scratch.dots[i * k..(i + 1) * k]
-            .iter()
-            .zip(&self.norms)
-            .map(move |(&g, &cs)| {
-                let approx = xs + cs - 2.0 * g;
-                let slack = rel * (xs + cs + 2.0 * g.abs()) + tiny;
-                (approx - slack, approx + slack)
-            })
+        3.0 * rel * (xs + self.max_norm) + f32::MIN_POSITIVE * n
+    }
+
+    /// The smallest screened value of a row (NaNs, from overflow, ignored),
+    /// in 16 independent lanes so that it vectorises.
+    fn min_screened(&self, dots: &[f32]) -> f32 {
+        const L: usize = 16;
+        let mut m = [f32::INFINITY; L];
+        for (g, c) in dots.chunks_exact(L).zip(self.norms.chunks_exact(L)) {
+            for l in 0..L {
+                let v = Self::screened(c[l], g[l]);
+                m[l] = if v < m[l] { v } else { m[l] };
+            }
+        }
+        let tail = dots.len() - dots.len() % L;
+        let rest = dots[tail..].iter().zip(&self.norms[tail..]);
+        rest.map(|(&g, &c)| Self::screened(c, g))
+            .chain(m)
+            .fold(f32::INFINITY, |a, v| if v < a { v } else { a })
     }
 
     /// The nearest centroid of every row of `rows` (row-major, this
@@ -553,17 +574,18 @@ impl<'a> Centroids<'a> {
         scratch: &mut Scratch,
     ) {
         assert!(!self.is_empty(), "no centroids");
+        let k = self.len();
         let m = rows.len() / self.dim;
         assert!(nearest.len() == m && distances.len() == m, "output size");
         self.screen(rows, scratch);
         for (i, row) in rows.chunks_exact(self.dim).enumerate() {
-            // NaN bounds (overflow) never set the cut and never rule out.
-            let cut = self
-                .bounds(i, scratch)
-                .fold(f32::INFINITY, |a, b| if b.1 < a { b.1 } else { a });
+            let dots = &scratch.dots[i * k..(i + 1) * k];
+            // Some centroid is within min + slack; none beyond min + 2·slack
+            // can beat it. A NaN anywhere makes the limit NaN: all are kept.
+            let limit = self.min_screened(dots) + 2.0 * self.slack(scratch.norms[i]);
             let mut best = (f32::INFINITY, u32::MAX);
-            for (j, b) in self.bounds(i, scratch).enumerate() {
-                if b.0 > cut {
+            for (j, (&g, &c)) in dots.iter().zip(&self.norms).enumerate() {
+                if Self::screened(c, g) > limit {
                     continue;
                 }
                 let d = sum(Sum::SquaredL2, row, self.centroid(j));
@@ -618,23 +640,27 @@ impl<'a> Centroids<'a> {
         if n == 0 {
             return Vec::new();
         }
-        // The n-th smallest upper bound: n centroids are at most that far.
-        let mut uppers = std::mem::take(&mut scratch.picked);
-        uppers.clear();
-        uppers.extend(
-            self.bounds(i, scratch)
-                .map(|b| (if b.1.is_nan() { f32::INFINITY } else { b.1 }, 0)),
+        let dots = &scratch.dots[i * k..(i + 1) * k];
+        // n centroids are within the n-th smallest screened value + slack;
+        // none beyond it + 2·slack can be among the n nearest.
+        let mut picked = std::mem::take(&mut scratch.picked);
+        picked.clear();
+        picked.extend(
+            dots.iter()
+                .zip(&self.norms)
+                .map(|(&g, &c)| (Self::screened(c, g), 0)),
         );
-        uppers.select_nth_unstable_by(n - 1, |a, b| a.0.total_cmp(&b.0));
-        let cut = uppers[n - 1].0;
-        uppers.clear();
-        for (j, b) in self.bounds(i, scratch).enumerate() {
-            if b.0 > cut {
+        picked.select_nth_unstable_by(n - 1, |a, b| a.0.total_cmp(&b.0));
+        let limit = picked[n - 1].0 + 2.0 * self.slack(scratch.norms[i]);
+        picked.clear();
+        for (j, (&g, &c)) in dots.iter().zip(&self.norms).enumerate() {
+            // NaN (overflow) never rules a centroid out.
+            if Self::screened(c, g) > limit {
                 continue;
             }
-            uppers.push((sum(Sum::SquaredL2, row, self.centroid(j)), j as u32));
+            picked.push((sum(Sum::SquaredL2, row, self.centroid(j)), j as u32));
         }
-        scratch.picked = uppers;
+        scratch.picked = picked;
         let by = |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
         if scratch.picked.len() > n {
             scratch.picked.select_nth_unstable_by(n - 1, by);

@@ -317,13 +317,7 @@ impl<'a> KMeans<'a> {
         match cfg.batch_size {
             None => {
                 for it in 1..=cfg.max_iters {
-                    let inertia = assign_block(
-                        train,
-                        d,
-                        &centroids,
-                        cfg.block_rows,
-                        &mut assign,
-                    );
+                    let inertia = assign_block(train, d, &centroids, cfg.block_rows, &mut assign);
                     let sizes = update(train, d, &assign, &mut centroids, k);
                     repair_empty(&mut centroids, &sizes, d, k, o.spherical);
                     if o.spherical {
@@ -352,13 +346,9 @@ impl<'a> KMeans<'a> {
                     for (dst, &i) in batch.chunks_exact_mut(d).zip(&picked) {
                         dst.copy_from_slice(&train[i as usize * d..(i as usize + 1) * d]);
                     }
-                    let inertia = assign_block(
-                        &batch,
-                        d,
-                        &centroids,
-                        cfg.block_rows,
-                        &mut batch_assign,
-                    ) * (n_train as f64 / b as f64);
+                    let inertia =
+                        assign_block(&batch, d, &centroids, cfg.block_rows, &mut batch_assign)
+                            * (n_train as f64 / b as f64);
                     for (x, &c) in batch.chunks_exact(d).zip(&batch_assign) {
                         let c = c as usize;
                         counts[c] += 1;
@@ -385,26 +375,14 @@ impl<'a> KMeans<'a> {
                 }
                 // Repair clusters the batches never reached.
                 let mut full = vec![0u32; n_train];
-                assign_block(
-                    train,
-                    d,
-                    &centroids,
-                    cfg.block_rows,
-                    &mut full,
-                );
+                assign_block(train, d, &centroids, cfg.block_rows, &mut full);
                 let sizes = cluster_sizes(&full, k);
                 repair_empty(&mut centroids, &sizes, d, k, o.spherical);
             }
         }
 
         let mut assignments = vec![0u32; n];
-        let final_inertia = assign_block(
-            data,
-            d,
-            &centroids,
-            cfg.block_rows,
-            &mut assignments,
-        );
+        let final_inertia = assign_block(data, d, &centroids, cfg.block_rows, &mut assignments);
         let sizes = cluster_sizes(&assignments, k);
         let imbalance =
             sizes.iter().map(|&s| (s * s) as f64).sum::<f64>() * k as f64 / (n as f64 * n as f64);
@@ -567,7 +545,8 @@ impl pulp::WithSimd for NearestUpdate<'_> {
     fn with_simd<S: pulp::Simd>(self, simd: S) {
         let d = self.c.len();
         for (b, r) in self.best.iter_mut().zip(self.rows.chunks_exact(d)) {
-            let dist = kernel::tile::<S, kernel::SquaredDifference, 1, 1>(simd, [r], [self.c])[0][0];
+            let dist =
+                kernel::tile::<S, kernel::SquaredDifference, 1, 1>(simd, [r], [self.c])[0][0];
             if dist < *b {
                 *b = dist;
             }
@@ -575,13 +554,7 @@ impl pulp::WithSimd for NearestUpdate<'_> {
     }
 }
 
-fn init(
-    train: &[f32],
-    d: usize,
-    k: usize,
-    how: Init,
-    rng: &mut ChaCha8Rng,
-) -> Vec<f32> {
+fn init(train: &[f32], d: usize, k: usize, how: Init, rng: &mut ChaCha8Rng) -> Vec<f32> {
     let n = train.len() / d;
     match how {
         Init::Random => {

@@ -301,11 +301,20 @@ fn training_is_bit_identical_at_every_simd_level() {
         .filter(|l| l.is_available())
         .map(|level| {
             let out = std::process::Command::new(&exe)
-                .args(["--exact", "tests::simd_level_child", "--ignored", "--nocapture"])
+                .args([
+                    "--exact",
+                    "tests::simd_level_child",
+                    "--ignored",
+                    "--nocapture",
+                ])
                 .env(kernel::SIMD_ENV, level.name())
                 .output()
                 .unwrap_or_else(|e| panic!("{e}"));
-            assert!(out.status.success(), "{level}: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{level}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             let text = String::from_utf8_lossy(&out.stdout).into_owned();
             let line = text
                 .lines()
@@ -339,9 +348,14 @@ fn simd_level_child() {
         Options::new(10).with_seed(3).with_spherical(true),
     ] {
         let r = fit(&data, 21, o);
-        r.centroids.iter().for_each(|v| feed(u64::from(v.to_bits())));
+        r.centroids
+            .iter()
+            .for_each(|v| feed(u64::from(v.to_bits())));
         r.assignments.iter().for_each(|&a| feed(u64::from(a)));
         feed(r.final_inertia.to_bits());
     }
-    println!("TRAINED level={} hash={hash:016x}", kernel::SimdLevel::current().name());
+    println!(
+        "TRAINED level={} hash={hash:016x}",
+        kernel::SimdLevel::current().name()
+    );
 }
