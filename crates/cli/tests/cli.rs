@@ -395,6 +395,18 @@ fn errors_say_what_was_wrong_with_the_right_exit_code() {
         .args(["query", "ix", "--vectors", "q.npy", "--include", "colour"])
         .assert()
         .code(2);
+    // A SIMD level that is none is a usage error; a real one works.
+    env.owner()
+        .env("VECSEAL_SIMD", "avx9")
+        .args(["info", "ix"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("avx9").and(predicate::str::contains("scalar, v3 or v4")));
+    env.owner()
+        .env("VECSEAL_SIMD", "scalar")
+        .args(["info", "ix"])
+        .assert()
+        .success();
     // Everything else: exit code 1 and a message.
     env.owner()
         .args(["create", "ix"])

@@ -115,6 +115,7 @@ impl SimdLevel {
     /// lacks it), else the best available. A value of `VECSEAL_SIMD` that is
     /// no level's name is ignored with a warning; front ends check it with
     /// [`SimdLevel::from_env`] first.
+    #[inline]
     pub fn current() -> SimdLevel {
         static LEVEL: OnceLock<SimdLevel> = OnceLock::new();
         *LEVEL.get_or_init(|| {
@@ -232,9 +233,9 @@ impl Term for SquaredDifference {
 
 /// `T` summed in the canonical order over every pair of `qs` × `xs` (all of
 /// one length): the loads of a coordinate serve several pairs. With 8-lane
-/// registers the 16 accumulators are two registers, the low lanes summed in
-/// one pass and the high ones in a second (so a 4 × 4 tile needs no more
-/// registers than at 16 lanes), and added lane by lane before the tree.
+/// registers the 16 accumulators of a pair are two registers, added lane by
+/// lane before the tree (so tiles at 8 lanes are half as wide, see
+/// [`Tiles`]).
 #[inline(always)]
 pub(crate) fn tile<S: Simd, T: Term, const A: usize, const B: usize>(
     simd: S,
@@ -252,23 +253,33 @@ pub(crate) fn tile<S: Simd, T: Term, const A: usize, const B: usize>(
     let regs = chunks * per;
     let qv: [&[S::f32s]; A] = std::array::from_fn(|a| &S::as_simd_f32s(&qs[a][..body]).0[..regs]);
     let xv: [&[S::f32s]; B] = std::array::from_fn(|b| &S::as_simd_f32s(&xs[b][..body]).0[..regs]);
-    let pass = |half: usize| {
-        let mut acc = [[simd.splat_f32s(0.0); B]; A];
-        for i in 0..chunks {
-            let r = i * per + half;
-            let x: [S::f32s; B] = std::array::from_fn(|b| xv[b][r]);
+    let mut acc = [[simd.splat_f32s(0.0); B]; A];
+    if per == 1 {
+        for i in 0..regs {
+            let x: [S::f32s; B] = std::array::from_fn(|b| xv[b][i]);
             for a in 0..A {
-                let q = qv[a][r];
+                let q = qv[a][i];
                 for b in 0..B {
                     acc[a][b] = T::step(simd, q, x[b], acc[a][b]);
                 }
             }
         }
-        acc
-    };
-    let mut acc = pass(0);
-    if per == 2 {
-        let high = pass(1);
+    } else {
+        // Lanes 0–7 of every chunk in `acc`, lanes 8–15 in `high`.
+        let mut high = [[simd.splat_f32s(0.0); B]; A];
+        let mut i = 0;
+        while i + 2 <= regs {
+            let x0: [S::f32s; B] = std::array::from_fn(|b| xv[b][i]);
+            let x1: [S::f32s; B] = std::array::from_fn(|b| xv[b][i + 1]);
+            for a in 0..A {
+                let (q0, q1) = (qv[a][i], qv[a][i + 1]);
+                for b in 0..B {
+                    acc[a][b] = T::step(simd, q0, x0[b], acc[a][b]);
+                    high[a][b] = T::step(simd, q1, x1[b], high[a][b]);
+                }
+            }
+            i += 2;
+        }
         for a in 0..A {
             for b in 0..B {
                 acc[a][b] = simd.add_f32s(acc[a][b], high[a][b]);
@@ -303,6 +314,7 @@ impl<T: Term> WithSimd for Pair<'_, T> {
 
 /// `sum` over the coordinates of `a` and `b` (of one length), in the
 /// canonical order, at `level`.
+#[inline]
 pub fn sum_at(level: SimdLevel, sum: Sum, a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "vectors of different lengths");
     match sum {
@@ -408,29 +420,46 @@ impl<T: Term, F: Fn(f32) -> f32 + Copy> WithSimd for Tiles<'_, T, F> {
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        const QUERY_GROUP: usize = 32;
         let Tiles(job, out, _) = self;
-        let (n, m) = (job.n, job.queries.len() / job.dim);
-        for group in (0..m).step_by(QUERY_GROUP) {
-            let end = (group + QUERY_GROUP).min(m);
-            for j in (0..n).step_by(4) {
-                let mut i = group;
-                if j + 4 <= n {
-                    while i + 4 <= end {
-                        job.put::<S, T, 4, 4>(simd, i, j, out);
-                        i += 4;
-                    }
-                    match end - i {
-                        3 => job.put::<S, T, 3, 4>(simd, i, j, out),
-                        2 => job.put::<S, T, 2, 4>(simd, i, j, out),
-                        1 => job.put::<S, T, 1, 4>(simd, i, j, out),
-                        _ => {}
-                    }
-                } else {
-                    for jj in j..n {
-                        for ii in group..end {
-                            job.put::<S, T, 1, 1>(simd, ii, jj, out);
-                        }
+        // 16 accumulators a tile: 4 × 4 pairs of one register at 16 lanes,
+        // 4 × 2 pairs of two registers at 8.
+        if S::F32_LANES == LANES {
+            tiles::<S, T, F, 4>(simd, &job, out);
+        } else {
+            tiles::<S, T, F, 2>(simd, &job, out);
+        }
+    }
+}
+
+/// Every pair of `job` in tiles of up to 4 queries × `B` vectors; queries go
+/// 32 at a time so a group and the vectors stay in cache.
+#[inline(always)]
+fn tiles<S: Simd, T: Term, F: Fn(f32) -> f32 + Copy, const B: usize>(
+    simd: S,
+    job: &Job<'_, F>,
+    out: &mut [f32],
+) {
+    const QUERY_GROUP: usize = 32;
+    let (n, m) = (job.n, job.queries.len() / job.dim);
+    for group in (0..m).step_by(QUERY_GROUP) {
+        let end = (group + QUERY_GROUP).min(m);
+        for j in (0..n).step_by(B) {
+            let mut i = group;
+            if j + B <= n {
+                while i + 4 <= end {
+                    job.put::<S, T, 4, B>(simd, i, j, out);
+                    i += 4;
+                }
+                match end - i {
+                    3 => job.put::<S, T, 3, B>(simd, i, j, out),
+                    2 => job.put::<S, T, 2, B>(simd, i, j, out),
+                    1 => job.put::<S, T, 1, B>(simd, i, j, out),
+                    _ => {}
+                }
+            } else {
+                for jj in j..n {
+                    for ii in group..end {
+                        job.put::<S, T, 1, 1>(simd, ii, jj, out);
                     }
                 }
             }
@@ -460,7 +489,8 @@ pub struct Centroids<'a> {
 pub struct Scratch {
     dots: Vec<f32>,
     norms: Vec<f32>,
-    picked: Vec<(f32, u32)>,
+    values: Vec<f32>,
+    candidates: Vec<(u32, u32)>,
 }
 
 impl<'a> Centroids<'a> {
@@ -501,8 +531,8 @@ impl<'a> Centroids<'a> {
     }
 
     /// The GEMM screen of `rows`: their dot products with every centroid
-    /// and their squared norms, from which [`Self::screened`] and
-    /// [`Self::slack`] derive bounds.
+    /// and their squared norms, from which [`Self::candidates`] derives
+    /// bounds.
     fn screen(&self, rows: &[f32], scratch: &mut Scratch) {
         let (dim, k) = (self.dim, self.len());
         let m = rows.len() / dim;
@@ -518,22 +548,15 @@ impl<'a> Centroids<'a> {
             .extend(rows.chunks_exact(dim).map(|r| sum(Sum::Dot, r, r)));
     }
 
-    /// The screened value of centroid `j` for a row whose dot product with
-    /// it the GEMM gave as `g`: `‖c‖² − 2g`, the squared distance less the
-    /// row's own squared norm (the same for every centroid of the row).
-    #[inline(always)]
-    fn screened(norm: f32, g: f32) -> f32 {
-        norm - 2.0 * g
-    }
-
-    /// How far a screened value (plus the row's squared norm `xs`) may be
-    /// from the canonical squared distance, for every centroid. Every sum of
-    /// `d` products, in any order, is within `γ·Σ|terms|` of the exact value
-    /// (γ = (d + 2)·u / (1 − (d + 2)·u), u the unit roundoff), and
-    /// `Σ|x_i·c_i| ≤ (‖x‖² + ‖c‖²)/2`: that covers the GEMM, both norms and
-    /// the canonical distance itself; 4u covers the roundings of the
-    /// expression, the factor 3 the rounding of the norms the bound is
-    /// computed from, and `tiny` underflow.
+    /// How far a screened value (`‖c‖² − 2g`, `g` the GEMM's `x·c`) plus
+    /// the row's squared norm `xs` may be from the canonical squared
+    /// distance, for every centroid. Every sum of `d` products, in any
+    /// order, is within `γ·Σ|terms|` of the exact value (γ = (d + 2)·u /
+    /// (1 − (d + 2)·u), u the unit roundoff), and `Σ|x_i·c_i| ≤ (‖x‖² +
+    /// ‖c‖²)/2`: that covers the GEMM, both norms and the canonical distance
+    /// itself; 4u covers the roundings of the expression, the factor 3 the
+    /// rounding of the norms the bound is computed from, and `tiny`
+    /// underflow.
     fn slack(&self, xs: f32) -> f32 {
         let u = f32::EPSILON / 2.0;
         let n = self.dim as f32 + 2.0;
@@ -542,22 +565,24 @@ impl<'a> Centroids<'a> {
         3.0 * rel * (xs + self.max_norm) + f32::MIN_POSITIVE * n
     }
 
-    /// The smallest screened value of a row (NaNs, from overflow, ignored),
-    /// in 16 independent lanes so that it vectorises.
-    fn min_screened(&self, dots: &[f32]) -> f32 {
-        const L: usize = 16;
-        let mut m = [f32::INFINITY; L];
-        for (g, c) in dots.chunks_exact(L).zip(self.norms.chunks_exact(L)) {
-            for l in 0..L {
-                let v = Self::screened(c[l], g[l]);
-                m[l] = if v < m[l] { v } else { m[l] };
-            }
-        }
-        let tail = dots.len() - dots.len() % L;
-        let rest = dots[tail..].iter().zip(&self.norms[tail..]);
-        rest.map(|(&g, &c)| Self::screened(c, g))
-            .chain(m)
-            .fold(f32::INFINITY, |a, v| if v < a { v } else { a })
+    /// The centroids of every row of the last screen that may be among its
+    /// `n` nearest, as `(row, centroid)` into `scratch.candidates`: those
+    /// whose screened value is within `2·slack` of the `n`-th smallest
+    /// (`n` centroids are within `slack` of it; none farther can beat them).
+    fn candidates(&self, m: usize, n: usize, scratch: &mut Scratch) {
+        let mut found = std::mem::take(&mut scratch.candidates);
+        let mut values = std::mem::take(&mut scratch.values);
+        found.clear();
+        dispatch(Candidates {
+            centroids: self,
+            scratch,
+            m,
+            n,
+            values: &mut values,
+            found: &mut found,
+        });
+        scratch.candidates = found;
+        scratch.values = values;
     }
 
     /// The nearest centroid of every row of `rows` (row-major, this
@@ -574,27 +599,21 @@ impl<'a> Centroids<'a> {
         scratch: &mut Scratch,
     ) {
         assert!(!self.is_empty(), "no centroids");
-        let k = self.len();
         let m = rows.len() / self.dim;
         assert!(nearest.len() == m && distances.len() == m, "output size");
         self.screen(rows, scratch);
-        for (i, row) in rows.chunks_exact(self.dim).enumerate() {
-            let dots = &scratch.dots[i * k..(i + 1) * k];
-            // Some centroid is within min + slack; none beyond min + 2·slack
-            // can beat it. A NaN anywhere makes the limit NaN: all are kept.
-            let limit = self.min_screened(dots) + 2.0 * self.slack(scratch.norms[i]);
-            let mut best = (f32::INFINITY, u32::MAX);
-            for (j, (&g, &c)) in dots.iter().zip(&self.norms).enumerate() {
-                if Self::screened(c, g) > limit {
-                    continue;
-                }
-                let d = sum(Sum::SquaredL2, row, self.centroid(j));
-                if best.1 == u32::MAX || d.total_cmp(&best.0).is_lt() {
-                    best = (d, j as u32);
-                }
+        self.candidates(m, 1, scratch);
+        distances.fill(f32::INFINITY);
+        nearest.fill(u32::MAX);
+        for &(i, j) in &scratch.candidates {
+            let (i, j) = (i as usize, j as usize);
+            let row = &rows[i * self.dim..(i + 1) * self.dim];
+            let d = sum(Sum::SquaredL2, row, self.centroid(j));
+            // Candidates come in centroid order: a tie keeps the lower.
+            if nearest[i] == u32::MAX || d.total_cmp(&distances[i]).is_lt() {
+                nearest[i] = j as u32;
+                distances[i] = d;
             }
-            nearest[i] = best.1;
-            distances[i] = best.0;
         }
     }
 
@@ -620,54 +639,35 @@ impl<'a> Centroids<'a> {
     pub fn nearest_n(&self, rows: &[f32], n: usize) -> Vec<Vec<u32>> {
         use rayon::prelude::*;
         const GROUP: usize = 64;
+        let n = n.min(self.len());
         rows.par_chunks(GROUP * self.dim)
             .flat_map_iter(|group| {
+                let m = group.len() / self.dim;
+                let mut out = vec![Vec::new(); m];
+                if n == 0 {
+                    return out;
+                }
                 let mut scratch = Scratch::default();
                 self.screen(group, &mut scratch);
-                group
-                    .chunks_exact(self.dim)
-                    .enumerate()
-                    .map(|(i, row)| self.head(row, i, n, &mut scratch))
-                    .collect::<Vec<_>>()
+                self.candidates(m, n, &mut scratch);
+                let mut scored: Vec<Vec<(f32, u32)>> = vec![Vec::new(); m];
+                for &(i, j) in &scratch.candidates {
+                    let row = &group[i as usize * self.dim..(i as usize + 1) * self.dim];
+                    let d = sum(Sum::SquaredL2, row, self.centroid(j as usize));
+                    scored[i as usize].push((d, j));
+                }
+                let by = |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+                for (o, mut s) in out.iter_mut().zip(scored) {
+                    if s.len() > n {
+                        s.select_nth_unstable_by(n - 1, by);
+                        s.truncate(n);
+                    }
+                    s.sort_unstable_by(by);
+                    *o = s.into_iter().map(|(_, j)| j).collect();
+                }
+                out
             })
             .collect()
-    }
-
-    /// The `n` nearest of row `i` of the last screen.
-    fn head(&self, row: &[f32], i: usize, n: usize, scratch: &mut Scratch) -> Vec<u32> {
-        let k = self.len();
-        let n = n.min(k);
-        if n == 0 {
-            return Vec::new();
-        }
-        let dots = &scratch.dots[i * k..(i + 1) * k];
-        // n centroids are within the n-th smallest screened value + slack;
-        // none beyond it + 2·slack can be among the n nearest.
-        let mut picked = std::mem::take(&mut scratch.picked);
-        picked.clear();
-        picked.extend(
-            dots.iter()
-                .zip(&self.norms)
-                .map(|(&g, &c)| (Self::screened(c, g), 0)),
-        );
-        picked.select_nth_unstable_by(n - 1, |a, b| a.0.total_cmp(&b.0));
-        let limit = picked[n - 1].0 + 2.0 * self.slack(scratch.norms[i]);
-        picked.clear();
-        for (j, (&g, &c)) in dots.iter().zip(&self.norms).enumerate() {
-            // NaN (overflow) never rules a centroid out.
-            if Self::screened(c, g) > limit {
-                continue;
-            }
-            picked.push((sum(Sum::SquaredL2, row, self.centroid(j)), j as u32));
-        }
-        scratch.picked = picked;
-        let by = |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
-        if scratch.picked.len() > n {
-            scratch.picked.select_nth_unstable_by(n - 1, by);
-            scratch.picked.truncate(n);
-        }
-        scratch.picked.sort_unstable_by(by);
-        scratch.picked.iter().map(|&(_, j)| j).collect()
     }
 
     /// Every centroid, nearest to `row` first.
@@ -677,6 +677,75 @@ impl<'a> Centroids<'a> {
             .collect();
         all.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         all.into_iter().map(|(_, j)| j).collect()
+    }
+}
+
+/// [`Centroids::candidates`], dispatched so that its lane loops vectorise.
+struct Candidates<'a> {
+    centroids: &'a Centroids<'a>,
+    scratch: &'a Scratch,
+    m: usize,
+    n: usize,
+    values: &'a mut Vec<f32>,
+    found: &'a mut Vec<(u32, u32)>,
+}
+
+impl WithSimd for Candidates<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _simd: S) {
+        const L: usize = 16;
+        let c = self.centroids;
+        let k = c.len();
+        let norms = &c.norms;
+        for i in 0..self.m {
+            let dots = &self.scratch.dots[i * k..(i + 1) * k];
+            // The screened values ‖c‖² − 2g, in 16 independent lanes.
+            let values = &mut *self.values;
+            values.clear();
+            values.extend(dots.iter().zip(norms).map(|(&g, &cn)| cn - 2.0 * g));
+            let nth = if self.n == 1 {
+                let mut lanes = [f32::INFINITY; L];
+                for chunk in values.chunks_exact(L) {
+                    for l in 0..L {
+                        lanes[l] = if chunk[l] < lanes[l] {
+                            chunk[l]
+                        } else {
+                            lanes[l]
+                        };
+                    }
+                }
+                let tail = values.len() - values.len() % L;
+                lanes
+                    .iter()
+                    .chain(&values[tail..])
+                    .fold(f32::INFINITY, |a, &v| if v < a { v } else { a })
+            } else {
+                let mut sorted = values.clone();
+                let at = self.n - 1;
+                sorted.select_nth_unstable_by(at, |a, b| a.total_cmp(b));
+                sorted[at]
+            };
+            // A NaN value (overflow) is always a candidate; a NaN limit
+            // makes every centroid one.
+            let limit = nth + 2.0 * c.slack(self.scratch.norms[i]);
+            let all = limit.is_nan();
+            let keep = |v: f32| (v <= limit) | v.is_nan() | all;
+            for (base, chunk) in values.chunks(L).enumerate() {
+                let mut any = false;
+                for &v in chunk {
+                    any |= keep(v);
+                }
+                if any {
+                    for (l, &v) in chunk.iter().enumerate() {
+                        if keep(v) {
+                            self.found.push((i as u32, (base * L + l) as u32));
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
