@@ -43,30 +43,14 @@ pub fn ids(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("item-{i}")).collect()
 }
 
+#[path = "../../../kmeans/src/kernel/reference.rs"]
+mod reference;
+
 /// The squared Euclidean distance in the canonical order that every
 /// distance of vecseal follows on every CPU (see `vecseal_kmeans::kernel`),
-/// written out in plain scalar Rust: 16 fused accumulators, a fixed tree,
-/// then the tail term by term. The index must equal it bit for bit.
+/// written out in plain scalar Rust: the index must equal it bit for bit.
 pub fn sq(a: &[f32], b: &[f32]) -> f32 {
-    const LANES: usize = 16;
-    let body = a.len() / LANES * LANES;
-    let mut acc = [0f32; LANES];
-    for i in 0..body {
-        let t = a[i] - b[i];
-        acc[i % LANES] = t.mul_add(t, acc[i % LANES]);
-    }
-    let mut w = LANES;
-    while w > 1 {
-        w /= 2;
-        for l in 0..w {
-            acc[l] += acc[l + w];
-        }
-    }
-    let mut s = acc[0];
-    for i in body..a.len() {
-        s += (a[i] - b[i]) * (a[i] - b[i]);
-    }
-    s
+    reference::canonical_sum(a, b, true)
 }
 
 /// Exact top-k ids by squared Euclidean distance, ties by id.

@@ -3,36 +3,12 @@ use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// The canonical order as the module documents it, in plain scalar Rust:
-/// the oracle every level must equal bit for bit.
+#[path = "reference.rs"]
+mod reference;
+
+/// The oracle: the canonical order as the module documents it.
 fn reference(kind: Sum, a: &[f32], b: &[f32]) -> f32 {
-    let body = a.len() / LANES * LANES;
-    let mut acc = [0f32; LANES];
-    for i in 0..body {
-        let l = i % LANES;
-        acc[l] = match kind {
-            Sum::Dot => a[i].mul_add(b[i], acc[l]),
-            Sum::SquaredL2 => {
-                let t = a[i] - b[i];
-                t.mul_add(t, acc[l])
-            }
-        };
-    }
-    let mut w = LANES;
-    while w > 1 {
-        w /= 2;
-        for l in 0..w {
-            acc[l] += acc[l + w];
-        }
-    }
-    let mut s = acc[0];
-    for i in body..a.len() {
-        s += match kind {
-            Sum::Dot => a[i] * b[i],
-            Sum::SquaredL2 => (a[i] - b[i]) * (a[i] - b[i]),
-        };
-    }
-    s
+    reference::canonical_sum(a, b, kind == Sum::SquaredL2)
 }
 
 fn levels() -> Vec<SimdLevel> {
