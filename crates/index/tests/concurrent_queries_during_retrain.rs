@@ -56,7 +56,7 @@ fn queries_see_a_consistent_state_during_writes_and_retrain() {
     writer.join().unwrap_or_else(|_| panic!("writer panicked"));
     stop.store(true, Ordering::SeqCst);
     for r in readers {
-        assert!(r.join().unwrap_or(0) > 0);
+        assert!(r.join().unwrap() > 0);
     }
-    assert_eq!(index.count().unwrap_or(0), 11_020);
+    assert_eq!(index.count().unwrap(), 11_020);
 }

@@ -26,7 +26,7 @@ fn handles_of_one_index_share_state_and_still_check_keys() {
     a.delete(&ids(&["nothing"]))
         .unwrap_or_else(|e| panic!("{e}"));
     for h in [&a, &b] {
-        assert_eq!(h.list_ids().unwrap_or_default(), ids(&["x", "y"]));
+        assert_eq!(h.list_ids().unwrap(), ids(&["x", "y"]));
     }
 
     // A wrong key or an unknown user is refused although the index is loaded.
@@ -40,6 +40,6 @@ fn handles_of_one_index_share_state_and_still_check_keys() {
     let c = db
         .load_index("t", owner(1))
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(c.list_ids().unwrap_or_default(), ids(&["x", "y"]));
-    assert_eq!(c.count().unwrap_or(0), 2);
+    assert_eq!(c.list_ids().unwrap(), ids(&["x", "y"]));
+    assert_eq!(c.count().unwrap(), 2);
 }

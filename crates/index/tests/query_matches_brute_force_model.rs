@@ -69,8 +69,8 @@ proptest! {
                     prop_assert_eq!(r.items.len() + r.missing.len(), ids.len());
                 }
             }
-            prop_assert_eq!(index.count().unwrap_or(0), model.len());
-            prop_assert_eq!(index.list_ids().unwrap_or_default(), model.keys().cloned().collect::<Vec<_>>());
+            prop_assert_eq!(index.count().unwrap(), model.len());
+            prop_assert_eq!(index.list_ids().unwrap(), model.keys().cloned().collect::<Vec<_>>());
         }
     }
 }

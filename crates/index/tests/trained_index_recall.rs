@@ -69,7 +69,7 @@ fn recall_after_training_and_exact_at_full_probes() {
         .train(&TrainOptions::default().with_n_lists(32))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(index.n_lists(), 32);
-    assert_eq!(index.count().unwrap_or(0), 12_001);
+    assert_eq!(index.count().unwrap(), 12_001);
     // Reloading sees the trained state.
     let again = db
         .load_index("t", owner(1))
@@ -200,7 +200,7 @@ fn bad_vectors_are_rejected_and_nothing_is_lost() {
         index.query(&[vec![1.0, 1.0]], &QueryOptions::default().with_top_k(0)),
         Err(Error::InvalidParameter { .. })
     ));
-    assert_eq!(index.list_ids().unwrap_or_default(), vec!["a".to_owned()]);
+    assert_eq!(index.list_ids().unwrap(), vec!["a".to_owned()]);
 }
 
 /// With `max_memory`, training streams the vectors block by block (a sample
@@ -232,8 +232,8 @@ fn training_within_max_memory_streams_and_keeps_everything() {
         )
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(index.n_lists(), 64);
-    assert_eq!(index.count().unwrap_or(0), data.len());
-    assert_eq!(index.list_ids().unwrap_or_default().len(), data.len());
+    assert_eq!(index.count().unwrap(), data.len());
+    assert_eq!(index.list_ids().unwrap().len(), data.len());
     let full = index
         .query(&queries, &opts.clone().with_n_probes(64))
         .unwrap_or_else(|e| panic!("{e}"));

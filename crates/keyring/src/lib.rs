@@ -610,7 +610,7 @@ mod tests {
         assert!(matches!(r.open_root(&k(1)), Err(Error::WrongKey)));
         assert!(r.open_root(&k(2)).is_ok());
         assert!(r.open_user(u, &k(5)).is_ok_and(|a| a.can_write()));
-        assert!(r.revoke(&owner, u).unwrap_or(false));
+        assert!(r.revoke(&owner, u).unwrap());
         assert!(matches!(r.open_user(u, &k(5)), Err(Error::UnknownUser(_))));
     }
 
@@ -672,7 +672,7 @@ mod tests {
                             else { prop_assert!(matches!(res, Err(Error::EmptyGrant))); }
                         }
                         Op::Revoke(u) => {
-                            let had = r.revoke(&owner, UserId([u; 16])).unwrap_or(false);
+                            let had = r.revoke(&owner, UserId([u; 16])).unwrap();
                             prop_assert_eq!(had, model.remove(&u).is_some());
                         }
                         Op::Rotate(n) => {
