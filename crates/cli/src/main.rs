@@ -82,15 +82,22 @@ enum Cmd {
     Train {
         /// Index name.
         name: String,
+        /// Number of inverted lists (0 or unset: round(2·√n), at most n/2).
         #[arg(long)]
         n_lists: Option<usize>,
+        /// k-means mini-batch size (0 or unset: full batches on a sample of
+        /// at most 256 vectors per list).
         #[arg(long)]
         batch_size: Option<usize>,
+        /// k-means iteration limit (default 100).
         #[arg(long)]
         max_iters: Option<u32>,
+        /// k-means convergence tolerance on the relative inertia decrease
+        /// (default 1e-6).
         #[arg(long)]
         tolerance: Option<f64>,
-        /// MB.
+        /// Memory bound of training in MB (0 or unset: no bound, every vector
+        /// decrypted at once; with a bound, training streams block by block).
         #[arg(long)]
         max_memory: Option<usize>,
     },
@@ -98,10 +105,13 @@ enum Cmd {
     Query {
         /// Index name.
         name: String,
+        /// A .npy file of float32 query vectors, one per row.
         #[arg(long)]
         vectors: PathBuf,
+        /// Results per query.
         #[arg(long, default_value_t = 100)]
         top_k: usize,
+        /// Lists each query scans after training (0 or unset: automatic).
         #[arg(long)]
         n_probes: Option<usize>,
         /// Comma-separated: distance, metadata, contents.
@@ -223,11 +233,21 @@ fn main() -> ExitCode {
     }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // `vecseal query … | head`: the reader has all it wanted.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether writing to a closed pipe caused `e`.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 pub(crate) fn read_key_file(path: &Path) -> Result<SecretKey> {

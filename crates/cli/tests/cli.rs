@@ -507,3 +507,45 @@ fn the_key_never_appears_in_output_or_logs() {
         "the raw key bytes leaked"
     );
 }
+
+/// `vecseal query … | head -1`: the reader closes the pipe early, and the
+/// query still exits 0 (no "Broken pipe" error).
+#[test]
+fn query_into_a_closed_pipe_exits_zero() {
+    use std::io::{BufRead, BufReader};
+    let env = Env::new();
+    let rows: Vec<Vec<f32>> = (0..200).map(|i| vec![i as f32, 1.0]).collect();
+    let v = env.write_npy("v.npy", &rows);
+    env.owner().args(["create", "p"]).assert().success();
+    env.owner()
+        .args(["upsert", "p", "--vectors"])
+        .arg(&v)
+        .assert()
+        .success();
+    // 4000 queries × 100 hits: megabytes, far more than a pipe buffers.
+    let q = env.write_npy("q.npy", &vec![vec![0.5, 0.5]; 4000]);
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("vecseal"))
+        .env_remove("VECSEAL_KEY")
+        .arg("--data")
+        .arg(env.path("data"))
+        .arg("--key-file")
+        .arg(env.path("owner.key"))
+        .args(["query", "p", "--vectors"])
+        .arg(&q)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with('['), "{first}");
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

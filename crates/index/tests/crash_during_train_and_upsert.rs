@@ -66,7 +66,8 @@ fn batches(index: &Index) -> BTreeSet<usize> {
 #[test]
 #[ignore = "the child of killed_during_upsert_or_train_loses_nothing_acknowledged"]
 fn crash_child() {
-    let dir = std::env::var(DIR_ENV).expect("run only by killed_during_upsert_or_train_loses_nothing_acknowledged");
+    let dir = std::env::var(DIR_ENV)
+        .expect("run only by killed_during_upsert_or_train_loses_nothing_acknowledged");
     let training = std::env::var(MODE_ENV).as_deref() == Ok("train");
     let (_db, index) = open(&dir);
     let first = batches(&index).last().map_or(0, |b| b + 1);
@@ -109,7 +110,13 @@ fn killed_during_upsert_or_train_loses_nothing_acknowledged() {
     for round in 0..10 {
         let mode = if round % 2 == 0 { "train" } else { "upsert" };
         let mut child = Command::new(&exe)
-            .args(["--exact", "crash_child", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "crash_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(DIR_ENV, &path)
             .env(MODE_ENV, mode)
             .stdout(Stdio::piped())

@@ -17,7 +17,8 @@ const CHILD_ENV: &str = "VECSEAL_CRASH_CHILD_DIR";
 #[test]
 #[ignore = "the child of killed_writer_loses_no_acknowledged_batch"]
 fn crash_child() {
-    let dir = std::env::var(CHILD_ENV).expect("run only by killed_writer_loses_no_acknowledged_batch");
+    let dir =
+        std::env::var(CHILD_ENV).expect("run only by killed_writer_loses_no_acknowledged_batch");
     let store = RocksStore::open(&dir, NS).unwrap_or_else(|e| panic!("{e}"));
     let start: u64 = store
         .get("a", b"next")
@@ -48,7 +49,13 @@ fn killed_writer_loses_no_acknowledged_batch() {
     let mut acked: i64 = -1;
     for round in 0..8 {
         let mut child = Command::new(&exe)
-            .args(["--exact", "crash_child", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "crash_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
