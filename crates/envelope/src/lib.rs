@@ -110,6 +110,9 @@ pub enum Error {
     /// A sealed value or configuration names an unknown cipher suite.
     #[error("unknown cipher suite id {0}, expected 1 (AES-256-GCM) or 2 (XChaCha20-Poly1305)")]
     UnknownSuite(u8),
+    /// A cipher suite named by text that names none.
+    #[error("unknown cipher {0:?}: expected aes-256-gcm or chacha20-poly1305")]
+    UnknownSuiteName(String),
     /// The value failed authentication: wrong key, wrong associated data or a
     /// modified ciphertext. Deliberately says nothing more.
     #[error("authentication failed: wrong key, or the value was modified or moved")]
@@ -254,14 +257,17 @@ impl std::fmt::Display for Suite {
 }
 
 impl std::str::FromStr for Suite {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = Error;
+
+    /// `aes-256-gcm`, or `chacha20-poly1305` (also `xchacha20-poly1305`).
+    ///
+    /// # Errors
+    /// [`Error::UnknownSuiteName`] for any other name.
+    fn from_str(s: &str) -> Result<Self, Error> {
         match s {
             "aes-256-gcm" => Ok(Suite::Aes256Gcm),
             "chacha20-poly1305" | "xchacha20-poly1305" => Ok(Suite::XChaCha20Poly1305),
-            other => Err(format!(
-                "unknown cipher {other:?}: expected aes-256-gcm or chacha20-poly1305"
-            )),
+            other => Err(Error::UnknownSuiteName(other.to_owned())),
         }
     }
 }
@@ -523,6 +529,19 @@ mod tests {
 
     fn key(b: u8) -> SecretKey {
         SecretKey([b; 32])
+    }
+
+    #[test]
+    fn suite_names_parse_and_others_are_typed_errors() {
+        assert_eq!("aes-256-gcm".parse::<Suite>().ok(), Some(Suite::Aes256Gcm));
+        assert_eq!(
+            "xchacha20-poly1305".parse::<Suite>().ok(),
+            Some(Suite::XChaCha20Poly1305)
+        );
+        assert!(matches!(
+            "rot13".parse::<Suite>(),
+            Err(Error::UnknownSuiteName(s)) if s == "rot13"
+        ));
     }
 
     #[test]

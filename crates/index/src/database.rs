@@ -188,7 +188,7 @@ impl Database {
         let mut batch = WriteBatch::new();
         write_catalog(&mut batch, name, id, &ring);
         let sk = keys.state_key();
-        let sealed = keys.seal(crate::keys::Kind::State, &sk, &state.encode())?;
+        let sealed = keys.seal(crate::keys::Kind::State, &sk, &state.encode()?)?;
         batch.put_owned(NS_META, sk, sealed);
         self.store.write(batch, Durability::Sync)?;
         self.load_index(name, owner)

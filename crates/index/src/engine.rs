@@ -87,8 +87,11 @@ impl Persisted {
         }
     }
 
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+    pub(crate) fn encode(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec(self).map_err(|e| Error::Corrupt {
+            what: "index state record",
+            reason: format!("cannot be encoded: {e}"),
+        })
     }
 
     fn decode(b: &[u8]) -> Result<Self> {
@@ -1500,7 +1503,7 @@ impl IndexAs<'_> {
         batch.put_owned(
             NS_META,
             sk.clone(),
-            keys.seal(Kind::State, &sk, &p.encode())?,
+            keys.seal(Kind::State, &sk, &p.encode()?)?,
         );
         if old.trained {
             batch.delete(NS_META, &keys.centroids_key(old.generation));
@@ -1616,7 +1619,7 @@ impl Shared {
         batch.put_owned(
             NS_META,
             sk.clone(),
-            keys.seal(Kind::State, &sk, &p.encode())?,
+            keys.seal(Kind::State, &sk, &p.encode()?)?,
         );
         let mut live = self.live.write();
         self.store.write(batch, Durability::Sync)?;

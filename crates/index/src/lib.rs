@@ -58,9 +58,13 @@ pub use engine::{
 };
 pub use filter::Filter;
 pub use keys::Credentials;
+pub use vecseal_envelope::Error as EnvelopeError;
 pub use vecseal_envelope::{SecretKey, Suite};
+pub use vecseal_keyring::Error as AccessError;
 pub use vecseal_keyring::{UserEntry, UserId};
 pub use vecseal_kmeans::kernel::SimdLevel;
+pub use vecseal_kmeans::Error as KMeansError;
+pub use vecseal_storage::Error as StorageError;
 pub use vecseal_storage::Store;
 
 impl Error {

@@ -78,6 +78,13 @@ pub enum Error {
     /// The serialized keyring is malformed.
     #[error("malformed keyring: {0}")]
     Malformed(String),
+    /// A user id that is not 32 hex characters (16 bytes).
+    #[error("invalid user id ({given}): a user id is 32 hex characters (16 bytes)")]
+    InvalidUserId {
+        /// What was given instead (a length; user ids are not secret, but
+        /// the text may be a mistyped key).
+        given: String,
+    },
     /// An envelope operation failed.
     #[error(transparent)]
     Envelope(#[from] vecseal_envelope::Error),
@@ -103,27 +110,46 @@ pub struct UserId(pub [u8; 16]);
 
 impl UserId {
     /// Parses 32 hex characters.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUserId`] for anything else.
     pub fn from_hex(s: &str) -> Result<Self, Error> {
-        let s = s.trim();
-        if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(Error::Malformed(format!(
-                "a user id is 32 hex characters (16 bytes); got {} characters",
-                s.len()
-            )));
+        let t = s.trim();
+        let invalid = || Error::InvalidUserId {
+            given: format!("{} characters, not all hex", t.chars().count()),
+        };
+        if t.len() != 32 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(if t.bytes().all(|b| b.is_ascii_hexdigit()) {
+                Error::InvalidUserId {
+                    given: format!("{} hex characters", t.len()),
+                }
+            } else {
+                invalid()
+            });
         }
         let mut out = [0u8; 16];
         for (i, o) in out.iter_mut().enumerate() {
-            *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16)
-                .map_err(|_| Error::Malformed("user id is not hex".into()))?;
+            *o = u8::from_str_radix(&t[2 * i..2 * i + 2], 16).map_err(|_| invalid())?;
         }
         Ok(Self(out))
     }
 
     /// Takes a user id from exactly 16 bytes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUserId`] for any other length.
     pub fn from_bytes(b: &[u8]) -> Result<Self, Error> {
-        b.try_into()
-            .map(Self)
-            .map_err(|_| Error::Malformed(format!("a user id is 16 bytes; got {}", b.len())))
+        b.try_into().map(Self).map_err(|_| Error::InvalidUserId {
+            given: format!("{} bytes", b.len()),
+        })
+    }
+}
+
+impl std::str::FromStr for UserId {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Self::from_hex(s)
     }
 }
 
@@ -631,10 +657,24 @@ mod tests {
 
     #[test]
     fn user_id_hex() {
-        let u = UserId::from_hex("000102030405060708090a0b0c0d0e0f").unwrap_or(UserId([0xff; 16]));
+        let u = UserId::from_hex("000102030405060708090a0b0c0d0e0f").unwrap();
         assert_eq!(u.to_string(), "000102030405060708090a0b0c0d0e0f");
-        assert!(UserId::from_hex("00").is_err());
-        assert!(UserId::from_hex("zz0102030405060708090a0b0c0d0e0f").is_err());
+        assert!(matches!(
+            UserId::from_hex("00"),
+            Err(Error::InvalidUserId { given }) if given == "2 hex characters"
+        ));
+        assert!(matches!(
+            "zz0102030405060708090a0b0c0d0e0f".parse::<UserId>(),
+            Err(Error::InvalidUserId { .. })
+        ));
+        assert!(matches!(
+            UserId::from_bytes(&[0; 15]),
+            Err(Error::InvalidUserId { given }) if given == "15 bytes"
+        ));
+        assert_eq!(
+            "000102030405060708090a0b0c0d0e0f".parse::<UserId>().ok(),
+            Some(u)
+        );
     }
 
     mod model {

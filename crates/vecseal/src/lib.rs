@@ -32,11 +32,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use vecseal_index::{
-    auto_n_lists, auto_n_probes, Credentials, Database, Error, Field, Fields, Filter, GetResult,
-    Hit, Index, IndexAs, IndexConfig, IndexInfo, Item, Metric, ProgressFn, QueryOptions, Result,
-    SecretKey, SimdLevel, Suite, TrainOptions, TrainProgress, TrainingState, UserEntry, UserId,
+    auto_n_lists, auto_n_probes, AccessError, Credentials, Database, EnvelopeError, Error, Field,
+    Fields, Filter, GetResult, Hit, Index, IndexAs, IndexConfig, IndexInfo, Item, KMeansError,
+    Metric, ProgressFn, QueryOptions, Result, SecretKey, SimdLevel, StorageError, Suite,
+    TrainOptions, TrainProgress, TrainingState, UserEntry, UserId,
 };
 use vecseal_storage::{MemStore, RocksStore, Store};
+
+/// `serde_json`, whose `Value` carries item metadata in this API.
+pub use serde_json;
 
 /// Where a [`Client`] keeps its data.
 #[derive(Debug, Clone, PartialEq, Eq)]
