@@ -63,7 +63,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{Tag as XTag, XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, Mac};
-use rayon::prelude::*;
 use ring::aead::{Aad, LessSafeKey, Nonce as AesNonce, UnboundKey, AES_256_GCM};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -428,32 +427,6 @@ impl Sealer {
         }
         Ok(len)
     }
-
-    /// Seals many `(aad, plaintext)` records in parallel; the output keeps the
-    /// input order. Same guarantees as [`Sealer::seal`] for each record.
-    pub fn seal_many<A, P>(&self, records: &[(A, P)]) -> Result<Vec<Vec<u8>>, Error>
-    where
-        A: AsRef<[u8]> + Sync,
-        P: AsRef<[u8]> + Sync,
-    {
-        records
-            .par_iter()
-            .map(|(aad, pt)| self.seal(aad.as_ref(), pt.as_ref()))
-            .collect()
-    }
-
-    /// Opens many `(aad, sealed)` records in parallel; the output keeps the
-    /// input order. Fails if any record fails.
-    pub fn open_many<A, S>(&self, records: &[(A, S)]) -> Result<Vec<Vec<u8>>, Error>
-    where
-        A: AsRef<[u8]> + Sync,
-        S: AsRef<[u8]> + Sync,
-    {
-        records
-            .par_iter()
-            .map(|(aad, sealed)| self.open(aad.as_ref(), sealed.as_ref()))
-            .collect()
-    }
 }
 
 /// A 96-bit AES-GCM nonce (the length is the suite's; a wrong one is the
@@ -759,20 +732,6 @@ mod tests {
             b.blind(b"item", b"1"),
             Blinder::new(&key(5)).blind(b"item", b"1")
         );
-    }
-
-    #[test]
-    fn batch_seal_and_open_keep_order() {
-        let s = Sealer::new(&key(2), Suite::XChaCha20Poly1305);
-        let recs: Vec<(Vec<u8>, Vec<u8>)> = (0..100u32)
-            .map(|i| (i.to_be_bytes().to_vec(), vec![i as u8; i as usize]))
-            .collect();
-        let sealed = s.seal_many(&recs).unwrap_or_default();
-        let pairs: Vec<(Vec<u8>, Vec<u8>)> =
-            recs.iter().map(|(a, _)| a.clone()).zip(sealed).collect();
-        let opened = s.open_many(&pairs).unwrap_or_default();
-        let expected: Vec<Vec<u8>> = recs.into_iter().map(|(_, p)| p).collect();
-        assert_eq!(opened, expected);
     }
 
     mod prop {
