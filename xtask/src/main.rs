@@ -270,3 +270,13 @@ fn main() -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    /// The architecture invariants of `cargo xtask tidy`, as a test, so that
+    /// `cargo test` alone proves them.
+    #[test]
+    fn architecture_invariants_hold() {
+        super::tidy().unwrap();
+    }
+}
