@@ -65,66 +65,11 @@ enum Cmd {
         cipher: Suite,
     },
     /// Upserts vectors from a .npy file (with optional ids) or a JSON-lines file.
-    Upsert {
-        /// Index name.
-        name: String,
-        /// float32 .npy of shape (n, d).
-        #[arg(long, conflicts_with = "jsonl")]
-        vectors: Option<PathBuf>,
-        /// One id a line (default: row numbers).
-        #[arg(long, requires = "vectors")]
-        ids: Option<PathBuf>,
-        /// Objects with id, vector, optional contents and metadata.
-        #[arg(long)]
-        jsonl: Option<PathBuf>,
-    },
+    Upsert(UpsertArgs),
     /// Trains the IVF lists.
-    Train {
-        /// Index name.
-        name: String,
-        /// Number of inverted lists (0 or unset: round(2·√n), at most n/2).
-        #[arg(long)]
-        n_lists: Option<usize>,
-        /// k-means mini-batch size (0 or unset: full batches on a sample of
-        /// at most 256 vectors per list).
-        #[arg(long)]
-        batch_size: Option<usize>,
-        /// k-means iteration limit (default 100).
-        #[arg(long)]
-        max_iters: Option<u32>,
-        /// k-means convergence tolerance on the relative inertia decrease
-        /// (default 1e-6).
-        #[arg(long)]
-        tolerance: Option<f64>,
-        /// Memory bound of training in MB (0 or unset: no bound, every vector
-        /// decrypted at once; with a bound, training streams block by block).
-        #[arg(long)]
-        max_memory: Option<usize>,
-    },
+    Train(TrainArgs),
     /// Queries with the vectors of a .npy file.
-    Query {
-        /// Index name.
-        name: String,
-        /// A .npy file of float32 query vectors, one per row.
-        #[arg(long)]
-        vectors: PathBuf,
-        /// Results per query.
-        #[arg(long, default_value_t = 100)]
-        top_k: usize,
-        /// Lists each query scans after training (0 or unset: automatic).
-        #[arg(long)]
-        n_probes: Option<usize>,
-        /// Comma-separated: distance, metadata, contents.
-        #[arg(long, value_delimiter = ',', default_value = "distance")]
-        include: Vec<Include>,
-        /// Write a JSON array of per-query results here.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Only items whose metadata matches this MongoDB-style JSON filter,
-        /// e.g. '{"tenant": 42, "year": {"$gte": 2024}}'.
-        #[arg(long)]
-        filter: Option<Filter>,
-    },
+    Query(QueryArgs),
     /// Prints (as a JSON array) the ids of the items whose metadata matches a filter.
     QueryMetadata {
         /// Index name.
@@ -183,6 +128,70 @@ enum Cmd {
     },
 }
 
+#[derive(clap::Args)]
+struct UpsertArgs {
+    /// Index name.
+    name: String,
+    /// float32 .npy of shape (n, d).
+    #[arg(long, conflicts_with = "jsonl")]
+    vectors: Option<PathBuf>,
+    /// One id a line (default: row numbers).
+    #[arg(long, requires = "vectors")]
+    ids: Option<PathBuf>,
+    /// Objects with id, vector, optional contents and metadata.
+    #[arg(long)]
+    jsonl: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// Index name.
+    name: String,
+    /// Number of inverted lists (0 or unset: round(2·√n), at most n/2).
+    #[arg(long)]
+    n_lists: Option<usize>,
+    /// k-means mini-batch size (0 or unset: full batches on a sample of
+    /// at most 256 vectors per list).
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// k-means iteration limit (default 100).
+    #[arg(long)]
+    max_iters: Option<u32>,
+    /// k-means convergence tolerance on the relative inertia decrease
+    /// (default 1e-6).
+    #[arg(long)]
+    tolerance: Option<f64>,
+    /// Memory bound of training in MB (0 or unset: no bound, every vector
+    /// decrypted at once; with a bound, training streams block by block).
+    #[arg(long)]
+    max_memory: Option<usize>,
+}
+
+#[derive(clap::Args)]
+struct QueryArgs {
+    /// Index name.
+    name: String,
+    /// A .npy file of float32 query vectors, one per row.
+    #[arg(long)]
+    vectors: PathBuf,
+    /// Results per query.
+    #[arg(long, default_value_t = 100)]
+    top_k: usize,
+    /// Lists each query scans after training (0 or unset: automatic).
+    #[arg(long)]
+    n_probes: Option<usize>,
+    /// Comma-separated: distance, metadata, contents.
+    #[arg(long, value_delimiter = ',', default_value = "distance")]
+    include: Vec<Include>,
+    /// Write a JSON array of per-query results here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Only items whose metadata matches this MongoDB-style JSON filter,
+    /// e.g. '{"tenant": 42, "year": {"$gte": 2024}}'.
+    #[arg(long)]
+    filter: Option<Filter>,
+}
+
 /// A field `vecseal query --include` can return.
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum Include {
@@ -195,21 +204,31 @@ enum Include {
 enum UsersCmd {
     /// Grants a user read and/or write access.
     Add {
+        /// Index name.
         name: String,
+        /// The user's 16-byte id, as 32 hex characters.
         #[arg(long = "user-id")]
         user: String,
+        /// File holding the user's 32-byte key (it wraps the index's data key).
         #[arg(long)]
         user_key_file: PathBuf,
+        /// Grant read access (query, get, list).
         #[arg(long)]
         read: bool,
+        /// Grant write access (upsert, delete, train; implies read).
         #[arg(long)]
         write: bool,
     },
     /// Lists users.
-    List { name: String },
+    List {
+        /// Index name.
+        name: String,
+    },
     /// Revokes a user.
     Remove {
+        /// Index name.
         name: String,
+        /// The user's id, as 32 hex characters.
         #[arg(long = "user-id")]
         user: String,
     },
@@ -357,264 +376,307 @@ fn hits_json(hits: &[vecseal::Hit]) -> Value {
     )
 }
 
+/// Runs one command: a dispatcher, one function per command below.
 fn run(cli: Cli) -> Result<()> {
+    let cli = &cli;
     match &cli.cmd {
-        Cmd::Keygen { out } => {
-            write_new_key(out)?;
-            eprintln!("wrote a new 32-byte key to {}", out.display());
-        }
-        Cmd::Demo { n, synthetic } => demo::run(&cli.data, *n, *synthetic)?,
+        Cmd::Keygen { out } => keygen(out),
+        Cmd::Demo { n, synthetic } => demo::run(&cli.data, *n, *synthetic),
         Cmd::Create {
             name,
             dim,
             metric,
             cipher,
-        } => {
-            let mut cfg = IndexConfig::default()
-                .with_metric(*metric)
-                .with_suite(*cipher);
-            cfg.dimension = *dim;
-            client(&cli)?.create_index(name, credentials(&cli)?, cfg)?;
-            eprintln!("created index {name:?}");
-        }
-        Cmd::Upsert {
-            name,
-            vectors,
-            ids,
-            jsonl,
-        } => {
-            let index = client(&cli)?.load_index(name, credentials(&cli)?)?;
-            let items = match (vectors, jsonl) {
-                (Some(v), None) => {
-                    let (data, n, d) = read_npy(v)?;
-                    let ids: Vec<String> = match ids {
-                        Some(p) => std::fs::read_to_string(p)
-                            .with_context(|| format!("cannot read ids file {}", p.display()))?
-                            .lines()
-                            .map(str::to_owned)
-                            .collect(),
-                        None => (0..n).map(|i| i.to_string()).collect(),
-                    };
-                    if ids.len() != n {
-                        bail!(
-                            "{} ids for {n} vectors: the ids file needs one id per row",
-                            ids.len()
-                        );
-                    }
-                    ids.into_iter()
-                        .zip(data.chunks(d.max(1)))
-                        .map(|(id, v)| Item::new(id, v.to_vec()))
-                        .collect()
-                }
-                (None, Some(p)) => {
-                    let f = std::fs::File::open(p)
-                        .with_context(|| format!("cannot open {}", p.display()))?;
-                    let mut items = Vec::new();
-                    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
-                        let line = line?;
-                        if line.trim().is_empty() {
-                            continue;
-                        }
-                        #[derive(serde::Deserialize)]
-                        struct Row {
-                            id: String,
-                            vector: Vec<f32>,
-                            contents: Option<String>,
-                            metadata: Option<Value>,
-                        }
-                        let row: Row = serde_json::from_str(&line)
-                            .with_context(|| format!("{} line {}", p.display(), i + 1))?;
-                        let mut item = Item::new(row.id, row.vector);
-                        item.contents = row.contents.map(String::into_bytes);
-                        item.metadata = row.metadata;
-                        items.push(item);
-                    }
-                    items
-                }
-                _ => bail!("give --vectors FILE.npy or --jsonl FILE"),
-            };
-            let n = items.len();
-            upsert_all(&index, items)?;
-            eprintln!("upserted {n} items into {name:?}");
-        }
-        Cmd::Train {
-            name,
-            n_lists,
-            batch_size,
-            max_iters,
-            tolerance,
-            max_memory,
-        } => {
-            let index = client(&cli)?.load_index(name, credentials(&cli)?)?;
-            let opts = TrainOptions {
-                n_lists: *n_lists,
-                batch_size: *batch_size,
-                max_iters: *max_iters,
-                tolerance: *tolerance,
-                max_memory: *max_memory,
-                seed: 0,
-            };
-            let t = Instant::now();
-            train_with_bar(&index, &opts)?;
-            eprintln!(
-                "trained {name:?}: {} lists in {:.2?}",
-                index.n_lists(),
-                t.elapsed()
-            );
-        }
-        Cmd::Query {
-            name,
-            vectors,
-            top_k,
-            n_probes,
-            include,
-            out,
-            filter,
-        } => {
-            let index = client(&cli)?.load_index(name, credentials(&cli)?)?;
-            let (data, n, d) = read_npy(vectors)?;
-            let mut opts = QueryOptions::default()
-                .with_top_k(*top_k)
-                .with_distance(false);
-            opts.n_probes = *n_probes;
-            opts.filter = filter.clone();
-            for f in include {
-                opts = match f {
-                    Include::Distance => opts.with_distance(true),
-                    Include::Metadata => opts.with_metadata(true),
-                    Include::Contents => opts.with_contents(true),
-                };
-            }
-            let queries: Vec<Vec<f32>> = data.chunks(d.max(1)).map(<[f32]>::to_vec).collect();
-            // Batches of 4096 queries (the engine's largest chunk), with a
-            // progress bar on stderr.
-            let pb = bar(queries.len() as u64, "query");
-            let t = Instant::now();
-            let mut results = Vec::with_capacity(queries.len());
-            for batch in queries.chunks(4096) {
-                results.extend(index.query(batch, &opts)?);
-                pb.inc(batch.len() as u64);
-            }
-            let secs = t.elapsed().as_secs_f64();
-            pb.finish_and_clear();
-            match out {
-                Some(p) => {
-                    let all = Value::Array(results.iter().map(|h| hits_json(h)).collect());
-                    std::fs::write(p, serde_json::to_vec(&all)?)
-                        .with_context(|| format!("cannot write {}", p.display()))?;
-                }
-                None => {
-                    let mut stdout = std::io::stdout().lock();
-                    for h in &results {
-                        writeln!(stdout, "{}", hits_json(h))?;
-                    }
-                }
-            }
-            eprintln!(
-                "{n} queries in {secs:.3} s: {:.1} QPS",
-                n as f64 / secs.max(1e-9)
-            );
-        }
+        } => create(cli, name, *dim, *metric, *cipher),
+        Cmd::Upsert(args) => upsert(cli, args),
+        Cmd::Train(args) => train(cli, args),
+        Cmd::Query(args) => query(cli, args),
         Cmd::QueryMetadata {
             name,
             filter,
             limit,
-        } => {
-            let index = client(&cli)?.load_index(name, credentials(&cli)?)?;
-            let ids = index.query_metadata(filter, limit.unwrap_or(usize::MAX))?;
-            println!("{}", Value::from(ids));
+        } => query_metadata(cli, name, filter, *limit),
+        Cmd::Get { name, ids } => get(cli, name, ids),
+        Cmd::Delete { name, ids } => delete(cli, name, ids),
+        Cmd::Info { name, json } => info(cli, name, *json),
+        Cmd::List => list(cli),
+        Cmd::Drop { name } => drop_index(cli, name),
+        Cmd::Users { cmd } => users(cli, cmd),
+    }
+}
+
+/// Loads the index `name` with the command line's credentials.
+fn load(cli: &Cli, name: &str) -> Result<vecseal::Index> {
+    Ok(client(cli)?.load_index(name, credentials(cli)?)?)
+}
+
+/// `vecseal keygen`.
+fn keygen(out: &Path) -> Result<()> {
+    write_new_key(out)?;
+    eprintln!("wrote a new 32-byte key to {}", out.display());
+    Ok(())
+}
+
+/// `vecseal create`.
+fn create(cli: &Cli, name: &str, dim: Option<usize>, metric: Metric, cipher: Suite) -> Result<()> {
+    let mut cfg = IndexConfig::default()
+        .with_metric(metric)
+        .with_suite(cipher);
+    cfg.dimension = dim;
+    client(cli)?.create_index(name, credentials(cli)?, cfg)?;
+    eprintln!("created index {name:?}");
+    Ok(())
+}
+
+/// `vecseal upsert`: from a .npy file (with optional ids) or JSON lines.
+fn upsert(cli: &Cli, args: &UpsertArgs) -> Result<()> {
+    let index = load(cli, &args.name)?;
+    let items = match (&args.vectors, &args.jsonl) {
+        (Some(v), None) => npy_items(v, args.ids.as_deref())?,
+        (None, Some(p)) => jsonl_items(p)?,
+        _ => bail!("give --vectors FILE.npy or --jsonl FILE"),
+    };
+    let n = items.len();
+    upsert_all(&index, items)?;
+    eprintln!("upserted {n} items into {:?}", args.name);
+    Ok(())
+}
+
+/// Items from a .npy file of vectors, with ids from a file or row numbers.
+fn npy_items(vectors: &Path, ids: Option<&Path>) -> Result<Vec<Item>> {
+    let (data, n, d) = read_npy(vectors)?;
+    let ids: Vec<String> = match ids {
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("cannot read ids file {}", p.display()))?
+            .lines()
+            .map(str::to_owned)
+            .collect(),
+        None => (0..n).map(|i| i.to_string()).collect(),
+    };
+    if ids.len() != n {
+        bail!(
+            "{} ids for {n} vectors: the ids file needs one id per row",
+            ids.len()
+        );
+    }
+    Ok(ids
+        .into_iter()
+        .zip(data.chunks(d.max(1)))
+        .map(|(id, v)| Item::new(id, v.to_vec()))
+        .collect())
+}
+
+/// Items from a JSON-lines file of `{id, vector, contents?, metadata?}`.
+fn jsonl_items(p: &Path) -> Result<Vec<Item>> {
+    #[derive(serde::Deserialize)]
+    struct Row {
+        id: String,
+        vector: Vec<f32>,
+        contents: Option<String>,
+        metadata: Option<Value>,
+    }
+    let f = std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
+    let mut items = Vec::new();
+    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
         }
-        Cmd::Get { name, ids } => {
-            let index = client(&cli)?.load_index(name, credentials(&cli)?)?;
-            let r = index.get(ids, Fields::ALL)?;
+        let row: Row = serde_json::from_str(&line)
+            .with_context(|| format!("{} line {}", p.display(), i + 1))?;
+        let mut item = Item::new(row.id, row.vector);
+        item.contents = row.contents.map(String::into_bytes);
+        item.metadata = row.metadata;
+        items.push(item);
+    }
+    Ok(items)
+}
+
+/// `vecseal train`, with a progress bar.
+fn train(cli: &Cli, args: &TrainArgs) -> Result<()> {
+    let index = load(cli, &args.name)?;
+    let opts = TrainOptions {
+        n_lists: args.n_lists,
+        batch_size: args.batch_size,
+        max_iters: args.max_iters,
+        tolerance: args.tolerance,
+        max_memory: args.max_memory,
+        seed: 0,
+    };
+    let t = Instant::now();
+    train_with_bar(&index, &opts)?;
+    eprintln!(
+        "trained {:?}: {} lists in {:.2?}",
+        args.name,
+        index.n_lists(),
+        t.elapsed()
+    );
+    Ok(())
+}
+
+/// `vecseal query`: JSON lines on stdout (or a JSON array in a file), the
+/// QPS on stderr.
+fn query(cli: &Cli, args: &QueryArgs) -> Result<()> {
+    let index = load(cli, &args.name)?;
+    let (data, n, d) = read_npy(&args.vectors)?;
+    let mut opts = QueryOptions::default()
+        .with_top_k(args.top_k)
+        .with_distance(false);
+    opts.n_probes = args.n_probes;
+    opts.filter = args.filter.clone();
+    for f in &args.include {
+        opts = match f {
+            Include::Distance => opts.with_distance(true),
+            Include::Metadata => opts.with_metadata(true),
+            Include::Contents => opts.with_contents(true),
+        };
+    }
+    let queries: Vec<Vec<f32>> = data.chunks(d.max(1)).map(<[f32]>::to_vec).collect();
+    // Batches of 4096 queries (the engine's largest chunk), with a
+    // progress bar on stderr.
+    let pb = bar(queries.len() as u64, "query");
+    let t = Instant::now();
+    let mut results = Vec::with_capacity(queries.len());
+    for batch in queries.chunks(4096) {
+        results.extend(index.query(batch, &opts)?);
+        pb.inc(batch.len() as u64);
+    }
+    let secs = t.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+    match &args.out {
+        Some(p) => {
+            let all = Value::Array(results.iter().map(|h| hits_json(h)).collect());
+            std::fs::write(p, serde_json::to_vec(&all)?)
+                .with_context(|| format!("cannot write {}", p.display()))?;
+        }
+        None => {
             let mut stdout = std::io::stdout().lock();
-            for it in r.items {
-                let contents = it
-                    .contents
-                    .map(|c| String::from_utf8_lossy(&c).into_owned());
+            for h in &results {
+                writeln!(stdout, "{}", hits_json(h))?;
+            }
+        }
+    }
+    eprintln!(
+        "{n} queries in {secs:.3} s: {:.1} QPS",
+        n as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}
+
+/// `vecseal query-metadata`: a JSON array of ids.
+fn query_metadata(cli: &Cli, name: &str, filter: &Filter, limit: Option<usize>) -> Result<()> {
+    let ids = load(cli, name)?.query_metadata(filter, limit.unwrap_or(usize::MAX))?;
+    writeln!(std::io::stdout(), "{}", Value::from(ids))?;
+    Ok(())
+}
+
+/// `vecseal get`: one JSON line per item found; an error names the missing.
+fn get(cli: &Cli, name: &str, ids: &[String]) -> Result<()> {
+    let r = load(cli, name)?.get(ids, Fields::ALL)?;
+    let mut stdout = std::io::stdout().lock();
+    for it in r.items {
+        let contents = it
+            .contents
+            .map(|c| String::from_utf8_lossy(&c).into_owned());
+        writeln!(
+            stdout,
+            "{}",
+            json!({"id": it.id, "vector": it.vector, "contents": contents, "metadata": it.metadata})
+        )?;
+    }
+    if !r.missing.is_empty() {
+        bail!("not found: {}", r.missing.join(", "));
+    }
+    Ok(())
+}
+
+/// `vecseal delete`.
+fn delete(cli: &Cli, name: &str, ids: &[String]) -> Result<()> {
+    let n = load(cli, name)?.delete(ids)?;
+    eprintln!("deleted {n} of {} items", ids.len());
+    Ok(())
+}
+
+/// `vecseal info`, as text or JSON.
+fn info(cli: &Cli, name: &str, as_json: bool) -> Result<()> {
+    let i = load(cli, name)?.info()?;
+    let mut out = std::io::stdout().lock();
+    if as_json {
+        writeln!(
+            out,
+            "{}",
+            json!({"name": i.name, "dimension": i.dimension, "metric": i.metric.name(), "count": i.count,
+                   "state": i.state.name(), "n_lists": i.n_lists, "cipher": i.suite.name()})
+        )?;
+    } else {
+        writeln!(out, "name:      {}", i.name)?;
+        writeln!(
+            out,
+            "dimension: {}",
+            i.dimension.map_or("unset".into(), |d| d.to_string())
+        )?;
+        writeln!(out, "metric:    {}", i.metric)?;
+        writeln!(out, "count:     {}", i.count)?;
+        writeln!(out, "state:     {}", i.state.name())?;
+        writeln!(out, "n_lists:   {}", i.n_lists)?;
+        writeln!(out, "cipher:    {}", i.suite)?;
+    }
+    Ok(())
+}
+
+/// `vecseal list`: one index name a line.
+fn list(cli: &Cli) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    for n in client(cli)?.list_indexes()? {
+        writeln!(out, "{n}")?;
+    }
+    Ok(())
+}
+
+/// `vecseal drop`.
+fn drop_index(cli: &Cli, name: &str) -> Result<()> {
+    client(cli)?.delete_index(name, &credentials(cli)?)?;
+    eprintln!("dropped index {name:?}");
+    Ok(())
+}
+
+/// `vecseal users add | list | remove`.
+fn users(cli: &Cli, cmd: &UsersCmd) -> Result<()> {
+    match cmd {
+        UsersCmd::Add {
+            name,
+            user,
+            user_key_file,
+            read,
+            write,
+        } => {
+            if !read && !write {
+                bail!("give --read and/or --write");
+            }
+            load(cli, name)?.add_user(
+                UserId::from_hex(user)?,
+                &read_key_file(user_key_file)?,
+                *read,
+                *write,
+            )?;
+            eprintln!("granted user {user} read={read} write={write}");
+        }
+        UsersCmd::List { name } => {
+            let mut out = std::io::stdout().lock();
+            for u in load(cli, name)?.list_users()? {
                 writeln!(
-                    stdout,
+                    out,
                     "{}",
-                    json!({"id": it.id, "vector": it.vector, "contents": contents, "metadata": it.metadata})
+                    json!({"user_id": u.user_id.to_string(), "read": u.has_read || u.has_write, "write": u.has_write})
                 )?;
             }
-            if !r.missing.is_empty() {
-                bail!("not found: {}", r.missing.join(", "));
-            }
         }
-        Cmd::Delete { name, ids } => {
-            let index = client(&cli)?.load_index(name, credentials(&cli)?)?;
-            let n = index.delete(ids)?;
-            eprintln!("deleted {n} of {} items", ids.len());
+        UsersCmd::Remove { name, user } => {
+            if !load(cli, name)?.remove_user(UserId::from_hex(user)?)? {
+                bail!("user {user} has no access to index {name:?}");
+            }
+            eprintln!("revoked user {user}");
         }
-        Cmd::Info { name, json } => {
-            let index = client(&cli)?.load_index(name, credentials(&cli)?)?;
-            let i = index.info()?;
-            if *json {
-                println!(
-                    "{}",
-                    json!({"name": i.name, "dimension": i.dimension, "metric": i.metric.name(), "count": i.count,
-                           "state": i.state.name(), "n_lists": i.n_lists, "cipher": i.suite.name()})
-                );
-            } else {
-                println!("name:      {}", i.name);
-                println!(
-                    "dimension: {}",
-                    i.dimension.map_or("unset".into(), |d| d.to_string())
-                );
-                println!("metric:    {}", i.metric);
-                println!("count:     {}", i.count);
-                println!("state:     {}", i.state.name());
-                println!("n_lists:   {}", i.n_lists);
-                println!("cipher:    {}", i.suite);
-            }
-        }
-        Cmd::List => {
-            for n in client(&cli)?.list_indexes()? {
-                println!("{n}");
-            }
-        }
-        Cmd::Drop { name } => {
-            client(&cli)?.delete_index(name, &credentials(&cli)?)?;
-            eprintln!("dropped index {name:?}");
-        }
-        Cmd::Users { cmd } => match cmd {
-            UsersCmd::Add {
-                name,
-                user,
-                user_key_file,
-                read,
-                write,
-            } => {
-                if !read && !write {
-                    bail!("give --read and/or --write");
-                }
-                let index = client(&cli)?.load_index(name, credentials(&cli)?)?;
-                index.add_user(
-                    UserId::from_hex(user)?,
-                    &read_key_file(user_key_file)?,
-                    *read,
-                    *write,
-                )?;
-                eprintln!("granted user {user} read={read} write={write}");
-            }
-            UsersCmd::List { name } => {
-                let index = client(&cli)?.load_index(name, credentials(&cli)?)?;
-                for u in index.list_users()? {
-                    println!(
-                        "{}",
-                        json!({"user_id": u.user_id.to_string(), "read": u.has_read || u.has_write, "write": u.has_write})
-                    );
-                }
-            }
-            UsersCmd::Remove { name, user } => {
-                let index = client(&cli)?.load_index(name, credentials(&cli)?)?;
-                if !index.remove_user(UserId::from_hex(user)?)? {
-                    bail!("user {user} has no access to index {name:?}");
-                }
-                eprintln!("revoked user {user}");
-            }
-        },
     }
     Ok(())
 }
