@@ -212,11 +212,52 @@ fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-fn main() -> Result<()> {
+/// Makes sure the tools `cargo xtask ci` runs are there, installing what a
+/// fresh machine lacks: libclang-dev (apt), the rustfmt and clippy
+/// components (rustup) and cargo-deny (cargo install).
+fn ensure_ci_tools() -> Result<()> {
+    ensure_libclang()?;
+    for (component, probe) in [("rustfmt", "fmt"), ("clippy", "clippy")] {
+        let present = cargo()
+            .args([probe, "--version"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !present {
+            eprintln!("xtask: installing the {component} component");
+            run(Command::new("rustup").args(["component", "add", component]))?;
+        }
+    }
+    let deny = Command::new("cargo-deny")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !deny {
+        eprintln!("xtask: installing cargo-deny (a few minutes, once)");
+        run(cargo().args(["install", "cargo-deny", "--locked"]))?;
+    }
+    Ok(())
+}
+
+/// Errors end in one line (`xtask: error: …`), never a backtrace.
+fn main() -> std::process::ExitCode {
+    match task() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn task() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let task = args.first().map(String::as_str).unwrap_or("help");
     match task {
         "ci" => {
+            ensure_ci_tools()?;
             run(cargo().args(["fmt", "--all", "--", "--check"]))?;
             run(cargo().args([
                 "clippy",
