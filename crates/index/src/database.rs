@@ -10,6 +10,7 @@ use vecseal_keyring::{IndexId, Keyring};
 use vecseal_storage::{Durability, Store, WriteBatch};
 
 use crate::engine::{Index, Persisted, Shared};
+use crate::guarded::GuardedStore;
 use crate::keys::{Credentials, Keys};
 use crate::{Error, Metric, Result};
 
@@ -69,7 +70,7 @@ impl IndexConfig {
 /// handles of one index never diverge or overwrite each other's writes.
 #[derive(Clone)]
 pub struct Database {
-    store: Arc<dyn Store>,
+    store: GuardedStore,
     cache_bytes: usize,
     loaded: Arc<Mutex<HashMap<IndexId, Weak<Shared>>>>,
 }
@@ -87,7 +88,7 @@ pub(crate) fn encode_catalog(id: IndexId, ring: &Keyring) -> Vec<u8> {
     v
 }
 
-pub(crate) fn read_catalog(store: &dyn Store, name: &str) -> Result<(IndexId, Keyring)> {
+pub(crate) fn read_catalog(store: &GuardedStore, name: &str) -> Result<(IndexId, Keyring)> {
     let raw = store
         .get(NS_CATALOG, &catalog_key(name))?
         .ok_or_else(|| Error::NotFound(name.to_owned()))?;
@@ -135,7 +136,7 @@ impl Database {
     /// A database over `store` (opened with [`NAMESPACES`]).
     pub fn new(store: Arc<dyn Store>) -> Self {
         Self {
-            store,
+            store: GuardedStore::new(store),
             cache_bytes: 0,
             loaded: Arc::default(),
         }
@@ -151,7 +152,7 @@ impl Database {
 
     /// The store.
     pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
+        self.store.engine()
     }
 
     /// Creates an index owned by `owner` (root key credentials).
@@ -172,13 +173,14 @@ impl Database {
         if config.dimension == Some(0) {
             return Err(Error::zero("dimension"));
         }
-        match read_catalog(self.store.as_ref(), name) {
+        match read_catalog(&self.store, name) {
             Ok(_) => return Err(Error::AlreadyExists(name.to_owned())),
             Err(Error::NotFound(_)) => {}
             Err(e) => return Err(e),
         }
         let id = IndexId::generate()?;
         let (ring, access) = Keyring::create(id, &owner.key, config.suite)?;
+        let cap = access.owner_for("creating the index")?;
         let keys = Keys::derive(access.data_key(), id, config.suite);
         let state = Persisted::new(
             config.dimension,
@@ -190,7 +192,7 @@ impl Database {
         let sk = keys.state_key();
         let sealed = keys.seal(crate::keys::Kind::State, &sk, &state.encode()?)?;
         batch.put_owned(NS_META, sk, sealed);
-        self.store.write(batch, Durability::Sync)?;
+        self.store.write(cap, batch, Durability::Sync)?;
         self.load_index(name, owner)
     }
 
@@ -200,7 +202,7 @@ impl Database {
     /// The list cache size is the one in force when the index was first
     /// loaded by this database (or a clone of it).
     pub fn load_index(&self, name: &str, cred: Credentials) -> Result<Index> {
-        let (id, _) = read_catalog(self.store.as_ref(), name)?;
+        let (id, _) = read_catalog(&self.store, name)?;
         let mut loaded = self.loaded.lock();
         loaded.retain(|_, w| w.strong_count() > 0);
         if let Some(shared) = loaded.get(&id).and_then(Weak::upgrade) {
@@ -208,7 +210,7 @@ impl Database {
             return Ok(Index::from_shared(shared, cred));
         }
         let shared = Arc::new(Shared::open(
-            Arc::clone(&self.store),
+            self.store.clone(),
             name,
             &cred,
             self.cache_bytes,
@@ -230,8 +232,9 @@ impl Database {
 
     /// Deletes an index and every record of it. Needs the owner's key.
     pub fn delete_index(&self, name: &str, owner: &Credentials) -> Result<()> {
-        let (id, ring) = read_catalog(self.store.as_ref(), name)?;
-        open_ring(&ring, owner)?.owner_for("deleting the index")?;
+        let (id, ring) = read_catalog(&self.store, name)?;
+        let access = open_ring(&ring, owner)?;
+        let cap = access.owner_for("deleting the index")?;
         // Writers of a loaded handle finish first; later calls on it see the
         // catalog entry gone and fail with `NotFound`.
         let shared = self.loaded.lock().remove(&id).and_then(|w| w.upgrade());
@@ -243,7 +246,7 @@ impl Database {
             }
         }
         batch.delete(NS_CATALOG, &catalog_key(name));
-        self.store.write(batch, Durability::Sync)?;
+        self.store.write(cap, batch, Durability::Sync)?;
         Ok(())
     }
 }

@@ -10,14 +10,15 @@ use parking_lot::{Mutex, RwLock};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use vecseal_envelope::{SecretKey, Suite};
-use vecseal_keyring::{Access, IndexId, UserEntry, UserId};
-use vecseal_storage::{Durability, Store, WriteBatch};
+use vecseal_keyring::{Access, IndexId, OwnerCap, UserEntry, UserId, WriteCap};
+use vecseal_storage::{Durability, WriteBatch};
 
 use crate::cache::BlockCache;
 use crate::codec::{encode_item, Block, ItemRecord};
 use crate::database::{open_ring, read_catalog, write_catalog, NS_BLOCKS, NS_ITEMS, NS_META};
 use crate::distance::{distance, lower_bounds, normalize, scores as scores_into};
 use crate::filter::{Filter, MetaIndex};
+use crate::guarded::GuardedStore;
 use crate::keys::{Credentials, Keys, Kind};
 use crate::{Error, Metric, Result};
 use vecseal_kmeans::kernel::Centroids;
@@ -431,7 +432,7 @@ pub struct Index {
 
 /// The state of one loaded index, shared by all its handles.
 pub(crate) struct Shared {
-    store: Arc<dyn Store>,
+    store: GuardedStore,
     name: String,
     id: IndexId,
     suite: Suite,
@@ -707,12 +708,12 @@ fn check_vector(what: impl Fn() -> String, v: &[f32], dim: usize) -> Result<()> 
 impl Shared {
     /// Opens the index (`cred` must open its keyring).
     pub(crate) fn open(
-        store: Arc<dyn Store>,
+        store: GuardedStore,
         name: &str,
         cred: &Credentials,
         cache_bytes: usize,
     ) -> Result<Self> {
-        let (id, ring) = read_catalog(store.as_ref(), name)?;
+        let (id, ring) = read_catalog(&store, name)?;
         let access = open_ring(&ring, cred)?;
         let keys = Arc::new(Keys::derive(access.data_key(), id, ring.suite()));
         let sk = keys.state_key();
@@ -722,7 +723,7 @@ impl Shared {
         })?;
         let p = Persisted::decode(&keys.open(Kind::State, &sk, &raw)?)?;
         let centroids = if p.trained {
-            read_centroids(store.as_ref(), &keys, p.generation)?
+            read_centroids(&store, &keys, p.generation)?
         } else {
             Vec::new()
         };
@@ -744,8 +745,8 @@ impl Shared {
         };
         index.rebuild_locations(&keys)?;
         index.load_metadata(&keys)?;
-        if access.can_write() {
-            index.collect_orphans(&keys)?;
+        if let Ok(cap) = access.write() {
+            index.collect_orphans(cap, &keys)?;
         }
         Ok(index)
     }
@@ -796,7 +797,7 @@ impl Shared {
     }
 
     /// Deletes blocks that no state references (left by a crashed train).
-    fn collect_orphans(&self, keys: &Keys) -> Result<()> {
+    fn collect_orphans(&self, cap: &WriteCap, keys: &Keys) -> Result<()> {
         let live = self.live.read();
         let referenced: HashSet<Vec<u8>> = live
             .p
@@ -821,7 +822,7 @@ impl Shared {
             }
         }
         if !batch.is_empty() {
-            self.store.write(batch, Durability::Sync)?;
+            self.store.write(cap, batch, Durability::Sync)?;
         }
         Ok(())
     }
@@ -845,7 +846,7 @@ impl Shared {
     /// with the index's derived keys. Re-reads the keyring every time, so a
     /// revocation takes effect on the next call.
     pub(crate) fn authorize(&self, cred: &Credentials) -> Result<(Access, Arc<Keys>)> {
-        let (id, ring) = read_catalog(self.store.as_ref(), &self.name)?;
+        let (id, ring) = read_catalog(&self.store, &self.name)?;
         if id != self.id {
             return Err(Error::NotFound(self.name.clone()));
         }
@@ -1084,7 +1085,7 @@ impl IndexAs<'_> {
     fn upsert_refs(&self, items: Vec<ItemRef<'_>>) -> Result<usize> {
         let ix = self.index;
         let (access, keys) = ix.authorize(self.cred)?;
-        access.write_for("upsert")?;
+        let cap = access.write_for("upsert")?;
         if items.is_empty() {
             return Ok(0);
         }
@@ -1162,7 +1163,7 @@ impl IndexAs<'_> {
         } else {
             Vec::new()
         };
-        ix.commit(&keys, p, edit, batch, meta)?;
+        ix.commit(cap, &keys, p, edit, batch, meta)?;
         Ok(n)
     }
 
@@ -1197,7 +1198,7 @@ impl IndexAs<'_> {
     pub fn delete(&self, ids: &[String]) -> Result<usize> {
         let ix = self.index;
         let (access, keys) = ix.authorize(self.cred)?;
-        access.write_for("delete")?;
+        let cap = access.write_for("delete")?;
         let _w = ix.writer.lock();
         let live = ix.live.read();
         let Some(dim) = live.p.dim else { return Ok(0) };
@@ -1222,7 +1223,7 @@ impl IndexAs<'_> {
             } else {
                 Vec::new()
             };
-            ix.commit(&keys, p, edit, batch, meta)?;
+            ix.commit(cap, &keys, p, edit, batch, meta)?;
         }
         Ok(n)
     }
@@ -1398,7 +1399,7 @@ impl IndexAs<'_> {
             return Err(Error::zero("max_iters"));
         }
         let (access, keys) = ix.authorize(self.cred)?;
-        access.write_for("train")?;
+        let cap = access.write_for("train")?;
         let _w = ix.writer.lock();
         let (count, dim, metric) = {
             let l = ix.live.read();
@@ -1414,7 +1415,7 @@ impl IndexAs<'_> {
         };
         ix.training.store(true, Ordering::SeqCst);
         let _flag = TrainingFlag(&ix.training);
-        ix.collect_orphans(&keys)?;
+        ix.collect_orphans(cap, &keys)?;
 
         // Decrypt every search vector of the current state.
         let (old, seqs) = {
@@ -1443,7 +1444,7 @@ impl IndexAs<'_> {
             }),
             None => ControlFlow::Continue(()),
         };
-        let mut writer = ListWriter::new(ix, &keys, dim, n_lists, old.next_seq, count);
+        let mut writer = ListWriter::new(ix, cap, &keys, dim, n_lists, old.next_seq, count);
         let centroids = match opts.max_memory.filter(|&m| m > 0) {
             None => {
                 // Everything in memory: decrypt every block, cluster all
@@ -1512,7 +1513,7 @@ impl IndexAs<'_> {
             batch.delete(NS_BLOCKS, &keys.block_key(*s));
         }
         let mut live = ix.live.write();
-        ix.store.write(batch, Durability::Sync)?;
+        ix.store.write(cap, batch, Durability::Sync)?;
         let meta = std::mem::take(&mut live.meta);
         *live = Live {
             p,
@@ -1528,16 +1529,16 @@ impl IndexAs<'_> {
     }
 
     fn owner_ring(&self, action: &'static str) -> Result<(vecseal_keyring::Keyring, Access)> {
-        let (_, ring) = read_catalog(self.index.store.as_ref(), &self.index.name)?;
+        let (_, ring) = read_catalog(&self.index.store, &self.index.name)?;
         let access = open_ring(&ring, self.cred)?;
         access.owner_for(action)?;
         Ok((ring, access))
     }
 
-    fn save_ring(&self, ring: &vecseal_keyring::Keyring) -> Result<()> {
+    fn save_ring(&self, cap: &OwnerCap, ring: &vecseal_keyring::Keyring) -> Result<()> {
         let mut batch = WriteBatch::new();
         write_catalog(&mut batch, &self.index.name, self.index.id, ring);
-        Ok(self.index.store.write(batch, Durability::Sync)?)
+        self.index.store.write(cap, batch, Durability::Sync)
     }
 
     /// See [`Index::add_user`].
@@ -1551,7 +1552,7 @@ impl IndexAs<'_> {
         let _w = self.index.writer.lock();
         let (mut ring, access) = self.owner_ring("managing users")?;
         ring.grant(&access, user, user_key, read, write)?;
-        self.save_ring(&ring)
+        self.save_ring(access.owner_for("managing users")?, &ring)
     }
 
     /// See [`Index::list_users`].
@@ -1564,7 +1565,7 @@ impl IndexAs<'_> {
         let _w = self.index.writer.lock();
         let (mut ring, access) = self.owner_ring("managing users")?;
         let had = ring.revoke(&access, user)?;
-        self.save_ring(&ring)?;
+        self.save_ring(access.owner_for("managing users")?, &ring)?;
         Ok(had)
     }
 
@@ -1573,7 +1574,7 @@ impl IndexAs<'_> {
         let _w = self.index.writer.lock();
         let (mut ring, access) = self.owner_ring("rotating the index key")?;
         ring.rotate_root(&access, new_key)?;
-        self.save_ring(&ring)
+        self.save_ring(access.owner_for("rotating the index key")?, &ring)
     }
 }
 
@@ -1606,6 +1607,7 @@ impl Shared {
     /// `meta` sets (or with `None` removes) the in-memory metadata of items.
     fn commit(
         &self,
+        cap: &WriteCap,
         keys: &Keys,
         mut p: Persisted,
         edit: Edit,
@@ -1622,7 +1624,7 @@ impl Shared {
             keys.seal(Kind::State, &sk, &p.encode()?)?,
         );
         let mut live = self.live.write();
-        self.store.write(batch, Durability::Sync)?;
+        self.store.write(cap, batch, Durability::Sync)?;
         live.p = p;
         for id in &c.removed {
             live.locations.remove(id);
@@ -1651,9 +1653,10 @@ impl Shared {
 /// (in batches of about `TRAIN_BATCH_BYTES`), before the switch.
 struct ListWriter<'a> {
     ix: &'a Shared,
+    cap: &'a WriteCap,
     keys: &'a Keys,
     dim: usize,
-    cap: usize,
+    per_block: usize,
     next_seq: u64,
     lists: Vec<Vec<BlockRef>>,
     locations: HashMap<String, u64>,
@@ -1664,6 +1667,7 @@ struct ListWriter<'a> {
 impl<'a> ListWriter<'a> {
     fn new(
         ix: &'a Shared,
+        cap: &'a WriteCap,
         keys: &'a Keys,
         dim: usize,
         n_lists: usize,
@@ -1672,9 +1676,10 @@ impl<'a> ListWriter<'a> {
     ) -> Self {
         Self {
             ix,
+            cap,
             keys,
             dim,
-            cap: block_capacity(dim),
+            per_block: block_capacity(dim),
             next_seq,
             lists: vec![Vec::new(); n_lists],
             locations: HashMap::with_capacity(count),
@@ -1686,7 +1691,7 @@ impl<'a> ListWriter<'a> {
     /// Appends the whole of list `l` (its ids and row-major vectors).
     fn add_list(&mut self, l: usize, ids: Vec<String>, vectors: Vec<f32>) -> Result<()> {
         let dim = self.dim;
-        for (ids, vectors) in ids.chunks(self.cap).zip(vectors.chunks(self.cap * dim)) {
+        for (ids, vectors) in ids.chunks(self.per_block).zip(vectors.chunks(self.per_block * dim)) {
             let seq = self.next_seq;
             self.next_seq += 1;
             self.lists[l].push(BlockRef {
@@ -1727,7 +1732,7 @@ impl<'a> ListWriter<'a> {
             batch.put_owned(NS_BLOCKS, k, v);
         }
         if !batch.is_empty() {
-            self.ix.store.write(batch, Durability::Buffered)?;
+            self.ix.store.write(self.cap, batch, Durability::Buffered)?;
         }
         self.pending.clear();
         self.pending_bytes = 0;
@@ -2112,7 +2117,7 @@ fn parse_meta(m: Option<String>) -> Result<Option<serde_json::Value>> {
     .transpose()
 }
 
-fn read_centroids(store: &dyn Store, keys: &Keys, generation: u64) -> Result<Vec<f32>> {
+fn read_centroids(store: &GuardedStore, keys: &Keys, generation: u64) -> Result<Vec<f32>> {
     let ck = keys.centroids_key(generation);
     let raw = store.get(NS_META, &ck)?.ok_or_else(|| Error::Corrupt {
         what: "centroids record",

@@ -49,6 +49,7 @@ mod database;
 mod distance;
 mod engine;
 mod filter;
+mod guarded;
 mod keys;
 
 pub use database::{Database, IndexConfig, NAMESPACES};
@@ -57,6 +58,7 @@ pub use engine::{
     ProgressFn, QueryOptions, TrainOptions, TrainProgress, TrainingState,
 };
 pub use filter::Filter;
+pub use guarded::{Capability, GuardedStore};
 pub use keys::Credentials;
 pub use vecseal_envelope::Error as EnvelopeError;
 pub use vecseal_envelope::{SecretKey, Suite};
