@@ -106,7 +106,77 @@ fn tidy() -> Result<()> {
             }
         }
     }
+    index_modules_are_layered(&root().join("crates/index/src"))?;
     eprintln!("xtask: tidy: architecture invariants hold");
+    Ok(())
+}
+
+/// The longest a file of vecseal-index may be: one concern per file.
+const MAX_MODULE_LINES: usize = 650;
+
+/// The files of vecseal-index (but `lib.rs`, the root) import each other
+/// without a circle, and none exceeds [`MAX_MODULE_LINES`] lines.
+fn index_modules_are_layered(src: &Path) -> Result<()> {
+    use std::collections::BTreeMap;
+    let mut graph: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut modules = Vec::new();
+    for entry in std::fs::read_dir(src)? {
+        let path = entry?.path();
+        if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
+            if path.extension().is_some_and(|e| e == "rs") && stem != "lib" {
+                modules.push((stem.to_owned(), path));
+            }
+        }
+    }
+    for (name, path) in &modules {
+        let text = std::fs::read_to_string(path)?;
+        let lines = text.lines().count();
+        if lines > MAX_MODULE_LINES {
+            bail!(
+                "architecture invariant broken: {} has {lines} lines; split it (at most {MAX_MODULE_LINES})",
+                path.display()
+            );
+        }
+        // Tests may reach anywhere; the module's own code may not loop.
+        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        let deps = modules
+            .iter()
+            .map(|(m, _)| m)
+            .filter(|m| *m != name)
+            .filter(|m| code.contains(&format!("crate::{m}::")))
+            .cloned()
+            .collect();
+        graph.insert(name.clone(), deps);
+    }
+    // Depth-first search for a back edge.
+    fn visit<'a>(
+        m: &'a str,
+        graph: &'a BTreeMap<String, Vec<String>>,
+        path: &mut Vec<&'a str>,
+        done: &mut std::collections::BTreeSet<&'a str>,
+    ) -> Result<()> {
+        if let Some(i) = path.iter().position(|p| *p == m) {
+            let mut cycle = path[i..].to_vec();
+            cycle.push(m);
+            bail!(
+                "architecture invariant broken: vecseal-index modules import each other in a circle: {}",
+                cycle.join(" -> ")
+            );
+        }
+        if !done.insert(m) {
+            return Ok(());
+        }
+        path.push(m);
+        for d in &graph[m] {
+            visit(d, graph, path, done)?;
+        }
+        path.pop();
+        Ok(())
+    }
+    let mut done = std::collections::BTreeSet::new();
+    for m in graph.keys() {
+        visit(m, &graph, &mut Vec::new(), &mut done)?;
+    }
     Ok(())
 }
 
@@ -319,5 +389,20 @@ mod tests {
     #[test]
     fn architecture_invariants_hold() {
         super::tidy().unwrap();
+    }
+
+    #[test]
+    fn a_circle_of_modules_is_reported() {
+        let dir = std::env::temp_dir().join(format!("xtask-layers-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("lib.rs"), "mod a; mod b; mod c;").unwrap();
+        std::fs::write(dir.join("a.rs"), "use crate::b::B;").unwrap();
+        std::fs::write(dir.join("b.rs"), "use crate::c::C;").unwrap();
+        std::fs::write(dir.join("c.rs"), "use crate::d::D;").unwrap();
+        super::index_modules_are_layered(&dir).unwrap();
+        std::fs::write(dir.join("c.rs"), "use crate::a::A;").unwrap();
+        let e = super::index_modules_are_layered(&dir).unwrap_err();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(e.to_string().contains("a -> b -> c -> a"), "{e}");
     }
 }

@@ -94,12 +94,7 @@ impl GuardedStore {
     }
 
     /// See [`Store::read_with`].
-    pub fn read_with(
-        &self,
-        ns: &str,
-        key: &[u8],
-        f: &mut dyn FnMut(&[u8]),
-    ) -> Result<bool> {
+    pub fn read_with(&self, ns: &str, key: &[u8], f: &mut dyn FnMut(&[u8])) -> Result<bool> {
         Ok(self.0.read_with(ns, key, f)?)
     }
 

@@ -44,22 +44,35 @@
 #![forbid(unsafe_code)]
 
 mod cache;
+mod catalog;
 mod codec;
 mod database;
 mod distance;
-mod engine;
+mod edit;
 mod filter;
 mod guarded;
+mod handle;
 mod keys;
+mod options;
+mod route;
+mod search;
+mod shared;
+mod state;
+mod topk;
+mod train;
+mod users;
+mod write;
 
-pub use database::{Database, IndexConfig, NAMESPACES};
-pub use engine::{
-    auto_n_lists, auto_n_probes, Field, Fields, GetResult, Hit, Index, IndexAs, IndexInfo, Item,
-    ProgressFn, QueryOptions, TrainOptions, TrainProgress, TrainingState,
-};
+pub use catalog::NAMESPACES;
+pub use database::{Database, IndexConfig};
 pub use filter::Filter;
 pub use guarded::{Capability, GuardedStore};
+pub use handle::Index;
 pub use keys::Credentials;
+pub use options::{
+    auto_n_lists, auto_n_probes, Field, Fields, GetResult, Hit, IndexInfo, Item, ProgressFn,
+    QueryOptions, TrainOptions, TrainProgress, TrainingState,
+};
 pub use vecseal_envelope::Error as EnvelopeError;
 pub use vecseal_envelope::{SecretKey, Suite};
 pub use vecseal_keyring::Error as AccessError;

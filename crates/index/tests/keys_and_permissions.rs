@@ -111,18 +111,15 @@ fn writer_revocation_and_other_users_keys() {
     assert!(index.count().is_err());
     assert_eq!(
         index
-            .using(&owner(3))
+            .using(owner(3))
             .count()
             .unwrap_or_else(|e| panic!("{e}")),
         1
     );
     assert_eq!(fresh.count().unwrap(), 1);
-    let reader = Credentials::user(r, key(12));
-    assert!(fresh
-        .using(&reader)
-        .upsert(vec![Item::new("z", vec![0.0, 1.0])])
-        .is_err());
-    assert_eq!(fresh.using(&reader).count().unwrap(), 1);
+    let reader = fresh.using(Credentials::user(r, key(12)));
+    assert!(reader.upsert(vec![Item::new("z", vec![0.0, 1.0])]).is_err());
+    assert_eq!(reader.count().unwrap(), 1);
 }
 
 #[test]

@@ -1,0 +1,223 @@
+//! Copy-on-write edits of the blocks of an index, and their commit.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use rayon::prelude::*;
+use vecseal_keyring::WriteCap;
+use vecseal_storage::{Durability, WriteBatch};
+
+use crate::catalog::{NS_BLOCKS, NS_META};
+use crate::codec::Block;
+use crate::keys::{Keys, Kind};
+use crate::shared::Shared;
+use crate::state::{block_capacity, BlockRef, Persisted};
+use crate::{Error, Result};
+
+/// Pending copy-on-write changes to the blocks of an index.
+pub(crate) struct Edit {
+    pub(crate) lists: Vec<Vec<BlockRef>>,
+    pub(crate) next_seq: u64,
+    pub(crate) dirty: HashMap<u64, (u32, Block)>,
+    pub(crate) fresh: HashSet<u64>,
+    pub(crate) removed: Vec<String>,
+    pub(crate) cap: usize,
+    pub(crate) dim: usize,
+}
+
+pub(crate) struct Committed {
+    pub(crate) lists: Vec<Vec<BlockRef>>,
+    pub(crate) next_seq: u64,
+    pub(crate) moved: Vec<(String, u64)>,
+    pub(crate) removed: Vec<String>,
+    pub(crate) dropped_seqs: Vec<u64>,
+    pub(crate) new_blocks: Vec<(u64, Arc<Block>)>,
+}
+
+impl Edit {
+    pub(crate) fn new(p: &Persisted, dim: usize) -> Self {
+        Self {
+            lists: p.lists.clone(),
+            next_seq: p.next_seq,
+            dirty: HashMap::new(),
+            fresh: HashSet::new(),
+            removed: Vec::new(),
+            cap: block_capacity(dim),
+            dim,
+        }
+    }
+
+    pub(crate) fn list_of(&self, seq: u64) -> Option<u32> {
+        self.lists
+            .iter()
+            .position(|l| l.iter().any(|b| b.seq == seq))
+            .map(|i| i as u32)
+    }
+
+    pub(crate) fn load(&mut self, index: &Shared, keys: &Keys, seq: u64) -> Result<()> {
+        if !self.dirty.contains_key(&seq) {
+            let list = self.list_of(seq).ok_or_else(|| Error::Corrupt {
+                what: "index state record",
+                reason: format!("block {seq} is in no list"),
+            })?;
+            let block = index.load_block(keys, seq, self.dim)?;
+            self.dirty.insert(seq, (list, (*block).clone()));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn remove(&mut self, index: &Shared, keys: &Keys, seq: u64, id: &str) -> Result<()> {
+        self.load(index, keys, seq)?;
+        if let Some((_, b)) = self.dirty.get_mut(&seq) {
+            b.remove(id, self.dim);
+        }
+        self.removed.push(id.to_owned());
+        Ok(())
+    }
+
+    pub(crate) fn add(
+        &mut self,
+        index: &Shared,
+        keys: &Keys,
+        list: u32,
+        id: &str,
+        v: &[f32],
+    ) -> Result<()> {
+        let tail = self.lists[list as usize].last().copied();
+        let seq = match tail {
+            Some(t)
+                if self
+                    .dirty
+                    .get(&t.seq)
+                    .map_or(t.count as usize, |(_, b)| b.len())
+                    < self.cap =>
+            {
+                self.load(index, keys, t.seq)?;
+                t.seq
+            }
+            _ => {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                self.lists[list as usize].push(BlockRef { seq, count: 0 });
+                self.dirty.insert(seq, (list, Block::default()));
+                self.fresh.insert(seq);
+                seq
+            }
+        };
+        if let Some((_, b)) = self.dirty.get_mut(&seq) {
+            b.push(id, v);
+        }
+        Ok(())
+    }
+
+    /// Seals the dirty blocks under fresh numbers into `batch`.
+    pub(crate) fn commit(mut self, keys: &Keys, batch: &mut WriteBatch) -> Result<Committed> {
+        let mut dropped = Vec::new();
+        let mut renumbered = Vec::new();
+        let mut dirty: Vec<(u64, (u32, Block))> = self.dirty.drain().collect();
+        dirty.sort_by_key(|(s, _)| *s);
+        for (seq, (list, block)) in dirty {
+            let fresh = self.fresh.contains(&seq);
+            if !fresh {
+                batch.delete(NS_BLOCKS, &keys.block_key(seq));
+                dropped.push(seq);
+            }
+            let refs = &mut self.lists[list as usize];
+            let pos = refs.iter().position(|r| r.seq == seq).unwrap_or(refs.len());
+            if block.len() == 0 {
+                if pos < refs.len() {
+                    refs.remove(pos);
+                }
+                continue;
+            }
+            let new_seq = if fresh {
+                seq
+            } else {
+                let s = self.next_seq;
+                self.next_seq += 1;
+                s
+            };
+            if pos < refs.len() {
+                refs[pos] = BlockRef {
+                    seq: new_seq,
+                    count: block.len() as u32,
+                };
+            }
+            renumbered.push((new_seq, block));
+        }
+        let sealed: Vec<Result<(Vec<u8>, Vec<u8>)>> = renumbered
+            .par_iter()
+            .map(|(seq, block)| {
+                let key = keys.block_key(*seq);
+                let value = keys.seal(Kind::Block, &key, &block.encode(self.dim))?;
+                Ok((key, value))
+            })
+            .collect();
+        for kv in sealed {
+            let (k, v) = kv?;
+            batch.put_owned(NS_BLOCKS, k, v);
+        }
+        let mut moved = Vec::new();
+        let mut new_blocks = Vec::with_capacity(renumbered.len());
+        for (seq, block) in renumbered {
+            moved.extend(block.ids().iter().map(|id| (id.to_owned(), seq)));
+            new_blocks.push((seq, Arc::new(block)));
+        }
+        Ok(Committed {
+            lists: self.lists,
+            next_seq: self.next_seq,
+            moved,
+            removed: self.removed,
+            dropped_seqs: dropped,
+            new_blocks,
+        })
+    }
+}
+
+impl Shared {
+    /// Seals the edit, writes it with the item batch and the new state in one
+    /// synced batch, and switches the live state.
+    /// `meta` sets (or with `None` removes) the in-memory metadata of items.
+    pub(crate) fn commit(
+        &self,
+        cap: &WriteCap,
+        keys: &Keys,
+        mut p: Persisted,
+        edit: Edit,
+        mut batch: WriteBatch,
+        meta: Vec<(String, Option<serde_json::Value>)>,
+    ) -> Result<()> {
+        let c = edit.commit(keys, &mut batch)?;
+        p.lists = c.lists;
+        p.next_seq = c.next_seq;
+        let sk = keys.state_key();
+        batch.put_owned(
+            NS_META,
+            sk.clone(),
+            keys.seal(Kind::State, &sk, &p.encode()?)?,
+        );
+        let mut live = self.live.write();
+        self.store.write(cap, batch, Durability::Sync)?;
+        live.p = p;
+        for id in &c.removed {
+            live.locations.remove(id);
+        }
+        for (id, seq) in c.moved {
+            live.locations.insert(id, seq);
+        }
+        for (id, doc) in meta {
+            match doc {
+                Some(doc) => live.meta.insert(&id, doc),
+                None => live.meta.remove(&id),
+            }
+        }
+        drop(live);
+        if let Some(cache) = &self.cache {
+            c.dropped_seqs.iter().for_each(|s| cache.remove(*s));
+            for (seq, b) in c.new_blocks {
+                cache.insert(seq, b);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,107 @@
+//! The public handle on one loaded index, and its read-only calls.
+
+use std::sync::Arc;
+
+use crate::keys::Credentials;
+use crate::options::{Fields, GetResult, IndexInfo, Item, TrainingState};
+use crate::shared::{parse_meta, Shared};
+use crate::Result;
+
+/// One encrypted index, seen with the credentials it was loaded with.
+///
+/// `Send + Sync`: share it behind an `Arc`. Every handle a [`crate::Database`]
+/// hands out for the same index shares one in-memory state (lists, writer
+/// lock, block cache), so handles never diverge from each other.
+pub struct Index {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) cred: Credentials,
+}
+
+impl Index {
+    /// The index name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    pub(crate) fn from_shared(shared: Arc<Shared>, cred: Credentials) -> Self {
+        Self { shared, cred }
+    }
+
+    /// A handle on the same loaded index that acts with other credentials
+    /// (per-request keys, for services): cheap, it shares every in-memory
+    /// structure with `self`.
+    pub fn using(&self, cred: Credentials) -> Index {
+        Self {
+            shared: Arc::clone(&self.shared),
+            cred,
+        }
+    }
+
+    /// The training state.
+    pub fn training_state(&self) -> TrainingState {
+        self.shared.training_state()
+    }
+
+    /// Number of inverted lists (1 before training).
+    pub fn n_lists(&self) -> usize {
+        self.shared.live.read().p.lists.len()
+    }
+
+    /// Gets items by id with the chosen fields; missing ids are reported.
+    pub fn get(&self, ids: &[String], fields: Fields) -> Result<GetResult> {
+        let ix = &*self.shared;
+        let (_, keys) = ix.authorize(&self.cred)?;
+        let recs = ix.read_items(&keys, ids)?;
+        let mut out = GetResult {
+            items: Vec::new(),
+            missing: Vec::new(),
+        };
+        for (id, rec) in ids.iter().zip(recs) {
+            match rec {
+                None => out.missing.push(id.clone()),
+                Some(r) => out.items.push(Item {
+                    id: r.id,
+                    vector: fields.vector.then_some(r.vector),
+                    contents: if fields.contents { r.contents } else { None },
+                    metadata: if fields.metadata {
+                        parse_meta(r.metadata)?
+                    } else {
+                        None
+                    },
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// All item ids, sorted.
+    pub fn list_ids(&self) -> Result<Vec<String>> {
+        self.shared.authorize(&self.cred)?;
+        let mut ids: Vec<String> = self.shared.live.read().locations.keys().cloned().collect();
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// Number of items.
+    pub fn count(&self) -> Result<usize> {
+        self.shared.authorize(&self.cred)?;
+        Ok(self.shared.live.read().locations.len())
+    }
+
+    /// A summary of the index.
+    pub fn info(&self) -> Result<IndexInfo> {
+        let ix = &*self.shared;
+        ix.authorize(&self.cred)?;
+        let state = ix.training_state();
+        let l = ix.live.read();
+        Ok(IndexInfo {
+            name: ix.name.clone(),
+            dimension: l.p.dim,
+            metric: l.p.metric,
+            count: l.locations.len(),
+            state,
+            n_lists: l.p.lists.len(),
+            suite: ix.suite,
+        })
+    }
+}

@@ -1,0 +1,312 @@
+//! The public option and result types of an index, and the automatic sizes.
+
+use std::ops::ControlFlow;
+
+use vecseal_envelope::Suite;
+
+use crate::filter::Filter;
+use crate::Metric;
+
+/// An item to upsert, or one returned by [`Index::get`](crate::Index::get).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Item {
+    /// The id (non-empty).
+    pub id: String,
+    /// The vector (always set on upsert; on get, when asked for).
+    pub vector: Option<Vec<f32>>,
+    /// Optional opaque contents.
+    pub contents: Option<Vec<u8>>,
+    /// Optional JSON metadata (an object).
+    pub metadata: Option<serde_json::Value>,
+}
+
+impl Item {
+    /// An item with an id and a vector.
+    pub fn new(id: impl Into<String>, vector: Vec<f32>) -> Self {
+        Self {
+            id: id.into(),
+            vector: Some(vector),
+            contents: None,
+            metadata: None,
+        }
+    }
+    /// Sets the contents.
+    #[must_use]
+    pub fn with_contents(mut self, c: impl Into<Vec<u8>>) -> Self {
+        self.contents = Some(c.into());
+        self
+    }
+    /// Sets the metadata.
+    #[must_use]
+    pub fn with_metadata(mut self, m: serde_json::Value) -> Self {
+        self.metadata = Some(m);
+        self
+    }
+}
+
+/// A field of an item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// The vector.
+    Vector,
+    /// The contents.
+    Contents,
+    /// The metadata.
+    Metadata,
+}
+
+/// An item to upsert, borrowed from the caller's [`Item`] or ids and vectors.
+pub(crate) struct ItemRef<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) vector: &'a [f32],
+    pub(crate) contents: Option<&'a [u8]>,
+    pub(crate) metadata: Option<&'a serde_json::Value>,
+}
+
+/// Which fields [`Index::get`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fields {
+    /// Return vectors.
+    pub vector: bool,
+    /// Return contents.
+    pub contents: bool,
+    /// Return metadata.
+    pub metadata: bool,
+}
+
+impl Fields {
+    /// Every field.
+    pub const ALL: Fields = Fields {
+        vector: true,
+        contents: true,
+        metadata: true,
+    };
+    /// Only ids.
+    pub const NONE: Fields = Fields {
+        vector: false,
+        contents: false,
+        metadata: false,
+    };
+
+    /// The given fields.
+    pub fn of(fields: &[Field]) -> Self {
+        Fields {
+            vector: fields.contains(&Field::Vector),
+            contents: fields.contains(&Field::Contents),
+            metadata: fields.contains(&Field::Metadata),
+        }
+    }
+}
+
+/// The result of [`Index::get`]: found items in the order asked, and the ids
+/// that do not exist.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GetResult {
+    /// Items found.
+    pub items: Vec<Item>,
+    /// Ids not found.
+    pub missing: Vec<String>,
+}
+
+/// One query result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    /// Item id.
+    pub id: String,
+    /// Distance under the index metric (when asked for).
+    pub distance: Option<f32>,
+    /// Metadata (when asked for and present).
+    pub metadata: Option<serde_json::Value>,
+    /// Contents (when asked for and present).
+    pub contents: Option<Vec<u8>>,
+}
+
+/// Query options; unset means the documented default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub struct QueryOptions {
+    /// Results per query; default 100.
+    pub top_k: Option<usize>,
+    /// Lists probed after training; `None`/0 = automatic:
+    /// `min(n_lists, ceil(2·√n_lists))`.
+    pub n_probes: Option<usize>,
+    /// Return distances (default true).
+    pub include_distance: bool,
+    /// Return metadata.
+    pub include_metadata: bool,
+    /// Return contents.
+    pub include_contents: bool,
+    /// Only items whose metadata matches are returned; the search widens
+    /// (more lists) until it has `top_k` of them or has seen every list.
+    pub filter: Option<Filter>,
+}
+
+impl Default for QueryOptions {
+    fn default() -> Self {
+        Self {
+            top_k: None,
+            n_probes: None,
+            include_distance: true,
+            include_metadata: false,
+            include_contents: false,
+            filter: None,
+        }
+    }
+}
+
+impl QueryOptions {
+    /// Sets top_k.
+    pub fn with_top_k(mut self, k: usize) -> Self {
+        self.top_k = Some(k);
+        self
+    }
+    /// Sets n_probes.
+    pub fn with_n_probes(mut self, p: usize) -> Self {
+        self.n_probes = Some(p);
+        self
+    }
+    /// Returns metadata with each hit.
+    pub fn with_metadata(mut self, on: bool) -> Self {
+        self.include_metadata = on;
+        self
+    }
+    /// Returns contents with each hit.
+    pub fn with_contents(mut self, on: bool) -> Self {
+        self.include_contents = on;
+        self
+    }
+    /// Returns distances with each hit.
+    pub fn with_distance(mut self, on: bool) -> Self {
+        self.include_distance = on;
+        self
+    }
+    /// Returns only items whose metadata matches `filter`.
+    pub fn with_filter(mut self, filter: Filter) -> Self {
+        self.filter = Some(filter);
+        self
+    }
+}
+
+/// Options of [`Index::train`], with the semantics of vecseal's `train()`.
+#[derive(Debug, Clone, PartialEq, Default)]
+#[must_use]
+pub struct TrainOptions {
+    /// Number of inverted lists; `None`/0 = `clamp(round(2·√n), 1, n/2)` for
+    /// `n` stored vectors.
+    pub n_lists: Option<usize>,
+    /// k-means batch size; `None`/0 = automatic (full batch on a sample of at
+    /// most 256 points per list).
+    pub batch_size: Option<usize>,
+    /// Iteration limit; default 100; 0 is invalid.
+    pub max_iters: Option<u32>,
+    /// Convergence tolerance; default 1e-6; negative or NaN is invalid.
+    pub tolerance: Option<f64>,
+    /// Memory bound of training in MB; `None`/0 = no limit (every vector is
+    /// decrypted into memory at once). With a bound, training streams the
+    /// vectors block by block: k-means runs on a uniform sample that fits
+    /// half the bound (with the other half as its own working-set bound),
+    /// and the new lists are gathered and written in groups that fit half
+    /// the bound, one pass over the blocks per group. Write batches of about
+    /// 32 MiB and one decrypted block come on top.
+    pub max_memory: Option<usize>,
+    /// Seed of k-means (training is reproducible).
+    pub seed: u64,
+}
+
+impl TrainOptions {
+    /// Sets n_lists.
+    pub fn with_n_lists(mut self, v: usize) -> Self {
+        self.n_lists = Some(v);
+        self
+    }
+    /// Sets batch_size.
+    pub fn with_batch_size(mut self, v: usize) -> Self {
+        self.batch_size = Some(v);
+        self
+    }
+    /// Sets max_iters.
+    pub fn with_max_iters(mut self, v: u32) -> Self {
+        self.max_iters = Some(v);
+        self
+    }
+    /// Sets tolerance.
+    pub fn with_tolerance(mut self, v: f64) -> Self {
+        self.tolerance = Some(v);
+        self
+    }
+    /// Sets max_memory (MB).
+    pub fn with_max_memory(mut self, v: usize) -> Self {
+        self.max_memory = Some(v);
+        self
+    }
+    /// Sets the seed.
+    pub fn with_seed(mut self, v: u64) -> Self {
+        self.seed = v;
+        self
+    }
+}
+
+/// A training progress callback: return `ControlFlow::Break(())` to cancel.
+pub type ProgressFn<'a> = dyn Fn(&TrainProgress) -> ControlFlow<()> + Sync + 'a;
+
+/// Progress of a running [`Index::train`].
+#[derive(Debug, Clone, Copy)]
+pub struct TrainProgress {
+    /// Iteration just finished (1-based).
+    pub iteration: u32,
+    /// Iteration limit.
+    pub max_iters: u32,
+    /// Inertia of that iteration.
+    pub inertia: f64,
+}
+
+/// Whether an index is trained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrainingState {
+    /// One list; queries are exact exhaustive searches.
+    Untrained,
+    /// A (re)train is running; queries use the previous state.
+    Training,
+    /// IVF lists; queries are ANN searches.
+    Trained,
+}
+
+impl TrainingState {
+    /// `untrained`, `training` or `trained`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TrainingState::Untrained => "untrained",
+            TrainingState::Training => "training",
+            TrainingState::Trained => "trained",
+        }
+    }
+}
+
+/// A summary of an index.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexInfo {
+    /// Name.
+    pub name: String,
+    /// Dimension, once known.
+    pub dimension: Option<usize>,
+    /// Metric.
+    pub metric: Metric,
+    /// Number of items.
+    pub count: usize,
+    /// Training state.
+    pub state: TrainingState,
+    /// Number of inverted lists (1 before training).
+    pub n_lists: usize,
+    /// Cipher suite.
+    pub suite: Suite,
+}
+
+/// The automatic number of lists for `n` vectors: `clamp(round(2·√n), 1, n/2)`.
+pub fn auto_n_lists(n: usize) -> usize {
+    ((2.0 * (n as f64).sqrt()).round() as usize).clamp(1, (n / 2).max(1))
+}
+
+/// The automatic number of probes: `min(n_lists, ceil(2·√n_lists))`.
+pub fn auto_n_probes(n_lists: usize) -> usize {
+    ((2.0 * (n_lists as f64).sqrt()).ceil() as usize).clamp(1, n_lists.max(1))
+}

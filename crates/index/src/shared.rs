@@ -1,0 +1,330 @@
+//! One loaded index as every handle shares it: opening, authorization,
+//! reading blocks and items.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use rayon::prelude::*;
+use vecseal_envelope::{SecretKey, Suite};
+use vecseal_keyring::{Access, IndexId, WriteCap};
+use vecseal_storage::{Durability, WriteBatch};
+
+use crate::cache::BlockCache;
+use crate::catalog::{open_ring, read_catalog, NS_BLOCKS, NS_ITEMS, NS_META};
+use crate::codec::{Block, ItemRecord};
+use crate::filter::MetaIndex;
+use crate::guarded::GuardedStore;
+use crate::keys::{Credentials, Keys, Kind};
+use crate::options::TrainingState;
+use crate::state::Persisted;
+use crate::{Error, Result};
+
+pub(crate) struct Live {
+    pub(crate) p: Persisted,
+    pub(crate) centroids: Vec<f32>,
+    /// Item id → number of the block holding its search vector.
+    pub(crate) locations: HashMap<String, u64>,
+    /// Decrypted metadata with equality postings (memory only).
+    pub(crate) meta: MetaIndex,
+}
+
+/// The state of one loaded index, shared by all its handles.
+pub(crate) struct Shared {
+    pub(crate) store: GuardedStore,
+    pub(crate) name: String,
+    pub(crate) id: IndexId,
+    pub(crate) suite: Suite,
+    pub(crate) keys: RwLock<Option<(Arc<SecretKey>, Arc<Keys>)>>,
+    pub(crate) writer: Mutex<()>,
+    pub(crate) live: RwLock<Live>,
+    pub(crate) training: AtomicBool,
+    pub(crate) cache: Option<BlockCache>,
+}
+
+pub(crate) fn check_vector(what: impl Fn() -> String, v: &[f32], dim: usize) -> Result<()> {
+    if v.len() != dim {
+        return Err(Error::DimensionMismatch {
+            what: what(),
+            expected: dim,
+            got: v.len(),
+        });
+    }
+    if let Some(position) = v.iter().position(|x| !x.is_finite()) {
+        return Err(Error::NonFinite {
+            what: what(),
+            position,
+        });
+    }
+    Ok(())
+}
+
+impl Shared {
+    /// Opens the index (`cred` must open its keyring).
+    pub(crate) fn open(
+        store: GuardedStore,
+        name: &str,
+        cred: &Credentials,
+        cache_bytes: usize,
+    ) -> Result<Self> {
+        let (id, ring) = read_catalog(&store, name)?;
+        let access = open_ring(&ring, cred)?;
+        let keys = Arc::new(Keys::derive(access.data_key(), id, ring.suite()));
+        let sk = keys.state_key();
+        let raw = store.get(NS_META, &sk)?.ok_or_else(|| Error::Corrupt {
+            what: "index state record",
+            reason: "missing".into(),
+        })?;
+        let p = Persisted::decode(&keys.open(Kind::State, &sk, &raw)?)?;
+        let centroids = if p.trained {
+            read_centroids(&store, &keys, p.generation)?
+        } else {
+            Vec::new()
+        };
+        let index = Self {
+            store,
+            name: name.to_owned(),
+            id,
+            suite: ring.suite(),
+            keys: RwLock::new(Some((access.data_key_arc(), Arc::clone(&keys)))),
+            writer: Mutex::new(()),
+            live: RwLock::new(Live {
+                meta: MetaIndex::new(&p.unindexed_fields),
+                p,
+                centroids,
+                locations: HashMap::new(),
+            }),
+            training: AtomicBool::new(false),
+            cache: (cache_bytes > 0).then(|| BlockCache::new(cache_bytes)),
+        };
+        index.rebuild_locations(&keys)?;
+        index.load_metadata(&keys)?;
+        if let Ok(cap) = access.write() {
+            index.collect_orphans(cap, &keys)?;
+        }
+        Ok(index)
+    }
+
+    pub(crate) fn rebuild_locations(&self, keys: &Keys) -> Result<()> {
+        let mut live = self.live.write();
+        let Some(dim) = live.p.dim else { return Ok(()) };
+        let seqs: Vec<u64> = live.p.lists.iter().flatten().map(|b| b.seq).collect();
+        // Each worker reads blocks into one buffer and keeps only their ids.
+        let ids: Vec<(u64, Vec<String>)> = seqs
+            .par_iter()
+            .map_init(Block::default, |buf, &seq| {
+                self.read_block(keys, seq, dim, buf)?;
+                Ok((seq, buf.ids().iter().map(str::to_owned).collect()))
+            })
+            .collect::<Result<_>>()?;
+        let mut locations = HashMap::with_capacity(ids.iter().map(|(_, v)| v.len()).sum());
+        for (seq, block_ids) in ids {
+            for id in block_ids {
+                locations.insert(id, seq);
+            }
+        }
+        live.locations = locations;
+        Ok(())
+    }
+
+    /// Decrypts every item's metadata into memory, when the index has any.
+    pub(crate) fn load_metadata(&self, keys: &Keys) -> Result<()> {
+        let mut live = self.live.write();
+        if !live.p.has_metadata {
+            return Ok(());
+        }
+        let mut raws = Vec::with_capacity(live.locations.len());
+        for entry in self.store.scan_prefix(NS_ITEMS, &self.id.0)? {
+            raws.push(entry?);
+        }
+        let docs: Vec<Option<(String, serde_json::Value)>> = raws
+            .par_iter()
+            .map(|(key, raw)| {
+                let rec = ItemRecord::decode(&keys.open(Kind::Item, key, raw)?)?;
+                Ok(parse_meta(rec.metadata)?.map(|m| (rec.id, m)))
+            })
+            .collect::<Result<_>>()?;
+        for (id, doc) in docs.into_iter().flatten() {
+            live.meta.insert(&id, doc);
+        }
+        Ok(())
+    }
+
+    /// Deletes blocks that no state references (left by a crashed train).
+    pub(crate) fn collect_orphans(&self, cap: &WriteCap, keys: &Keys) -> Result<()> {
+        let live = self.live.read();
+        let referenced: HashSet<Vec<u8>> = live
+            .p
+            .lists
+            .iter()
+            .flatten()
+            .map(|b| keys.block_key(b.seq))
+            .collect();
+        let mut batch = WriteBatch::new();
+        for entry in self.store.scan_prefix(NS_BLOCKS, &self.id.0)? {
+            let (k, _) = entry?;
+            if !referenced.contains(&k) {
+                batch.delete(NS_BLOCKS, &k);
+            }
+        }
+        let current = keys.centroids_key(live.p.generation);
+        let state = keys.state_key();
+        for entry in self.store.scan_prefix(NS_META, &self.id.0)? {
+            let (k, _) = entry?;
+            if k != state && (k != current || !live.p.trained) {
+                batch.delete(NS_META, &k);
+            }
+        }
+        if !batch.is_empty() {
+            self.store.write(cap, batch, Durability::Sync)?;
+        }
+        Ok(())
+    }
+
+    /// Holds off every writer of this index while the guard lives.
+    pub(crate) fn lock_writer(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.writer.lock()
+    }
+
+    pub(crate) fn training_state(&self) -> TrainingState {
+        if self.training.load(Ordering::SeqCst) {
+            TrainingState::Training
+        } else if self.live.read().p.trained {
+            TrainingState::Trained
+        } else {
+            TrainingState::Untrained
+        }
+    }
+
+    /// Opens the keyring for this operation and returns the caller's access
+    /// with the index's derived keys. Re-reads the keyring every time, so a
+    /// revocation takes effect on the next call.
+    pub(crate) fn authorize(&self, cred: &Credentials) -> Result<(Access, Arc<Keys>)> {
+        let (id, ring) = read_catalog(&self.store, &self.name)?;
+        if id != self.id {
+            return Err(Error::NotFound(self.name.clone()));
+        }
+        let access = open_ring(&ring, cred)?;
+        if let Some((dek, keys)) = self.keys.read().as_ref() {
+            if dek.ct_eq(access.data_key()) {
+                return Ok((access, Arc::clone(keys)));
+            }
+        }
+        let keys = Arc::new(Keys::derive(access.data_key(), id, ring.suite()));
+        *self.keys.write() = Some((access.data_key_arc(), Arc::clone(&keys)));
+        Ok((access, keys))
+    }
+
+    /// Reads block `seq` into `into` (its buffers are reused).
+    pub(crate) fn read_block(
+        &self,
+        keys: &Keys,
+        seq: u64,
+        dim: usize,
+        into: &mut Block,
+    ) -> Result<()> {
+        let key = keys.block_key(seq);
+        let mut opened = Ok(());
+        let found = self.store.read_with(NS_BLOCKS, &key, &mut |sealed| {
+            opened = into.open_into(sealed, dim, |buf| {
+                keys.open_in_place(Kind::Block, &key, buf)
+            });
+        })?;
+        if !found {
+            return Err(Error::Corrupt {
+                what: "vector block",
+                reason: "a block the index state references is missing".into(),
+            });
+        }
+        opened
+    }
+
+    /// Block `seq`, from the list cache or the store (and then cached).
+    pub(crate) fn load_block(&self, keys: &Keys, seq: u64, dim: usize) -> Result<Arc<Block>> {
+        if let Some(b) = self.cache.as_ref().and_then(|c| c.get(seq)) {
+            return Ok(b);
+        }
+        let mut block = Block::default();
+        self.read_block(keys, seq, dim, &mut block)?;
+        let block = Arc::new(block);
+        if let Some(c) = &self.cache {
+            c.insert(seq, Arc::clone(&block));
+        }
+        Ok(block)
+    }
+
+    /// Calls `f` with every block of `seqs` in order, each decrypted into
+    /// one reused buffer: never all held at once, and not put in the list
+    /// cache (training reads blocks it is about to replace).
+    pub(crate) fn for_each_block(
+        &self,
+        keys: &Keys,
+        seqs: &[u64],
+        dim: usize,
+        mut f: impl FnMut(&Block),
+    ) -> Result<()> {
+        let mut buf = Block::default();
+        for &seq in seqs {
+            self.read_block(keys, seq, dim, &mut buf)?;
+            f(&buf);
+        }
+        Ok(())
+    }
+}
+
+impl Shared {
+    pub(crate) fn read_items(
+        &self,
+        keys: &Keys,
+        ids: &[String],
+    ) -> Result<Vec<Option<ItemRecord>>> {
+        let item_keys: Vec<Vec<u8>> = ids.iter().map(|id| keys.item_key(id)).collect();
+        let refs: Vec<&[u8]> = item_keys.iter().map(Vec::as_slice).collect();
+        let raws = self.store.multi_get(NS_ITEMS, &refs)?;
+        raws.into_par_iter()
+            .zip(item_keys.par_iter())
+            .zip(ids.par_iter())
+            .map(|((raw, key), id)| {
+                raw.map(|raw| {
+                    let rec = ItemRecord::decode(&keys.open(Kind::Item, key, &raw)?)?;
+                    if &rec.id != id {
+                        return Err(Error::Corrupt {
+                            what: "item record",
+                            reason: "id does not match its key".into(),
+                        });
+                    }
+                    Ok(rec)
+                })
+                .transpose()
+            })
+            .collect()
+    }
+}
+
+pub(crate) fn parse_meta(m: Option<String>) -> Result<Option<serde_json::Value>> {
+    m.map(|s| {
+        serde_json::from_str(&s).map_err(|e| Error::Corrupt {
+            what: "item record",
+            reason: e.to_string(),
+        })
+    })
+    .transpose()
+}
+
+pub(crate) fn read_centroids(
+    store: &GuardedStore,
+    keys: &Keys,
+    generation: u64,
+) -> Result<Vec<f32>> {
+    let ck = keys.centroids_key(generation);
+    let raw = store.get(NS_META, &ck)?.ok_or_else(|| Error::Corrupt {
+        what: "centroids record",
+        reason: "missing".into(),
+    })?;
+    let bytes = keys.open(Kind::Centroids, &ck, &raw)?;
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}

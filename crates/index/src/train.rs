@@ -1,0 +1,393 @@
+//! Training: k-means over the stored vectors (in memory or streamed within
+//! a budget), new lists written under fresh block numbers, one atomic switch.
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rayon::prelude::*;
+
+use vecseal_keyring::WriteCap;
+use vecseal_storage::{Durability, WriteBatch};
+
+use crate::catalog::{NS_BLOCKS, NS_META};
+use crate::codec::Block;
+use crate::handle::Index;
+use crate::keys::{Keys, Kind};
+use crate::options::{auto_n_lists, ProgressFn, TrainOptions, TrainProgress};
+use crate::route::nearest_centroids;
+use crate::shared::{Live, Shared};
+use crate::state::{block_capacity, BlockRef};
+use crate::{Error, Metric, Result};
+
+/// New blocks written during training go out in batches of about this size.
+pub(crate) const TRAIN_BATCH_BYTES: usize = 32 << 20;
+/// The minimum number of vectors training needs, whatever `n_lists`.
+pub(crate) const MIN_TRAIN_VECTORS: usize = 10_000;
+
+pub(crate) struct TrainingFlag<'a>(&'a AtomicBool);
+impl Drop for TrainingFlag<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Index {
+    /// Trains (or retrains) the IVF lists.
+    pub fn train(&self, opts: &TrainOptions) -> Result<()> {
+        self.run_training(opts, None)
+    }
+
+    /// Trains, calling `progress` after every k-means iteration; returning
+    /// `ControlFlow::Break` cancels (the index keeps its previous state).
+    pub fn train_with_progress(
+        &self,
+        opts: &TrainOptions,
+        progress: &ProgressFn<'_>,
+    ) -> Result<()> {
+        self.run_training(opts, Some(progress))
+    }
+
+    /// Trains, reporting to `progress` when given.
+    pub(crate) fn run_training(
+        &self,
+        opts: &TrainOptions,
+        progress: Option<&ProgressFn<'_>>,
+    ) -> Result<()> {
+        let ix = &*self.shared;
+        if let Some(t) = opts.tolerance {
+            if !t.is_finite() || t < 0.0 {
+                return Err(Error::InvalidParameter {
+                    name: "tolerance",
+                    value: t.to_string(),
+                    expected: "a finite number >= 0",
+                });
+            }
+        }
+        if opts.max_iters == Some(0) {
+            return Err(Error::zero("max_iters"));
+        }
+        let (access, keys) = ix.authorize(&self.cred)?;
+        let cap = access.write_for("train")?;
+        let _w = ix.writer.lock();
+        let (count, dim, metric) = {
+            let l = ix.live.read();
+            (l.locations.len(), l.p.dim, l.p.metric)
+        };
+        let n_lists = opts
+            .n_lists
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| auto_n_lists(count));
+        let need = (2 * n_lists).max(MIN_TRAIN_VECTORS);
+        let Some(dim) = dim.filter(|_| count >= need) else {
+            return Err(Error::NotEnoughVectors { have: count, need });
+        };
+        ix.training.store(true, Ordering::SeqCst);
+        let _flag = TrainingFlag(&ix.training);
+        ix.collect_orphans(cap, &keys)?;
+
+        // Decrypt every search vector of the current state.
+        let (old, seqs) = {
+            let l = ix.live.read();
+            (
+                l.p.clone(),
+                l.p.lists
+                    .iter()
+                    .flatten()
+                    .map(|b| b.seq)
+                    .collect::<Vec<u64>>(),
+            )
+        };
+        let mut kopts = vecseal_kmeans::Options::new(n_lists)
+            .with_seed(opts.seed)
+            .with_spherical(metric == Metric::Cosine);
+        kopts.max_iters = opts.max_iters;
+        kopts.tolerance = opts.tolerance;
+        kopts.batch_size = opts.batch_size;
+        kopts.max_memory_mb = opts.max_memory;
+        let cb = |p: &vecseal_kmeans::Progress| match progress {
+            Some(f) => f(&TrainProgress {
+                iteration: p.iteration,
+                max_iters: p.max_iters,
+                inertia: p.inertia,
+            }),
+            None => ControlFlow::Continue(()),
+        };
+        let mut writer = ListWriter::new(ix, cap, &keys, dim, n_lists, old.next_seq, count);
+        let centroids = match opts.max_memory.filter(|&m| m > 0) {
+            None => {
+                // Everything in memory: decrypt every block, cluster all
+                // vectors (k-means samples what it trains on) and write the
+                // lists from its final assignment.
+                let mut data = Vec::with_capacity(count * dim);
+                let mut ids: Vec<String> = Vec::with_capacity(count);
+                ix.for_each_block(&keys, &seqs, dim, |b| {
+                    data.extend_from_slice(b.vectors());
+                    ids.extend(b.ids().iter().map(str::to_owned));
+                })?;
+                let result = vecseal_kmeans::KMeans::new(kopts)
+                    .with_progress(&cb)
+                    .fit(&data, dim)?;
+                let mut members: Vec<Vec<usize>> = vec![Vec::new(); n_lists];
+                for (i, &a) in result.assignments.iter().enumerate() {
+                    members[a as usize].push(i);
+                }
+                for (l, m) in members.iter().enumerate() {
+                    let vectors = m
+                        .iter()
+                        .flat_map(|&i| data[i * dim..(i + 1) * dim].iter().copied())
+                        .collect();
+                    let list_ids = m.iter().map(|&i| std::mem::take(&mut ids[i])).collect();
+                    writer.add_list(l, list_ids, vectors)?;
+                }
+                result.centroids
+            }
+            Some(mb) => {
+                let budget = mb.saturating_mul(1 << 20);
+                ix.train_streaming(&keys, &seqs, dim, kopts, &cb, &mut writer, budget)?
+            }
+        };
+        writer.flush()?;
+        let ListWriter {
+            lists,
+            next_seq,
+            locations,
+            ..
+        } = writer;
+
+        // The atomic switch: new state and centroids, old blocks gone.
+        let mut p = old.clone();
+        p.trained = true;
+        p.generation += 1;
+        p.next_seq = next_seq;
+        p.lists = lists;
+        let mut batch = WriteBatch::new();
+        let ck = keys.centroids_key(p.generation);
+        let cbytes: Vec<u8> = centroids.iter().flat_map(|v| v.to_le_bytes()).collect();
+        batch.put_owned(
+            NS_META,
+            ck.clone(),
+            keys.seal(Kind::Centroids, &ck, &cbytes)?,
+        );
+        let sk = keys.state_key();
+        batch.put_owned(
+            NS_META,
+            sk.clone(),
+            keys.seal(Kind::State, &sk, &p.encode()?)?,
+        );
+        if old.trained {
+            batch.delete(NS_META, &keys.centroids_key(old.generation));
+        }
+        for s in &seqs {
+            batch.delete(NS_BLOCKS, &keys.block_key(*s));
+        }
+        let mut live = ix.live.write();
+        ix.store.write(cap, batch, Durability::Sync)?;
+        let meta = std::mem::take(&mut live.meta);
+        *live = Live {
+            p,
+            centroids,
+            locations,
+            meta,
+        };
+        drop(live);
+        if let Some(c) = &ix.cache {
+            seqs.iter().for_each(|s| c.remove(*s));
+        }
+        Ok(())
+    }
+}
+
+/// Writes the lists of a training run as sealed blocks under fresh numbers
+/// (in batches of about `TRAIN_BATCH_BYTES`), before the switch.
+pub(crate) struct ListWriter<'a> {
+    pub(crate) ix: &'a Shared,
+    pub(crate) cap: &'a WriteCap,
+    pub(crate) keys: &'a Keys,
+    pub(crate) dim: usize,
+    pub(crate) per_block: usize,
+    pub(crate) next_seq: u64,
+    pub(crate) lists: Vec<Vec<BlockRef>>,
+    pub(crate) locations: HashMap<String, u64>,
+    pub(crate) pending: Vec<(u64, Block)>,
+    pub(crate) pending_bytes: usize,
+}
+
+impl<'a> ListWriter<'a> {
+    pub(crate) fn new(
+        ix: &'a Shared,
+        cap: &'a WriteCap,
+        keys: &'a Keys,
+        dim: usize,
+        n_lists: usize,
+        next_seq: u64,
+        count: usize,
+    ) -> Self {
+        Self {
+            ix,
+            cap,
+            keys,
+            dim,
+            per_block: block_capacity(dim),
+            next_seq,
+            lists: vec![Vec::new(); n_lists],
+            locations: HashMap::with_capacity(count),
+            pending: Vec::new(),
+            pending_bytes: 0,
+        }
+    }
+
+    /// Appends the whole of list `l` (its ids and row-major vectors).
+    pub(crate) fn add_list(&mut self, l: usize, ids: Vec<String>, vectors: Vec<f32>) -> Result<()> {
+        let dim = self.dim;
+        for (ids, vectors) in ids
+            .chunks(self.per_block)
+            .zip(vectors.chunks(self.per_block * dim))
+        {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.lists[l].push(BlockRef {
+                seq,
+                count: ids.len() as u32,
+            });
+            for id in ids {
+                self.locations.insert(id.clone(), seq);
+            }
+            let mut block = Block::default();
+            for (id, v) in ids.iter().zip(vectors.chunks_exact(dim)) {
+                block.push(id, v);
+            }
+            self.pending.push((seq, block));
+            self.pending_bytes += vectors.len() * 4;
+            if self.pending_bytes >= TRAIN_BATCH_BYTES {
+                self.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Seals and writes the pending blocks.
+    pub(crate) fn flush(&mut self) -> Result<()> {
+        let (keys, dim) = (self.keys, self.dim);
+        let sealed: Vec<Result<(Vec<u8>, Vec<u8>)>> = self
+            .pending
+            .par_iter()
+            .map(|(seq, block)| {
+                let key = keys.block_key(*seq);
+                let value = keys.seal(Kind::Block, &key, &block.encode(dim))?;
+                Ok((key, value))
+            })
+            .collect();
+        let mut batch = WriteBatch::new();
+        for kv in sealed {
+            let (k, v) = kv?;
+            batch.put_owned(NS_BLOCKS, k, v);
+        }
+        if !batch.is_empty() {
+            self.ix.store.write(self.cap, batch, Durability::Buffered)?;
+        }
+        self.pending.clear();
+        self.pending_bytes = 0;
+        Ok(())
+    }
+}
+
+impl Shared {
+    /// Training within a memory budget of `budget` bytes: the vectors are
+    /// streamed block by block, never all held at once. k-means trains on a
+    /// uniform sample that fits half the budget (and gets the other half as
+    /// its own bound); one pass assigns every vector to its nearest centroid;
+    /// then the lists are written in groups that fit half the budget, each
+    /// group gathered by one more pass over the blocks.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn train_streaming(
+        &self,
+        keys: &Keys,
+        seqs: &[u64],
+        dim: usize,
+        mut kopts: vecseal_kmeans::Options,
+        progress: &(dyn Fn(&vecseal_kmeans::Progress) -> ControlFlow<()> + Sync),
+        writer: &mut ListWriter<'_>,
+        budget: usize,
+    ) -> Result<Vec<f32>> {
+        use rand::SeedableRng;
+        let n_lists = writer.lists.len();
+        let half = (budget / 2).max(dim * 4);
+        let counts: Vec<usize> = {
+            let live = self.live.read();
+            live.p
+                .lists
+                .iter()
+                .flatten()
+                .map(|b| b.count as usize)
+                .collect()
+        };
+        let count: usize = counts.iter().sum();
+        let n_train = count
+            .min(n_lists.saturating_mul(256))
+            .min(half / (dim * 4))
+            .max(n_lists);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(kopts.seed);
+        let mut picks = rand::seq::index::sample(&mut rng, count, n_train.min(count)).into_vec();
+        picks.sort_unstable();
+        let mut sample = Vec::with_capacity(picks.len() * dim);
+        let mut next = picks.iter().peekable();
+        let mut offset = 0;
+        let mut block = Block::default();
+        for (&seq, &n) in seqs.iter().zip(&counts) {
+            if next.peek().is_some_and(|&&i| i < offset + n) {
+                self.read_block(keys, seq, dim, &mut block)?;
+                while let Some(&&i) = next.peek().filter(|&&&i| i < offset + n) {
+                    let r = i - offset;
+                    sample.extend_from_slice(&block.vectors()[r * dim..(r + 1) * dim]);
+                    next.next();
+                }
+            }
+            offset += n;
+        }
+        kopts.max_memory_mb = Some((half >> 20).max(1));
+        let centroids = vecseal_kmeans::KMeans::new(kopts)
+            .with_progress(progress)
+            .fit(&sample, dim)?
+            .centroids;
+        drop(sample);
+
+        // One pass: the list of every vector, in block order.
+        let mut assign: Vec<u32> = Vec::with_capacity(count);
+        self.for_each_block(keys, seqs, dim, |b| {
+            assign.extend(nearest_centroids(&centroids, dim, b.vectors()));
+        })?;
+        let mut sizes = vec![0usize; n_lists];
+        for &a in &assign {
+            sizes[a as usize] += 1;
+        }
+        // Groups of consecutive lists that fit half the budget.
+        let mut start = 0;
+        while start < n_lists {
+            let mut end = start;
+            let mut bytes = 0;
+            while end < n_lists && (end == start || bytes + sizes[end] * dim * 4 <= half) {
+                bytes += sizes[end] * dim * 4;
+                end += 1;
+            }
+            let mut ids: Vec<Vec<String>> = vec![Vec::new(); end - start];
+            let mut vectors: Vec<Vec<f32>> = vec![Vec::new(); end - start];
+            let mut i = 0;
+            self.for_each_block(keys, seqs, dim, |b| {
+                for (id, v) in b.ids().iter().zip(b.vectors().chunks_exact(dim)) {
+                    let l = assign[i] as usize;
+                    i += 1;
+                    if (start..end).contains(&l) {
+                        ids[l - start].push(id.to_owned());
+                        vectors[l - start].extend_from_slice(v);
+                    }
+                }
+            })?;
+            for (j, (ids, vectors)) in ids.into_iter().zip(vectors).enumerate() {
+                writer.add_list(start + j, ids, vectors)?;
+            }
+            start = end;
+        }
+        Ok(centroids)
+    }
+}

@@ -1,0 +1,175 @@
+//! Upsert and delete.
+
+use std::collections::{HashMap, HashSet};
+
+use rayon::prelude::*;
+use vecseal_storage::WriteBatch;
+
+use crate::catalog::NS_ITEMS;
+use crate::codec::encode_item;
+use crate::edit::Edit;
+use crate::handle::Index;
+use crate::keys::Kind;
+use crate::options::{Item, ItemRef};
+use crate::route::{nearest_centroids, prepare};
+use crate::shared::check_vector;
+use crate::{Error, Result};
+
+impl Index {
+    /// Upserts ids with vectors (no contents or metadata).
+    pub fn upsert_vectors(&self, ids: &[String], vectors: &[Vec<f32>]) -> Result<usize> {
+        if ids.len() != vectors.len() {
+            return Err(Error::InvalidParameter {
+                name: "ids/vectors",
+                value: format!("{} ids and {} vectors", ids.len(), vectors.len()),
+                expected: "as many ids as vectors",
+            });
+        }
+        self.upsert_refs(
+            ids.iter()
+                .zip(vectors)
+                .map(|(id, v)| ItemRef {
+                    id,
+                    vector: v,
+                    contents: None,
+                    metadata: None,
+                })
+                .collect(),
+        )
+    }
+
+    /// Upserts items; an existing id is overwritten. Returns how many were written.
+    pub fn upsert(&self, items: Vec<Item>) -> Result<usize> {
+        self.upsert_refs(
+            items
+                .iter()
+                .map(|it| ItemRef {
+                    id: &it.id,
+                    vector: it.vector.as_deref().unwrap_or_default(),
+                    contents: it.contents.as_deref(),
+                    metadata: it.metadata.as_ref(),
+                })
+                .collect(),
+        )
+    }
+
+    /// Upserts borrowed items: nothing is copied but what is stored.
+    fn upsert_refs(&self, items: Vec<ItemRef<'_>>) -> Result<usize> {
+        let ix = &*self.shared;
+        let (access, keys) = ix.authorize(&self.cred)?;
+        let cap = access.write_for("upsert")?;
+        if items.is_empty() {
+            return Ok(0);
+        }
+        let _w = ix.writer.lock();
+        let (metric, dim) = {
+            let l = ix.live.read();
+            (l.p.metric, l.p.dim)
+        };
+        let dim = dim.unwrap_or(items[0].vector.len());
+        if dim == 0 {
+            return Err(Error::InvalidParameter {
+                name: "vector",
+                value: "empty".into(),
+                expected: "at least one value",
+            });
+        }
+        // Validate everything before any work; keep the last of duplicate ids.
+        let mut last: HashMap<&str, usize> = HashMap::with_capacity(items.len());
+        for (i, it) in items.iter().enumerate() {
+            if it.id.is_empty() {
+                return Err(Error::EmptyId(i));
+            }
+            check_vector(|| format!("item {:?}", it.id), it.vector, dim)?;
+            if it.metadata.is_some_and(|m| !m.is_object()) {
+                return Err(Error::BadMetadata(it.id.to_owned()));
+            }
+            last.insert(it.id, i);
+        }
+        let mut order: Vec<usize> = last.into_values().collect();
+        order.sort_unstable();
+        let items: Vec<&ItemRef<'_>> = order.iter().map(|&i| &items[i]).collect();
+
+        let search = prepare(items.iter().map(|it| it.vector), metric, dim);
+        let mut batch = WriteBatch::new();
+        let sealed: Vec<Result<(Vec<u8>, Vec<u8>)>> = items
+            .par_iter()
+            .map(|it| {
+                let metadata = it.metadata.map(serde_json::Value::to_string);
+                let plain = encode_item(it.id, it.vector, it.contents, metadata.as_deref());
+                let key = keys.item_key(it.id);
+                let value = keys.seal(Kind::Item, &key, &plain)?;
+                Ok((key, value))
+            })
+            .collect();
+        for kv in sealed {
+            let (k, v) = kv?;
+            batch.put_owned(NS_ITEMS, k, v);
+        }
+
+        let live = ix.live.read();
+        let mut p = live.p.clone();
+        p.dim = Some(dim);
+        p.has_metadata |= items.iter().any(|it| it.metadata.is_some());
+        let mut edit = Edit::new(&p, dim);
+        // Routed with the kernel that picks the lists a query probes, so an
+        // upserted vector is in the first list a query equal to it probes.
+        let lists: Vec<u32> = if p.trained {
+            nearest_centroids(&live.centroids, dim, &search)
+        } else {
+            vec![0; items.len()]
+        };
+        for ((it, v), list) in items.iter().zip(search.chunks_exact(dim)).zip(lists) {
+            if let Some(&seq) = live.locations.get(it.id) {
+                edit.remove(ix, &keys, seq, it.id)?;
+            }
+            edit.add(ix, &keys, list, it.id, v)?;
+        }
+        drop(live);
+        let n = items.len();
+        let meta = if p.has_metadata {
+            items
+                .iter()
+                .map(|it| (it.id.to_owned(), it.metadata.cloned()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        ix.commit(cap, &keys, p, edit, batch, meta)?;
+        Ok(n)
+    }
+
+    /// Deletes items; returns how many existed.
+    pub fn delete(&self, ids: &[String]) -> Result<usize> {
+        let ix = &*self.shared;
+        let (access, keys) = ix.authorize(&self.cred)?;
+        let cap = access.write_for("delete")?;
+        let _w = ix.writer.lock();
+        let live = ix.live.read();
+        let Some(dim) = live.p.dim else { return Ok(0) };
+        let p = live.p.clone();
+        let mut edit = Edit::new(&p, dim);
+        let mut batch = WriteBatch::new();
+        let mut seen = HashSet::new();
+        for id in ids {
+            if !seen.insert(id) {
+                continue;
+            }
+            if let Some(&seq) = live.locations.get(id) {
+                edit.remove(ix, &keys, seq, id)?;
+                batch.delete(NS_ITEMS, &keys.item_key(id));
+            }
+        }
+        drop(live);
+        let n = edit.removed.len();
+        if n > 0 {
+            let meta = if p.has_metadata {
+                edit.removed.iter().map(|id| (id.clone(), None)).collect()
+            } else {
+                Vec::new()
+            };
+            ix.commit(cap, &keys, p, edit, batch, meta)?;
+        }
+        Ok(n)
+    }
+}
