@@ -72,7 +72,7 @@ pub struct Database {
 }
 
 impl Database {
-    /// A database over `store` (opened with [`NAMESPACES`]).
+    /// A database over `store` (opened with [`NAMESPACES`](crate::NAMESPACES)).
     pub fn new(store: Arc<dyn Store>) -> Self {
         Self {
             store: GuardedStore::new(store),

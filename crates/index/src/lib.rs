@@ -49,7 +49,7 @@ mod codec;
 mod database;
 mod distance;
 mod edit;
-mod filter;
+pub mod filter;
 mod guarded;
 mod handle;
 mod keys;

@@ -63,7 +63,7 @@ pub(crate) struct ItemRef<'a> {
     pub(crate) metadata: Option<&'a serde_json::Value>,
 }
 
-/// Which fields [`Index::get`] returns.
+/// Which fields [`Index::get`](crate::Index::get) returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fields {
     /// Return vectors.
@@ -98,7 +98,7 @@ impl Fields {
     }
 }
 
-/// The result of [`Index::get`]: found items in the order asked, and the ids
+/// The result of [`Index::get`](crate::Index::get): found items in the order asked, and the ids
 /// that do not exist.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GetResult {
@@ -187,7 +187,7 @@ impl QueryOptions {
     }
 }
 
-/// Options of [`Index::train`], with the semantics of vecseal's `train()`.
+/// Options of [`Index::train`](crate::Index::train), with the semantics of vecseal's `train()`.
 #[derive(Debug, Clone, PartialEq, Default)]
 #[must_use]
 pub struct TrainOptions {
@@ -249,7 +249,7 @@ impl TrainOptions {
 /// A training progress callback: return `ControlFlow::Break(())` to cancel.
 pub type ProgressFn<'a> = dyn Fn(&TrainProgress) -> ControlFlow<()> + Sync + 'a;
 
-/// Progress of a running [`Index::train`].
+/// Progress of a running [`Index::train`](crate::Index::train).
 #[derive(Debug, Clone, Copy)]
 pub struct TrainProgress {
     /// Iteration just finished (1-based).
