@@ -1,4 +1,4 @@
-//! Project chores: `cargo xtask ci | test | simd | lint | deny | tidy | bench | dataset | demo`.
+//! Project chores: `cargo xtask ci | test | simd | stores | lint | deny | tidy | bench | dataset | demo`.
 
 mod fetch;
 
@@ -223,9 +223,20 @@ const SIMD_SUITES: [&str; 2] = ["vecseal-kmeans", "vecseal-index"];
 /// Runs the test binaries of the k-means and index crates again with
 /// `VECSEAL_SIMD=scalar`: `cargo test --workspace` ran them at the machine's
 /// best level, so a result that depends on the CPU cannot pass unnoticed.
-/// The binaries are the ones `cargo test --workspace` built (asked for by
-/// path, so no other feature set and no rebuild).
 fn simd_levels() -> Result<()> {
+    rerun(&SIMD_SUITES, ("VECSEAL_SIMD", "scalar"))
+}
+
+/// Runs the index test binaries again on RocksDB (`VECSEAL_TEST_STORE=rocks`):
+/// `cargo test --workspace` ran them on the memory store.
+fn store_engines() -> Result<()> {
+    rerun(&["vecseal-index"], ("VECSEAL_TEST_STORE", "rocks"))
+}
+
+/// Runs the test binaries of `packages` again with one more environment
+/// variable. The binaries are the ones `cargo test --workspace` built
+/// (asked for by path, so no other feature set and no rebuild).
+fn rerun(packages: &[&str], (var, value): (&str, &str)) -> Result<()> {
     let out = cargo()
         .args(["test", "--workspace", "--no-run", "--message-format=json"])
         .current_dir(root())
@@ -246,30 +257,27 @@ fn simd_levels() -> Result<()> {
             continue;
         };
         let package = msg["package_id"].as_str().unwrap_or_default();
-        if !SIMD_SUITES
-            .iter()
-            .any(|p| package.contains(&format!("#{p}@")))
-        {
+        if !packages.iter().any(|p| package.contains(&format!("#{p}@"))) {
             continue;
         }
         let dir = Path::new(manifest)
             .parent()
             .unwrap_or_else(|| Path::new("."));
-        eprintln!("xtask: VECSEAL_SIMD=scalar {exe}");
+        eprintln!("xtask: {var}={value} {exe}");
         let status = Command::new(exe)
-            .env("VECSEAL_SIMD", "scalar")
+            .env(var, value)
             .current_dir(dir)
             .status()
             .with_context(|| format!("cannot start {exe}"))?;
         if !status.success() {
-            bail!("{exe} failed at VECSEAL_SIMD=scalar with {status}");
+            bail!("{exe} failed at {var}={value} with {status}");
         }
         ran += 1;
     }
     if ran == 0 {
-        bail!("no test binary of {SIMD_SUITES:?} was found to run at the scalar level");
+        bail!("no test binary of {packages:?} was found to run at {var}={value}");
     }
-    eprintln!("xtask: {ran} test binaries passed again at VECSEAL_SIMD=scalar");
+    eprintln!("xtask: {ran} test binaries passed again at {var}={value}");
     Ok(())
 }
 
@@ -351,9 +359,11 @@ fn task() -> Result<()> {
             // build for no extra check.
             run(cargo().args(["test", "--workspace"]))?;
             simd_levels()?;
+            store_engines()?;
         }
         "test" => run(cargo().args(["test", "--workspace"]))?,
         "simd" => simd_levels()?,
+        "stores" => store_engines()?,
         "lint" => {
             run(cargo().args(["fmt", "--all", "--", "--check"]))?;
             run(cargo().args([
@@ -400,7 +410,7 @@ fn task() -> Result<()> {
             run(cmd.args(rest))?;
         }
         _ => {
-            eprintln!("usage: cargo xtask <ci|test|simd|lint|deny|tidy|demo|bench|dataset>");
+            eprintln!("usage: cargo xtask <ci|test|simd|stores|lint|deny|tidy|demo|bench|dataset>");
             if task != "help" {
                 bail!("unknown task {task:?}");
             }

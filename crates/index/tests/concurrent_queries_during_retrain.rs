@@ -9,7 +9,7 @@ use vecseal_index::{Item, Metric, QueryOptions, TrainOptions};
 
 #[test]
 fn queries_see_a_consistent_state_during_writes_and_retrain() {
-    let (db, _) = mem_db();
+    let (db, _store) = test_db();
     let index = Arc::new(create(&db, Metric::SquaredEuclidean));
     let data = clustered(11_000, 8, 32, 5);
     index

@@ -13,7 +13,7 @@ fn ids(v: &[&str]) -> Vec<String> {
 
 #[test]
 fn handles_of_one_index_share_state_and_still_check_keys() {
-    let (db, _) = mem_db();
+    let (db, _store) = test_db();
     let a = create(&db, Metric::SquaredEuclidean);
     let b = db
         .clone()

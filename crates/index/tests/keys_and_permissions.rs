@@ -2,23 +2,23 @@
 
 mod common;
 use common::*;
-use vecseal_index::{Credentials, Error, Item, Metric, QueryOptions, TrainOptions, UserId};
+use vecseal_index::{
+    AccessError, Credentials, EnvelopeError, Error, Item, Metric, QueryOptions, TrainOptions,
+    UserId,
+};
 
 #[test]
 fn wrong_key_and_wrong_length_are_clear_errors() {
-    let (db, _) = mem_db();
+    let (db, _store) = test_db();
     create(&db, Metric::Cosine);
-    let e = db
-        .load_index("t", owner(2))
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
-    assert!(e.contains("wrong key"), "{e}");
-    let e = Credentials::owner_from_bytes(&[0u8; 31])
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
-    assert!(e.contains("32") && e.contains("31"), "{e}");
+    assert!(matches!(
+        db.load_index("t", owner(2)),
+        Err(Error::Access(AccessError::WrongKey))
+    ));
+    assert!(matches!(
+        Credentials::owner_from_bytes(&[0u8; 31]),
+        Err(Error::Envelope(EnvelopeError::InvalidKeyLength { .. }))
+    ));
     assert!(matches!(
         db.load_index("nope", owner(1)),
         Err(Error::NotFound(_))
@@ -31,7 +31,7 @@ fn wrong_key_and_wrong_length_are_clear_errors() {
 
 #[test]
 fn read_only_user_is_refused_on_every_mutating_call() {
-    let (db, _) = mem_db();
+    let (db, _store) = test_db();
     let index = create(&db, Metric::Cosine);
     index
         .upsert(vec![Item::new("a", vec![1.0, 0.0])])
@@ -51,10 +51,13 @@ fn read_only_user_is_refused_on_every_mutating_call() {
         "a"
     );
     let denied = |r: Result<(), Error>| {
-        let msg = r.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(
-            msg.contains("permission denied") && msg.contains(&reader.to_string()),
-            "{msg}"
+            matches!(
+                &r,
+                Err(Error::Access(AccessError::PermissionDenied { who, .. }))
+                    if who.contains(&reader.to_string())
+            ),
+            "{r:?}"
         );
     };
     denied(
@@ -73,7 +76,7 @@ fn read_only_user_is_refused_on_every_mutating_call() {
 
 #[test]
 fn writer_revocation_and_other_users_keys() {
-    let (db, _) = mem_db();
+    let (db, _store) = test_db();
     let index = create(&db, Metric::Cosine);
     let (w, r) = (UserId([1; 16]), UserId([2; 16]));
     index
@@ -124,7 +127,7 @@ fn writer_revocation_and_other_users_keys() {
 
 #[test]
 fn delete_index_removes_every_record() {
-    let (db, store) = mem_db();
+    let (db, store) = test_db();
     let index = create(&db, Metric::Cosine);
     index
         .upsert(vec![Item::new("x", vec![1.0, 1.0])])

@@ -215,7 +215,7 @@ proptest! {
         filters in proptest::collection::vec(filter(), 1..6),
         top_k in 1usize..8,
     ) {
-        let (db, _) = mem_db();
+        let (db, _store) = test_db();
         let index = create(&db, Metric::SquaredEuclidean);
         let mut model: BTreeMap<String, (Vec<f32>, Option<Value>)> = BTreeMap::new();
         let mut put = |i: usize, d: Option<Value>| {
@@ -317,7 +317,7 @@ fn arbitrary_json() -> impl Strategy<Value = Value> {
 /// survives reloading the index.
 #[test]
 fn filters_on_a_trained_index() {
-    let (db, _) = mem_db();
+    let (db, _store) = test_db();
     let index = create(&db, Metric::SquaredEuclidean);
     let n = 12_000;
     let vectors = clustered(n, 8, 40, 7);

@@ -34,7 +34,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(40))]
     #[test]
     fn index_matches_model(ops in proptest::collection::vec(op(), 1..30)) {
-        let (db, _) = mem_db();
+        let (db, _store) = test_db();
         let index = create(&db, Metric::SquaredEuclidean);
         let mut model: BTreeMap<String, Vec<f32>> = BTreeMap::new();
         for op in ops {
@@ -80,7 +80,7 @@ proptest! {
 /// force, ties (many, with integer coordinates) broken by id.
 #[test]
 fn large_blocks_and_many_queries_equal_brute_force() {
-    let (db, _) = mem_db();
+    let (db, _store) = test_db();
     let index = create(&db, Metric::SquaredEuclidean);
     let data: Vec<(String, Vec<f32>)> = (0..20_000)
         .map(|i| {
@@ -117,7 +117,7 @@ fn batched_and_single_queries_agree_bit_for_bit() {
         Metric::SquaredEuclidean,
         Metric::Euclidean,
     ] {
-        let (db, _) = mem_db();
+        let (db, _store) = test_db();
         let index = create(&db, metric);
         let mut data = clustered(3000, 50, 20, 8);
         // Exact duplicates under other ids: ties broken by id.

@@ -56,7 +56,7 @@ fn simd_level_child() {
     let data = clustered(10_500, 37, 24, 11);
     let queries: Vec<Vec<f32>> = data.iter().step_by(97).take(60).cloned().collect();
     for metric in [Metric::SquaredEuclidean, Metric::Cosine] {
-        let (db, _) = mem_db();
+        let (db, _store) = test_db();
         let index = create(&db, metric);
         index
             .upsert_vectors(&ids(data.len()), &data)

@@ -2,15 +2,11 @@
 
 mod common;
 use common::*;
-use vecseal_index::{Fields, Item, Metric, QueryOptions};
-use vecseal_storage::{Durability, Store};
+use vecseal_index::{Error, Fields, Item, Metric, QueryOptions};
+use vecseal_storage::Durability;
 
-fn filled() -> (
-    vecseal_index::Database,
-    std::sync::Arc<vecseal_storage::MemStore>,
-    vecseal_index::Index,
-) {
-    let (db, store) = mem_db();
+fn filled() -> (vecseal_index::Database, TestStore, vecseal_index::Index) {
+    let (db, store) = test_db();
     let index = create(&db, Metric::SquaredEuclidean);
     let items = (0..20)
         .map(|i| {
@@ -69,10 +65,12 @@ fn any_flipped_byte_is_an_authentication_error() {
                 ix.query(&[vec![1.0, 1.0, 2.0]], &q)?;
                 ix.get(&all, Fields::ALL)
             });
-            let msg = outcome.err().map(|e| e.to_string()).unwrap_or_default();
             assert!(
-                msg.contains("authentication failed") || msg.contains("corrupt"),
-                "{ns} byte {pos}: {msg}"
+                matches!(
+                    outcome,
+                    Err(Error::Authentication(_) | Error::Corrupt { .. })
+                ),
+                "{ns} byte {pos}: {outcome:?}"
             );
             store
                 .put(&ns, &k, &v, Durability::Sync)
@@ -100,10 +98,9 @@ fn swapped_values_are_detected() {
         .load_index("t", owner(1))
         .unwrap_or_else(|e| panic!("{e}"));
     let all: Vec<String> = (0..20).map(|i| format!("secret-id-{i}")).collect();
-    let msg = ix
-        .get(&all, Fields::ALL)
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
-    assert!(msg.contains("authentication failed"), "{msg}");
+    let got = ix.get(&all, Fields::ALL);
+    assert!(
+        matches!(got, Err(Error::Authentication("item record"))),
+        "{got:?}"
+    );
 }

@@ -26,7 +26,7 @@ fn recall_at_10(exact: &[Vec<Hit>], ann: &[Vec<Hit>]) -> f64 {
 
 #[test]
 fn recall_after_training_and_exact_at_full_probes() {
-    let (db, _) = mem_db();
+    let (db, _store) = test_db();
     let index = create(&db, Metric::SquaredEuclidean);
     let data = clustered(12_000, 16, 64, 1);
     load(&index, &data);
@@ -90,15 +90,16 @@ fn recall_after_training_and_exact_at_full_probes() {
 
 #[test]
 fn too_few_vectors_and_bad_parameters_are_rejected_before_work() {
-    let (db, _) = mem_db();
+    let (db, _store) = test_db();
     let index = create(&db, Metric::Euclidean);
     load(&index, &clustered(500, 4, 4, 2));
-    let err = index
-        .train(&TrainOptions::default())
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
-    assert!(err.contains("10000") && err.contains("500"), "{err}");
+    assert!(matches!(
+        index.train(&TrainOptions::default()),
+        Err(Error::NotEnoughVectors {
+            have: 500,
+            need: 10_000
+        })
+    ));
     assert!(matches!(
         index.train(&TrainOptions::default().with_n_lists(6000)),
         Err(Error::NotEnoughVectors {
@@ -130,7 +131,7 @@ fn too_few_vectors_and_bad_parameters_are_rejected_before_work() {
 #[test]
 fn every_dimension_trains_and_queries() {
     for d in [1usize, 3, 50, 100, 768] {
-        let (db, _) = mem_db();
+        let (db, _store) = test_db();
         let index = create(&db, Metric::Cosine);
         let data = clustered(10_000, d, 16, d as u64);
         load(&index, &data);
@@ -152,7 +153,7 @@ fn every_dimension_trains_and_queries() {
 
 #[test]
 fn bad_vectors_are_rejected_and_nothing_is_lost() {
-    let (db, _) = mem_db();
+    let (db, _store) = test_db();
     let index = create(&db, Metric::SquaredEuclidean);
     index
         .upsert(vec![Item::new("a", vec![1.0, 2.0])])
@@ -208,7 +209,7 @@ fn bad_vectors_are_rejected_and_nothing_is_lost() {
 /// as good as the in-memory path: every item kept and findable, recall high.
 #[test]
 fn training_within_max_memory_streams_and_keeps_everything() {
-    let (db, _) = mem_db();
+    let (db, _store) = test_db();
     let index = create(&db, Metric::SquaredEuclidean);
     // 12 000 × 16 floats = 768 KB of vectors; a 1 MB budget forces a
     // sample and several list groups.
@@ -263,9 +264,9 @@ fn training_within_max_memory_streams_and_keeps_everything() {
 #[test]
 fn the_list_cache_changes_no_result() {
     use std::sync::Arc;
-    use vecseal_index::{Database, NAMESPACES};
-    use vecseal_storage::{MemStore, Store};
-    let store: Arc<dyn Store> = Arc::new(MemStore::new(NAMESPACES));
+    use vecseal_index::Database;
+    let guard = test_store();
+    let store = Arc::clone(&guard.store);
     let plain = Database::new(Arc::clone(&store));
     let index = create(&plain, Metric::Cosine);
     let data = clustered(10_000, 100, 40, 5);

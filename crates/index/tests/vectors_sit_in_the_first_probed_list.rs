@@ -63,7 +63,7 @@ fn assert_each_is_found_with_one_probe(index: &vecseal_index::Index, data: &[Vec
 fn every_vector_is_in_the_first_list_its_query_probes() {
     for metric in [Metric::SquaredEuclidean, Metric::Cosine] {
         for memory in [None, Some(64)] {
-            let (db, _) = mem_db();
+            let (db, _store) = test_db();
             let index = create(&db, metric);
             let data = tied(10_500);
             index.upsert_vectors(&ids(data.len()), &data).unwrap();

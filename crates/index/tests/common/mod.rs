@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
 use vecseal_index::{Credentials, Database, Index, IndexConfig, Metric, SecretKey, NAMESPACES};
-use vecseal_storage::{MemStore, Store};
+use vecseal_storage::{MemStore, RocksStore, Store};
 
 pub fn key(b: u8) -> SecretKey {
     SecretKey::from_bytes(&[b; 32]).unwrap_or_else(|e| panic!("{e}"))
@@ -13,9 +13,54 @@ pub fn owner(b: u8) -> Credentials {
     Credentials::owner(key(b))
 }
 
-pub fn mem_db() -> (Database, Arc<MemStore>) {
-    let store = Arc::new(MemStore::new(NAMESPACES));
-    (Database::new(store.clone() as Arc<dyn Store>), store)
+/// The store an index test runs on, and what must outlive it.
+pub struct TestStore {
+    /// The raw store (for tests that read or tamper with records).
+    pub store: Arc<dyn Store>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl std::ops::Deref for TestStore {
+    type Target = dyn Store;
+    fn deref(&self) -> &(dyn Store + 'static) {
+        &*self.store
+    }
+}
+
+/// Which engine the index tests run on: `VECSEAL_TEST_STORE=rocks` for
+/// RocksDB in a temporary folder, otherwise (or `mem`) the memory store.
+/// `cargo xtask ci` runs the index tests on both.
+pub fn store_kind() -> &'static str {
+    match std::env::var("VECSEAL_TEST_STORE").as_deref() {
+        Ok("rocks") => "rocks",
+        Ok("mem") | Err(_) => "mem",
+        Ok(other) => panic!("VECSEAL_TEST_STORE={other:?}: expected \"mem\" or \"rocks\""),
+    }
+}
+
+/// A fresh store of [`store_kind`].
+pub fn test_store() -> TestStore {
+    if store_kind() == "rocks" {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store =
+            Arc::new(RocksStore::open(dir.path(), NAMESPACES).unwrap_or_else(|e| panic!("{e}")));
+        TestStore {
+            store,
+            _dir: Some(dir),
+        }
+    } else {
+        TestStore {
+            store: Arc::new(MemStore::new(NAMESPACES)),
+            _dir: None,
+        }
+    }
+}
+
+/// A database over a fresh [`test_store`]; keep the store alive (bind it to
+/// a name, not `_`) as long as the database.
+pub fn test_db() -> (Database, TestStore) {
+    let store = test_store();
+    (Database::new(Arc::clone(&store.store)), store)
 }
 
 pub fn create(db: &Database, metric: Metric) -> Index {
@@ -61,7 +106,7 @@ pub fn brute(data: &[(String, Vec<f32>)], q: &[f32], k: usize) -> Vec<String> {
 }
 
 /// Every raw key and value in the store.
-pub fn dump(store: &MemStore) -> Vec<(String, Vec<u8>, Vec<u8>)> {
+pub fn dump(store: &TestStore) -> Vec<(String, Vec<u8>, Vec<u8>)> {
     let mut out = Vec::new();
     for ns in NAMESPACES {
         for e in store.scan_prefix(ns, b"").unwrap_or_else(|e| panic!("{e}")) {
