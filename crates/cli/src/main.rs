@@ -13,8 +13,8 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 use vecseal::{
-    Client, Credentials, Fields, Filter, IndexConfig, Item, Metric, QueryOptions, SecretKey,
-    StorageConfig, Suite, TrainOptions, UserId,
+    Client, Credentials, Fields, Filter, IndexConfig, Item, MetadataQuery, Metric, QueryOptions,
+    SecretKey, StorageConfig, Suite, TrainOptions, UserId,
 };
 
 mod demo;
@@ -63,6 +63,11 @@ enum Cmd {
         /// aes-256-gcm or chacha20-poly1305.
         #[arg(long, default_value = "aes-256-gcm")]
         cipher: Suite,
+        /// The metadata schema, as JSON: field path → {"filterable": bool,
+        /// "pattern": bool, "unindexed": bool}, e.g.
+        /// '{"title": {"pattern": true}, "ssn": {"filterable": false}}'.
+        #[arg(long)]
+        schema: Option<String>,
     },
     /// Upserts vectors from a .npy file (with optional ids) or a JSON-lines file.
     Upsert(UpsertArgs),
@@ -70,17 +75,9 @@ enum Cmd {
     Train(TrainArgs),
     /// Queries with the vectors of a .npy file.
     Query(QueryArgs),
-    /// Prints (as a JSON array) the ids of the items whose metadata matches a filter.
-    QueryMetadata {
-        /// Index name.
-        name: String,
-        /// A MongoDB-style JSON filter.
-        #[arg(long)]
-        filter: Filter,
-        /// At most this many ids (the first in id order).
-        #[arg(long)]
-        limit: Option<usize>,
-    },
+    /// Prints {"ids": [...], "count": N}: the items whose metadata matches a
+    /// filter, all counted, sorted by id or --order-by, at most --limit ids.
+    QueryMetadata(QueryMetadataArgs),
     /// Prints items by id.
     Get {
         /// Index name.
@@ -127,6 +124,25 @@ enum Cmd {
         #[arg(long)]
         npy: Option<PathBuf>,
     },
+}
+
+#[derive(clap::Args)]
+struct QueryMetadataArgs {
+    /// Index name.
+    name: String,
+    /// A MongoDB-style JSON filter.
+    #[arg(long)]
+    filter: Filter,
+    /// Sort by the value of this metadata field (a dot path): numbers, then
+    /// strings, then booleans; items without it last; ties by id.
+    #[arg(long)]
+    order_by: Option<String>,
+    /// Sort --order-by descending (items without the field stay last).
+    #[arg(long, requires = "order_by")]
+    descending: bool,
+    /// At most this many ids, after sorting (all are counted).
+    #[arg(long)]
+    limit: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -388,15 +404,12 @@ fn run(cli: Cli) -> Result<()> {
             dim,
             metric,
             cipher,
-        } => create(cli, name, *dim, *metric, *cipher),
+            schema,
+        } => create(cli, name, *dim, *metric, *cipher, schema.as_deref()),
         Cmd::Upsert(args) => upsert(cli, args),
         Cmd::Train(args) => train(cli, args),
         Cmd::Query(args) => query(cli, args),
-        Cmd::QueryMetadata {
-            name,
-            filter,
-            limit,
-        } => query_metadata(cli, name, filter, *limit),
+        Cmd::QueryMetadata(args) => query_metadata(cli, args),
         Cmd::Get { name, ids } => get(cli, name, ids),
         Cmd::Delete { name, ids } => delete(cli, name, ids),
         Cmd::Info { name, json } => info(cli, name, *json),
@@ -419,11 +432,25 @@ fn keygen(out: &Path) -> Result<()> {
 }
 
 /// `vecseal create`.
-fn create(cli: &Cli, name: &str, dim: Option<usize>, metric: Metric, cipher: Suite) -> Result<()> {
+fn create(
+    cli: &Cli,
+    name: &str,
+    dim: Option<usize>,
+    metric: Metric,
+    cipher: Suite,
+    schema: Option<&str>,
+) -> Result<()> {
     let mut cfg = IndexConfig::default()
         .with_metric(metric)
         .with_suite(cipher);
     cfg.dimension = dim;
+    if let Some(text) = schema {
+        cfg.fields = serde_json::from_str(text).map_err(|e| {
+            anyhow::anyhow!(
+                "--schema: {e}; expected {{\"field\": {{\"filterable\": bool, \"pattern\": bool, \"unindexed\": bool}}, ...}}"
+            )
+        })?;
+    }
     client(cli)?.create_index(name, credentials(cli)?, cfg)?;
     eprintln!("created index {name:?}");
     Ok(())
@@ -565,9 +592,20 @@ fn query(cli: &Cli, args: &QueryArgs) -> Result<()> {
 }
 
 /// `vecseal query-metadata`: a JSON array of ids.
-fn query_metadata(cli: &Cli, name: &str, filter: &Filter, limit: Option<usize>) -> Result<()> {
-    let ids = load(cli, name)?.query_metadata(filter, limit.unwrap_or(usize::MAX))?;
-    writeln!(std::io::stdout(), "{}", Value::from(ids))?;
+fn query_metadata(cli: &Cli, args: &QueryMetadataArgs) -> Result<()> {
+    let mut opts = MetadataQuery {
+        limit: args.limit,
+        ..MetadataQuery::default()
+    };
+    if let Some(field) = &args.order_by {
+        opts = opts.with_order_by(field, !args.descending);
+    }
+    let m = load(cli, &args.name)?.query_metadata(&args.filter, &opts)?;
+    writeln!(
+        std::io::stdout(),
+        "{}",
+        json!({"ids": m.ids, "count": m.count})
+    )?;
     Ok(())
 }
 
@@ -607,7 +645,8 @@ fn info(cli: &Cli, name: &str, as_json: bool) -> Result<()> {
             out,
             "{}",
             json!({"name": i.name, "dimension": i.dimension, "metric": i.metric.name(), "count": i.count,
-                   "state": i.state.name(), "n_lists": i.n_lists, "cipher": i.suite.name()})
+                   "state": i.state.name(), "n_lists": i.n_lists, "cipher": i.suite.name(),
+                   "fields": i.fields})
         )?;
     } else {
         writeln!(out, "name:      {}", i.name)?;
@@ -621,6 +660,13 @@ fn info(cli: &Cli, name: &str, as_json: bool) -> Result<()> {
         writeln!(out, "state:     {}", i.state.name())?;
         writeln!(out, "n_lists:   {}", i.n_lists)?;
         writeln!(out, "cipher:    {}", i.suite)?;
+        for (path, f) in &i.fields {
+            writeln!(
+                out,
+                "field:     {path} (filterable: {}, pattern: {}, unindexed: {})",
+                f.filterable, f.pattern, f.unindexed
+            )?;
+        }
     }
     Ok(())
 }

@@ -257,7 +257,10 @@ fn jsonl_upsert_with_metadata_and_filters() {
         "--filter",
         r#"{"tenant": 1, "tags": "t0"}"#,
     ]));
-    assert_eq!(ids, serde_json::json!(["d10", "d16", "d22", "d28", "d4"]));
+    assert_eq!(
+        ids,
+        serde_json::json!({"ids": ["d10", "d16", "d22", "d28", "d4"], "count": 5})
+    );
     let limited = json_of(env.owner().args([
         "query-metadata",
         "kb",
@@ -266,7 +269,8 @@ fn jsonl_upsert_with_metadata_and_filters() {
         "--limit",
         "2",
     ]));
-    assert_eq!(limited, serde_json::json!(["d0", "d11"]));
+    assert_eq!(limited["ids"], serde_json::json!(["d0", "d11"]));
+    assert!(limited["count"].as_u64().unwrap() > 2, "{limited}");
 
     let q = env.write_npy("q.npy", &[vec![1.0, 1.0]]);
     let out = stdout_of(
@@ -548,4 +552,94 @@ fn query_into_a_closed_pipe_exits_zero() {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn schema_regex_contains_and_ordered_query_metadata() {
+    let env = Env::new();
+    env.owner()
+        .args([
+            "create",
+            "kb",
+            "--schema",
+            r#"{"title": {"pattern": true}, "ssn": {"filterable": false}}"#,
+        ])
+        .assert()
+        .success();
+    let info = json_of(env.owner().args(["info", "kb", "--json"]));
+    assert_eq!(info["fields"]["title"]["pattern"], true, "{info}");
+    assert_eq!(info["fields"]["ssn"]["filterable"], false, "{info}");
+    let mut rows = String::new();
+    for (i, title) in ["red apple", "green apple", "blue sky", "apple pie"]
+        .iter()
+        .enumerate()
+    {
+        rows.push_str(&format!(
+            "{{\"id\": \"d{i}\", \"vector\": [1.0, {i}.0], \"metadata\": {{\"title\": \"{title}\", \"rank\": {}, \"ssn\": \"{i}\"}}}}\n",
+            10 - i
+        ));
+    }
+    let jsonl = env.write("items.jsonl", &rows);
+    env.owner()
+        .args(["upsert", "kb", "--jsonl"])
+        .arg(&jsonl)
+        .assert()
+        .success();
+    let m = json_of(env.owner().args([
+        "query-metadata",
+        "kb",
+        "--filter",
+        r#"{"title": {"$regex": "apple$"}}"#,
+        "--order-by",
+        "rank",
+        "--limit",
+        "1",
+    ]));
+    assert_eq!(m, serde_json::json!({"ids": ["d1"], "count": 2}));
+    let m = json_of(env.owner().args([
+        "query-metadata",
+        "kb",
+        "--filter",
+        r#"{"title": {"$contains": "apple"}}"#,
+        "--order-by",
+        "rank",
+        "--descending",
+    ]));
+    assert_eq!(
+        m,
+        serde_json::json!({"ids": ["d0", "d1", "d3"], "count": 3})
+    );
+    // Refused by the schema, with the field named.
+    env.owner()
+        .args(["query-metadata", "kb", "--filter", r#"{"ssn": "1"}"#])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("\"ssn\"").and(predicate::str::contains("filterable")));
+    env.owner()
+        .args([
+            "query-metadata",
+            "kb",
+            "--filter",
+            r#"{"rank": {"$contains": 1}}"#,
+        ])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("\"rank\"").and(predicate::str::contains("pattern")));
+    // A bad schema is refused before anything is created.
+    env.owner()
+        .args([
+            "create",
+            "bad",
+            "--schema",
+            r#"{"x": {"filterable": false, "pattern": true}}"#,
+        ])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("metadata schema"));
+    env.owner()
+        .args(["create", "bad", "--schema", r#"{"x": {"patern": true}}"#])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("patern"));
+    assert_eq!(stdout_of(env.owner().arg("list")).trim(), "kb");
 }

@@ -1,6 +1,6 @@
 //! The catalog of indexes in a store.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
@@ -13,6 +13,7 @@ use crate::catalog::{
     catalog_key, check_name, open_ring, read_catalog, write_catalog, NS_BLOCKS, NS_CATALOG,
     NS_ITEMS, NS_META,
 };
+use crate::filter::{validate_schema, FieldSchema};
 use crate::guarded::GuardedStore;
 use crate::handle::Index;
 use crate::keys::{Credentials, Keys};
@@ -33,7 +34,11 @@ pub struct IndexConfig {
     /// Metadata field paths (dot-separated) that get no equality postings:
     /// filters on them still work, by evaluating every item's metadata.
     /// Postings live only in memory, so this trades filter speed for memory.
+    /// The same as [`FieldSchema::unindexed`] in `fields`.
     pub unindexed_fields: Vec<String>,
+    /// The per-field metadata schema (see [`FieldSchema`]); fields not
+    /// named get the default.
+    pub fields: BTreeMap<String, FieldSchema>,
 }
 
 impl IndexConfig {
@@ -56,6 +61,30 @@ impl IndexConfig {
     pub fn with_unindexed_field(mut self, path: impl Into<String>) -> Self {
         self.unindexed_fields.push(path.into());
         self
+    }
+    /// Declares how the metadata field `path` is indexed.
+    pub fn with_field(mut self, path: impl Into<String>, schema: FieldSchema) -> Self {
+        self.fields.insert(path.into(), schema);
+        self
+    }
+
+    /// The schema to record: `fields` with `unindexed_fields` folded in.
+    fn schema(&self) -> Result<BTreeMap<String, FieldSchema>> {
+        let mut fields = self.fields.clone();
+        for path in &self.unindexed_fields {
+            let f = fields.entry(path.clone()).or_default();
+            if !f.filterable {
+                return Err(Error::InvalidParameter {
+                    name: "metadata schema",
+                    value: format!("field {path:?}: unindexed and filterable: false"),
+                    expected:
+                        "one of them (filterable: false already keeps a field out of every posting)",
+                });
+            }
+            f.unindexed = true;
+        }
+        validate_schema(&fields)?;
+        Ok(fields)
     }
 }
 
@@ -112,6 +141,7 @@ impl Database {
         if config.dimension == Some(0) {
             return Err(Error::zero("dimension"));
         }
+        let fields = config.schema()?;
         match read_catalog(&self.store, name) {
             Ok(_) => return Err(Error::AlreadyExists(name.to_owned())),
             Err(Error::NotFound(_)) => {}
@@ -121,11 +151,7 @@ impl Database {
         let (ring, access) = Keyring::create(id, &owner.key, config.suite)?;
         let cap = access.owner_for("creating the index")?;
         let keys = Keys::derive(access.data_key(), id, config.suite);
-        let state = Persisted::new(
-            config.dimension,
-            config.metric,
-            config.unindexed_fields.clone(),
-        );
+        let state = Persisted::new(config.dimension, config.metric, fields);
         let mut batch = WriteBatch::new();
         write_catalog(&mut batch, name, id, &ring);
         let sk = keys.state_key();

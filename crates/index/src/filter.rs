@@ -6,10 +6,10 @@
 //!
 //! A filter is a JSON object. Each key is either a field path (dot-separated,
 //! `"loc.city"`) with a condition, or one of the logical operators `$and`,
-//! `$or` (non-empty arrays of filters) and `$not` (a filter). Several keys in
-//! one object must all hold. A condition is either a plain value (implicit
-//! `$eq`) or an object of operators, all of which must hold: `$eq $ne $gt $gte
-//! $lt $lte $in $nin $exists $not`.
+//! `$or`, `$nor` (non-empty arrays of filters) and `$not` (a filter). Several
+//! keys in one object must all hold. A condition is either a plain value
+//! (implicit `$eq`) or an object of operators, all of which must hold: `$eq
+//! $ne $gt $gte $lt $lte $in $nin $exists $not $contains $regex`.
 //!
 //! A path walks through objects; at an array it continues into each element
 //! that is an object. The values it reaches, and the elements of those that
@@ -21,11 +21,23 @@
 //! `$ne` and `$nin` are the negations of `$eq` and `$in`, so they match items
 //! without the field. `$exists: true` holds when the path reaches any value,
 //! `null` included. An item without metadata is the empty object.
+//!
+//! `$contains: x` holds when a reached string contains the string `x`, or a
+//! reached array has an element equal to `x` (strings inside arrays are
+//! compared whole). `$regex: "pattern"` holds when a candidate string has a
+//! match anywhere in it (unanchored; use `^`/`$` to anchor). Patterns use the
+//! syntax of the Rust `regex` crate (close to RE2): matching takes linear
+//! time, so lookaround and backreferences are not supported. A pattern may
+//! be at most [`MAX_REGEX_BYTES`] long and compile to at most
+//! [`MAX_REGEX_PROGRAM_BYTES`]; it is compiled once, when the filter is
+//! parsed.
 
-use std::collections::{HashMap, HashSet};
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::{Error, Result};
@@ -71,9 +83,91 @@ enum Cond {
     Exists(bool),
     Not(Box<Cond>),
     All(Vec<Cond>),
+    Contains(Value),
+    Regex(Pattern),
 }
 
-const OPERATORS: &str = "$and, $or, $not, $eq, $ne, $gt, $gte, $lt, $lte, $in, $nin, $exists";
+/// The longest `$regex` pattern accepted, in bytes.
+pub const MAX_REGEX_BYTES: usize = 1024;
+/// The most memory one compiled `$regex` may take (its program and its lazy
+/// DFA cache, each), in bytes: a hostile pattern is an error, not a stall.
+pub const MAX_REGEX_PROGRAM_BYTES: usize = 1 << 20;
+
+/// A compiled `$regex`, compared by its source.
+#[derive(Clone)]
+struct Pattern {
+    source: String,
+    re: regex::Regex,
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, o: &Self) -> bool {
+        self.source == o.source
+    }
+}
+impl Eq for Pattern {}
+
+impl std::fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "/{}/", self.source)
+    }
+}
+
+impl Pattern {
+    fn compile(source: &str, pos: &str) -> Result<Self> {
+        if source.len() > MAX_REGEX_BYTES {
+            return Err(bad(
+                pos,
+                format!(
+                    "$regex pattern of {} bytes; at most {MAX_REGEX_BYTES}",
+                    source.len()
+                ),
+            ));
+        }
+        let re =
+            regex::RegexBuilder::new(source)
+                .size_limit(MAX_REGEX_PROGRAM_BYTES)
+                .dfa_size_limit(MAX_REGEX_PROGRAM_BYTES)
+                .nest_limit(64)
+                .build()
+                .map_err(|e| match e {
+                    regex::Error::CompiledTooBig(limit) => bad(
+                        pos,
+                        format!("$regex compiles to more than {limit} bytes; simplify the pattern"),
+                    ),
+                    e => {
+                        bad(
+                            pos,
+                            format!(
+                        "invalid $regex ({}); the syntax is the Rust regex crate's, like RE2: \
+                         linear-time, no lookaround or backreferences",
+                        e.to_string().lines().last().unwrap_or("syntax error").trim()
+                    ),
+                        )
+                    }
+                })?;
+        Ok(Self {
+            source: source.to_owned(),
+            re,
+        })
+    }
+
+    /// Literals one of which every match contains, when the pattern has
+    /// such a finite set (from its prefixes), for the n-gram postings.
+    fn required_literals(&self) -> Option<Vec<Vec<u8>>> {
+        use regex_syntax::hir::literal::Extractor;
+        let hir = regex_syntax::Parser::new().parse(&self.source).ok()?;
+        let seq = Extractor::new().extract(&hir);
+        let lits = seq.literals()?;
+        if lits.is_empty() {
+            return None;
+        }
+        Some(lits.iter().map(|l| l.as_bytes().to_vec()).collect())
+    }
+}
+
+const OPERATORS: &str =
+    "$and, $or, $nor, $not, $eq, $ne, $gt, $gte, $lt, $lte, $in, $nin, $exists, $contains, $regex";
 
 fn bad(position: &str, reason: impl Into<String>) -> Error {
     Error::BadFilter {
@@ -120,7 +214,7 @@ fn parse_doc(v: &Value, pos: &str) -> Result<Node> {
     for (k, val) in m {
         let here = format!("{pos}.{k}");
         match k.as_str() {
-            "$and" | "$or" => {
+            "$and" | "$or" | "$nor" => {
                 let Value::Array(items) = val else {
                     return Err(bad(
                         &here,
@@ -135,17 +229,17 @@ fn parse_doc(v: &Value, pos: &str) -> Result<Node> {
                     .enumerate()
                     .map(|(i, c)| parse_doc(c, &format!("{here}[{i}]")))
                     .collect::<Result<Vec<_>>>()?;
-                all.push(if k == "$and" {
-                    Node::And(children)
-                } else {
-                    Node::Or(children)
+                all.push(match k.as_str() {
+                    "$and" => Node::And(children),
+                    "$or" => Node::Or(children),
+                    _ => Node::Not(Box::new(Node::Or(children))),
                 });
             }
             "$not" => all.push(Node::Not(Box::new(parse_doc(val, &here)?))),
             op if op.starts_with('$') => {
                 return Err(bad(
                     &here,
-                    format!("unknown operator {op:?} at the top of a filter; expected $and, $or, $not or a field path"),
+                    format!("unknown operator {op:?} at the top of a filter; expected $and, $or, $nor, $not or a field path"),
                 ));
             }
             field => {
@@ -204,6 +298,19 @@ fn parse_cond(v: &Value, pos: &str) -> Result<Cond> {
             "$exists" => match arg {
                 Value::Bool(b) => Cond::Exists(*b),
                 _ => return Err(bad(&here, format!("$exists needs true or false, got {arg}"))),
+            },
+            "$contains" => match arg {
+                Value::Null | Value::Object(_) => {
+                    return Err(bad(
+                        &here,
+                        format!("$contains needs a string, number, boolean or array, got {arg}"),
+                    ))
+                }
+                _ => Cond::Contains(arg.clone()),
+            },
+            "$regex" => match arg {
+                Value::String(p) => Cond::Regex(Pattern::compile(p, &here)?),
+                _ => return Err(bad(&here, format!("$regex needs a string pattern, got {arg}"))),
             },
             "$not" => {
                 if !is_operator_object(arg) {
@@ -312,6 +419,12 @@ fn holds(cond: &Cond, reached: &[&Value]) -> bool {
         Cond::Exists(b) => reached.is_empty() != *b,
         Cond::Not(c) => !holds(c, reached),
         Cond::All(cs) => cs.iter().all(|c| holds(c, reached)),
+        Cond::Contains(x) => reached.iter().any(|r| match (r, x) {
+            (Value::String(s), Value::String(n)) => s.contains(n.as_str()),
+            (Value::Array(a), _) => a.iter().any(|e| json_eq(e, x)),
+            _ => false,
+        }),
+        Cond::Regex(p) => any_candidate(reached, |c| c.as_str().is_some_and(|s| p.re.is_match(s))),
     }
 }
 
@@ -377,24 +490,154 @@ fn for_each_leaf(prefix: &str, v: &Value, f: &mut impl FnMut(&str, &Value)) {
     }
 }
 
+/// How one metadata field (a dot path) is indexed, declared when an index
+/// is created. Fields not declared get the default: filterable, equality
+/// postings, no n-gram postings.
+///
+/// Every index lives in memory only; whatever a field's schema, filters of
+/// vector queries answer exactly (evaluating the decrypted metadata where no
+/// postings exist). [`Index::query_metadata`](crate::Index::query_metadata)
+/// answers only what the schema allows: no filter on a field that is not
+/// `filterable`, and `$contains`/`$regex` only on `pattern` fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FieldSchema {
+    /// Filters of `query_metadata` may name the field (default `true`);
+    /// `false` keeps it out of every posting.
+    pub filterable: bool,
+    /// n-gram postings (memory only) accelerate `$contains` and `$regex`
+    /// on the field, and `query_metadata` accepts them (default `false`).
+    pub pattern: bool,
+    /// No equality postings: filters on it evaluate every item's metadata,
+    /// saving memory (default `false`).
+    pub unindexed: bool,
+}
+
+impl Default for FieldSchema {
+    fn default() -> Self {
+        Self {
+            filterable: true,
+            pattern: false,
+            unindexed: false,
+        }
+    }
+}
+
+impl FieldSchema {
+    /// Filterable, with n-gram postings for `$contains` and `$regex`.
+    pub fn pattern() -> Self {
+        Self {
+            pattern: true,
+            ..Self::default()
+        }
+    }
+
+    /// Filterable, without equality postings.
+    pub fn unindexed() -> Self {
+        Self {
+            unindexed: true,
+            ..Self::default()
+        }
+    }
+
+    /// Not filterable by `query_metadata`, and in no posting.
+    pub fn not_filterable() -> Self {
+        Self {
+            filterable: false,
+            ..Self::default()
+        }
+    }
+}
+
+/// Checks a schema: paths without empty segments, no contradictory flags.
+pub(crate) fn validate_schema(fields: &BTreeMap<String, FieldSchema>) -> Result<()> {
+    for (path, f) in fields {
+        if path.is_empty() || path.split('.').any(str::is_empty) {
+            return Err(Error::InvalidParameter {
+                name: "metadata schema",
+                value: format!("field path {path:?}"),
+                expected: "a dot path without empty segments",
+            });
+        }
+        if !f.filterable && (f.pattern || f.unindexed) {
+            return Err(Error::InvalidParameter {
+                name: "metadata schema",
+                value: format!(
+                    "field {path:?}: filterable: false with {}",
+                    if f.pattern { "pattern: true" } else { "unindexed: true" }
+                ),
+                expected: "pattern and unindexed only on filterable fields (filterable: false already keeps a field out of every posting)",
+            });
+        }
+    }
+    Ok(())
+}
+
+/// An item's sort key for [`MetaIndex::order`]: numbers, then strings, then
+/// booleans; items whose path reaches no single scalar come last.
+#[derive(Debug, PartialEq, PartialOrd)]
+enum SortKey<'a> {
+    Num(f64),
+    Str(&'a str),
+    Bool(bool),
+}
+
+impl<'a> SortKey<'a> {
+    fn of(v: &'a Value) -> Option<Self> {
+        match v {
+            Value::Number(n) => n.as_f64().map(Self::Num),
+            Value::String(s) => Some(Self::Str(s)),
+            Value::Bool(b) => Some(Self::Bool(*b)),
+            _ => None,
+        }
+    }
+
+    fn cmp(&self, o: &Self) -> Ordering {
+        self.partial_cmp(o).unwrap_or(Ordering::Equal)
+    }
+}
+
+/// The byte trigrams of `s`.
+fn trigrams(s: &[u8]) -> impl Iterator<Item = [u8; 3]> + '_ {
+    s.windows(3).map(|w| [w[0], w[1], w[2]])
+}
+
 /// The decrypted metadata of an index, in memory only, with equality
-/// postings per field path (except the paths the index opted out of).
-/// Nothing of it is ever written to the store.
+/// postings per field path (except the paths the schema keeps out) and
+/// trigram postings for `pattern` fields. Nothing of it is ever written to
+/// the store.
 #[derive(Default)]
 pub(crate) struct MetaIndex {
     docs: HashMap<Arc<str>, Value>,
     postings: HashMap<String, HashMap<Scalar, HashSet<Arc<str>>>>,
+    /// Trigram → items, for the strings of `pattern` fields.
+    grams: HashMap<String, HashMap<[u8; 3], HashSet<Arc<str>>>>,
     unindexed: HashSet<String>,
+    pattern: HashSet<String>,
+    not_filterable: HashSet<String>,
 }
 
 static EMPTY: Value = Value::Null;
 
 impl MetaIndex {
-    pub(crate) fn new(unindexed: &[String]) -> Self {
-        Self {
+    /// An empty index for `fields` (and the older list of unindexed paths).
+    pub(crate) fn new(fields: &BTreeMap<String, FieldSchema>, unindexed: &[String]) -> Self {
+        let mut m = Self {
             unindexed: unindexed.iter().cloned().collect(),
             ..Self::default()
+        };
+        for (path, f) in fields {
+            if f.unindexed || !f.filterable {
+                m.unindexed.insert(path.clone());
+            }
+            if f.pattern {
+                m.pattern.insert(path.clone());
+            }
+            if !f.filterable {
+                m.not_filterable.insert(path.clone());
+            }
         }
+        m
     }
 
     /// Removes the item's metadata, if any.
@@ -402,13 +645,23 @@ impl MetaIndex {
         let Some((id, doc)) = self.docs.remove_entry(id) else {
             return;
         };
-        let postings = &mut self.postings;
+        let (postings, grams) = (&mut self.postings, &mut self.grams);
         for_each_leaf("", &doc, &mut |path, v| {
             if let (Some(by_value), Some(s)) = (postings.get_mut(path), Scalar::of(v)) {
                 if let Some(set) = by_value.get_mut(&s) {
                     set.remove(&id);
                     if set.is_empty() {
                         by_value.remove(&s);
+                    }
+                }
+            }
+            if let (Some(by_gram), Value::String(s)) = (grams.get_mut(path), v) {
+                for g in trigrams(s.as_bytes()) {
+                    if let Some(set) = by_gram.get_mut(&g) {
+                        set.remove(&id);
+                        if set.is_empty() {
+                            by_gram.remove(&g);
+                        }
                     }
                 }
             }
@@ -419,8 +672,15 @@ impl MetaIndex {
     pub(crate) fn insert(&mut self, id: &str, doc: Value) {
         self.remove(id);
         let id: Arc<str> = Arc::from(id);
-        let (postings, unindexed) = (&mut self.postings, &self.unindexed);
+        let (postings, grams) = (&mut self.postings, &mut self.grams);
+        let (unindexed, pattern) = (&self.unindexed, &self.pattern);
         for_each_leaf("", &doc, &mut |path, v| {
+            if let (true, Value::String(s)) = (pattern.contains(path), v) {
+                let by_gram = grams.entry(path.to_owned()).or_default();
+                for g in trigrams(s.as_bytes()) {
+                    by_gram.entry(g).or_default().insert(Arc::clone(&id));
+                }
+            }
             if unindexed.contains(path) {
                 return;
             }
@@ -469,8 +729,45 @@ impl MetaIndex {
         }
     }
 
+    /// The items whose strings at `path` hold every trigram of `needle`
+    /// (a superset of those containing it); `None` when `path` has no
+    /// trigram postings or `needle` is shorter than a trigram.
+    fn containing(&self, path: &[String], needle: &[u8]) -> Option<HashSet<Arc<str>>> {
+        let path = path.join(".");
+        if !self.pattern.contains(&path) || needle.len() < 3 {
+            return None;
+        }
+        let by_gram = self.grams.get(&path);
+        let mut sets: Vec<&HashSet<Arc<str>>> = Vec::new();
+        for g in trigrams(needle) {
+            match by_gram.and_then(|m| m.get(&g)) {
+                Some(set) => sets.push(set),
+                None => return Some(HashSet::new()),
+            }
+        }
+        sets.sort_by_key(|s| s.len());
+        let (first, rest) = sets.split_first()?;
+        Some(
+            first
+                .iter()
+                .filter(|id| rest.iter().all(|s| s.contains(*id)))
+                .cloned()
+                .collect(),
+        )
+    }
+
     fn plan_cond(&self, path: &[String], cond: &Cond) -> Option<HashSet<Arc<str>>> {
         match cond {
+            Cond::Contains(Value::String(n)) => self.containing(path, n.as_bytes()),
+            Cond::Contains(v) => self.posting(path, v),
+            Cond::Regex(p) => {
+                p.required_literals()?
+                    .iter()
+                    .try_fold(HashSet::new(), |mut acc, lit| {
+                        acc.extend(self.containing(path, lit)?);
+                        Some(acc)
+                    })
+            }
             Cond::Eq(v) => self.posting(path, v),
             Cond::In(vs) => vs.iter().try_fold(HashSet::new(), |mut acc, v| {
                 acc.extend(self.posting(path, v)?);
@@ -499,6 +796,97 @@ impl MetaIndex {
         };
         out.sort_unstable();
         out
+    }
+}
+
+impl MetaIndex {
+    /// Whether the schema lets `query_metadata` answer `filter`: no field
+    /// declared `filterable: false` (nor below one), and `$contains` or
+    /// `$regex` only on `pattern` fields.
+    pub(crate) fn check_answerable(&self, filter: &Filter) -> Result<()> {
+        fn uses_pattern(c: &Cond) -> bool {
+            match c {
+                Cond::Contains(_) | Cond::Regex(_) => true,
+                Cond::Not(c) => uses_pattern(c),
+                Cond::All(cs) => cs.iter().any(uses_pattern),
+                _ => false,
+            }
+        }
+        fn walk(m: &MetaIndex, n: &Node) -> Result<()> {
+            match n {
+                Node::And(ns) | Node::Or(ns) => ns.iter().try_for_each(|n| walk(m, n)),
+                Node::Not(n) => walk(m, n),
+                Node::Field(path, cond) => {
+                    let field = path.join(".");
+                    let hidden =
+                        (1..=path.len()).any(|i| m.not_filterable.contains(&path[..i].join(".")));
+                    if hidden {
+                        return Err(Error::NotQueryable {
+                            field,
+                            reason: "it is declared filterable: false (vector queries still filter on it)",
+                        });
+                    }
+                    if uses_pattern(cond) && !m.pattern.contains(&field) {
+                        return Err(Error::NotQueryable {
+                            field,
+                            reason: "$contains and $regex need the field declared with pattern: true (vector queries still filter on it)",
+                        });
+                    }
+                    Ok(())
+                }
+            }
+        }
+        walk(self, &filter.root)
+    }
+
+    /// Sorts `ids` by the value `path` reaches in each item's metadata (see
+    /// [`SortKey`]); items without a single scalar there come last, ties by
+    /// id. Fails when no item of the index has the field at all.
+    pub(crate) fn order(&self, ids: &mut [Arc<str>], path: &str, ascending: bool) -> Result<()> {
+        let segments: Vec<String> = path.split('.').map(str::to_owned).collect();
+        if segments.iter().any(String::is_empty) {
+            return Err(Error::InvalidParameter {
+                name: "order_by",
+                value: format!("{path:?}"),
+                expected: "a dot path without empty segments",
+            });
+        }
+        let key = |id: &str| {
+            let mut reached = Vec::new();
+            resolve(self.doc(id), &segments, &mut reached);
+            match reached.as_slice() {
+                [one] => SortKey::of(one),
+                _ => None,
+            }
+        };
+        let known = self.docs.values().any(|d| {
+            let mut reached = Vec::new();
+            resolve(d, &segments, &mut reached);
+            !reached.is_empty()
+        });
+        if !known && !ids.is_empty() {
+            return Err(Error::InvalidParameter {
+                name: "order_by",
+                value: format!("{path:?}"),
+                expected: "a metadata field that some item has",
+            });
+        }
+        let mut keyed: Vec<(Option<SortKey<'_>>, Arc<str>)> =
+            ids.iter().map(|id| (key(id), Arc::clone(id))).collect();
+        keyed.sort_by(|(a, ia), (b, ib)| {
+            let by_key = match (a, b) {
+                (Some(a), Some(b)) if ascending => a.cmp(b),
+                (Some(a), Some(b)) => b.cmp(a),
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (None, None) => Ordering::Equal,
+            };
+            by_key.then_with(|| ia.cmp(ib))
+        });
+        for (slot, (_, id)) in ids.iter_mut().zip(keyed) {
+            *slot = id;
+        }
+        Ok(())
     }
 }
 
@@ -556,13 +944,34 @@ mod tests {
 
     #[test]
     fn errors_name_the_operator_and_its_position() {
+        let long = format!(
+            r#"{{"a": {{"$regex": "{}"}}}}"#,
+            "x".repeat(MAX_REGEX_BYTES + 1)
+        );
         for (text, needle) in [
-            (r#"{"a": {"$regex": "x"}}"#, "$.a.$regex"),
+            (r#"{"a": {"$regex": 5}}"#, "$.a.$regex"),
+            (r#"{"a": {"$regex": 5}}"#, "needs a string pattern"),
+            (r#"{"a": {"$regex": "(unclosed"}}"#, "invalid $regex"),
+            (
+                r#"{"a": {"$regex": "(?=x)y"}}"#,
+                "no lookaround or backreferences",
+            ),
+            (
+                r#"{"a": {"$regex": "(a)\\1"}}"#,
+                "no lookaround or backreferences",
+            ),
+            (
+                r#"{"a": {"$regex": "\\w{1000}{1000}"}}"#,
+                "compiles to more than",
+            ),
+            (long.as_str(), "at most 1024"),
+            (r#"{"a": {"$contains": null}}"#, "$contains needs"),
+            (r#"{"a": {"$contains": {"b": 1}}}"#, "$.a.$contains"),
             (
                 r#"{"$and": [{"a": 1}, {"b": {"$gt": null}}]}"#,
                 "$.$and[1].b.$gt",
             ),
-            (r#"{"$nor": []}"#, "$nor"),
+            (r#"{"$nor": []}"#, "$nor needs at least one"),
             (r#"{"a": {"$in": 3}}"#, "$in needs an array"),
             (r#"{"a": {"$eq": 1, "b": 2}}"#, "cannot mix"),
             (r#"{"$or": []}"#, "at least one"),
@@ -579,8 +988,187 @@ mod tests {
     }
 
     #[test]
+    fn contains_regex_and_nor_follow_the_documented_semantics() {
+        let doc = json!({"title": "Encrypted vector search", "tags": ["rust", "crypto"],
+                         "n": 42, "loc": {"city": "Oslo"}, "arr": [{"k": "alpha"}]});
+        for (filter, want) in [
+            (r#"{"title": {"$contains": "vector"}}"#, true),
+            (r#"{"title": {"$contains": "Vector"}}"#, false),
+            (r#"{"tags": {"$contains": "rust"}}"#, true),
+            // Strings inside arrays are compared whole.
+            (r#"{"tags": {"$contains": "rus"}}"#, false),
+            (r#"{"n": {"$contains": 42}}"#, false),
+            (r#"{"title": {"$regex": "vec.or"}}"#, true),
+            (r#"{"title": {"$regex": "^vector"}}"#, false),
+            (r#"{"title": {"$regex": "(?i)^encrypted"}}"#, true),
+            (r#"{"tags": {"$regex": "^cry"}}"#, true),
+            (r#"{"n": {"$regex": "4"}}"#, false),
+            (r#"{"loc.city": {"$regex": "^Os"}}"#, true),
+            (r#"{"arr.k": {"$contains": "lph"}}"#, true),
+            (r#"{"missing": {"$regex": ".*"}}"#, false),
+            (r#"{"$nor": [{"n": 1}, {"tags": "go"}]}"#, true),
+            (r#"{"$nor": [{"n": 42}]}"#, false),
+        ] {
+            assert_eq!(f(filter).matches(&doc), want, "{filter}");
+        }
+    }
+
+    #[test]
+    fn trigram_postings_narrow_pattern_fields_and_agree_with_the_evaluator() {
+        let schema = BTreeMap::from([("title".to_owned(), FieldSchema::pattern())]);
+        let mut m = MetaIndex::new(&schema, &[]);
+        let words = ["alpha", "alphabet", "beta", "gamma", "delta"];
+        let ids: Vec<String> = (0..60).map(|i| i.to_string()).collect();
+        for (i, id) in ids.iter().enumerate() {
+            let title = format!("{} {}", words[i % 5], words[(i / 5) % 5]);
+            m.insert(id, json!({"title": title, "other": title}));
+        }
+        m.insert("3", json!({"title": "rewritten"}));
+        m.remove("4");
+        for text in [
+            r#"{"title": {"$contains": "alphab"}}"#,
+            r#"{"title": {"$regex": "^gam+a del"}}"#,
+            r#"{"title": {"$regex": "^beta|^delta gam"}}"#,
+            r#"{"title": {"$contains": "written"}}"#,
+        ] {
+            let filter = f(text);
+            let plan = m.plan(&filter.root);
+            assert!(
+                plan.as_ref().is_some_and(|c| c.len() < 30),
+                "{text}: {plan:?}"
+            );
+            let got = m.matching(&filter, ids.iter());
+            let mut want: Vec<Arc<str>> = ids
+                .iter()
+                .filter(|id| filter.matches(m.doc(id)))
+                .map(|id| Arc::from(id.as_str()))
+                .collect();
+            want.sort_unstable();
+            assert_eq!(got, want, "{text}");
+        }
+        // No trigram postings for fields not declared `pattern`, nor for
+        // needles shorter than a trigram, nor for patterns without literals.
+        assert!(m
+            .plan(&f(r#"{"other": {"$contains": "alpha"}}"#).root)
+            .is_none());
+        assert!(m
+            .plan(&f(r#"{"title": {"$contains": "al"}}"#).root)
+            .is_none());
+        assert!(m
+            .plan(&f(r#"{"title": {"$regex": "\\w+"}}"#).root)
+            .is_none());
+    }
+
+    #[test]
+    fn the_schema_decides_what_query_metadata_answers() {
+        let schema = BTreeMap::from([
+            ("title".to_owned(), FieldSchema::pattern()),
+            ("secret".to_owned(), FieldSchema::not_filterable()),
+        ]);
+        let m = MetaIndex::new(&schema, &[]);
+        assert!(m
+            .check_answerable(&f(r#"{"title": {"$regex": "x"}}"#))
+            .is_ok());
+        assert!(m
+            .check_answerable(&f(r#"{"body": "x", "n": {"$gt": 1}}"#))
+            .is_ok());
+        for (text, field) in [
+            (r#"{"body": {"$contains": "x"}}"#, "body"),
+            (
+                r#"{"$or": [{"a": 1}, {"body": {"$not": {"$regex": "x"}}}]}"#,
+                "body",
+            ),
+            (r#"{"secret": 1}"#, "secret"),
+            (r#"{"$not": {"secret.part": 1}}"#, "secret.part"),
+        ] {
+            assert!(
+                matches!(m.check_answerable(&f(text)), Err(Error::NotQueryable { field: got, .. }) if got == field),
+                "{text}"
+            );
+        }
+        let bad =
+            |path: &str, fs: FieldSchema| validate_schema(&BTreeMap::from([(path.to_owned(), fs)]));
+        assert!(bad("title", FieldSchema::pattern()).is_ok());
+        for (path, fs) in [
+            ("a..b", FieldSchema::default()),
+            ("", FieldSchema::default()),
+            (
+                "x",
+                FieldSchema {
+                    filterable: false,
+                    pattern: true,
+                    unindexed: false,
+                },
+            ),
+            (
+                "x",
+                FieldSchema {
+                    filterable: false,
+                    pattern: false,
+                    unindexed: true,
+                },
+            ),
+        ] {
+            assert!(
+                matches!(
+                    bad(path, fs),
+                    Err(Error::InvalidParameter {
+                        name: "metadata schema",
+                        ..
+                    })
+                ),
+                "{path:?} {fs:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn order_sorts_numbers_strings_booleans_then_missing() {
+        let mut m = MetaIndex::new(&BTreeMap::new(), &[]);
+        for (id, doc) in [
+            ("a", json!({"k": 3})),
+            ("b", json!({"k": "x"})),
+            ("c", json!({"k": 1.5})),
+            ("d", json!({"k": true})),
+            ("e", json!({"k": [1]})),
+            ("f", json!({})),
+            ("g", json!({"k": 3.0})),
+            ("h", json!({"k": null})),
+        ] {
+            m.insert(id, doc);
+        }
+        let sorted = |asc: bool| {
+            let mut ids: Vec<Arc<str>> = ["a", "b", "c", "d", "e", "f", "g", "h"]
+                .map(Arc::from)
+                .to_vec();
+            m.order(&mut ids, "k", asc).unwrap();
+            ids.iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join("")
+        };
+        assert_eq!(sorted(true), "cagbdefh");
+        assert_eq!(sorted(false), "dbagcefh");
+        let mut ids: Vec<Arc<str>> = vec![Arc::from("a")];
+        assert!(matches!(
+            m.order(&mut ids, "nowhere", true),
+            Err(Error::InvalidParameter {
+                name: "order_by",
+                ..
+            })
+        ));
+        assert!(matches!(
+            m.order(&mut ids, "k..x", true),
+            Err(Error::InvalidParameter {
+                name: "order_by",
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn postings_narrow_and_agree_with_the_evaluator() {
-        let mut m = MetaIndex::new(&["secret".to_owned()]);
+        let mut m = MetaIndex::new(&BTreeMap::new(), &["secret".to_owned()]);
         let ids: Vec<String> = (0..50).map(|i| i.to_string()).collect();
         for (i, id) in ids.iter().enumerate() {
             m.insert(

@@ -102,6 +102,7 @@ impl Index {
             state,
             n_lists: l.p.lists.len(),
             suite: ix.suite,
+            fields: l.p.schema(),
         })
     }
 }

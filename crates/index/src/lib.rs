@@ -65,13 +65,13 @@ mod write;
 
 pub use catalog::NAMESPACES;
 pub use database::{Database, IndexConfig};
-pub use filter::Filter;
+pub use filter::{FieldSchema, Filter};
 pub use guarded::{Capability, GuardedStore};
 pub use handle::Index;
 pub use keys::Credentials;
 pub use options::{
-    auto_n_lists, auto_n_probes, Field, Fields, GetResult, Hit, IndexInfo, Item, ProgressFn,
-    QueryOptions, TrainOptions, TrainProgress, TrainingState,
+    auto_n_lists, auto_n_probes, Field, Fields, GetResult, Hit, IndexInfo, Item, MetadataMatches,
+    MetadataQuery, ProgressFn, QueryOptions, TrainOptions, TrainProgress, TrainingState,
 };
 pub use vecseal_envelope::Error as EnvelopeError;
 pub use vecseal_envelope::{SecretKey, Suite};
@@ -199,6 +199,14 @@ pub enum Error {
     /// belongs to other keys. Opaque on purpose.
     #[error("authentication failed on a stored {0}: it was modified, moved, or sealed under another key")]
     Authentication(&'static str),
+    /// `query_metadata` cannot answer a filter on a field, by its schema.
+    #[error("query_metadata cannot answer a filter on {field:?}: {reason}")]
+    NotQueryable {
+        /// The field path.
+        field: String,
+        /// Why, and what would make it answerable.
+        reason: &'static str,
+    },
     /// A stored record opened but its content is malformed.
     #[error("corrupt {what}: {reason}")]
     Corrupt {

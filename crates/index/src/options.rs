@@ -1,10 +1,11 @@
 //! The public option and result types of an index, and the automatic sizes.
 
+use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 
 use vecseal_envelope::Suite;
 
-use crate::filter::Filter;
+use crate::filter::{FieldSchema, Filter};
 use crate::Metric;
 
 /// An item to upsert, or one returned by [`Index::get`](crate::Index::get).
@@ -299,6 +300,56 @@ pub struct IndexInfo {
     pub n_lists: usize,
     /// Cipher suite.
     pub suite: Suite,
+    /// The metadata schema: every field declared at creation.
+    pub fields: BTreeMap<String, FieldSchema>,
+}
+
+/// How [`Index::query_metadata`](crate::Index::query_metadata) sorts and
+/// cuts its matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub struct MetadataQuery {
+    /// At most this many ids (after sorting); `None` = all (the default).
+    pub limit: Option<usize>,
+    /// Sort by the value at this metadata path (numbers, then strings, then
+    /// booleans; items with no single scalar there last; ties by id);
+    /// `None` sorts by id (the default).
+    pub order_by: Option<String>,
+    /// Ascending (the default) or descending; missing values stay last.
+    pub ascending: bool,
+}
+
+impl Default for MetadataQuery {
+    fn default() -> Self {
+        Self {
+            limit: None,
+            order_by: None,
+            ascending: true,
+        }
+    }
+}
+
+impl MetadataQuery {
+    /// At most `n` ids.
+    pub fn with_limit(mut self, n: usize) -> Self {
+        self.limit = Some(n);
+        self
+    }
+    /// Sorts by `field`, ascending or not.
+    pub fn with_order_by(mut self, field: impl Into<String>, ascending: bool) -> Self {
+        self.order_by = Some(field.into());
+        self.ascending = ascending;
+        self
+    }
+}
+
+/// What [`Index::query_metadata`](crate::Index::query_metadata) found.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MetadataMatches {
+    /// The matching ids, in order, at most `limit` of them.
+    pub ids: Vec<String>,
+    /// How many items match in all (before the limit).
+    pub count: usize,
 }
 
 /// The automatic number of lists for `n` vectors: `clamp(round(2·√n), 1, n/2)`.

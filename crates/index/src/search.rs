@@ -10,7 +10,7 @@ use crate::distance::{distance, lower_bounds, normalize, scores as scores_into};
 use crate::filter::Filter;
 use crate::handle::Index;
 use crate::keys::Keys;
-use crate::options::{auto_n_probes, Hit, QueryOptions};
+use crate::options::{auto_n_probes, Hit, MetadataMatches, MetadataQuery, QueryOptions};
 use crate::route::{lists_by_distance, prepare, probe_lists};
 use crate::shared::{check_vector, parse_meta, Live, Shared};
 use crate::state::block_capacity;
@@ -145,21 +145,32 @@ impl Index {
             .collect()
     }
 
-    /// The ids of the items whose metadata matches `filter`, sorted, at most
-    /// `limit` of them. Needs no query vector; works on untrained indexes.
-    pub fn query_metadata(&self, filter: &Filter, limit: usize) -> Result<Vec<String>> {
+    /// The items whose metadata matches `filter` (no query vector; works
+    /// on untrained indexes): all of them counted, sorted by id or by
+    /// `opts.order_by`, then cut to `opts.limit`. Answers only what the
+    /// metadata schema allows (see [`FieldSchema`](crate::FieldSchema)):
+    /// otherwise [`Error::NotQueryable`] names the field.
+    pub fn query_metadata(&self, filter: &Filter, opts: &MetadataQuery) -> Result<MetadataMatches> {
         let ix = &*self.shared;
         ix.authorize(&self.cred)?;
-        if limit == 0 {
+        if opts.limit == Some(0) {
             return Err(Error::zero("limit"));
         }
         let live = ix.live.read();
-        let matching = live.meta.matching(filter, live.locations.keys());
-        Ok(matching
-            .into_iter()
-            .take(limit)
-            .map(|id| id.to_string())
-            .collect())
+        live.meta.check_answerable(filter)?;
+        let mut matching = live.meta.matching(filter, live.locations.keys());
+        if let Some(field) = &opts.order_by {
+            live.meta.order(&mut matching, field, opts.ascending)?;
+        }
+        let count = matching.len();
+        Ok(MetadataMatches {
+            ids: matching
+                .into_iter()
+                .take(opts.limit.unwrap_or(usize::MAX))
+                .map(|id| id.to_string())
+                .collect(),
+            count,
+        })
     }
 }
 

@@ -90,7 +90,7 @@ impl Shared {
             keys: RwLock::new(Some((access.data_key_arc(), Arc::clone(&keys)))),
             writer: Mutex::new(()),
             live: RwLock::new(Live {
-                meta: MetaIndex::new(&p.unindexed_fields),
+                meta: MetaIndex::new(&p.fields, &p.unindexed_fields),
                 p,
                 centroids,
                 locations: HashMap::new(),

@@ -1,7 +1,10 @@
 //! The sealed state record of an index: its lists of block references.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
+use crate::filter::FieldSchema;
 use crate::{Error, Metric, Result};
 
 /// Target plaintext size of one sealed block of search vectors.
@@ -26,13 +29,21 @@ pub(crate) struct Persisted {
     /// the metadata into memory for filters).
     #[serde(default)]
     pub(crate) has_metadata: bool,
-    /// Metadata paths without equality postings.
+    /// Metadata paths without equality postings (as written before the
+    /// per-field schema; new indexes record it in `fields`).
     #[serde(default)]
     pub(crate) unindexed_fields: Vec<String>,
+    /// The per-field metadata schema.
+    #[serde(default)]
+    pub(crate) fields: BTreeMap<String, FieldSchema>,
 }
 
 impl Persisted {
-    pub(crate) fn new(dim: Option<usize>, metric: Metric, unindexed_fields: Vec<String>) -> Self {
+    pub(crate) fn new(
+        dim: Option<usize>,
+        metric: Metric,
+        fields: BTreeMap<String, FieldSchema>,
+    ) -> Self {
         Self {
             version: 1,
             dim,
@@ -42,8 +53,18 @@ impl Persisted {
             next_seq: 0,
             lists: vec![Vec::new()],
             has_metadata: false,
-            unindexed_fields,
+            unindexed_fields: Vec::new(),
+            fields,
         }
+    }
+
+    /// The schema, with the older list of unindexed paths folded in.
+    pub(crate) fn schema(&self) -> BTreeMap<String, FieldSchema> {
+        let mut fields = self.fields.clone();
+        for path in &self.unindexed_fields {
+            fields.entry(path.clone()).or_default().unindexed = true;
+        }
+        fields
     }
 
     pub(crate) fn encode(&self) -> Result<Vec<u8>> {

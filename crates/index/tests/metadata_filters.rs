@@ -9,7 +9,10 @@ use std::collections::BTreeMap;
 use common::*;
 use proptest::prelude::*;
 use serde_json::{json, Value};
-use vecseal_index::{Filter, Item, Metric, QueryOptions, TrainOptions};
+use vecseal_index::{
+    Error, FieldSchema, Filter, IndexConfig, Item, MetadataQuery, Metric, QueryOptions,
+    TrainOptions,
+};
 
 // ---------------------------------------------------------------------------
 // The reference evaluator: the documented semantics, read literally.
@@ -83,6 +86,18 @@ fn ref_cond(reached: &[Value], cond: &Value) -> bool {
             .is_some_and(|a| a.iter().any(|x| ref_eq(reached, x))),
         "$exists" => arg.as_bool() == Some(!reached.is_empty()),
         "$not" => !ref_cond(reached, arg),
+        "$contains" => reached.iter().any(|r| match (r, arg) {
+            (Value::String(s), Value::String(n)) => s.contains(n.as_str()),
+            (Value::Array(a), x) => a.iter().any(|e| same(e, x)),
+            _ => false,
+        }),
+        "$regex" => {
+            let re = regex::Regex::new(arg.as_str().unwrap_or_default())
+                .unwrap_or_else(|e| panic!("{e}"));
+            candidates(reached)
+                .iter()
+                .any(|c| c.as_str().is_some_and(|s| re.is_match(s)))
+        }
         "$gt" | "$gte" | "$lt" | "$lte" => candidates(reached).iter().any(|c| {
             let ord = match (c, arg) {
                 (Value::Number(_), Value::Number(_)) => num(c).partial_cmp(&num(arg)),
@@ -111,12 +126,92 @@ fn reference(filter: &Value, doc: &Value) -> bool {
         "$or" => v
             .as_array()
             .is_some_and(|a| a.iter().any(|f| reference(f, doc))),
+        "$nor" => v
+            .as_array()
+            .is_some_and(|a| !a.iter().any(|f| reference(f, doc))),
         "$not" => !reference(v, doc),
         field => {
             let path: Vec<&str> = field.split('.').collect();
             ref_cond(&reach(doc, &path), v)
         }
     })
+}
+
+/// The fields declared `pattern` in the property test's index.
+const PATTERN_FIELDS: [&str; 2] = ["t", "tags"];
+
+/// Whether `query_metadata` may answer `filter`: `$contains` and `$regex`
+/// only on pattern fields.
+fn answerable(filter: &Value) -> bool {
+    let Value::Object(m) = filter else {
+        return true;
+    };
+    m.iter().all(|(k, v)| match k.as_str() {
+        "$and" | "$or" | "$nor" => v.as_array().is_some_and(|a| a.iter().all(answerable)),
+        "$not" => answerable(v),
+        field => {
+            fn uses_pattern(c: &Value) -> bool {
+                match c {
+                    Value::Object(m) if m.keys().any(|k| k.starts_with('$')) => {
+                        m.iter().any(|(op, arg)| {
+                            op == "$contains"
+                                || op == "$regex"
+                                || (op == "$not" && uses_pattern(arg))
+                        })
+                    }
+                    _ => false,
+                }
+            }
+            !uses_pattern(v) || PATTERN_FIELDS.contains(&field)
+        }
+    })
+}
+
+/// The documented order of `query_metadata`: numbers, strings, booleans;
+/// items not reaching exactly one scalar last; ties by id.
+fn reference_order(
+    model: &BTreeMap<String, (Vec<f32>, Option<Value>)>,
+    ids: &mut [String],
+    field: &str,
+    ascending: bool,
+) {
+    let empty = json!({});
+    let path: Vec<&str> = field.split('.').collect();
+    let rank = |v: &Value| -> Option<(u8, Value)> {
+        match v {
+            Value::Number(_) => Some((0, v.clone())),
+            Value::String(_) => Some((1, v.clone())),
+            Value::Bool(_) => Some((2, v.clone())),
+            _ => None,
+        }
+    };
+    let key = |id: &String| {
+        let doc = model[id].1.as_ref().unwrap_or(&empty);
+        match reach(doc, &path).as_slice() {
+            [one] => rank(one),
+            _ => None,
+        }
+    };
+    let cmp_vals = |a: &(u8, Value), b: &(u8, Value)| {
+        a.0.cmp(&b.0).then_with(|| match (&a.1, &b.1) {
+            (Value::Number(_), Value::Number(_)) => num(&a.1)
+                .partial_cmp(&num(&b.1))
+                .unwrap_or(std::cmp::Ordering::Equal),
+            (Value::String(x), Value::String(y)) => x.cmp(y),
+            (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
+            _ => std::cmp::Ordering::Equal,
+        })
+    };
+    ids.sort_by(|a, b| {
+        let by_key = match (key(a), key(b)) {
+            (Some(x), Some(y)) if ascending => cmp_vals(&x, &y),
+            (Some(x), Some(y)) => cmp_vals(&y, &x),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => std::cmp::Ordering::Equal,
+        };
+        by_key.then_with(|| a.cmp(b))
+    });
 }
 
 // ---------------------------------------------------------------------------
@@ -127,7 +222,16 @@ fn scalar() -> impl Strategy<Value = Value> {
         (0i64..5).prop_map(|i| json!(i)),
         (0i64..5).prop_map(|i| json!(i as f64)),
         Just(json!(2.5)),
-        prop::sample::select(vec!["a", "b", "c"]).prop_map(|s| json!(s)),
+        prop::sample::select(vec![
+            "a",
+            "b",
+            "c",
+            "alpha",
+            "alphabet",
+            "beta",
+            "gamma ray"
+        ])
+        .prop_map(|s| json!(s)),
         any::<bool>().prop_map(|b| json!(b)),
         Just(Value::Null),
     ]
@@ -179,6 +283,23 @@ fn condition() -> impl Strategy<Value = Value> {
         list().prop_map(|v| json!({ "$nin": v })),
         any::<bool>().prop_map(|b| json!({ "$exists": b })),
         proptest::collection::vec(scalar(), 0..3).prop_map(Value::Array),
+        scalar()
+            .prop_map(|v| json!({ "$contains": v }))
+            .prop_filter("$contains needs a non-null value", |c| !c["$contains"]
+                .is_null()),
+        prop::sample::select(vec!["alph", "pha", "bet", "a r", "al", "b"])
+            .prop_map(|s| json!({ "$contains": s })),
+        prop::sample::select(vec![
+            "^alpha",
+            "bet$",
+            "alpha|beta",
+            "ph.b",
+            "^[ab]$",
+            "mm",
+            "a r+"
+        ])
+        .prop_map(|p| json!({ "$regex": p })),
+        prop::sample::select(vec!["alpha", "^b"]).prop_map(|p| json!({ "$not": { "$regex": p } })),
     ]
 }
 
@@ -189,6 +310,7 @@ fn filter() -> impl Strategy<Value = Value> {
         prop_oneof![
             proptest::collection::vec(inner.clone(), 1..3).prop_map(|v| json!({ "$and": v })),
             proptest::collection::vec(inner.clone(), 1..3).prop_map(|v| json!({ "$or": v })),
+            proptest::collection::vec(inner.clone(), 1..3).prop_map(|v| json!({ "$nor": v })),
             inner.prop_map(|f| json!({ "$not": f })),
         ]
     })
@@ -214,9 +336,18 @@ proptest! {
         deletes in proptest::collection::vec(0usize..40, 0..5),
         filters in proptest::collection::vec(filter(), 1..6),
         top_k in 1usize..8,
+        order in proptest::option::of((
+            prop::sample::select(vec!["n", "t", "loc.city", "tags", "gone"]),
+            any::<bool>(),
+        )),
+        limit in proptest::option::of(1usize..10),
     ) {
         let (db, _store) = test_db();
-        let index = create(&db, Metric::SquaredEuclidean);
+        let mut config = IndexConfig::default().with_metric(Metric::SquaredEuclidean);
+        for f in PATTERN_FIELDS {
+            config = config.with_field(f, FieldSchema::pattern());
+        }
+        let index = db.create_index("t", owner(1), config).unwrap_or_else(|e| panic!("{e}"));
         let mut model: BTreeMap<String, (Vec<f32>, Option<Value>)> = BTreeMap::new();
         let mut put = |i: usize, d: Option<Value>| {
             let id = format!("{i:02}");
@@ -245,8 +376,29 @@ proptest! {
                 .filter(|(_, (_, d))| reference(f, d.as_ref().unwrap_or(&empty)))
                 .map(|(id, _)| id.clone())
                 .collect();
-            let got = index.query_metadata(&parse(f), usize::MAX).unwrap_or_else(|e| panic!("{e}"));
-            prop_assert_eq!(&got, &want, "filter {}", f);
+            let mut opts = MetadataQuery { limit, ..MetadataQuery::default() };
+            if let Some((field, ascending)) = order {
+                opts = opts.with_order_by(field, ascending);
+            }
+            let got = index.query_metadata(&parse(f), &opts);
+            let known = order.is_none_or(|(field, _)| {
+                let path: Vec<&str> = field.split('.').collect();
+                model.values().any(|(_, d)| d.as_ref().is_some_and(|d| !reach(d, &path).is_empty()))
+            });
+            if !answerable(f) {
+                prop_assert!(matches!(got, Err(Error::NotQueryable { .. })), "filter {}: {:?}", f, got);
+            } else if !known && !want.is_empty() {
+                prop_assert!(matches!(got, Err(Error::InvalidParameter { name: "order_by", .. })), "{:?}", got);
+            } else {
+                let got = got.unwrap_or_else(|e| panic!("{f}: {e}"));
+                let mut ordered = want.clone();
+                if let Some((field, ascending)) = order {
+                    reference_order(&model, &mut ordered, field, ascending);
+                }
+                ordered.truncate(limit.unwrap_or(usize::MAX));
+                prop_assert_eq!(got.count, want.len(), "filter {}", f);
+                prop_assert_eq!(&got.ids, &ordered, "filter {} order {:?}", f, order);
+            }
 
             let q = [1.5f32, 2.0, 0.75];
             let opts = QueryOptions::default().with_top_k(top_k).with_filter(parse(f));
@@ -280,7 +432,10 @@ proptest! {
     /// the error names the offending operator.
     #[test]
     fn unknown_operators_are_named(op in "\\$[a-z]{1,8}", path in "[a-z]{1,4}") {
-        let known = ["$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists", "$not"];
+        let known = [
+            "$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists", "$not", "$contains",
+            "$regex",
+        ];
         prop_assume!(!known.contains(&op.as_str()));
         let err = Filter::parse(&json!({ path.clone(): { op.clone(): 1 } }))
             .err()
@@ -292,8 +447,24 @@ proptest! {
 
 fn arbitrary_json() -> impl Strategy<Value = Value> {
     let key = prop::sample::select(vec![
-        "a", "b.c", "$and", "$or", "$not", "$eq", "$ne", "$gt", "$in", "$nin", "$exists", "$lt",
-        "$bad", "", "a..b",
+        "a",
+        "b.c",
+        "$and",
+        "$or",
+        "$nor",
+        "$not",
+        "$eq",
+        "$ne",
+        "$gt",
+        "$in",
+        "$nin",
+        "$exists",
+        "$lt",
+        "$contains",
+        "$regex",
+        "$bad",
+        "",
+        "a..b",
     ]);
     let leaf = prop_oneof![
         Just(Value::Null),
@@ -409,17 +580,22 @@ fn filters_on_a_trained_index() {
             }
         }
         let ids_only = index
-            .query_metadata(&filter, usize::MAX)
+            .query_metadata(&filter, &MetadataQuery::default())
             .unwrap_or_else(|e| panic!("{e}"));
         let mut want: Vec<String> = matching.into_iter().map(|(i, _)| i).collect();
         want.sort();
-        assert_eq!(ids_only, want, "{text}");
+        assert_eq!(ids_only.ids, want, "{text}");
+        assert_eq!(ids_only.count, want.len(), "{text}");
     }
     let limited = index
         .query_metadata(
             &r#"{"tenant": 5}"#.parse().unwrap_or_else(|e| panic!("{e}")),
-            3,
+            &MetadataQuery::default()
+                .with_limit(3)
+                .with_order_by("score", false),
         )
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(limited.len(), 3);
+    // Score 905 is the highest among tenant 5 (12 items); ties by id.
+    assert_eq!(limited.ids, ["item-10905", "item-11905", "item-1905"]);
+    assert_eq!(limited.count, 120);
 }
