@@ -20,8 +20,8 @@ use anyhow::{bail, Context, Result};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use vecseal::{
-    Client, Credentials, Filter, IndexConfig, Item, Metric, QueryOptions, SecretKey, StorageConfig,
-    TrainOptions,
+    Client, Credentials, FieldSchema, Filter, IndexConfig, Item, MetadataQuery, Metric,
+    QueryOptions, SecretKey, StorageConfig, TrainOptions,
 };
 use vecseal_cli::npy::{read_npy, write_npy};
 use vecseal_storage::{Durability, MemStore, RocksStore, Store, WriteBatch};
@@ -425,14 +425,17 @@ fn bench_filters(n: usize, report: &mut serde_json::Map<String, Value>) -> Resul
         .map(|(i, v)| {
             let r: u32 = rng.gen_range(0..1000);
             let tag = format!("t{}", rng.gen_range(0..10));
-            Item::new(i.to_string(), v).with_metadata(json!({"r": r, "tag": tag}))
+            let code = format!("code-{:03}", rng.gen_range(0..1000));
+            Item::new(i.to_string(), v).with_metadata(json!({"r": r, "tag": tag, "code": code}))
         })
         .collect();
     let client = Client::open(StorageConfig::InMemory)?;
     let index = client.create_index(
         "filters",
         Credentials::owner(SecretKey::generate()?),
-        IndexConfig::default().with_metric(Metric::Cosine),
+        IndexConfig::default()
+            .with_metric(Metric::Cosine)
+            .with_field("code", FieldSchema::pattern()),
     )?;
     for chunk in items.chunks(10_000) {
         index.upsert(chunk.to_vec())?;
@@ -440,7 +443,7 @@ fn bench_filters(n: usize, report: &mut serde_json::Map<String, Value>) -> Resul
     index.train(&TrainOptions::default().with_max_iters(20))?;
     let n_lists = index.n_lists();
     let qs = rows(&queries, d);
-    println!("\nfiltered queries: {name}, {nb} vectors with metadata {{r: uniform 0..999, tag: one of 10}}, {nq} queries, top 10, automatic n_probes ({} of {n_lists} lists)", vecseal::auto_n_probes(n_lists));
+    println!("\nfiltered queries: {name}, {nb} vectors with metadata {{r: uniform 0..999, tag: one of 10, code: \"code-<uniform 000..999>\" (a pattern field)}}, {nq} queries, top 10, automatic n_probes ({} of {n_lists} lists)", vecseal::auto_n_probes(n_lists));
     println!("| filter | selectivity | QPS | recall@10 (vs exact filtered) |");
     println!("|---|---|---|---|");
     let mut out = Vec::new();
@@ -449,6 +452,10 @@ fn bench_filters(n: usize, report: &mut serde_json::Map<String, Value>) -> Resul
         (r#"{"tag": "t3"}"#, "10 %"),
         (r#"{"r": {"$lt": 10}}"#, "1 %"),
         (r#"{"r": 7}"#, "0.1 %"),
+        (r#"{"code": {"$contains": "e-0"}}"#, "10 %"),
+        (r#"{"code": {"$contains": "de-00"}}"#, "1 %"),
+        (r#"{"code": {"$regex": "^code-0[0-9]{2}$"}}"#, "10 %"),
+        (r#"{"code": {"$regex": "-00[0-9]$"}}"#, "1 %"),
     ] {
         let filter: Filter = text.parse()?;
         let opts = QueryOptions::default().with_top_k(10).with_filter(filter);
@@ -459,7 +466,51 @@ fn bench_filters(n: usize, report: &mut serde_json::Map<String, Value>) -> Resul
         println!("| `{text}` | {sel} | {qps:.0} | {r:.4} |");
         out.push(json!({"filter": text, "selectivity": sel, "qps": qps, "recall_at_10": r}));
     }
-    report.insert("filters".into(), Value::Array(out));
+    // query_metadata: no vector, answered from the in-memory metadata index.
+    const CALLS: usize = 20;
+    println!("\nquery_metadata, {CALLS} calls each (fastest of {REPEATS})");
+    println!("| filter | order | limit | matches | calls/s |");
+    println!("|---|---|---|---|---|");
+    let mut meta = Vec::new();
+    for (text, order, limit) in [
+        (r#"{"code": {"$contains": "de-00"}}"#, None, None),
+        (r#"{"code": {"$regex": "^code-0[0-9]{2}$"}}"#, None, None),
+        (r#"{"tag": "t3"}"#, Some(("r", false)), Some(10)),
+        (r#"{"r": {"$lt": 10}}"#, Some(("code", true)), Some(100)),
+    ] {
+        let filter: Filter = text.parse()?;
+        let mut opts = MetadataQuery {
+            limit,
+            ..MetadataQuery::default()
+        };
+        if let Some((field, asc)) = order {
+            opts = opts.with_order_by(field, asc);
+        }
+        let (found, secs) = best_of(REPEATS, || {
+            let mut last = index.query_metadata(&filter, &opts)?;
+            for _ in 1..CALLS {
+                last = index.query_metadata(&filter, &opts)?;
+            }
+            Ok(last)
+        })?;
+        let per_s = CALLS as f64 / secs;
+        let order_text = order.map_or("id".to_owned(), |(f, asc)| {
+            format!("{f} {}", if asc { "asc" } else { "desc" })
+        });
+        let limit_text = limit.map_or("all".to_owned(), |l| l.to_string());
+        println!(
+            "| `{text}` | {order_text} | {limit_text} | {} | {per_s:.1} |",
+            found.count
+        );
+        meta.push(
+            json!({"filter": text, "order": order_text, "limit": limit_text,
+                         "matches": found.count, "calls_per_s": per_s}),
+        );
+    }
+    report.insert(
+        "filters".into(),
+        json!({"query": out, "query_metadata": meta}),
+    );
     Ok(())
 }
 
