@@ -13,10 +13,10 @@ use crate::catalog::{
     catalog_key, check_name, open_ring, read_catalog, write_catalog, NS_BLOCKS, NS_CATALOG,
     NS_ITEMS, NS_META,
 };
-use crate::filter::{validate_schema, FieldSchema};
 use crate::guarded::GuardedStore;
 use crate::handle::Index;
 use crate::keys::{Credentials, Keys};
+use crate::metaindex::{validate_schema, FieldSchema};
 use crate::shared::Shared;
 use crate::state::Persisted;
 use crate::{Error, Metric, Result};

@@ -53,6 +53,7 @@ pub mod filter;
 mod guarded;
 mod handle;
 mod keys;
+mod metaindex;
 mod options;
 mod route;
 mod search;
@@ -65,10 +66,11 @@ mod write;
 
 pub use catalog::NAMESPACES;
 pub use database::{Database, IndexConfig};
-pub use filter::{FieldSchema, Filter};
+pub use filter::Filter;
 pub use guarded::{Capability, GuardedStore};
 pub use handle::Index;
 pub use keys::Credentials;
+pub use metaindex::FieldSchema;
 pub use options::{
     auto_n_lists, auto_n_probes, Field, Fields, GetResult, Hit, IndexInfo, Item, MetadataMatches,
     MetadataQuery, ProgressFn, QueryOptions, TrainOptions, TrainProgress, TrainingState,

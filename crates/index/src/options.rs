@@ -5,7 +5,8 @@ use std::ops::ControlFlow;
 
 use vecseal_envelope::Suite;
 
-use crate::filter::{FieldSchema, Filter};
+use crate::filter::Filter;
+use crate::metaindex::FieldSchema;
 use crate::Metric;
 
 /// An item to upsert, or one returned by [`Index::get`](crate::Index::get).

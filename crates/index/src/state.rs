@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::filter::FieldSchema;
+use crate::metaindex::FieldSchema;
 use crate::{Error, Metric, Result};
 
 /// Target plaintext size of one sealed block of search vectors.
