@@ -14,6 +14,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -514,6 +515,113 @@ fn bench_filters(n: usize, report: &mut serde_json::Map<String, Value>) -> Resul
     Ok(())
 }
 
+/// A store that counts the bytes of every batch written through it.
+struct CountingStore {
+    inner: MemStore,
+    written: std::sync::atomic::AtomicU64,
+}
+
+impl Store for CountingStore {
+    fn get(&self, ns: &str, key: &[u8]) -> vecseal_storage::Result<Option<Vec<u8>>> {
+        self.inner.get(ns, key)
+    }
+    fn read_with(
+        &self,
+        ns: &str,
+        key: &[u8],
+        f: &mut dyn FnMut(&[u8]),
+    ) -> vecseal_storage::Result<bool> {
+        self.inner.read_with(ns, key, f)
+    }
+    fn multi_get(&self, ns: &str, keys: &[&[u8]]) -> vecseal_storage::Result<Vec<Option<Vec<u8>>>> {
+        self.inner.multi_get(ns, keys)
+    }
+    fn write(&self, batch: WriteBatch, durability: Durability) -> vecseal_storage::Result<()> {
+        self.written.fetch_add(
+            batch.size_bytes() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        self.inner.write(batch, durability)
+    }
+    fn scan_prefix<'a>(
+        &'a self,
+        ns: &str,
+        prefix: &[u8],
+    ) -> vecseal_storage::Result<vecseal_storage::Scan<'a>> {
+        self.inner.scan_prefix(ns, prefix)
+    }
+    fn snapshot(&self) -> vecseal_storage::Result<Box<dyn vecseal_storage::Snapshot + '_>> {
+        self.inner.snapshot()
+    }
+    fn namespaces(&self) -> Vec<String> {
+        self.inner.namespaces()
+    }
+}
+
+/// One-item upserts into trained indexes of growing size: latency (p50,
+/// p99) and bytes written per upsert. In memory (a counting `MemStore`), so
+/// the numbers are the engine's work, not a disk's sync.
+fn bench_upserts(report: &mut serde_json::Map<String, Value>) -> Result<()> {
+    const UPSERTS: usize = 200;
+    let sizes: Vec<usize> = std::env::var("VECSEAL_BENCH_UPSERT_SIZES")
+        .unwrap_or_else(|_| "10000,100000,1000000".into())
+        .split(',')
+        .map(|s| {
+            s.trim()
+                .parse()
+                .context("VECSEAL_BENCH_UPSERT_SIZES: a comma-separated list of sizes")
+        })
+        .collect::<Result<_>>()?;
+    println!("\none-item upserts into a trained index (synthetic clusters, squared L2, automatic n_lists, {UPSERTS} upserts of new ids, in memory)");
+    println!("| d | items | n_lists | p50 µs | p99 µs | bytes written per upsert |");
+    println!("|---|---|---|---|---|---|");
+    let mut out = Vec::new();
+    for d in [50usize, 768] {
+        for &n in &sizes {
+            let store = Arc::new(CountingStore {
+                inner: MemStore::new(vecseal::NAMESPACES),
+                written: Default::default(),
+            });
+            let db = vecseal::Database::new(Arc::clone(&store) as Arc<dyn Store>);
+            let index = db.create_index(
+                "upserts",
+                Credentials::owner(SecretKey::generate()?),
+                IndexConfig::default(),
+            )?;
+            const BATCH: usize = 10_000;
+            for start in (0..n).step_by(BATCH) {
+                let m = BATCH.min(n - start);
+                let data = synthetic(m, d, 1000, start as u64 + d as u64);
+                let ids: Vec<String> = (start..start + m).map(|i| i.to_string()).collect();
+                index.upsert_vectors(&ids, &rows(&data, d))?;
+            }
+            index.train(
+                &TrainOptions::default()
+                    .with_max_iters(5)
+                    .with_max_memory(2048),
+            )?;
+            let fresh = synthetic(UPSERTS, d, 1000, 7);
+            let before = store.written.load(std::sync::atomic::Ordering::Relaxed);
+            let mut micros = Vec::with_capacity(UPSERTS);
+            for (i, v) in fresh.chunks(d).enumerate() {
+                let t = Instant::now();
+                index.upsert_vectors(&[format!("new-{i}")], &[v.to_vec()])?;
+                micros.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            let bytes = (store.written.load(std::sync::atomic::Ordering::Relaxed) - before)
+                / UPSERTS as u64;
+            micros.sort_by(f64::total_cmp);
+            let p50 = micros[UPSERTS / 2];
+            let p99 = micros[UPSERTS * 99 / 100];
+            let n_lists = index.n_lists();
+            println!("| {d} | {n} | {n_lists} | {p50:.0} | {p99:.0} | {bytes} |");
+            out.push(json!({"d": d, "items": n, "n_lists": n_lists, "p50_us": p50, "p99_us": p99, "bytes_per_upsert": bytes}));
+        }
+    }
+    report.insert("upserts".into(), Value::Array(out));
+    Ok(())
+}
+
 fn bench_storage(report: &mut serde_json::Map<String, Value>) -> Result<()> {
     const NS: &[&str] = &["bench"];
     println!(
@@ -609,7 +717,7 @@ fn main() -> Result<()> {
         eprintln!("GloVe-6B-50d is in ~/.cache/vecseal/glove");
         return Ok(());
     }
-    let all = ["kmeans", "index", "filters", "storage"];
+    let all = ["kmeans", "index", "filters", "upserts", "storage"];
     let suites: Vec<&str> = if args.is_empty() || args.iter().any(|a| a == "all") {
         all.to_vec()
     } else {
@@ -646,6 +754,7 @@ fn main() -> Result<()> {
             "kmeans" => bench_kmeans(faiss.as_ref(), &mut report)?,
             "index" => bench_index(n, faiss.as_ref(), &mut report)?,
             "filters" => bench_filters(n, &mut report)?,
+            "upserts" => bench_upserts(&mut report)?,
             _ => bench_storage(&mut report)?,
         }
     }

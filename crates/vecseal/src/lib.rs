@@ -35,7 +35,7 @@ pub use vecseal_index::{
     auto_n_lists, auto_n_probes, AccessError, Credentials, Database, EnvelopeError, Error, Field,
     FieldSchema, Fields, Filter, GetResult, Hit, Index, IndexConfig, IndexInfo, Item, KMeansError,
     MetadataMatches, MetadataQuery, Metric, ProgressFn, QueryOptions, Result, SecretKey, SimdLevel,
-    StorageError, Suite, TrainOptions, TrainProgress, TrainingState, UserEntry, UserId,
+    StorageError, Suite, TrainOptions, TrainProgress, TrainingState, UserEntry, UserId, NAMESPACES,
 };
 use vecseal_storage::{MemStore, RocksStore, Store};
 
