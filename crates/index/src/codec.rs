@@ -5,7 +5,7 @@ use std::ops::Range;
 use crate::{Error, Result};
 
 const ITEM_VERSION: u8 = 1;
-const BLOCK_VERSION: u8 = 2;
+const BLOCK_VERSION: u8 = 3;
 
 /// The plaintext of an item record.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +59,20 @@ pub(crate) struct Block {
     data: Vec<f32>,
     at: usize,
     end: usize,
+    /// Where the block belongs, as read from a version-3 block.
+    place: Option<Place>,
+}
+
+/// Where a block belongs: sealed inside it (version 3), so the blocks of an
+/// index are their own directory (see the `state` module).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Place {
+    /// The list.
+    pub(crate) list: u32,
+    /// The training generation it was written in.
+    pub(crate) generation: u64,
+    /// Its number (its storage key is derived from it).
+    pub(crate) seq: u64,
 }
 
 impl PartialEq for Block {
@@ -68,6 +82,11 @@ impl PartialEq for Block {
 }
 
 impl Block {
+    /// Where the block belongs, when it was read from a version-3 block.
+    pub(crate) fn place(&self) -> Option<Place> {
+        self.place
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.ids.len()
     }
@@ -160,6 +179,11 @@ impl<'a> Reader<'a> {
         let mut a = [0u8; 4];
         a.copy_from_slice(self.take(4)?);
         Ok(u32::from_le_bytes(a))
+    }
+    fn u64(&mut self) -> Result<u64> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(a))
     }
     fn bytes(&mut self) -> Result<&'a [u8]> {
         let n = self.u32()? as usize;
@@ -277,12 +301,12 @@ impl ItemRecord {
 const BLOCK_VECTORS_AT: usize = 10;
 
 impl Block {
-    /// Version 2, little-endian: `[2, 0, n: u32, dim: u32, n·dim f32,
-    /// n × (len: u32, id bytes)]`.
-    pub(crate) fn encode(&self, dim: usize) -> Vec<u8> {
+    /// Version 3, little-endian: `[3, 0, n: u32, dim: u32, n·dim f32,
+    /// n × (len: u32, id bytes), list: u32, generation: u64, seq: u64]`.
+    pub(crate) fn encode(&self, dim: usize, place: Place) -> Vec<u8> {
         let vectors = self.vectors();
         let mut out = Vec::with_capacity(
-            BLOCK_VECTORS_AT + vectors.len() * 4 + self.ids.text.len() + 4 * self.len(),
+            BLOCK_VECTORS_AT + vectors.len() * 4 + self.ids.text.len() + 4 * self.len() + 20,
         );
         out.extend_from_slice(&[BLOCK_VERSION, 0]);
         out.extend_from_slice(&(self.len() as u32).to_le_bytes());
@@ -291,6 +315,9 @@ impl Block {
         for id in self.ids.iter() {
             put_bytes(&mut out, id.as_bytes());
         }
+        out.extend_from_slice(&place.list.to_le_bytes());
+        out.extend_from_slice(&place.generation.to_le_bytes());
+        out.extend_from_slice(&place.seq.to_le_bytes());
         out
     }
 
@@ -314,13 +341,17 @@ impl Block {
     ) -> Result<()> {
         (self.at, self.end) = (0, 0);
         self.ids.clear();
+        self.place = None;
         // Only grows (and zero-fills) a buffer that is too short.
         self.data.resize(sealed.len().div_ceil(4), 0.0);
         let bytes = &mut bytemuck::cast_slice_mut::<f32, u8>(&mut self.data)[..sealed.len()];
         bytes.copy_from_slice(sealed);
         let plain = open(bytes)?;
         let vectors = match parse_block(&bytes[plain.clone()], dim, &mut self.ids) {
-            Ok(v) => plain.start + v.start..plain.start + v.end,
+            Ok((v, place)) => {
+                self.place = place;
+                plain.start + v.start..plain.start + v.end
+            }
             Err(e) => {
                 self.ids.clear();
                 return Err(e);
@@ -344,19 +375,20 @@ impl Block {
 }
 
 /// Checks a block's plaintext and reads its ids into `ids`; returns where
-/// its vectors are in it (bytes). Reads versions 1 (ids before vectors, at
-/// no particular alignment) and 2.
-fn parse_block(plain: &[u8], dim: usize, ids: &mut Ids) -> Result<Range<usize>> {
+/// its vectors are in it (bytes) and, from version 3, its place. Reads
+/// versions 1 (ids before vectors, at no particular alignment), 2 and 3
+/// (a trailer with the place).
+fn parse_block(plain: &[u8], dim: usize, ids: &mut Ids) -> Result<(Range<usize>, Option<Place>)> {
     let what = "vector block";
     let mut r = Reader { buf: plain, what };
     let version = r.u8()?;
-    if version != 1 && version != BLOCK_VERSION {
+    if !(1..=BLOCK_VERSION).contains(&version) {
         return Err(Error::Corrupt {
             what,
-            reason: format!("version {version}, expected 1 or {BLOCK_VERSION}"),
+            reason: format!("version {version}, expected 1 to {BLOCK_VERSION}"),
         });
     }
-    if version == BLOCK_VERSION {
+    if version >= 2 {
         r.u8()?;
     }
     let n = r.u32()? as usize;
@@ -385,11 +417,20 @@ fn parse_block(plain: &[u8], dim: usize, ids: &mut Ids) -> Result<Range<usize>> 
     }
     let at = plain.len() - r.buf.len();
     r.take(len)?;
-    if version == BLOCK_VERSION {
+    if version >= 2 {
         read_ids(&mut r)?;
     }
+    let place = if version >= 3 {
+        Some(Place {
+            list: r.u32()?,
+            generation: r.u64()?,
+            seq: r.u64()?,
+        })
+    } else {
+        None
+    };
     r.finish()?;
-    Ok(at..at + len)
+    Ok((at..at + len, place))
 }
 
 #[cfg(test)]
@@ -418,8 +459,11 @@ mod tests {
                 let v: Vec<f32> = (i * d..(i + 1) * d).map(|x| x as f32).collect();
                 b.push(&format!("id{i}"), &v);
             }
-            let enc = b.encode(d);
-            prop_assert_eq!(Block::decode(&enc, d).ok(), Some(b.clone()));
+            let place = Place { list: n as u32, generation: d as u64, seq: (n * d) as u64 };
+            let enc = b.encode(d, place);
+            let back = Block::decode(&enc, d);
+            prop_assert_eq!(back.as_ref().ok().and_then(Block::place), Some(place));
+            prop_assert_eq!(back.ok(), Some(b.clone()));
             for cut in 0..enc.len() {
                 prop_assert!(Block::decode(&enc[..cut], d).is_err());
             }
@@ -467,6 +511,12 @@ mod tests {
         assert_eq!(Block::decode(&encode_v1(&b, 5), 5).ok(), Some(b));
     }
 
+    const PLACE: Place = Place {
+        list: 3,
+        generation: 1,
+        seq: 42,
+    };
+
     #[test]
     fn sealed_blocks_are_scanned_where_they_were_decrypted() {
         use crate::keys::{Keys, Kind};
@@ -476,7 +526,7 @@ mod tests {
         for suite in [Suite::Aes256Gcm, Suite::XChaCha20Poly1305] {
             let keys = Keys::derive(&key, vecseal_keyring::IndexId([1; 16]), suite);
             let sealed = keys
-                .seal(Kind::Block, b"k", &b.encode(3))
+                .seal(Kind::Block, b"k", &b.encode(3, PLACE))
                 .unwrap_or_else(|e| panic!("{e}"));
             let open = |buf: &mut [u8]| keys.open_in_place(Kind::Block, b"k", buf);
             let mut got = Block::default();
@@ -497,7 +547,7 @@ mod tests {
     #[test]
     fn a_block_that_fails_to_open_is_left_empty() {
         let mut got = sample(4, 2);
-        let enc = sample(3, 2).encode(2);
+        let enc = sample(3, 2).encode(2, PLACE);
         let r = got.open_into(&enc[..enc.len() - 1], 2, |p| Ok(0..p.len()));
         assert!(r.is_err());
         assert_eq!((got.len(), got.vectors().len()), (0, 0));

@@ -8,10 +8,10 @@ use vecseal_keyring::WriteCap;
 use vecseal_storage::{Durability, WriteBatch};
 
 use crate::catalog::{NS_BLOCKS, NS_META};
-use crate::codec::Block;
+use crate::codec::{Block, Place};
 use crate::keys::{Keys, Kind};
 use crate::shared::Shared;
-use crate::state::{block_capacity, BlockRef, Persisted};
+use crate::state::{block_capacity, BlockRef, Digest, Persisted};
 use crate::{Error, Result};
 
 /// Pending copy-on-write changes to the blocks of an index.
@@ -23,11 +23,16 @@ pub(crate) struct Edit {
     pub(crate) removed: Vec<String>,
     pub(crate) cap: usize,
     pub(crate) dim: usize,
+    pub(crate) generation: u64,
+    pub(crate) blocks: u64,
+    pub(crate) digest: Digest,
 }
 
 pub(crate) struct Committed {
     pub(crate) lists: Vec<Vec<BlockRef>>,
     pub(crate) next_seq: u64,
+    pub(crate) blocks: u64,
+    pub(crate) digest: Digest,
     pub(crate) moved: Vec<(String, u64)>,
     pub(crate) removed: Vec<String>,
     pub(crate) dropped_seqs: Vec<u64>,
@@ -44,6 +49,9 @@ impl Edit {
             removed: Vec::new(),
             cap: block_capacity(dim),
             dim,
+            generation: p.generation,
+            blocks: p.blocks,
+            digest: p.digest,
         }
     }
 
@@ -116,14 +124,24 @@ impl Edit {
         let mut renumbered = Vec::new();
         let mut dirty: Vec<(u64, (u32, Block))> = self.dirty.drain().collect();
         dirty.sort_by_key(|(s, _)| *s);
+        let generation = self.generation;
+        let place = |list: u32, seq: u64| Place {
+            list,
+            generation,
+            seq,
+        };
         for (seq, (list, block)) in dirty {
             let fresh = self.fresh.contains(&seq);
+            let refs = &mut self.lists[list as usize];
+            let pos = refs.iter().position(|r| r.seq == seq).unwrap_or(refs.len());
             if !fresh {
                 batch.delete(NS_BLOCKS, &keys.block_key(seq));
                 dropped.push(seq);
+                let old_count = refs.get(pos).map_or(0, |r| r.count);
+                self.digest
+                    .sub(keys.block_digest(place(list, seq), old_count));
+                self.blocks -= 1;
             }
-            let refs = &mut self.lists[list as usize];
-            let pos = refs.iter().position(|r| r.seq == seq).unwrap_or(refs.len());
             if block.len() == 0 {
                 if pos < refs.len() {
                     refs.remove(pos);
@@ -143,13 +161,16 @@ impl Edit {
                     count: block.len() as u32,
                 };
             }
-            renumbered.push((new_seq, block));
+            self.digest
+                .add(keys.block_digest(place(list, new_seq), block.len() as u32));
+            self.blocks += 1;
+            renumbered.push((place(list, new_seq), block));
         }
         let sealed: Vec<Result<(Vec<u8>, Vec<u8>)>> = renumbered
             .par_iter()
-            .map(|(seq, block)| {
-                let key = keys.block_key(*seq);
-                let value = keys.seal(Kind::Block, &key, &block.encode(self.dim))?;
+            .map(|(place, block)| {
+                let key = keys.block_key(place.seq);
+                let value = keys.seal(Kind::Block, &key, &block.encode(self.dim, *place))?;
                 Ok((key, value))
             })
             .collect();
@@ -159,13 +180,15 @@ impl Edit {
         }
         let mut moved = Vec::new();
         let mut new_blocks = Vec::with_capacity(renumbered.len());
-        for (seq, block) in renumbered {
-            moved.extend(block.ids().iter().map(|id| (id.to_owned(), seq)));
-            new_blocks.push((seq, Arc::new(block)));
+        for (place, block) in renumbered {
+            moved.extend(block.ids().iter().map(|id| (id.to_owned(), place.seq)));
+            new_blocks.push((place.seq, Arc::new(block)));
         }
         Ok(Committed {
             lists: self.lists,
             next_seq: self.next_seq,
+            blocks: self.blocks,
+            digest: self.digest,
             moved,
             removed: self.removed,
             dropped_seqs: dropped,
@@ -190,6 +213,8 @@ impl Shared {
         let c = edit.commit(keys, &mut batch)?;
         p.lists = c.lists;
         p.next_seq = c.next_seq;
+        p.blocks = c.blocks;
+        p.digest = c.digest;
         let sk = keys.state_key();
         batch.put_owned(
             NS_META,

@@ -5,6 +5,8 @@ use std::ops::Range;
 use vecseal_envelope::{Blinder, Sealer, SecretKey, Suite};
 use vecseal_keyring::{IndexId, UserId};
 
+use crate::codec::Place;
+use crate::state::Digest;
 use crate::{Error, Result};
 
 /// Who performs an operation: the owner with the root `index_key`, or an RBAC
@@ -69,6 +71,7 @@ impl Kind {
 pub(crate) struct Keys {
     id: IndexId,
     names: Blinder,
+    directory: Blinder,
     items: Sealer,
     vectors: Sealer,
     meta: Sealer,
@@ -80,6 +83,7 @@ impl Keys {
         Self {
             id,
             names: Blinder::new(&dek.derive("names", ctx)),
+            directory: Blinder::new(&dek.derive("directory", ctx)),
             items: Sealer::new(&dek.derive("items", ctx), suite),
             vectors: Sealer::new(&dek.derive("vectors", ctx), suite),
             meta: Sealer::new(&dek.derive("meta", ctx), suite),
@@ -107,6 +111,18 @@ impl Keys {
 
     pub(crate) fn block_key(&self, seq: u64) -> Vec<u8> {
         self.key(b"block", &seq.to_le_bytes())
+    }
+
+    /// The digest of one live block: a keyed MAC of its place and count, so
+    /// that only the key holder can make the state's digest agree with a
+    /// set of blocks (see the `state` module).
+    pub(crate) fn block_digest(&self, place: Place, count: u32) -> Digest {
+        let mut name = Vec::with_capacity(24);
+        name.extend_from_slice(&place.seq.to_le_bytes());
+        name.extend_from_slice(&place.list.to_le_bytes());
+        name.extend_from_slice(&count.to_le_bytes());
+        name.extend_from_slice(&place.generation.to_le_bytes());
+        Digest::of(&self.directory.blind(b"block", &name))
     }
 
     fn sealer(&self, kind: Kind) -> &Sealer {

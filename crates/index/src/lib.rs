@@ -14,10 +14,10 @@
 //! | namespace | key | value |
 //! |---|---|---|
 //! | `catalog` | `index/` + name | index id, keyring |
-//! | `meta` | index id ‖ blind("state") | sealed index state (dimension, metric, lists, block directory) |
+//! | `meta` | index id ‖ blind("state") | sealed index state (dimension, metric, generation, number of lists and blocks, the blocks' digest, metadata schema) |
 //! | `meta` | index id ‖ blind("centroids", generation) | sealed centroids |
 //! | `items` | index id ‖ blind(item id) | sealed item (vector, contents, metadata) |
-//! | `blocks` | index id ‖ blind(block number) | sealed block of up to ~128 KiB of search vectors of one list |
+//! | `blocks` | index id ‖ blind(block number) | sealed block of up to ~128 KiB of search vectors of one list, with its list, generation and number |
 //!
 //! Every sealed value's associated data is its kind and its full storage key,
 //! which begins with the index id: a value moved to another item, kind or
@@ -26,6 +26,14 @@
 //! Blocks are copy-on-write: a change to a block writes it under a fresh
 //! block number and deletes the old one in the same atomic batch, so deleted
 //! or overwritten vectors never stay reachable, and caches never go stale.
+//!
+//! The blocks are their own directory: each names its list, generation and
+//! number inside its sealed plaintext, and the state holds their count and a
+//! keyed digest (a sum of per-block MACs), updated in O(1) per block. A
+//! write therefore re-seals the state header and the blocks it touches,
+//! whatever the size of the index; opening reads every block (it must, to
+//! map ids to blocks), rebuilds the lists and checks them against the
+//! digest, so a block removed, restored or replaced is detected.
 //!
 //! # Searching
 //!

@@ -13,12 +13,12 @@ use vecseal_storage::{Durability, WriteBatch};
 
 use crate::cache::BlockCache;
 use crate::catalog::{open_ring, read_catalog, NS_BLOCKS, NS_ITEMS, NS_META};
-use crate::codec::{Block, ItemRecord};
+use crate::codec::{Block, ItemRecord, Place};
 use crate::guarded::GuardedStore;
 use crate::keys::{Credentials, Keys, Kind};
 use crate::metaindex::MetaIndex;
 use crate::options::TrainingState;
-use crate::state::Persisted;
+use crate::state::{BlockRef, Digest, Persisted};
 use crate::{Error, Result};
 
 pub(crate) struct Live {
@@ -101,29 +101,94 @@ impl Shared {
         index.rebuild_locations(&keys)?;
         index.load_metadata(&keys)?;
         if let Ok(cap) = access.write() {
+            index.upgrade(cap, &keys)?;
             index.collect_orphans(cap, &keys)?;
         }
         Ok(index)
     }
 
+    /// Maps every item to its block, and (version 2) rebuilds the lists
+    /// from the blocks themselves, checking them against the state's count
+    /// and digest: a block removed, restored from an older state, moved or
+    /// replaced is an authentication error. Blocks of another generation
+    /// (left by a training run that did not finish) are skipped.
     pub(crate) fn rebuild_locations(&self, keys: &Keys) -> Result<()> {
+        /// Blocks decrypted in parallel at a time (bounded memory).
+        const CHUNK: usize = 64;
         let mut live = self.live.write();
         let Some(dim) = live.p.dim else { return Ok(()) };
-        let seqs: Vec<u64> = live.p.lists.iter().flatten().map(|b| b.seq).collect();
-        // Each worker reads blocks into one buffer and keeps only their ids.
-        let ids: Vec<(u64, Vec<String>)> = seqs
-            .par_iter()
-            .map_init(Block::default, |buf, &seq| {
-                self.read_block(keys, seq, dim, buf)?;
-                Ok((seq, buf.ids().iter().map(str::to_owned).collect()))
-            })
-            .collect::<Result<_>>()?;
-        let mut locations = HashMap::with_capacity(ids.iter().map(|(_, v)| v.len()).sum());
-        for (seq, block_ids) in ids {
-            for id in block_ids {
-                locations.insert(id, seq);
+        if live.p.is_legacy() {
+            let seqs: Vec<u64> = live.p.lists.iter().flatten().map(|b| b.seq).collect();
+            // Each worker reads blocks into one buffer and keeps only their ids.
+            let ids: Vec<(u64, Vec<String>)> = seqs
+                .par_iter()
+                .map_init(Block::default, |buf, &seq| {
+                    self.read_block(keys, seq, dim, buf)?;
+                    Ok((seq, buf.ids().iter().map(str::to_owned).collect()))
+                })
+                .collect::<Result<_>>()?;
+            let mut locations = HashMap::with_capacity(ids.iter().map(|(_, v)| v.len()).sum());
+            for (seq, block_ids) in ids {
+                for id in block_ids {
+                    locations.insert(id, seq);
+                }
+            }
+            live.locations = locations;
+            return Ok(());
+        }
+        let (generation, n_lists) = (live.p.generation, live.p.n_lists);
+        let corrupt = |reason: &str| Error::Corrupt {
+            what: "vector block",
+            reason: reason.to_owned(),
+        };
+        let mut lists: Vec<Vec<BlockRef>> = vec![Vec::new(); n_lists];
+        let mut locations = HashMap::new();
+        let (mut digest, mut blocks) = (Digest::default(), 0u64);
+        let mut scan = self.store.scan_prefix(NS_BLOCKS, &self.id.0)?;
+        loop {
+            let mut chunk = Vec::with_capacity(CHUNK);
+            for entry in scan.by_ref().take(CHUNK) {
+                chunk.push(entry?);
+            }
+            if chunk.is_empty() {
+                break;
+            }
+            let opened: Vec<Option<(Place, Vec<String>)>> = chunk
+                .par_iter()
+                .map_init(Block::default, |buf, (key, sealed)| {
+                    buf.open_into(sealed, dim, |b| keys.open_in_place(Kind::Block, key, b))?;
+                    let place = buf
+                        .place()
+                        .ok_or_else(|| corrupt("a block of a version-2 index has no place"))?;
+                    if place.generation != generation {
+                        return Ok(None);
+                    }
+                    if keys.block_key(place.seq) != *key || place.list as usize >= n_lists {
+                        return Err(corrupt("a block's place does not match where it is"));
+                    }
+                    Ok(Some((place, buf.ids().iter().map(str::to_owned).collect())))
+                })
+                .collect::<Result<_>>()?;
+            for (place, ids) in opened.into_iter().flatten() {
+                let count = ids.len() as u32;
+                digest.add(keys.block_digest(place, count));
+                blocks += 1;
+                lists[place.list as usize].push(BlockRef {
+                    seq: place.seq,
+                    count,
+                });
+                for id in ids {
+                    locations.insert(id, place.seq);
+                }
             }
         }
+        if blocks != live.p.blocks || digest != live.p.digest {
+            return Err(Error::Authentication("block directory"));
+        }
+        for l in &mut lists {
+            l.sort_unstable_by_key(|r| r.seq);
+        }
+        live.p.lists = lists;
         live.locations = locations;
         Ok(())
     }

@@ -11,13 +11,13 @@ use vecseal_keyring::WriteCap;
 use vecseal_storage::{Durability, WriteBatch};
 
 use crate::catalog::{NS_BLOCKS, NS_META};
-use crate::codec::Block;
+use crate::codec::{Block, Place};
 use crate::handle::Index;
 use crate::keys::{Keys, Kind};
 use crate::options::{auto_n_lists, ProgressFn, TrainOptions, TrainProgress};
 use crate::route::nearest_centroids;
 use crate::shared::{Live, Shared};
-use crate::state::{block_capacity, BlockRef};
+use crate::state::{block_capacity, BlockRef, Digest, Persisted, STATE_VERSION};
 use crate::{Error, Metric, Result};
 
 /// New blocks written during training go out in batches of about this size.
@@ -70,6 +70,7 @@ impl Index {
         let (access, keys) = ix.authorize(&self.cred)?;
         let cap = access.write_for("train")?;
         let _w = ix.writer.lock();
+        ix.upgrade(cap, &keys)?;
         let (count, dim, metric) = {
             let l = ix.live.read();
             (l.locations.len(), l.p.dim, l.p.metric)
@@ -113,7 +114,7 @@ impl Index {
             }),
             None => ControlFlow::Continue(()),
         };
-        let mut writer = ListWriter::new(ix, cap, &keys, dim, n_lists, old.next_seq, count);
+        let mut writer = ListWriter::new(ix, cap, &keys, dim, n_lists, &old, count);
         let centroids = match opts.max_memory.filter(|&m| m > 0) {
             None => {
                 // Everything in memory: decrypt every block, cluster all
@@ -147,28 +148,88 @@ impl Index {
                 ix.train_streaming(&keys, &seqs, dim, kopts, &cb, &mut writer, budget)?
             }
         };
-        writer.flush()?;
-        let ListWriter {
-            lists,
-            next_seq,
-            locations,
-            ..
-        } = writer;
+        writer.finish(&old, centroids, &seqs)
+    }
+}
 
-        // The atomic switch: new state and centroids, old blocks gone.
+/// Writes the lists of a new generation (a training run, or the upgrade of
+/// a version-1 index) as sealed blocks under fresh numbers, in batches of
+/// about `TRAIN_BATCH_BYTES`, then switches to them atomically
+/// ([`ListWriter::finish`]). Until the switch the blocks are orphans of a
+/// generation no state names, collected if the process dies first.
+pub(crate) struct ListWriter<'a> {
+    pub(crate) ix: &'a Shared,
+    pub(crate) cap: &'a WriteCap,
+    pub(crate) keys: &'a Keys,
+    pub(crate) dim: usize,
+    pub(crate) per_block: usize,
+    pub(crate) generation: u64,
+    pub(crate) next_seq: u64,
+    pub(crate) lists: Vec<Vec<BlockRef>>,
+    pub(crate) locations: HashMap<String, u64>,
+    pub(crate) blocks: u64,
+    pub(crate) digest: Digest,
+    pub(crate) pending: Vec<(Place, Block)>,
+    pub(crate) pending_bytes: usize,
+}
+
+impl<'a> ListWriter<'a> {
+    /// A writer of `n_lists` lists for the generation after `old`'s.
+    pub(crate) fn new(
+        ix: &'a Shared,
+        cap: &'a WriteCap,
+        keys: &'a Keys,
+        dim: usize,
+        n_lists: usize,
+        old: &Persisted,
+        count: usize,
+    ) -> Self {
+        Self {
+            ix,
+            cap,
+            keys,
+            dim,
+            per_block: block_capacity(dim),
+            generation: old.generation + 1,
+            next_seq: old.next_seq,
+            lists: vec![Vec::new(); n_lists],
+            locations: HashMap::with_capacity(count),
+            blocks: 0,
+            digest: Digest::default(),
+            pending: Vec::new(),
+            pending_bytes: 0,
+        }
+    }
+
+    /// Flushes, then switches the index to the written lists in one synced
+    /// batch: the new state (and `centroids`, if any), the blocks `old_seqs`
+    /// and the old centroids gone.
+    pub(crate) fn finish(
+        mut self,
+        old: &Persisted,
+        centroids: Vec<f32>,
+        old_seqs: &[u64],
+    ) -> Result<()> {
+        self.flush()?;
+        let (ix, keys) = (self.ix, self.keys);
         let mut p = old.clone();
-        p.trained = true;
-        p.generation += 1;
-        p.next_seq = next_seq;
-        p.lists = lists;
+        p.version = STATE_VERSION;
+        p.trained = !centroids.is_empty();
+        p.generation = self.generation;
+        p.next_seq = self.next_seq;
+        p.lists = self.lists;
+        p.blocks = self.blocks;
+        p.digest = self.digest;
         let mut batch = WriteBatch::new();
-        let ck = keys.centroids_key(p.generation);
-        let cbytes: Vec<u8> = centroids.iter().flat_map(|v| v.to_le_bytes()).collect();
-        batch.put_owned(
-            NS_META,
-            ck.clone(),
-            keys.seal(Kind::Centroids, &ck, &cbytes)?,
-        );
+        if p.trained {
+            let ck = keys.centroids_key(p.generation);
+            let cbytes: Vec<u8> = centroids.iter().flat_map(|v| v.to_le_bytes()).collect();
+            batch.put_owned(
+                NS_META,
+                ck.clone(),
+                keys.seal(Kind::Centroids, &ck, &cbytes)?,
+            );
+        }
         let sk = keys.state_key();
         batch.put_owned(
             NS_META,
@@ -178,63 +239,23 @@ impl Index {
         if old.trained {
             batch.delete(NS_META, &keys.centroids_key(old.generation));
         }
-        for s in &seqs {
+        for s in old_seqs {
             batch.delete(NS_BLOCKS, &keys.block_key(*s));
         }
         let mut live = ix.live.write();
-        ix.store.write(cap, batch, Durability::Sync)?;
+        ix.store.write(self.cap, batch, Durability::Sync)?;
         let meta = std::mem::take(&mut live.meta);
         *live = Live {
             p,
             centroids,
-            locations,
+            locations: self.locations,
             meta,
         };
         drop(live);
         if let Some(c) = &ix.cache {
-            seqs.iter().for_each(|s| c.remove(*s));
+            old_seqs.iter().for_each(|s| c.remove(*s));
         }
         Ok(())
-    }
-}
-
-/// Writes the lists of a training run as sealed blocks under fresh numbers
-/// (in batches of about `TRAIN_BATCH_BYTES`), before the switch.
-pub(crate) struct ListWriter<'a> {
-    pub(crate) ix: &'a Shared,
-    pub(crate) cap: &'a WriteCap,
-    pub(crate) keys: &'a Keys,
-    pub(crate) dim: usize,
-    pub(crate) per_block: usize,
-    pub(crate) next_seq: u64,
-    pub(crate) lists: Vec<Vec<BlockRef>>,
-    pub(crate) locations: HashMap<String, u64>,
-    pub(crate) pending: Vec<(u64, Block)>,
-    pub(crate) pending_bytes: usize,
-}
-
-impl<'a> ListWriter<'a> {
-    pub(crate) fn new(
-        ix: &'a Shared,
-        cap: &'a WriteCap,
-        keys: &'a Keys,
-        dim: usize,
-        n_lists: usize,
-        next_seq: u64,
-        count: usize,
-    ) -> Self {
-        Self {
-            ix,
-            cap,
-            keys,
-            dim,
-            per_block: block_capacity(dim),
-            next_seq,
-            lists: vec![Vec::new(); n_lists],
-            locations: HashMap::with_capacity(count),
-            pending: Vec::new(),
-            pending_bytes: 0,
-        }
     }
 
     /// Appends the whole of list `l` (its ids and row-major vectors).
@@ -246,10 +267,15 @@ impl<'a> ListWriter<'a> {
         {
             let seq = self.next_seq;
             self.next_seq += 1;
-            self.lists[l].push(BlockRef {
+            let count = ids.len() as u32;
+            self.lists[l].push(BlockRef { seq, count });
+            let place = Place {
+                list: l as u32,
+                generation: self.generation,
                 seq,
-                count: ids.len() as u32,
-            });
+            };
+            self.digest.add(self.keys.block_digest(place, count));
+            self.blocks += 1;
             for id in ids {
                 self.locations.insert(id.clone(), seq);
             }
@@ -257,7 +283,7 @@ impl<'a> ListWriter<'a> {
             for (id, v) in ids.iter().zip(vectors.chunks_exact(dim)) {
                 block.push(id, v);
             }
-            self.pending.push((seq, block));
+            self.pending.push((place, block));
             self.pending_bytes += vectors.len() * 4;
             if self.pending_bytes >= TRAIN_BATCH_BYTES {
                 self.flush()?;
@@ -272,9 +298,9 @@ impl<'a> ListWriter<'a> {
         let sealed: Vec<Result<(Vec<u8>, Vec<u8>)>> = self
             .pending
             .par_iter()
-            .map(|(seq, block)| {
-                let key = keys.block_key(*seq);
-                let value = keys.seal(Kind::Block, &key, &block.encode(dim))?;
+            .map(|(place, block)| {
+                let key = keys.block_key(place.seq);
+                let value = keys.seal(Kind::Block, &key, &block.encode(dim, *place))?;
                 Ok((key, value))
             })
             .collect();
@@ -391,3 +417,35 @@ impl Shared {
         Ok(centroids)
     }
 }
+
+impl Shared {
+    /// Upgrades a version-1 index (whose state record lists every block) to
+    /// version 2: every block is written again, with its place, under a
+    /// fresh number, then one switch as after training. A no-op otherwise.
+    /// Crash-safe like training: until the switch the version-1 state and
+    /// its blocks are intact.
+    pub(crate) fn upgrade(&self, cap: &WriteCap, keys: &Keys) -> Result<()> {
+        let (old, centroids, count) = {
+            let l = self.live.read();
+            if !l.p.is_legacy() {
+                return Ok(());
+            }
+            (l.p.clone(), l.centroids.clone(), l.locations.len())
+        };
+        let dim = old.dim.unwrap_or(1);
+        let mut writer = ListWriter::new(self, cap, keys, dim, old.lists.len(), &old, count);
+        let mut seqs = Vec::new();
+        for (l, refs) in old.lists.iter().enumerate() {
+            for r in refs {
+                let block = self.load_block(keys, r.seq, dim)?;
+                let ids = block.ids().iter().map(str::to_owned).collect();
+                writer.add_list(l, ids, block.vectors().to_vec())?;
+                seqs.push(r.seq);
+            }
+        }
+        writer.finish(&old, centroids, &seqs)
+    }
+}
+
+#[cfg(test)]
+mod tests;

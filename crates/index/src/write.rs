@@ -62,6 +62,7 @@ impl Index {
             return Ok(0);
         }
         let _w = ix.writer.lock();
+        ix.upgrade(cap, &keys)?;
         let (metric, dim) = {
             let l = ix.live.read();
             (l.p.metric, l.p.dim)
@@ -145,6 +146,7 @@ impl Index {
         let (access, keys) = ix.authorize(&self.cred)?;
         let cap = access.write_for("delete")?;
         let _w = ix.writer.lock();
+        ix.upgrade(cap, &keys)?;
         let live = ix.live.read();
         let Some(dim) = live.p.dim else { return Ok(0) };
         let p = live.p.clone();

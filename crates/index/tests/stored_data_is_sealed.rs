@@ -104,3 +104,54 @@ fn swapped_values_are_detected() {
         "{got:?}"
     );
 }
+
+/// The blocks are their own directory, checked against the state's keyed
+/// digest: a block deleted, or one restored after a write replaced it, makes
+/// opening fail as tampering; the untouched store opens.
+#[test]
+fn removed_or_restored_blocks_are_detected() {
+    let (_db, store, index) = filled();
+    let fresh_open = || {
+        vecseal_index::Database::new(std::sync::Arc::clone(&store.store))
+            .load_index("t", owner(1))
+            .map(|_| ())
+    };
+    assert!(fresh_open().is_ok());
+    let blocks_before: Vec<_> = dump(&store)
+        .into_iter()
+        .filter(|(ns, _, _)| ns == "blocks")
+        .collect();
+    assert!(!blocks_before.is_empty());
+    // A write replaces the block it touches (copy-on-write)...
+    index
+        .upsert(vec![Item::new("another", vec![9.0, 9.0, 9.0])])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(fresh_open().is_ok());
+    // ...and putting the replaced block back is detected.
+    let (_, k, v) = &blocks_before[0];
+    store
+        .put("blocks", k, v, Durability::Sync)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let got = fresh_open();
+    assert!(
+        matches!(got, Err(Error::Authentication("block directory"))),
+        "{got:?}"
+    );
+    store
+        .delete("blocks", k, Durability::Sync)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(fresh_open().is_ok());
+    // Deleting a live block is detected too.
+    let live: Vec<_> = dump(&store)
+        .into_iter()
+        .filter(|(ns, _, _)| ns == "blocks")
+        .collect();
+    store
+        .delete("blocks", &live[0].1, Durability::Sync)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let got = fresh_open();
+    assert!(
+        matches!(got, Err(Error::Authentication("block directory"))),
+        "{got:?}"
+    );
+}

@@ -1,0 +1,110 @@
+//! A write re-seals the state header and the blocks it touches, not a
+//! directory of every block: the state record does not grow with the index,
+//! and neither do the bytes a one-item upsert or delete writes.
+
+mod common;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use common::*;
+use vecseal_index::{Database, IndexConfig, Item, NAMESPACES};
+use vecseal_storage::{Durability, MemStore, Scan, Snapshot, Store, WriteBatch};
+
+/// A memory store that counts the bytes written through it.
+struct Counting {
+    inner: MemStore,
+    written: AtomicUsize,
+}
+
+impl Store for Counting {
+    fn get(&self, ns: &str, key: &[u8]) -> vecseal_storage::Result<Option<Vec<u8>>> {
+        self.inner.get(ns, key)
+    }
+    fn write(&self, batch: WriteBatch, durability: Durability) -> vecseal_storage::Result<()> {
+        self.written.fetch_add(batch.size_bytes(), Ordering::SeqCst);
+        self.inner.write(batch, durability)
+    }
+    fn scan_prefix<'a>(&'a self, ns: &str, prefix: &[u8]) -> vecseal_storage::Result<Scan<'a>> {
+        self.inner.scan_prefix(ns, prefix)
+    }
+    fn snapshot(&self) -> vecseal_storage::Result<Box<dyn Snapshot + '_>> {
+        self.inner.snapshot()
+    }
+    fn namespaces(&self) -> Vec<String> {
+        self.inner.namespaces()
+    }
+}
+
+struct Measured {
+    /// Bytes of the sealed state record (the only record in `meta` of an
+    /// untrained index).
+    state: usize,
+    /// Bytes written by a one-item upsert, then by a one-item delete.
+    upsert: usize,
+    delete: usize,
+}
+
+/// An untrained 4-d index of `n` items (one list of n / 4096 blocks), the
+/// last block full, measured.
+fn measure(n: usize) -> Measured {
+    let store = Arc::new(Counting {
+        inner: MemStore::new(NAMESPACES),
+        written: AtomicUsize::new(0),
+    });
+    let db = Database::new(Arc::clone(&store) as Arc<dyn Store>);
+    let index = db
+        .create_index("t", owner(1), IndexConfig::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ids = ids(n);
+    for chunk in ids.chunks(4096) {
+        let items = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, id)| Item::new(id.clone(), vec![i as f32, 1.0, 2.0, 3.0]))
+            .collect();
+        index.upsert(items).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let state = |s: &Counting| -> usize {
+        s.inner
+            .scan_prefix("meta", b"")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .map(|e| e.unwrap_or_else(|e| panic!("{e}")).1.len())
+            .sum()
+    };
+    let written = || store.written.load(Ordering::SeqCst);
+    let before = written();
+    index
+        .upsert(vec![Item::new("one-more", vec![0.5, 0.5, 0.5, 0.5])])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let upsert = written() - before;
+    let before = written();
+    index
+        .delete(&["item-7".to_owned()])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let delete = written() - before;
+    Measured {
+        state: state(&store),
+        upsert,
+        delete,
+    }
+}
+
+#[test]
+fn one_item_writes_do_not_grow_with_the_index() {
+    // 2 blocks of 4096 items against 100: a directory of every block
+    // would grow the state record by 98 entries and every write with it.
+    let small = measure(2 * 4096);
+    let large = measure(100 * 4096);
+    assert!(
+        large.state <= small.state + 8,
+        "the state record grew from {} to {} bytes",
+        small.state,
+        large.state
+    );
+    for (what, s, l) in [
+        ("upsert", small.upsert, large.upsert),
+        ("delete", small.delete, large.delete),
+    ] {
+        assert!(l <= s + 8, "a one-item {what} grew from {s} to {l} bytes");
+    }
+}
