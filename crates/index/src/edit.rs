@@ -11,12 +11,12 @@ use crate::catalog::{NS_BLOCKS, NS_META};
 use crate::codec::{Block, Place};
 use crate::keys::{Keys, Kind};
 use crate::shared::Shared;
-use crate::state::{block_capacity, BlockRef, Digest, Persisted};
+use crate::state::{block_capacity, BlockRef, Digest, Lists, Persisted};
 use crate::{Error, Result};
 
 /// Pending copy-on-write changes to the blocks of an index.
 pub(crate) struct Edit {
-    pub(crate) lists: Vec<Vec<BlockRef>>,
+    pub(crate) lists: Lists,
     pub(crate) next_seq: u64,
     pub(crate) dirty: HashMap<u64, (u32, Block)>,
     pub(crate) fresh: HashSet<u64>,
@@ -29,7 +29,7 @@ pub(crate) struct Edit {
 }
 
 pub(crate) struct Committed {
-    pub(crate) lists: Vec<Vec<BlockRef>>,
+    pub(crate) lists: Lists,
     pub(crate) next_seq: u64,
     pub(crate) blocks: u64,
     pub(crate) digest: Digest,
@@ -62,12 +62,22 @@ impl Edit {
             .map(|i| i as u32)
     }
 
-    pub(crate) fn load(&mut self, index: &Shared, keys: &Keys, seq: u64) -> Result<()> {
+    /// Takes block `seq` (of `list`, when the caller knows it) into the
+    /// edit.
+    pub(crate) fn load(
+        &mut self,
+        index: &Shared,
+        keys: &Keys,
+        seq: u64,
+        list: Option<u32>,
+    ) -> Result<()> {
         if !self.dirty.contains_key(&seq) {
-            let list = self.list_of(seq).ok_or_else(|| Error::Corrupt {
-                what: "index state record",
-                reason: format!("block {seq} is in no list"),
-            })?;
+            let list = list
+                .or_else(|| self.list_of(seq))
+                .ok_or_else(|| Error::Corrupt {
+                    what: "index state record",
+                    reason: format!("block {seq} is in no list"),
+                })?;
             let block = index.load_block(keys, seq, self.dim)?;
             self.dirty.insert(seq, (list, (*block).clone()));
         }
@@ -75,7 +85,7 @@ impl Edit {
     }
 
     pub(crate) fn remove(&mut self, index: &Shared, keys: &Keys, seq: u64, id: &str) -> Result<()> {
-        self.load(index, keys, seq)?;
+        self.load(index, keys, seq, None)?;
         if let Some((_, b)) = self.dirty.get_mut(&seq) {
             b.remove(id, self.dim);
         }
@@ -100,13 +110,13 @@ impl Edit {
                     .map_or(t.count as usize, |(_, b)| b.len())
                     < self.cap =>
             {
-                self.load(index, keys, t.seq)?;
+                self.load(index, keys, t.seq, Some(list))?;
                 t.seq
             }
             _ => {
                 let seq = self.next_seq;
                 self.next_seq += 1;
-                self.lists[list as usize].push(BlockRef { seq, count: 0 });
+                Arc::make_mut(&mut self.lists[list as usize]).push(BlockRef { seq, count: 0 });
                 self.dirty.insert(seq, (list, Block::default()));
                 self.fresh.insert(seq);
                 seq
@@ -132,7 +142,7 @@ impl Edit {
         };
         for (seq, (list, block)) in dirty {
             let fresh = self.fresh.contains(&seq);
-            let refs = &mut self.lists[list as usize];
+            let refs = Arc::make_mut(&mut self.lists[list as usize]);
             let pos = refs.iter().position(|r| r.seq == seq).unwrap_or(refs.len());
             if !fresh {
                 batch.delete(NS_BLOCKS, &keys.block_key(seq));

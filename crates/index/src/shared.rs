@@ -118,7 +118,13 @@ impl Shared {
         let mut live = self.live.write();
         let Some(dim) = live.p.dim else { return Ok(()) };
         if live.p.is_legacy() {
-            let seqs: Vec<u64> = live.p.lists.iter().flatten().map(|b| b.seq).collect();
+            let seqs: Vec<u64> = live
+                .p
+                .lists
+                .iter()
+                .flat_map(|l| l.iter())
+                .map(|b| b.seq)
+                .collect();
             // Each worker reads blocks into one buffer and keeps only their ids.
             let ids: Vec<(u64, Vec<String>)> = seqs
                 .par_iter()
@@ -188,7 +194,7 @@ impl Shared {
         for l in &mut lists {
             l.sort_unstable_by_key(|r| r.seq);
         }
-        live.p.lists = lists;
+        live.p.lists = lists.into_iter().map(Arc::new).collect();
         live.locations = locations;
         Ok(())
     }
@@ -223,7 +229,7 @@ impl Shared {
             .p
             .lists
             .iter()
-            .flatten()
+            .flat_map(|l| l.iter())
             .map(|b| keys.block_key(b.seq))
             .collect();
         let mut batch = WriteBatch::new();

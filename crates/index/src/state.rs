@@ -12,6 +12,7 @@
 //! they are and upgraded by the first handle that may write.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +25,16 @@ pub(crate) const BLOCK_BYTES: usize = 128 << 10;
 pub(crate) struct BlockRef {
     pub(crate) seq: u64,
     pub(crate) count: u32,
+}
+
+/// The block references of every list. Shared, so that a write copies only
+/// the lists it changes (`Arc::make_mut`), not all of them.
+pub(crate) type Lists = Vec<Arc<Vec<BlockRef>>>;
+
+/// The lists of a version-1 record.
+fn legacy_lists<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Lists, D::Error> {
+    let lists: Vec<Vec<BlockRef>> = Deserialize::deserialize(d)?;
+    Ok(lists.into_iter().map(Arc::new).collect())
 }
 
 /// The version of state records written now.
@@ -78,8 +89,8 @@ pub(crate) struct Persisted {
     pub(crate) next_seq: u64,
     /// The block references of every list: in memory, rebuilt from the
     /// blocks when the index opens; stored only in version-1 records.
-    #[serde(default, skip_serializing)]
-    pub(crate) lists: Vec<Vec<BlockRef>>,
+    #[serde(default, skip_serializing, deserialize_with = "legacy_lists")]
+    pub(crate) lists: Lists,
     /// Number of lists (version 2).
     #[serde(default)]
     pub(crate) n_lists: usize,
@@ -115,7 +126,7 @@ impl Persisted {
             trained: false,
             generation: 0,
             next_seq: 0,
-            lists: vec![Vec::new()],
+            lists: vec![Arc::default()],
             n_lists: 1,
             blocks: 0,
             digest: Digest::default(),
@@ -165,7 +176,7 @@ impl Persisted {
         })?;
         match p.version {
             1 => p.n_lists = p.lists.len(),
-            STATE_VERSION => p.lists = vec![Vec::new(); p.n_lists],
+            STATE_VERSION => p.lists = vec![Arc::default(); p.n_lists],
             v => {
                 return Err(Error::Corrupt {
                     what: "index state record",

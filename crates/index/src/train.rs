@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
@@ -94,7 +95,7 @@ impl Index {
                 l.p.clone(),
                 l.p.lists
                     .iter()
-                    .flatten()
+                    .flat_map(|l| l.iter())
                     .map(|b| b.seq)
                     .collect::<Vec<u64>>(),
             )
@@ -217,7 +218,7 @@ impl<'a> ListWriter<'a> {
         p.trained = !centroids.is_empty();
         p.generation = self.generation;
         p.next_seq = self.next_seq;
-        p.lists = self.lists;
+        p.lists = self.lists.into_iter().map(Arc::new).collect();
         p.blocks = self.blocks;
         p.digest = self.digest;
         let mut batch = WriteBatch::new();
@@ -344,7 +345,7 @@ impl Shared {
             live.p
                 .lists
                 .iter()
-                .flatten()
+                .flat_map(|l| l.iter())
                 .map(|b| b.count as usize)
                 .collect()
         };
@@ -436,7 +437,7 @@ impl Shared {
         let mut writer = ListWriter::new(self, cap, keys, dim, old.lists.len(), &old, count);
         let mut seqs = Vec::new();
         for (l, refs) in old.lists.iter().enumerate() {
-            for r in refs {
+            for r in refs.iter() {
                 let block = self.load_block(keys, r.seq, dim)?;
                 let ids = block.ids().iter().map(str::to_owned).collect();
                 writer.add_list(l, ids, block.vectors().to_vec())?;

@@ -67,7 +67,15 @@ fn a_version_1_index_is_read_as_it_is_and_upgraded_by_a_writer() {
             .query(&queries, &opts)
             .unwrap_or_else(|e| panic!("{e}"));
         // Rewrite the state record as version 1 wrote it: every block listed.
-        let lists = index.shared.live.read().p.lists.clone();
+        let lists: Vec<Vec<crate::state::BlockRef>> = index
+            .shared
+            .live
+            .read()
+            .p
+            .lists
+            .iter()
+            .map(|l| l.to_vec())
+            .collect();
         let (keys, sk, p) = state(&store);
         let mut v = serde_json::to_value(&p).unwrap_or_else(|e| panic!("{e}"));
         v["version"] = 1.into();
@@ -107,7 +115,10 @@ fn a_version_1_index_is_read_as_it_is_and_upgraded_by_a_writer() {
         let old: Vec<u64> = legacy.iter().flatten().map(|b| b.seq).collect();
         let new = index.shared.live.read().p.lists.clone();
         assert_eq!(new.len(), legacy.len());
-        assert!(new.iter().flatten().all(|b| !old.contains(&b.seq)));
+        assert!(new
+            .iter()
+            .flat_map(|l| l.iter())
+            .all(|b| !old.contains(&b.seq)));
         assert_eq!(
             index
                 .query(&queries, &opts)
