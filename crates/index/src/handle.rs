@@ -17,6 +17,26 @@ pub struct Index {
     pub(crate) cred: Credentials,
 }
 
+/// An index kept in memory with no credentials attached (see
+/// [`Index::keep_loaded`]). It can do nothing by itself: every operation
+/// goes through an [`Index`] from [`crate::Database::load_index`], which
+/// checks the key it is given.
+#[derive(Clone)]
+pub struct LoadedIndex(Arc<Shared>);
+
+impl LoadedIndex {
+    /// The index name.
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// Whether `index` is a handle on this loaded state (false once the
+    /// name was deleted and created again).
+    pub fn holds(&self, index: &Index) -> bool {
+        Arc::ptr_eq(&self.0, &index.shared)
+    }
+}
+
 impl Index {
     /// The index name.
     pub fn name(&self) -> &str {
@@ -35,6 +55,15 @@ impl Index {
             shared: Arc::clone(&self.shared),
             cred,
         }
+    }
+
+    /// Keeps this index loaded without keeping its credentials: while a
+    /// [`LoadedIndex`] lives, [`crate::Database::load_index`] of this index
+    /// finds its in-memory state (lists, postings, caches) instead of
+    /// reading every block again. Services keep one per index and act with
+    /// each request's own credentials.
+    pub fn keep_loaded(&self) -> LoadedIndex {
+        LoadedIndex(Arc::clone(&self.shared))
     }
 
     /// The training state.

@@ -76,7 +76,7 @@ pub use catalog::NAMESPACES;
 pub use database::{Database, IndexConfig};
 pub use filter::Filter;
 pub use guarded::{Capability, GuardedStore};
-pub use handle::Index;
+pub use handle::{Index, LoadedIndex};
 pub use keys::Credentials;
 pub use metaindex::FieldSchema;
 pub use options::{

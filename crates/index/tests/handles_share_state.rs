@@ -43,3 +43,27 @@ fn handles_of_one_index_share_state_and_still_check_keys() {
     assert_eq!(c.list_ids().unwrap(), ids(&["x", "y"]));
     assert_eq!(c.count().unwrap(), 2);
 }
+
+#[test]
+fn a_kept_index_is_found_again_without_its_key_and_never_after_recreation() {
+    let (db, _store) = test_db();
+    let a = create(&db, Metric::SquaredEuclidean);
+    let kept = a.keep_loaded();
+    assert_eq!(kept.name(), "t");
+    drop(a);
+
+    // No handle is left, but the kept state is what the next load finds;
+    // the key is still checked.
+    let b = db
+        .load_index("t", owner(1))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(kept.holds(&b));
+    assert!(db.load_index("t", owner(2)).is_err());
+
+    // Deleted and created again under the same name: a new state.
+    db.delete_index("t", &owner(1))
+        .unwrap_or_else(|e| panic!("{e}"));
+    drop(b);
+    let c = create(&db, Metric::SquaredEuclidean);
+    assert!(!kept.holds(&c));
+}

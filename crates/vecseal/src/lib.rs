@@ -34,8 +34,9 @@ use std::sync::Arc;
 pub use vecseal_index::{
     auto_n_lists, auto_n_probes, AccessError, Credentials, Database, EnvelopeError, Error, Field,
     FieldSchema, Fields, Filter, GetResult, Hit, Index, IndexConfig, IndexInfo, Item, KMeansError,
-    MetadataMatches, MetadataQuery, Metric, ProgressFn, QueryOptions, Result, SecretKey, SimdLevel,
-    StorageError, Suite, TrainOptions, TrainProgress, TrainingState, UserEntry, UserId, NAMESPACES,
+    LoadedIndex, MetadataMatches, MetadataQuery, Metric, ProgressFn, QueryOptions, Result,
+    SecretKey, SimdLevel, StorageError, Suite, TrainOptions, TrainProgress, TrainingState,
+    UserEntry, UserId, NAMESPACES,
 };
 use vecseal_storage::{MemStore, RocksStore, Store};
 
