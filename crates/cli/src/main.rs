@@ -114,6 +114,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: UsersCmd,
     },
+    /// Runs the HTTP service (CyborgDB's v1 protocol) over the data folder.
+    /// The root key comes from VECSEAL_SERVICE_ROOT_KEY (or
+    /// CYBORGDB_SERVICE_ROOT_KEY); without one, authentication is off and
+    /// user management refused. SIGTERM or Ctrl-C stop it gracefully.
+    Serve(ServeArgs),
     /// The main job: a full encrypted round trip with a report.
     Demo {
         /// Number of vectors (the first rows of --npy, or synthetic).
@@ -124,6 +129,30 @@ enum Cmd {
         #[arg(long)]
         npy: Option<PathBuf>,
     },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on (port 0: any free port, printed at start).
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    listen: std::net::SocketAddr,
+    /// PEM certificate chain: serve HTTPS (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Train an index automatically once it holds more than this many
+    /// vectors, and retrain it when the automatic number of lists has
+    /// doubled; 0 = never.
+    #[arg(long, default_value_t = vecseal_server::DEFAULT_AUTO_TRAIN_THRESHOLD)]
+    auto_train_threshold: usize,
+    /// Largest request body in MiB (binary upserts can be hundreds of MiB).
+    #[arg(long, default_value_t = 2048)]
+    max_body_mib: usize,
+    /// Cache of decrypted vector blocks per index, in MiB (0 = off).
+    #[arg(long, default_value_t = 0)]
+    list_cache_mib: usize,
 }
 
 #[derive(clap::Args)]
@@ -416,7 +445,47 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::List => list(cli),
         Cmd::Drop { name } => drop_index(cli, name),
         Cmd::Users { cmd } => users(cli, cmd),
+        Cmd::Serve(args) => serve(cli, args),
     }
+}
+
+/// `vecseal serve`.
+fn serve(cli: &Cli, args: &ServeArgs) -> Result<()> {
+    let root_key = ["VECSEAL_SERVICE_ROOT_KEY", "CYBORGDB_SERVICE_ROOT_KEY"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|k| !k.is_empty()));
+    if root_key.is_none() {
+        eprintln!(
+            "vecseal serve: no VECSEAL_SERVICE_ROOT_KEY: authentication is off, user \
+             management refused"
+        );
+    }
+    let client = client(cli)?.with_list_cache(args.list_cache_mib << 20);
+    let config = vecseal_server::Config {
+        root_key,
+        auto_train_threshold: args.auto_train_threshold,
+        max_body_bytes: args.max_body_mib.saturating_mul(1 << 20),
+        ..vecseal_server::Config::default()
+    };
+    let listen = vecseal_server::Listen {
+        addr: args.listen,
+        tls: args.tls_cert.clone().zip(args.tls_key.clone()),
+        ..vecseal_server::Listen::default()
+    };
+    let scheme = if listen.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    vecseal_server::run(
+        vecseal_server::Server::new(client, config),
+        listen,
+        |addr| {
+            eprintln!("vecseal serve: listening on {scheme}://{addr}");
+        },
+    )?;
+    eprintln!("vecseal serve: stopped");
+    Ok(())
 }
 
 /// Loads the index `name` with the command line's credentials.
