@@ -73,3 +73,56 @@ pub(crate) fn faiss_pythonpath() -> Option<PathBuf> {
     eprintln!("xtask: pip could not install faiss-cpu");
     None
 }
+
+/// The pinned SDK the server must keep working with.
+pub(crate) const SDK: &str = "cyborgdb==0.18.0";
+
+/// The reference service the server is benchmarked against.
+pub(crate) const REFERENCE_SERVICE: &str = "cyborgdb-service==0.18.0";
+
+/// The Python of a virtual environment holding the unmodified `cyborgdb`
+/// SDK ([`SDK`]) and numpy, created with pip on first use.
+pub(crate) fn sdk_python() -> Result<PathBuf> {
+    venv("sdk-venv", &[SDK, "numpy"])
+}
+
+/// The `bin` folder of a virtual environment holding the reference service
+/// ([`REFERENCE_SERVICE`]), created with pip on first use.
+pub(crate) fn reference_service_bin() -> Result<PathBuf> {
+    let python = venv("ref-venv", &[REFERENCE_SERVICE])?;
+    Ok(python.parent().map(Path::to_path_buf).unwrap_or_default())
+}
+
+/// A virtual environment in the cache folder `name` with `packages`
+/// installed (once: a marker file names what was installed); its Python.
+fn venv(name: &str, packages: &[&str]) -> Result<PathBuf> {
+    let dir = cache_dir(name)?;
+    let python = dir.join("bin/python");
+    let ready = dir.join(format!(".installed-{}", packages[0]));
+    if ready.exists() {
+        return Ok(python);
+    }
+    eprintln!(
+        "xtask: installing {} with pip into {}",
+        packages.join(" "),
+        dir.display()
+    );
+    let ok = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&dir)
+        .status()
+        .is_ok_and(|s| s.success())
+        && Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet"])
+            .args(packages)
+            .status()
+            .is_ok_and(|s| s.success());
+    anyhow::ensure!(
+        ok,
+        "could not install {} with pip into {}",
+        packages.join(" "),
+        dir.display()
+    );
+    std::fs::write(&ready, b"")?;
+    Ok(python)
+}

@@ -1,4 +1,4 @@
-//! Project chores: `cargo xtask ci | test | simd | stores | lint | deny | tidy | bench | dataset | demo`.
+//! Project chores: `cargo xtask ci | test | simd | stores | sdk | lint | deny | tidy | bench [server] | dataset | demo | serve`.
 
 mod fetch;
 
@@ -185,6 +185,12 @@ fn index_modules_are_layered(src: &Path) -> Result<()> {
 /// Installs `libclang-dev` (RocksDB's bindings need it) when a Debian machine
 /// lacks it, so the README's demo command works on a fresh machine.
 fn ensure_libclang() -> Result<()> {
+    ensure_apt("libclang-dev")
+}
+
+/// Installs Debian package `pkg` with apt unless it is there (or there is
+/// no apt: then the build says what is missing).
+fn ensure_apt(pkg: &str) -> Result<()> {
     let has = |pkg: &str| {
         Command::new("dpkg")
             .args(["-s", pkg])
@@ -193,11 +199,11 @@ fn ensure_libclang() -> Result<()> {
             .status()
             .is_ok_and(|s| s.success())
     };
-    if has("libclang-dev") || Command::new("apt-get").arg("--version").output().is_err() {
+    if has(pkg) || Command::new("apt-get").arg("--version").output().is_err() {
         return Ok(());
     }
     run(Command::new("apt-get").args(["update", "-qq"]))?;
-    run(Command::new("apt-get").args(["install", "-y", "-qq", "libclang-dev"]))
+    run(Command::new("apt-get").args(["install", "-y", "-qq", pkg]))
 }
 
 /// Builds every target of the workspace (the same feature set as `cargo xtask
@@ -215,6 +221,192 @@ fn built(bin: &str) -> Result<Command> {
         |dir| std::env::current_dir().unwrap_or_default().join(dir),
     );
     Ok(Command::new(target.join("debug").join(bin)))
+}
+
+/// A `vecseal serve` child on an ephemeral loopback port over a fresh data
+/// folder, its log echoed to stderr.
+struct Served {
+    child: std::process::Child,
+    url: String,
+    data: PathBuf,
+    echo: std::thread::JoinHandle<()>,
+}
+
+impl Served {
+    fn start(tag: &str, root_key: &str) -> Result<Self> {
+        use std::io::{BufRead, BufReader};
+        let data = std::env::temp_dir().join(format!("vecseal-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data);
+        let mut child = built("vecseal")?
+            .arg("--data")
+            .arg(&data)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--auto-train-threshold",
+                "0",
+            ])
+            .env("VECSEAL_SERVICE_ROOT_KEY", root_key)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("cannot start vecseal serve")?;
+        let stderr = child.stderr.take().context("no stderr")?;
+        let mut lines = BufReader::new(stderr).lines();
+        let mut url = None;
+        for line in lines.by_ref() {
+            let line = line?;
+            eprintln!("{line}");
+            if let Some(u) = line.split("listening on ").nth(1) {
+                url = Some(u.trim().to_owned());
+                break;
+            }
+        }
+        // Keep echoing the server's log so its pipe never fills.
+        let echo = std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                eprintln!("{line}");
+            }
+        });
+        let served = Self {
+            child,
+            url: url.unwrap_or_default(),
+            data,
+            echo,
+        };
+        if served.url.is_empty() {
+            served.stop()?;
+            bail!("vecseal serve printed no address");
+        }
+        Ok(served)
+    }
+
+    /// SIGTERM, then checks that the server shut down cleanly.
+    fn stop(mut self) -> Result<()> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let status = self.child.wait()?;
+        let _ = self.echo.join();
+        let _ = std::fs::remove_dir_all(&self.data);
+        if !status.success() {
+            bail!("vecseal serve did not shut down cleanly on SIGTERM: {status}");
+        }
+        Ok(())
+    }
+}
+
+/// Starts `vecseal serve` on an ephemeral loopback port over a fresh data
+/// folder and drives the unmodified `cyborgdb` Python SDK through every
+/// call it has (`xtask/sdk/drive_sdk.py`), then stops the server with
+/// SIGTERM and checks that it shut down cleanly.
+fn sdk() -> Result<()> {
+    let python = fetch::sdk_python()?;
+    let root_key = format!("sdk-root-{}", std::process::id());
+    let served = Served::start("sdk", &root_key)?;
+    let driven = run(Command::new(&python)
+        .arg(root().join("xtask/sdk/drive_sdk.py"))
+        .env("VECSEAL_URL", &served.url)
+        .env("VECSEAL_ROOT", &root_key));
+    let stopped = served.stop();
+    driven?;
+    stopped
+}
+
+/// `cargo xtask bench server [glove] [synth768]`: vecseal-server against the
+/// reference `cyborgdb-service` on the same data, through the SDK and `wrk`
+/// (`xtask/sdk/bench_server.py`); each run prints a markdown row.
+fn bench_server(sets: &[String]) -> Result<()> {
+    ensure_apt("wrk")?;
+    let python = fetch::sdk_python()?;
+    let reference = fetch::reference_service_bin()?;
+    let glove = fetch::glove_npy();
+    let sets: Vec<&str> = if sets.is_empty() {
+        vec!["glove", "synth768"]
+    } else {
+        sets.iter().map(String::as_str).collect()
+    };
+    let root_key = format!("bench-root-{}", std::process::id());
+    let drive = |url: &str, label: &str| -> Result<()> {
+        for set in &sets {
+            let mut cmd = Command::new(&python);
+            cmd.arg(root().join("xtask/sdk/bench_server.py"))
+                .env("BENCH_URL", url)
+                .env("BENCH_ROOT", &root_key)
+                .env("BENCH_LABEL", label)
+                .env("BENCH_SET", set);
+            match (*set, &glove) {
+                // The reference needs a dimension divisible by 8: both
+                // services get GloVe padded with zeros to 64-d.
+                ("glove", Some(npy)) => {
+                    cmd.env("BENCH_NPY", npy).env("BENCH_DIM_PAD", "64");
+                }
+                ("glove", None) => bail!("GloVe could not be fetched"),
+                ("synth768", _) => {}
+                (other, _) => bail!("unknown benchmark set {other:?} (glove, synth768)"),
+            }
+            if label == "cyborgdb-service" {
+                // Its recall comes from re-ranking, not from probing more lists.
+                cmd.env(
+                    "BENCH_TUNE",
+                    r#"[{"n_probes": 32}, {"n_probes": 32, "rerank_mult": 200},
+                        {"n_probes": 64, "rerank_mult": 1000},
+                        {"n_probes": 128, "rerank_mult": 1000}]"#,
+                );
+            }
+            run(&mut cmd)?;
+        }
+        Ok(())
+    };
+
+    let served = Served::start("bench", &root_key)?;
+    let ours = drive(&served.url, "vecseal-server");
+    served.stop()?;
+    ours?;
+
+    let data = std::env::temp_dir().join(format!("cyborgdb-bench-{}", std::process::id()));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut child = Command::new(reference.join("cyborgdb-service"))
+        .env("PORT", port.to_string())
+        .env("CYBORGDB_DB_TYPE", "disk")
+        .env("CYBORGDB_DISK_PATH", &data)
+        .env("CYBORGDB_SERVICE_ROOT_KEY", &root_key)
+        .env("AUTO_TRAIN_DISABLED", "true")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("cannot start cyborgdb-service")?;
+    let url = format!("http://127.0.0.1:{port}");
+    let theirs = wait_healthy(port, std::time::Duration::from_secs(180))
+        .and_then(|()| drive(&url, "cyborgdb-service"));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&data);
+    theirs
+}
+
+/// Waits until `GET /v1/health` on loopback `port` answers 200.
+fn wait_healthy(port: u16, limit: std::time::Duration) -> Result<()> {
+    use std::io::{Read, Write};
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let mut answer = String::new();
+            if s.write_all(b"GET /v1/health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                .is_ok()
+                && s.read_to_string(&mut answer).is_ok()
+                && answer.starts_with("HTTP/1.1 200")
+            {
+                return Ok(());
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    bail!("the service on port {port} was not healthy within {limit:?}")
 }
 
 /// The packages whose tests run again at the scalar SIMD level.
@@ -360,7 +552,9 @@ fn task() -> Result<()> {
             run(cargo().args(["test", "--workspace"]))?;
             simd_levels()?;
             store_engines()?;
+            sdk()?;
         }
+        "sdk" => sdk()?,
         "test" => run(cargo().args(["test", "--workspace"]))?,
         "simd" => simd_levels()?,
         "stores" => store_engines()?,
@@ -392,6 +586,16 @@ fn task() -> Result<()> {
             demo.extend_from_slice(&args[1..]);
             run_built("vecseal", &demo)?;
         }
+        "serve" => {
+            ensure_libclang()?;
+            let mut serve = vec!["serve".to_owned()];
+            serve.extend_from_slice(&args[1..]);
+            run_built("vecseal", &serve)?;
+        }
+        "bench" if args.get(1).is_some_and(|a| a == "server") => {
+            ensure_libclang()?;
+            bench_server(&args[2..])?;
+        }
         "bench" | "dataset" => {
             ensure_libclang()?;
             let glove = fetch::glove_npy();
@@ -410,7 +614,9 @@ fn task() -> Result<()> {
             run(cmd.args(rest))?;
         }
         _ => {
-            eprintln!("usage: cargo xtask <ci|test|simd|stores|lint|deny|tidy|demo|bench|dataset>");
+            eprintln!(
+                "usage: cargo xtask <ci|test|simd|stores|sdk|lint|deny|tidy|demo|serve|bench [server]|dataset>"
+            );
             if task != "help" {
                 bail!("unknown task {task:?}");
             }
