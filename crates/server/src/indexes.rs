@@ -14,7 +14,7 @@ use vecseal::{FieldSchema, IndexConfig, Metric, TrainOptions, TrainingState, Use
 use crate::auth::owner_credentials;
 use crate::error::ApiError;
 use crate::wire::{Body, CreateIndex, CreateUser, Target, Train};
-use crate::{blocking, AdminCaller, AnyCaller, RootCaller, Server};
+use crate::{blocking, reading, AdminCaller, AnyCaller, RootCaller, Server};
 
 pub(crate) async fn health() -> Json<Value> {
     Json(json!({
@@ -33,7 +33,7 @@ pub(crate) async fn list(
     State(s): State<Arc<Server>>,
     _: AdminCaller,
 ) -> Result<Json<Value>, ApiError> {
-    let names = blocking(move || {
+    let names = reading(move || {
         s.client
             .list_indexes()
             .map_err(|e| ApiError::engine("Failed to list indexes", e))
@@ -195,7 +195,7 @@ pub(crate) async fn describe(
     Body(req): Body<Target>,
 ) -> Result<Json<Value>, ApiError> {
     let cred = caller.credentials(&req.index_name, req.index_key.as_deref())?;
-    blocking(move || {
+    reading(move || {
         let info = s
             .index(&req.index_name, cred)
             .and_then(|i| i.info())

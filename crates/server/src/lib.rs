@@ -165,6 +165,29 @@ async fn blocking<T: Send + 'static>(
         .map_err(|_| ApiError::internal("internal error"))?
 }
 
+/// Runs a read (a query, a get, a listing) on the engine's worker pool
+/// (rayon's) instead of the blocking pool: reads queue there in arrival
+/// order and at most one runs per core, so a burst is served in order
+/// instead of all at once on an oversubscribed CPU (which is what keeps the
+/// tail latency near the median under load), and a read's own parallel
+/// work runs on the same threads without another hop. Only reads go there:
+/// they never wait for a lock that is held across parallel work (the
+/// index's writer lock is held by training for its whole run), so they
+/// cannot starve the pool that training needs. A panic becomes a 500.
+async fn reading<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    rayon::spawn(move || {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        let _ = tx.send(result);
+    });
+    match rx.await {
+        Ok(Ok(result)) => result,
+        _ => Err(ApiError::internal("internal error")),
+    }
+}
+
 /// A caller allowed on routes of class "any": root, anyone when
 /// authentication is off, or a user token.
 pub(crate) struct AnyCaller(pub(crate) Caller);

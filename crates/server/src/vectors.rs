@@ -15,7 +15,7 @@ use crate::wire::{
     decode_rows, query_rows, Body, DeleteItems, GetItems, Knobs, Query, QueryBinary, QueryMetadata,
     Target, Upsert, UpsertBinary,
 };
-use crate::{blocking, AnyCaller, Server, MAX_TOP_K};
+use crate::{blocking, reading, AnyCaller, Server, MAX_TOP_K};
 
 /// Upserts `items` and answers as the protocol does, queueing an automatic
 /// training when the index has grown past the threshold.
@@ -261,7 +261,7 @@ pub(crate) async fn query(
             ))
         }
     };
-    blocking(move || {
+    reading(move || {
         run_query(
             &s,
             cred,
@@ -281,7 +281,7 @@ pub(crate) async fn query_binary(
 ) -> Result<Json<Value>, ApiError> {
     let cred = caller.credentials(&req.index_name, req.index_key.as_deref())?;
     let rows = decode_rows(&req.batch.vectors_b64, req.batch.dimension)?;
-    blocking(move || {
+    reading(move || {
         run_query(
             &s,
             cred,
@@ -309,7 +309,7 @@ pub(crate) async fn get_items(
         contents: has("contents"),
         metadata: has("metadata"),
     };
-    blocking(move || {
+    reading(move || {
         let got = s
             .index(&req.index_name, cred)
             .and_then(|i| i.get(&req.ids, fields))
@@ -373,7 +373,7 @@ pub(crate) async fn list_ids(
     Body(req): Body<Target>,
 ) -> Result<Json<Value>, ApiError> {
     let cred = caller.credentials(&req.index_name, req.index_key.as_deref())?;
-    blocking(move || {
+    reading(move || {
         let ids = s
             .index(&req.index_name, cred)
             .and_then(|i| i.list_ids())
@@ -389,7 +389,7 @@ pub(crate) async fn num_vectors(
     Body(req): Body<Target>,
 ) -> Result<Json<Value>, ApiError> {
     let cred = caller.credentials(&req.index_name, req.index_key.as_deref())?;
-    blocking(move || {
+    reading(move || {
         let n = s
             .index(&req.index_name, cred)
             .and_then(|i| i.count())
@@ -453,7 +453,7 @@ pub(crate) async fn query_metadata(
     if let Some((field, asc)) = order_by(req.order_by, req.ascending.unwrap_or(true))? {
         q = q.with_order_by(field, asc);
     }
-    blocking(move || {
+    reading(move || {
         let found = s
             .index(&req.index_name, cred)
             .and_then(|i| i.query_metadata(&filter, &q))

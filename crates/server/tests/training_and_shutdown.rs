@@ -115,6 +115,106 @@ fn an_index_past_the_threshold_trains_by_itself() {
     assert!(describe(&s, "a", &key)["n_lists"].as_u64().unwrap() > 1);
 }
 
+/// Writes that arrive while an index trains wait for the run (it holds the
+/// index's writer lock); however many wait, queries are still answered and
+/// the run finishes (reads run on the engine's pool, which training needs:
+/// a blocked write there would stall it for good).
+#[test]
+fn writes_waiting_for_a_training_run_hold_up_neither_queries_nor_the_run() {
+    use std::sync::mpsc;
+    let s = std::sync::Arc::new(TestServer::start());
+    let key = key_hex();
+    s.post(
+        "/v1/indexes/create",
+        json!({"index_name": "w", "index_key": key}),
+        R,
+    );
+    let n = 40_000;
+    let d = 16;
+    let ids: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+    let (st, b) = s.post(
+        "/v1/vectors/upsert_binary",
+        json!({"index_name": "w", "index_key": key,
+               "batch": {"ids": ids, "vectors_b64": b64(&vectors(n, d, 11)), "dimension": d}}),
+        R,
+    );
+    assert_eq!(st, 200, "{b}");
+
+    let (done_tx, done) = mpsc::channel();
+    let train = {
+        let (s, key, tx) = (s.clone(), key.clone(), done_tx.clone());
+        std::thread::spawn(move || {
+            let (st, b) = s.post(
+                "/v1/indexes/train",
+                json!({"index_name": "w", "index_key": key, "n_lists": 200,
+                       "max_iters": 100, "tolerance": 0.0}),
+                R,
+            );
+            tx.send(("train", st, b)).unwrap();
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while s.get("/v1/indexes/training-status", R).1["training_indexes"] != json!(["w"]) {
+        assert!(Instant::now() < deadline, "training never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // More waiting writers than the machine has cores.
+    let writers = 2 * std::thread::available_parallelism().map_or(2, usize::from) + 2;
+    for w in 0..writers {
+        let (s, key, tx) = (s.clone(), key.clone(), done_tx.clone());
+        std::thread::spawn(move || {
+            let ids: Vec<String> = (0..10).map(|i| format!("new-{w}-{i}")).collect();
+            let (st, b) = s.post(
+                "/v1/vectors/upsert_binary",
+                json!({"index_name": "w", "index_key": key,
+                       "batch": {"ids": ids, "vectors_b64": b64(&vectors(10, d, w as u64)),
+                                 "dimension": d}}),
+                R,
+            );
+            tx.send(("upsert", st, b)).unwrap();
+        });
+    }
+    drop(done_tx);
+    let (queried_tx, queried) = mpsc::channel();
+    {
+        let (s, key) = (s.clone(), key.clone());
+        std::thread::spawn(move || {
+            let q = json!({"index_name": "w", "index_key": key, "query_vectors": vec![0.5; d]});
+            let mut answered_while_training = 0;
+            for _ in 0..20 {
+                let (st, b) = s.post("/v1/vectors/query", q.clone(), R);
+                assert_eq!(st, 200, "{b}");
+                let status = s.get("/v1/indexes/training-status", R).1;
+                if status["training_indexes"] == json!(["w"]) {
+                    answered_while_training += 1;
+                }
+            }
+            queried_tx.send(answered_while_training).unwrap();
+        });
+    }
+    let answered_while_training = queried
+        .recv_timeout(Duration::from_secs(60))
+        .expect("queries stalled while writes waited for training");
+    assert!(
+        answered_while_training > 0,
+        "no query was answered during training"
+    );
+    for _ in 0..=writers {
+        let (what, st, b) = done
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a write or the training run never finished");
+        assert_eq!(st, 200, "{what}: {b}");
+    }
+    train.join().unwrap();
+    let (st, b) = s.post(
+        "/v1/vectors/num_vectors",
+        json!({"index_name": "w", "index_key": key}),
+        R,
+    );
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(b["result"], n + 10 * writers, "{b}");
+}
+
 #[test]
 fn acknowledged_writes_survive_a_graceful_shutdown() {
     let dir = tempfile::tempdir().unwrap();
