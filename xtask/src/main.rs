@@ -233,7 +233,7 @@ struct Served {
 }
 
 impl Served {
-    fn start(tag: &str, root_key: &str) -> Result<Self> {
+    fn start(tag: &str, root_key: &str, extra: &[&str]) -> Result<Self> {
         use std::io::{BufRead, BufReader};
         let data = std::env::temp_dir().join(format!("vecseal-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data);
@@ -247,6 +247,7 @@ impl Served {
                 "--auto-train-threshold",
                 "0",
             ])
+            .args(extra)
             .env("VECSEAL_SERVICE_ROOT_KEY", root_key)
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -303,7 +304,7 @@ impl Served {
 fn sdk() -> Result<()> {
     let python = fetch::sdk_python()?;
     let root_key = format!("sdk-root-{}", std::process::id());
-    let served = Served::start("sdk", &root_key)?;
+    let served = Served::start("sdk", &root_key, &[])?;
     let driven = run(Command::new(&python)
         .arg(root().join("xtask/sdk/drive_sdk.py"))
         .env("VECSEAL_URL", &served.url)
@@ -359,10 +360,17 @@ fn bench_server(sets: &[String]) -> Result<()> {
         Ok(())
     };
 
-    let served = Served::start("bench", &root_key)?;
-    let ours = drive(&served.url, "vecseal-server");
-    served.stop()?;
-    ours?;
+    // With the list cache off every query decrypts the blocks it scans;
+    // with it on, decrypted blocks stay in memory (docs/SECURITY.md).
+    for (label, cache_mib) in [
+        ("vecseal-server", "0"),
+        ("vecseal-server, list cache 1 GiB", "1024"),
+    ] {
+        let served = Served::start("bench", &root_key, &["--list-cache-mib", cache_mib])?;
+        let ours = drive(&served.url, label);
+        served.stop()?;
+        ours?;
+    }
 
     let data = std::env::temp_dir().join(format!("cyborgdb-bench-{}", std::process::id()));
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
