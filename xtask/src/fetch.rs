@@ -81,9 +81,11 @@ pub(crate) const SDK: &str = "cyborgdb==0.18.0";
 pub(crate) const REFERENCE_SERVICE: &str = "cyborgdb-service==0.18.0";
 
 /// The Python of a virtual environment holding the unmodified `cyborgdb`
-/// SDK ([`SDK`]) and numpy, created with pip on first use.
+/// SDK ([`SDK`]) with its LangChain extra (langchain-core) and numpy,
+/// created with pip on first use.
 pub(crate) fn sdk_python() -> Result<PathBuf> {
-    venv("sdk-venv", &[SDK, "numpy"])
+    let with_langchain = SDK.replacen("==", "[langchain]==", 1);
+    venv("sdk-venv", &[&with_langchain, "numpy"])
 }
 
 /// The `bin` folder of a virtual environment holding the reference service

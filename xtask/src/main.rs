@@ -299,16 +299,20 @@ impl Served {
 
 /// Starts `vecseal serve` on an ephemeral loopback port over a fresh data
 /// folder and drives the unmodified `cyborgdb` Python SDK through every
-/// call it has (`xtask/sdk/drive_sdk.py`), then stops the server with
+/// call it has (`xtask/sdk/drive_sdk.py`) and through its LangChain
+/// integration (`xtask/sdk/drive_langchain.py`), then stops the server with
 /// SIGTERM and checks that it shut down cleanly.
 fn sdk() -> Result<()> {
     let python = fetch::sdk_python()?;
     let root_key = format!("sdk-root-{}", std::process::id());
     let served = Served::start("sdk", &root_key, &[])?;
-    let driven = run(Command::new(&python)
-        .arg(root().join("xtask/sdk/drive_sdk.py"))
-        .env("VECSEAL_URL", &served.url)
-        .env("VECSEAL_ROOT", &root_key));
+    let drive = |script: &str| {
+        run(Command::new(&python)
+            .arg(root().join("xtask/sdk").join(script))
+            .env("VECSEAL_URL", &served.url)
+            .env("VECSEAL_ROOT", &root_key))
+    };
+    let driven = drive("drive_sdk.py").and_then(|()| drive("drive_langchain.py"));
     let stopped = served.stop();
     driven?;
     stopped

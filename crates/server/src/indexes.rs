@@ -14,7 +14,7 @@ use vecseal::{FieldSchema, IndexConfig, Metric, TrainOptions, TrainingState, Use
 use crate::auth::owner_credentials;
 use crate::error::ApiError;
 use crate::wire::{Body, CreateIndex, CreateUser, Target, Train};
-use crate::{blocking, reading, AdminCaller, AnyCaller, RootCaller, Server};
+use crate::{blocking, read_index, reading, AdminCaller, AnyCaller, RootCaller, Server};
 
 pub(crate) async fn health() -> Json<Value> {
     Json(json!({
@@ -195,32 +195,29 @@ pub(crate) async fn describe(
     Body(req): Body<Target>,
 ) -> Result<Json<Value>, ApiError> {
     let cred = caller.credentials(&req.index_name, req.index_key.as_deref())?;
-    reading(move || {
-        let info = s
-            .index(&req.index_name, cred)
-            .and_then(|i| i.info())
-            .map_err(|e| ApiError::engine("Failed to describe index", e))?;
-        let schema: BTreeMap<&String, Value> = info
-            .fields
-            .iter()
-            .map(|(k, f)| {
-                (
-                    k,
-                    json!({"filterable": f.filterable, "pattern": f.pattern, "full_text": false}),
-                )
-            })
-            .collect();
-        Ok(Json(json!({
-            "index_name": info.name,
-            "is_trained": info.state == TrainingState::Trained,
-            "dimension": info.dimension.unwrap_or(0),
-            "metric": metric_name(info.metric),
-            "n_lists": info.n_lists,
-            "metadata_schema": schema,
-            "bm25": null,
-        })))
+    let info = read_index(s, req.index_name, cred, "Failed to describe index", |i| {
+        i.info()
     })
-    .await
+    .await?;
+    let schema: BTreeMap<&String, Value> = info
+        .fields
+        .iter()
+        .map(|(k, f)| {
+            (
+                k,
+                json!({"filterable": f.filterable, "pattern": f.pattern, "full_text": false}),
+            )
+        })
+        .collect();
+    Ok(Json(json!({
+        "index_name": info.name,
+        "is_trained": info.state == TrainingState::Trained,
+        "dimension": info.dimension.unwrap_or(0),
+        "metric": metric_name(info.metric),
+        "n_lists": info.n_lists,
+        "metadata_schema": schema,
+        "bm25": null,
+    })))
 }
 
 pub(crate) async fn delete_index(

@@ -188,6 +188,25 @@ async fn reading<T: Send + 'static>(
     }
 }
 
+/// Loads index `name` with `cred` and runs `f` on it, as a read (see
+/// [`reading`]); an engine error becomes an [`ApiError`] that starts with
+/// `context`.
+async fn read_index<T: Send + 'static>(
+    server: Arc<Server>,
+    name: String,
+    cred: Credentials,
+    context: &'static str,
+    f: impl FnOnce(&Index) -> Result<T, vecseal::Error> + Send + 'static,
+) -> Result<T, ApiError> {
+    reading(move || {
+        server
+            .index(&name, cred)
+            .and_then(|index| f(&index))
+            .map_err(|e| ApiError::engine(context, e))
+    })
+    .await
+}
+
 /// A caller allowed on routes of class "any": root, anyone when
 /// authentication is off, or a user token.
 pub(crate) struct AnyCaller(pub(crate) Caller);

@@ -15,7 +15,7 @@ use crate::wire::{
     decode_rows, query_rows, Body, DeleteItems, GetItems, Knobs, Query, QueryBinary, QueryMetadata,
     Target, Upsert, UpsertBinary,
 };
-use crate::{blocking, reading, AnyCaller, Server, MAX_TOP_K};
+use crate::{blocking, read_index, reading, AnyCaller, Server, MAX_TOP_K};
 
 /// Upserts `items` and answers as the protocol does, queueing an automatic
 /// training when the index has grown past the threshold.
@@ -373,14 +373,11 @@ pub(crate) async fn list_ids(
     Body(req): Body<Target>,
 ) -> Result<Json<Value>, ApiError> {
     let cred = caller.credentials(&req.index_name, req.index_key.as_deref())?;
-    reading(move || {
-        let ids = s
-            .index(&req.index_name, cred)
-            .and_then(|i| i.list_ids())
-            .map_err(|e| ApiError::engine("Failed to list ids", e))?;
-        Ok(Json(json!({ "count": ids.len(), "ids": ids })))
+    let ids = read_index(s, req.index_name, cred, "Failed to list ids", |i| {
+        i.list_ids()
     })
-    .await
+    .await?;
+    Ok(Json(json!({ "count": ids.len(), "ids": ids })))
 }
 
 pub(crate) async fn num_vectors(
@@ -389,18 +386,15 @@ pub(crate) async fn num_vectors(
     Body(req): Body<Target>,
 ) -> Result<Json<Value>, ApiError> {
     let cred = caller.credentials(&req.index_name, req.index_key.as_deref())?;
-    reading(move || {
-        let n = s
-            .index(&req.index_name, cred)
-            .and_then(|i| i.count())
-            .map_err(|e| ApiError::engine("Failed to count vectors", e))?;
-        Ok(Json(json!({
-            "result": n,
-            "status": "success",
-            "message": format!("The index holds {n} vectors"),
-        })))
+    let n = read_index(s, req.index_name, cred, "Failed to count vectors", |i| {
+        i.count()
     })
-    .await
+    .await?;
+    Ok(Json(json!({
+        "result": n,
+        "status": "success",
+        "message": format!("The index holds {n} vectors"),
+    })))
 }
 
 /// `order_by`: a field name, or `{field: 1 | -1}`.
