@@ -466,3 +466,58 @@ fn null_means_absent_and_unknown_fields_are_ignored() {
         "top_k null = 100"
     );
 }
+
+/// At most `max_open_indexes` indexes stay loaded; one dropped from memory
+/// is loaded again from the store on its next use, with its data intact.
+#[test]
+fn loaded_indexes_are_bounded_and_reloaded_on_use() {
+    use vecseal::{Client, StorageConfig};
+    let s = TestServer::with(
+        Client::open(StorageConfig::InMemory).unwrap(),
+        vecseal_server::Config {
+            root_key: Some(ROOT.into()),
+            max_open_indexes: 2,
+            ..vecseal_server::Config::default()
+        },
+    );
+    let open = |s: &TestServer| -> u64 {
+        let text = s.metrics();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("vecseal_open_indexes "))
+            .unwrap_or_else(|| panic!("no vecseal_open_indexes in {text}"));
+        line["vecseal_open_indexes ".len()..]
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let keys: Vec<String> = (0..3).map(|_| key_hex()).collect();
+    for (i, key) in keys.iter().enumerate() {
+        let name = format!("i{i}");
+        let (st, b) = s.post(
+            "/v1/indexes/create",
+            json!({"index_name": name, "index_key": key, "dimension": 4}),
+            R,
+        );
+        assert_eq!(st, 200, "{b}");
+        let (st, b) = s.post(
+            "/v1/vectors/upsert_binary",
+            json!({"index_name": name, "index_key": key,
+                   "batch": {"ids": [format!("v{i}")], "vectors_b64": b64(&vectors(1, 4, i as u64)),
+                             "dimension": 4}}),
+            R,
+        );
+        assert_eq!(st, 200, "{b}");
+        assert!(open(&s) <= 2, "more indexes loaded than the bound");
+    }
+    assert_eq!(open(&s), 2);
+    // i0 was dropped first; it answers from the store.
+    let (st, b) = s.post(
+        "/v1/vectors/list_ids",
+        json!({"index_name": "i0", "index_key": keys[0]}),
+        R,
+    );
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(b["ids"], json!(["v0"]));
+    assert_eq!(open(&s), 2);
+}
