@@ -460,7 +460,7 @@ fn serve(cli: &Cli, args: &ServeArgs) -> Result<()> {
              management refused"
         );
     }
-    let client = client(cli)?.with_list_cache(args.list_cache_mib << 20);
+    let client = client(cli)?.with_list_cache(args.list_cache_mib.saturating_mul(1 << 20));
     let config = vecseal_server::Config {
         root_key,
         auto_train_threshold: args.auto_train_threshold,
