@@ -115,6 +115,56 @@ fn an_index_past_the_threshold_trains_by_itself() {
     assert!(describe(&s, "a", &key)["n_lists"].as_u64().unwrap() > 1);
 }
 
+/// A trained index that has grown until the automatic number of lists is
+/// at least twice the one it has is trained again by itself, with the
+/// automatic number.
+#[test]
+fn a_grown_index_is_retrained_with_more_lists() {
+    let s = TestServer::with(
+        Client::open(StorageConfig::InMemory).unwrap(),
+        Config {
+            root_key: Some(ROOT.into()),
+            auto_train_threshold: 20_000,
+            ..Config::default()
+        },
+    );
+    let key = key_hex();
+    s.post(
+        "/v1/indexes/create",
+        json!({"index_name": "g", "index_key": key}),
+        R,
+    );
+    let rows = vectors(N, D, 5);
+    let b = upsert_all(&s, "g", &key, &rows);
+    assert!(b.get("training_triggered").is_none(), "below the threshold");
+    let (st, b) = s.post(
+        "/v1/indexes/train",
+        json!({"index_name": "g", "index_key": key, "n_lists": 16}),
+        R,
+    );
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(describe(&s, "g", &key)["n_lists"], 16);
+
+    // auto_n_lists(10 051) = 201 >= 2 x 16: one more vector makes it due.
+    let (st, b) = s.post(
+        "/v1/vectors/upsert",
+        json!({"index_name": "g", "index_key": key,
+               "items": [{"id": "extra", "vector": vec![0.25; D]}]}),
+        R,
+    );
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(b["training_triggered"], true, "{b}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while describe(&s, "g", &key)["n_lists"] == 16 {
+        assert!(Instant::now() < deadline, "the retrain never finished");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        describe(&s, "g", &key)["n_lists"],
+        vecseal::auto_n_lists(N + 1)
+    );
+}
+
 /// Writes that arrive while an index trains wait for the run (it holds the
 /// index's writer lock); however many wait, queries are still answered and
 /// the run finishes (reads run on the engine's pool, which training needs:
