@@ -139,7 +139,7 @@ fn run(inner: &Inner) {
             }
         };
         let name = job.index.name().to_owned();
-        tracing::info!(index = %name, automatic = job.done.is_none(), "training started");
+        tracing::info!(automatic = job.done.is_none(), "training started");
         let started = std::time::Instant::now();
         let outcome =
             match std::panic::catch_unwind(AssertUnwindSafe(|| job.index.train(&job.opts))) {
@@ -154,9 +154,9 @@ fn run(inner: &Inner) {
             };
         match &outcome {
             Ok(()) => {
-                tracing::info!(index = %name, secs = started.elapsed().as_secs_f64(), "training finished")
+                tracing::info!(secs = started.elapsed().as_secs_f64(), "training finished")
             }
-            Err(e) => tracing::warn!(index = %name, status = e.status.as_u16(), "training failed"),
+            Err(e) => tracing::warn!(status = e.status.as_u16(), "training failed"),
         }
         drop(job.index);
         inner.queue.lock().current = None;

@@ -203,26 +203,24 @@ fn hit_json(h: Hit, distance: bool, metadata: bool) -> Value {
     Value::Object(m)
 }
 
-/// Runs a query and nests the results as the protocol does: a flat list
-/// for one query vector, a list per query for two or more.
-fn run_query(
-    s: &Server,
+/// Runs a query (as a read, after checking its knobs) and nests the
+/// results as the protocol does: a flat list for one query vector, a list
+/// per query for two or more.
+async fn run_query(
+    s: Arc<Server>,
     cred: vecseal::Credentials,
-    name: &str,
+    name: String,
     rows: Vec<Vec<f32>>,
-    knobs: &Knobs,
-    context: &str,
+    knobs: Knobs,
+    context: &'static str,
 ) -> Result<Json<Value>, ApiError> {
-    let (opts, distance, metadata) = options(knobs)?;
+    let (opts, distance, metadata) = options(&knobs)?;
     if rows.is_empty() {
         return Err(ApiError::bad_request(format!(
             "{context}: no query vectors"
         )));
     }
-    let hits = s
-        .index(name, cred)
-        .and_then(|i| i.query(&rows, &opts))
-        .map_err(|e| ApiError::engine(context, e))?;
+    let hits = read_index(s, name, cred, context, move |i| i.query(&rows, &opts)).await?;
     let mut nested: Vec<Value> = hits
         .into_iter()
         .map(|hs| {
@@ -261,17 +259,7 @@ pub(crate) async fn query(
             ))
         }
     };
-    reading(move || {
-        run_query(
-            &s,
-            cred,
-            &req.index_name,
-            rows,
-            &req.knobs,
-            "Failed to query",
-        )
-    })
-    .await
+    run_query(s, cred, req.index_name, rows, req.knobs, "Failed to query").await
 }
 
 pub(crate) async fn query_binary(
@@ -281,16 +269,14 @@ pub(crate) async fn query_binary(
 ) -> Result<Json<Value>, ApiError> {
     let cred = caller.credentials(&req.index_name, req.index_key.as_deref())?;
     let rows = decode_rows(&req.batch.vectors_b64, req.batch.dimension)?;
-    reading(move || {
-        run_query(
-            &s,
-            cred,
-            &req.index_name,
-            rows,
-            &req.knobs,
-            "Failed to query (binary)",
-        )
-    })
+    run_query(
+        s,
+        cred,
+        req.index_name,
+        rows,
+        req.knobs,
+        "Failed to query (binary)",
+    )
     .await
 }
 
