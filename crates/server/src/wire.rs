@@ -3,6 +3,7 @@
 //! above the body limit), never a panic.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -14,18 +15,26 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::ApiError;
+use crate::Server;
 
 /// A JSON request body of type `T`.
 pub(crate) struct Body<T>(pub(crate) T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+impl<T: DeserializeOwned> FromRequest<Arc<Server>> for Body<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, state: &Arc<Server>) -> Result<Self, ApiError> {
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             let status = e.status();
             if status == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(status, "request body larger than the server's limit")
+                ApiError::new(
+                    status,
+                    format!(
+                        "request body larger than the server's limit of {} bytes \
+                         (vecseal serve --max-body-mib)",
+                        state.max_body_bytes
+                    ),
+                )
             } else {
                 ApiError::bad_request(format!("cannot read the request body: {e}"))
             }

@@ -521,3 +521,29 @@ fn loaded_indexes_are_bounded_and_reloaded_on_use() {
     assert_eq!(b["ids"], json!(["v0"]));
     assert_eq!(open(&s), 2);
 }
+
+/// A body over the configured limit is a 413 that names the limit, and the
+/// server keeps serving.
+#[test]
+fn a_body_over_the_limit_is_413_naming_the_limit() {
+    use vecseal::{Client, StorageConfig};
+    let s = TestServer::with(
+        Client::open(StorageConfig::InMemory).unwrap(),
+        vecseal_server::Config {
+            root_key: Some(ROOT.into()),
+            max_body_bytes: 1024,
+            ..vecseal_server::Config::default()
+        },
+    );
+    let big = json!({"index_name": "x", "index_key": key_hex(), "padding": "p".repeat(4096)});
+    let (st, b) = s.post("/v1/indexes/create", big, R);
+    assert_eq!(st, 413, "{b}");
+    let detail = b["detail"].as_str().unwrap();
+    assert!(detail.contains("1024 bytes"), "{detail}");
+    let (st, b) = s.post(
+        "/v1/indexes/create",
+        json!({"index_name": "x", "index_key": key_hex(), "dimension": 4}),
+        R,
+    );
+    assert_eq!(st, 200, "{b}");
+}
