@@ -66,8 +66,20 @@ fn tidy() -> Result<()> {
             "vecseal-envelope",
             &["faer", "vecseal-kmeans", "vecseal-storage", "rocksdb"],
         ),
-        // keyring builds only on envelope.
+        // keyring builds only on envelope and codec.
         ("vecseal-keyring", &["faer", "rocksdb", "vecseal-storage"]),
+        // codec depends on nothing of vecseal and knows no cipher.
+        (
+            "vecseal-codec",
+            &[
+                "vecseal-envelope",
+                "vecseal-keyring",
+                "vecseal-storage",
+                "ring",
+                "chacha20poly1305",
+                "serde_json",
+            ],
+        ),
     ];
     for (krate, banned) in checks {
         let out = cargo()

@@ -1,5 +1,6 @@
 //! The catalog: index name → (index id, keyring), and the namespaces.
 
+use vecseal_codec::{Reader, Record, Writer};
 use vecseal_keyring::{IndexId, Keyring};
 use vecseal_storage::WriteBatch;
 
@@ -23,33 +24,34 @@ pub(crate) fn catalog_key(name: &str) -> Vec<u8> {
     k
 }
 
+/// `[version 1, index id: 16 bytes, keyring bytes]`.
 pub(crate) fn encode_catalog(id: IndexId, ring: &Keyring) -> Vec<u8> {
-    let mut v = vec![CATALOG_VERSION];
-    v.extend_from_slice(&id.0);
-    v.extend_from_slice(&ring.to_bytes());
-    v
+    let ring = ring.to_bytes();
+    let mut w = Writer::with_capacity(17 + ring.len());
+    w.u8(CATALOG_VERSION).raw(&id.0).raw(&ring);
+    w.into_vec()
+}
+
+/// Decodes a catalog entry written by [`encode_catalog`].
+pub(crate) fn decode_catalog(raw: &[u8]) -> Result<(IndexId, Keyring)> {
+    let mut r = Reader::new(raw, Record::Catalog);
+    r.version(CATALOG_VERSION, CATALOG_VERSION)?;
+    let id = IndexId(r.array()?);
+    let ring = Keyring::from_bytes(r.take(r.remaining())?)?;
+    if ring.index() != id {
+        return Err(Error::Corrupt {
+            what: Record::Catalog,
+            reason: "its keyring belongs to another index".into(),
+        });
+    }
+    Ok((id, ring))
 }
 
 pub(crate) fn read_catalog(store: &GuardedStore, name: &str) -> Result<(IndexId, Keyring)> {
     let raw = store
         .get(NS_CATALOG, &catalog_key(name))?
         .ok_or_else(|| Error::NotFound(name.to_owned()))?;
-    if raw.len() < 17 || raw[0] != CATALOG_VERSION {
-        return Err(Error::Corrupt {
-            what: "catalog entry",
-            reason: "bad version or length".into(),
-        });
-    }
-    let mut id = [0u8; 16];
-    id.copy_from_slice(&raw[1..17]);
-    let ring = Keyring::from_bytes(&raw[17..])?;
-    if ring.index() != IndexId(id) {
-        return Err(Error::Corrupt {
-            what: "catalog entry",
-            reason: "keyring belongs to another index".into(),
-        });
-    }
-    Ok((IndexId(id), ring))
+    decode_catalog(&raw)
 }
 
 pub(crate) fn write_catalog(batch: &mut WriteBatch, name: &str, id: IndexId, ring: &Keyring) {

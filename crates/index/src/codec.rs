@@ -1,8 +1,11 @@
-//! Plaintext encodings of items and blocks (sealed before storage).
+//! Plaintext encodings of items and blocks (sealed before storage), on the
+//! shared binary reader and writer of `vecseal-codec`.
 
 use std::ops::Range;
 
-use crate::{Error, Result};
+use vecseal_codec::{Reader, Record, Writer};
+
+use crate::Result;
 
 const ITEM_VERSION: u8 = 1;
 const BLOCK_VERSION: u8 = 3;
@@ -143,84 +146,6 @@ impl Block {
     }
 }
 
-fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
-    out.extend_from_slice(b);
-}
-
-fn put_f32s(out: &mut Vec<u8>, v: &[f32]) {
-    out.reserve(v.len() * 4);
-    for x in v {
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-}
-
-struct Reader<'a> {
-    buf: &'a [u8],
-    what: &'static str,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        if self.buf.len() < n {
-            return Err(Error::Corrupt {
-                what: self.what,
-                reason: format!("truncated: {n} bytes needed, {} left", self.buf.len()),
-            });
-        }
-        let (h, t) = self.buf.split_at(n);
-        self.buf = t;
-        Ok(h)
-    }
-    fn u8(&mut self) -> Result<u8> {
-        Ok(self.take(1)?[0])
-    }
-    fn u32(&mut self) -> Result<u32> {
-        let mut a = [0u8; 4];
-        a.copy_from_slice(self.take(4)?);
-        Ok(u32::from_le_bytes(a))
-    }
-    fn u64(&mut self) -> Result<u64> {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(self.take(8)?);
-        Ok(u64::from_le_bytes(a))
-    }
-    fn bytes(&mut self) -> Result<&'a [u8]> {
-        let n = self.u32()? as usize;
-        self.take(n)
-    }
-    fn str(&mut self) -> Result<&'a str> {
-        let what = self.what;
-        std::str::from_utf8(self.bytes()?).map_err(|_| Error::Corrupt {
-            what,
-            reason: "invalid UTF-8".into(),
-        })
-    }
-    fn string(&mut self) -> Result<String> {
-        self.str().map(str::to_owned)
-    }
-    fn f32s(&mut self, n: usize) -> Result<Vec<f32>> {
-        let raw = self.take(n.checked_mul(4).ok_or_else(|| Error::Corrupt {
-            what: self.what,
-            reason: "length overflow".into(),
-        })?)?;
-        Ok(raw
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect())
-    }
-    fn finish(self) -> Result<()> {
-        if self.buf.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Corrupt {
-                what: self.what,
-                reason: format!("{} trailing bytes", self.buf.len()),
-            })
-        }
-    }
-}
-
 /// The plaintext of an item record, from borrowed parts (see
 /// [`ItemRecord`]).
 pub(crate) fn encode_item(
@@ -230,21 +155,14 @@ pub(crate) fn encode_item(
     metadata: Option<&str>,
 ) -> Vec<u8> {
     let extra = contents.map_or(0, <[u8]>::len) + metadata.map_or(0, str::len);
-    let mut out = Vec::with_capacity(18 + id.len() + vector.len() * 4 + extra);
-    out.push(ITEM_VERSION);
-    put_bytes(&mut out, id.as_bytes());
-    out.extend_from_slice(&(vector.len() as u32).to_le_bytes());
-    put_f32s(&mut out, vector);
-    for field in [contents, metadata.map(str::as_bytes)] {
-        match field {
-            Some(b) => {
-                out.push(1);
-                put_bytes(&mut out, b);
-            }
-            None => out.push(0),
-        }
-    }
-    out
+    let mut w = Writer::with_capacity(18 + id.len() + vector.len() * 4 + extra);
+    w.u8(ITEM_VERSION)
+        .str(id)
+        .len_u32(vector.len())
+        .f32s(vector)
+        .opt_bytes(contents)
+        .opt_bytes(metadata.map(str::as_bytes));
+    w.into_vec()
 }
 
 impl ItemRecord {
@@ -259,29 +177,21 @@ impl ItemRecord {
     }
 
     pub(crate) fn decode(buf: &[u8]) -> Result<Self> {
-        let mut r = Reader {
-            buf,
-            what: "item record",
-        };
-        let v = r.u8()?;
-        if v != ITEM_VERSION {
-            return Err(Error::Corrupt {
-                what: "item record",
-                reason: format!("version {v}, expected {ITEM_VERSION}"),
-            });
-        }
-        let id = r.string()?;
-        let dim = r.u32()? as usize;
+        let mut r = Reader::new(buf, Record::Item);
+        r.version(ITEM_VERSION, ITEM_VERSION)?;
+        let id = r.str()?.to_owned();
+        let dim = r.len_u32()?;
         let vector = r.f32s(dim)?;
-        let contents = if r.u8()? == 1 {
-            Some(r.bytes()?.to_vec())
-        } else {
-            None
-        };
-        let metadata = if r.u8()? == 1 {
-            Some(r.string()?)
-        } else {
-            None
+        let contents = r.opt_bytes("contents flag")?.map(<[u8]>::to_vec);
+        let metadata = match r.opt_bytes("metadata flag")? {
+            Some(b) => Some(
+                std::str::from_utf8(b)
+                    .map_err(|_| vecseal_codec::Error::Utf8 {
+                        record: Record::Item,
+                    })?
+                    .to_owned(),
+            ),
+            None => None,
         };
         r.finish()?;
         Ok(Self {
@@ -291,6 +201,45 @@ impl ItemRecord {
             metadata,
         })
     }
+}
+
+const CENTROIDS_VERSION: u8 = 1;
+
+/// The centroids of a trained index: `[1, n_lists: u32, dim: u32, n_lists ×
+/// dim f32]`.
+pub(crate) fn encode_centroids(centroids: &[f32], dim: usize) -> Vec<u8> {
+    let mut w = Writer::with_capacity(9 + centroids.len() * 4);
+    w.u8(CENTROIDS_VERSION)
+        .len_u32(centroids.len() / dim.max(1))
+        .len_u32(dim)
+        .f32s(centroids);
+    w.into_vec()
+}
+
+/// Decodes the centroids of an index with `n_lists` lists of dimension
+/// `dim`. Reads the first layout too: the bare `f32` values, with no header
+/// (told apart by its length, which the header makes this one's differ
+/// from).
+pub(crate) fn decode_centroids(b: &[u8], n_lists: usize, dim: usize) -> Result<Vec<f32>> {
+    let mut r = Reader::new(b, Record::Centroids);
+    let n = n_lists
+        .checked_mul(dim)
+        .ok_or(vecseal_codec::Error::Overflow {
+            record: Record::Centroids,
+            field: "centroids",
+        })?;
+    if b.len() != n.saturating_mul(4) {
+        r.version(CENTROIDS_VERSION, CENTROIDS_VERSION)?;
+        for (field, want) in [("number of lists", n_lists), ("dimension", dim)] {
+            let got = r.len_u32()?;
+            if got != want {
+                return Err(r.invalid(field, got as u64, "the index state's").into());
+            }
+        }
+    }
+    let centroids = r.f32s(n)?;
+    r.finish()?;
+    Ok(centroids)
 }
 
 /// Where the vectors start in the plaintext of a version-2 block: after the
@@ -305,20 +254,19 @@ impl Block {
     /// n × (len: u32, id bytes), list: u32, generation: u64, seq: u64]`.
     pub(crate) fn encode(&self, dim: usize, place: Place) -> Vec<u8> {
         let vectors = self.vectors();
-        let mut out = Vec::with_capacity(
+        let mut w = Writer::with_capacity(
             BLOCK_VECTORS_AT + vectors.len() * 4 + self.ids.text.len() + 4 * self.len() + 20,
         );
-        out.extend_from_slice(&[BLOCK_VERSION, 0]);
-        out.extend_from_slice(&(self.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(dim as u32).to_le_bytes());
-        put_f32s(&mut out, vectors);
+        w.u8(BLOCK_VERSION)
+            .u8(0)
+            .len_u32(self.len())
+            .len_u32(dim)
+            .f32s(vectors);
         for id in self.ids.iter() {
-            put_bytes(&mut out, id.as_bytes());
+            w.str(id);
         }
-        out.extend_from_slice(&place.list.to_le_bytes());
-        out.extend_from_slice(&place.generation.to_le_bytes());
-        out.extend_from_slice(&place.seq.to_le_bytes());
-        out
+        w.u32(place.list).u64(place.generation).u64(place.seq);
+        w.into_vec()
     }
 
     /// A block decoded from its plaintext (copied).
@@ -379,33 +327,25 @@ impl Block {
 /// versions 1 (ids before vectors, at no particular alignment), 2 and 3
 /// (a trailer with the place).
 fn parse_block(plain: &[u8], dim: usize, ids: &mut Ids) -> Result<(Range<usize>, Option<Place>)> {
-    let what = "vector block";
-    let mut r = Reader { buf: plain, what };
-    let version = r.u8()?;
-    if !(1..=BLOCK_VERSION).contains(&version) {
-        return Err(Error::Corrupt {
-            what,
-            reason: format!("version {version}, expected 1 to {BLOCK_VERSION}"),
-        });
-    }
+    let mut r = Reader::new(plain, Record::Block);
+    let version = r.version(1, BLOCK_VERSION)?;
     if version >= 2 {
-        r.u8()?;
+        let pad = r.u8()?;
+        if pad != 0 {
+            return Err(r.invalid("padding", pad.into(), "0").into());
+        }
     }
-    let n = r.u32()? as usize;
-    let d = r.u32()? as usize;
-    if d != dim {
-        return Err(Error::Corrupt {
-            what,
-            reason: format!("dimension {d}, expected {dim}"),
-        });
+    let n = r.len_u32()?;
+    let d = r.u32()?;
+    if d as usize != dim {
+        return Err(r
+            .invalid("dimension", d.into(), "the index's dimension")
+            .into());
     }
-    let len = n
-        .checked_mul(d)
-        .and_then(|x| x.checked_mul(4))
-        .ok_or_else(|| Error::Corrupt {
-            what,
-            reason: "length overflow".into(),
-        })?;
+    let len = n.checked_mul(dim).ok_or(vecseal_codec::Error::Overflow {
+        record: Record::Block,
+        field: "vectors",
+    })?;
     let mut read_ids = |r: &mut Reader<'_>| -> Result<()> {
         for _ in 0..n {
             ids.push(r.str()?);
@@ -415,8 +355,8 @@ fn parse_block(plain: &[u8], dim: usize, ids: &mut Ids) -> Result<(Range<usize>,
     if version == 1 {
         read_ids(&mut r)?;
     }
-    let at = plain.len() - r.buf.len();
-    r.take(len)?;
+    let at = r.position();
+    let len = r.f32_bytes(len, "vectors")?.len();
     if version >= 2 {
         read_ids(&mut r)?;
     }
@@ -482,16 +422,78 @@ mod tests {
         }
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        /// Every decoder of this module, and the catalog's, on arbitrary
+        /// bytes behind a valid version byte (so the fields are reached):
+        /// a clean error or a value that encodes back to the same bytes;
+        /// never a panic.
+        #[test]
+        fn arbitrary_bytes_are_an_error_or_a_canonical_record(
+            tail in proptest::collection::vec(any::<u8>(), 0..256),
+            dim in 1usize..4,
+            n_lists in 1usize..4,
+        ) {
+            let item = [&[ITEM_VERSION][..], &tail].concat();
+            if let Ok(rec) = ItemRecord::decode(&item) {
+                prop_assert_eq!(rec.encode(), item);
+            }
+            let block = [&[BLOCK_VERSION, 0][..], &tail].concat();
+            if let Ok(b) = Block::decode(&block, dim) {
+                let place = b.place();
+                prop_assert!(place.is_some());
+                prop_assert_eq!(b.encode(dim, place.unwrap_or(PLACE)), block);
+            }
+            for version in [1u8, 2] {
+                // Older layouts: decode without panicking.
+                let _ = Block::decode(&[&[version][..], &tail].concat(), dim);
+            }
+            let centroids = [&[CENTROIDS_VERSION][..], &tail].concat();
+            for bytes in [&centroids, &tail] {
+                if let Ok(c) = decode_centroids(bytes, n_lists, dim) {
+                    prop_assert_eq!(c.len(), n_lists * dim);
+                }
+            }
+            let catalog = [&[1u8][..], &tail].concat();
+            if let Ok((id, ring)) = crate::catalog::decode_catalog(&catalog) {
+                prop_assert_eq!(crate::catalog::encode_catalog(id, &ring), catalog);
+            }
+        }
+    }
+
+    #[test]
+    fn centroids_round_trip_and_the_first_layout_still_reads() {
+        let c: Vec<f32> = (0..12).map(|x| x as f32 - 3.5).collect();
+        let enc = encode_centroids(&c, 4);
+        assert_eq!(decode_centroids(&enc, 3, 4).ok(), Some(c.clone()));
+        let bare: Vec<u8> = c.iter().flat_map(|x| x.to_le_bytes()).collect();
+        assert_eq!(decode_centroids(&bare, 3, 4).ok(), Some(c));
+        assert!(matches!(
+            decode_centroids(&enc, 4, 3),
+            Err(crate::Error::Decode(vecseal_codec::Error::Invalid {
+                record: Record::Centroids,
+                field: "number of lists",
+                found: 3,
+                ..
+            }))
+        ));
+        // Every cut is an error, but the one of the first layout's length
+        // (which only a broken seal could produce: records are
+        // authenticated before they are decoded).
+        for cut in (0..enc.len()).filter(|&c| c != 12 * 4) {
+            assert!(decode_centroids(&enc[..cut], 3, 4).is_err(), "cut {cut}");
+        }
+    }
+
     /// The version-1 layout (ids first, vectors at any alignment).
     fn encode_v1(b: &Block, dim: usize) -> Vec<u8> {
-        let mut out = vec![1];
-        out.extend_from_slice(&(b.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(dim as u32).to_le_bytes());
+        let mut w = Writer::new();
+        w.u8(1).len_u32(b.len()).len_u32(dim);
         for id in b.ids().iter() {
-            put_bytes(&mut out, id.as_bytes());
+            w.str(id);
         }
-        put_f32s(&mut out, b.vectors());
-        out
+        w.f32s(b.vectors());
+        w.into_vec()
     }
 
     fn sample(n: usize, dim: usize) -> Block {

@@ -7,6 +7,8 @@ use rayon::prelude::*;
 use vecseal_keyring::WriteCap;
 use vecseal_storage::{Durability, WriteBatch};
 
+use vecseal_codec::Record;
+
 use crate::catalog::{NS_BLOCKS, NS_META};
 use crate::codec::{Block, Place};
 use crate::keys::{Keys, Kind};
@@ -75,7 +77,7 @@ impl Edit {
             let list = list
                 .or_else(|| self.list_of(seq))
                 .ok_or_else(|| Error::Corrupt {
-                    what: "index state record",
+                    what: Record::State,
                     reason: format!("block {seq} is in no list"),
                 })?;
             let block = index.load_block(keys, seq, self.dim)?;

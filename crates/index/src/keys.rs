@@ -2,6 +2,7 @@
 
 use std::ops::Range;
 
+use vecseal_codec::Record;
 use vecseal_envelope::{Blinder, Sealer, SecretKey, Suite};
 use vecseal_keyring::{IndexId, UserId};
 
@@ -57,12 +58,13 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
-    pub(crate) fn name(self) -> &'static str {
+    /// The record kind, as errors name it.
+    pub(crate) fn record(self) -> Record {
         match self {
-            Kind::State => "index state record",
-            Kind::Centroids => "centroids record",
-            Kind::Item => "item record",
-            Kind::Block => "vector block",
+            Kind::State => Record::State,
+            Kind::Centroids => Record::Centroids,
+            Kind::Item => Record::Item,
+            Kind::Block => Record::Block,
         }
     }
 }
@@ -173,9 +175,9 @@ impl Keys {
 
 fn open_error(kind: Kind, e: vecseal_envelope::Error) -> Error {
     match e {
-        vecseal_envelope::Error::Authentication => Error::Authentication(kind.name()),
+        vecseal_envelope::Error::Authentication => Error::Authentication(kind.record()),
         other => Error::Corrupt {
-            what: kind.name(),
+            what: kind.record(),
             reason: other.to_string(),
         },
     }

@@ -83,6 +83,8 @@ pub use options::{
     auto_n_lists, auto_n_probes, Field, Fields, GetResult, Hit, IndexInfo, Item, MetadataMatches,
     MetadataQuery, ProgressFn, QueryOptions, TrainOptions, TrainProgress, TrainingState,
 };
+pub use vecseal_codec::Error as DecodeError;
+pub use vecseal_codec::Record;
 pub use vecseal_envelope::Error as EnvelopeError;
 pub use vecseal_envelope::{SecretKey, Suite};
 pub use vecseal_keyring::Error as AccessError;
@@ -208,7 +210,11 @@ pub enum Error {
     /// A stored record failed authentication: it was modified, moved or
     /// belongs to other keys. Opaque on purpose.
     #[error("authentication failed on a stored {0}: it was modified, moved, or sealed under another key")]
-    Authentication(&'static str),
+    Authentication(Record),
+    /// The blocks in the store do not match the digest sealed in the index
+    /// state: a block was removed, moved, or restored from an older copy.
+    #[error("the blocks of the index do not match its sealed state: a block was removed, moved, or restored from an older copy")]
+    BlocksTampered,
     /// `query_metadata` cannot answer a filter on a field, by its schema.
     #[error("query_metadata cannot answer a filter on {field:?}: {reason}")]
     NotQueryable {
@@ -217,11 +223,15 @@ pub enum Error {
         /// Why, and what would make it answerable.
         reason: &'static str,
     },
-    /// A stored record opened but its content is malformed.
+    /// A stored record opened but does not decode.
+    #[error(transparent)]
+    Decode(#[from] vecseal_codec::Error),
+    /// A stored record decoded but contradicts the rest of the index (or
+    /// is missing).
     #[error("corrupt {what}: {reason}")]
     Corrupt {
         /// The record kind.
-        what: &'static str,
+        what: Record,
         /// What is wrong.
         reason: String,
     },

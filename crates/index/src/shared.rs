@@ -11,6 +11,8 @@ use vecseal_envelope::{SecretKey, Suite};
 use vecseal_keyring::{Access, IndexId, WriteCap};
 use vecseal_storage::{Durability, WriteBatch};
 
+use vecseal_codec::Record;
+
 use crate::cache::BlockCache;
 use crate::catalog::{open_ring, read_catalog, NS_BLOCKS, NS_ITEMS, NS_META};
 use crate::codec::{Block, ItemRecord, Place};
@@ -73,12 +75,12 @@ impl Shared {
         let keys = Arc::new(Keys::derive(access.data_key(), id, ring.suite()));
         let sk = keys.state_key();
         let raw = store.get(NS_META, &sk)?.ok_or_else(|| Error::Corrupt {
-            what: "index state record",
+            what: Record::State,
             reason: "missing".into(),
         })?;
         let p = Persisted::decode(&keys.open(Kind::State, &sk, &raw)?)?;
         let centroids = if p.trained {
-            read_centroids(&store, &keys, p.generation)?
+            read_centroids(&store, &keys, &p)?
         } else {
             Vec::new()
         };
@@ -144,7 +146,7 @@ impl Shared {
         }
         let (generation, n_lists) = (live.p.generation, live.p.n_lists);
         let corrupt = |reason: &str| Error::Corrupt {
-            what: "vector block",
+            what: Record::Block,
             reason: reason.to_owned(),
         };
         let mut lists: Vec<Vec<BlockRef>> = vec![Vec::new(); n_lists];
@@ -189,7 +191,7 @@ impl Shared {
             }
         }
         if blocks != live.p.blocks || digest != live.p.digest {
-            return Err(Error::Authentication("block directory"));
+            return Err(Error::BlocksTampered);
         }
         for l in &mut lists {
             l.sort_unstable_by_key(|r| r.seq);
@@ -304,7 +306,7 @@ impl Shared {
         })?;
         if !found {
             return Err(Error::Corrupt {
-                what: "vector block",
+                what: Record::Block,
                 reason: "a block the index state references is missing".into(),
             });
         }
@@ -361,7 +363,7 @@ impl Shared {
                     let rec = ItemRecord::decode(&keys.open(Kind::Item, key, &raw)?)?;
                     if &rec.id != id {
                         return Err(Error::Corrupt {
-                            what: "item record",
+                            what: Record::Item,
                             reason: "id does not match its key".into(),
                         });
                     }
@@ -376,26 +378,19 @@ impl Shared {
 pub(crate) fn parse_meta(m: Option<String>) -> Result<Option<serde_json::Value>> {
     m.map(|s| {
         serde_json::from_str(&s).map_err(|e| Error::Corrupt {
-            what: "item record",
-            reason: e.to_string(),
+            what: Record::Item,
+            reason: format!("its metadata is not JSON: {e}"),
         })
     })
     .transpose()
 }
 
-pub(crate) fn read_centroids(
-    store: &GuardedStore,
-    keys: &Keys,
-    generation: u64,
-) -> Result<Vec<f32>> {
-    let ck = keys.centroids_key(generation);
+pub(crate) fn read_centroids(store: &GuardedStore, keys: &Keys, p: &Persisted) -> Result<Vec<f32>> {
+    let ck = keys.centroids_key(p.generation);
     let raw = store.get(NS_META, &ck)?.ok_or_else(|| Error::Corrupt {
-        what: "centroids record",
+        what: Record::Centroids,
         reason: "missing".into(),
     })?;
     let bytes = keys.open(Kind::Centroids, &ck, &raw)?;
-    Ok(bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect())
+    crate::codec::decode_centroids(&bytes, p.n_lists, p.dim.unwrap_or(0))
 }

@@ -224,7 +224,7 @@ impl<'a> ListWriter<'a> {
         let mut batch = WriteBatch::new();
         if p.trained {
             let ck = keys.centroids_key(p.generation);
-            let cbytes: Vec<u8> = centroids.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let cbytes = crate::codec::encode_centroids(&centroids, p.dim.unwrap_or(1));
             batch.put_owned(
                 NS_META,
                 ck.clone(),

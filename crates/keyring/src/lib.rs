@@ -44,6 +44,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
+use vecseal_codec::{Reader, Record, Writer};
 use vecseal_envelope::{Sealer, SecretKey, Suite};
 
 const MAGIC: &[u8; 4] = b"VSKR";
@@ -75,9 +76,9 @@ pub enum Error {
     /// A capability of another index was presented.
     #[error("the access presented belongs to another index")]
     WrongIndex,
-    /// The serialized keyring is malformed.
-    #[error("malformed keyring: {0}")]
-    Malformed(String),
+    /// The serialized keyring does not decode.
+    #[error(transparent)]
+    Malformed(#[from] vecseal_codec::Error),
     /// A user id that is not 32 hex characters (16 bytes).
     #[error("invalid user id ({given}): a user id is 32 hex characters (16 bytes)")]
     InvalidUserId {
@@ -448,102 +449,70 @@ impl Keyring {
         Ok(())
     }
 
-    /// Serializes the keyring (stable format, version 1).
+    /// Serializes the keyring (stable format, version 1): `"VSKR"`, the
+    /// version, the suite id, the index id, the root wrap, then per user its
+    /// id, a flags byte (1 read, 2 write) and the wraps it has.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64 + self.root.len() + self.users.len() * 140);
-        out.extend_from_slice(MAGIC);
-        out.push(VERSION);
-        out.push(self.suite.id());
-        out.extend_from_slice(&self.index.0);
-        put_bytes(&mut out, &self.root);
-        out.extend_from_slice(&(self.users.len() as u32).to_le_bytes());
+        let mut w = Writer::with_capacity(64 + self.root.len() + self.users.len() * 140);
+        w.raw(MAGIC)
+            .u8(VERSION)
+            .u8(self.suite.id())
+            .raw(&self.index.0)
+            .bytes(&self.root)
+            .len_u32(self.users.len());
         for (user, wraps) in &self.users {
-            out.extend_from_slice(&user.0);
-            out.push(u8::from(wraps.read.is_some()) | (u8::from(wraps.write.is_some()) << 1));
-            for w in [&wraps.read, &wraps.write].into_iter().flatten() {
-                put_bytes(&mut out, w);
+            w.raw(&user.0)
+                .u8(u8::from(wraps.read.is_some()) | (u8::from(wraps.write.is_some()) << 1));
+            for wrap in [&wraps.read, &wraps.write].into_iter().flatten() {
+                w.bytes(wrap);
             }
         }
-        out
+        w.into_vec()
     }
 
     /// Parses a keyring written by [`Keyring::to_bytes`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
-        let mut r = Reader(bytes);
-        if r.take(4)? != MAGIC {
-            return Err(Error::Malformed("bad magic: not a vecseal keyring".into()));
+        let mut r = Reader::new(bytes, Record::Keyring);
+        let magic = r.array::<4>()?;
+        if &magic != MAGIC {
+            return Err(r
+                .invalid(
+                    "magic",
+                    u32::from_be_bytes(magic).into(),
+                    "\"VSKR\" (0x56534b52)",
+                )
+                .into());
         }
-        let version = r.take(1)?[0];
-        if version != VERSION {
-            return Err(Error::Malformed(format!(
-                "keyring version {version}, expected {VERSION}"
-            )));
-        }
-        let suite = Suite::from_id(r.take(1)?[0])?;
-        let mut index = [0u8; 16];
-        index.copy_from_slice(r.take(16)?);
+        r.version(VERSION, VERSION)?;
+        let suite = Suite::from_id(r.u8()?)?;
+        let index = IndexId(r.array()?);
         let root = r.bytes()?.to_vec();
-        let n = u32::from_le_bytes(r.array()?);
+        let n = r.len_u32()?;
         let mut users = BTreeMap::new();
         for _ in 0..n {
             let user = UserId(r.array()?);
-            let flags = r.take(1)?[0];
+            let flags = r.u8()?;
             if flags == 0 || flags > 3 {
-                return Err(Error::Malformed(format!(
-                    "user flags {flags}, expected 1, 2 or 3"
-                )));
+                return Err(r.invalid("user flags", flags.into(), "1, 2 or 3").into());
             }
-            let read = if flags & 1 != 0 {
-                Some(r.bytes()?.to_vec())
-            } else {
-                None
+            let mut wrap = |bit: u8| -> Result<Option<Vec<u8>>, Error> {
+                Ok(if flags & bit != 0 {
+                    Some(r.bytes()?.to_vec())
+                } else {
+                    None
+                })
             };
-            let write = if flags & 2 != 0 {
-                Some(r.bytes()?.to_vec())
-            } else {
-                None
-            };
+            let read = wrap(1)?;
+            let write = wrap(2)?;
             users.insert(user, UserWraps { read, write });
         }
-        if !r.0.is_empty() {
-            return Err(Error::Malformed(format!("{} trailing bytes", r.0.len())));
-        }
+        r.finish()?;
         Ok(Self {
-            index: IndexId(index),
+            index,
             suite,
             root,
             users,
         })
-    }
-}
-
-fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
-    out.extend_from_slice(b);
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
-        if self.0.len() < n {
-            return Err(Error::Malformed(format!(
-                "truncated: needed {n} more bytes, {} left",
-                self.0.len()
-            )));
-        }
-        let (head, tail) = self.0.split_at(n);
-        self.0 = tail;
-        Ok(head)
-    }
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], Error> {
-        let mut a = [0u8; N];
-        a.copy_from_slice(self.take(N)?);
-        Ok(a)
-    }
-    fn bytes(&mut self) -> Result<&'a [u8], Error> {
-        let n = u32::from_le_bytes(self.array()?) as usize;
-        self.take(n)
     }
 }
 
@@ -652,7 +621,19 @@ mod tests {
         for cut in 0..bytes.len() {
             assert!(Keyring::from_bytes(&bytes[..cut]).is_err());
         }
-        assert!(Keyring::from_bytes(b"nope").is_err());
+        assert!(matches!(
+            Keyring::from_bytes(b"nope"),
+            Err(Error::Malformed(vecseal_codec::Error::Invalid {
+                field: "magic",
+                ..
+            }))
+        ));
+        let mut newer = bytes.clone();
+        newer[4] = VERSION + 1;
+        assert!(matches!(
+            Keyring::from_bytes(&newer),
+            Err(Error::Malformed(vecseal_codec::Error::Version { .. }))
+        ));
     }
 
     #[test]
@@ -736,6 +717,25 @@ mod tests {
                     let listed: Vec<_> = r.users().iter().map(|e| (e.user_id.0[0], (e.has_read, e.has_write))).collect();
                     let expect: Vec<_> = model.iter().map(|(u, p)| (*u, *p)).collect();
                     prop_assert_eq!(listed, expect);
+                }
+            }
+
+            /// Arbitrary bytes after a valid header (so that the fields past
+            /// it are reached): a clean error or a keyring that writes back
+            /// to the same bytes; never a panic.
+            #[test]
+            fn arbitrary_bytes_are_an_error_or_a_canonical_keyring(
+                tail in proptest::collection::vec(any::<u8>(), 0..300),
+                header in any::<bool>(),
+            ) {
+                let mut bytes = Vec::new();
+                if header {
+                    bytes.extend_from_slice(MAGIC);
+                    bytes.extend_from_slice(&[VERSION, Suite::Aes256Gcm.id()]);
+                }
+                bytes.extend_from_slice(&tail);
+                if let Ok(r) = Keyring::from_bytes(&bytes) {
+                    prop_assert_eq!(r.to_bytes(), bytes);
                 }
             }
         }

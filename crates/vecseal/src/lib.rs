@@ -32,11 +32,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use vecseal_index::{
-    auto_n_lists, auto_n_probes, AccessError, Credentials, Database, EnvelopeError, Error, Field,
-    FieldSchema, Fields, Filter, GetResult, Hit, Index, IndexConfig, IndexInfo, Item, KMeansError,
-    LoadedIndex, MetadataMatches, MetadataQuery, Metric, ProgressFn, QueryOptions, Result,
-    SecretKey, SimdLevel, StorageError, Suite, TrainOptions, TrainProgress, TrainingState,
-    UserEntry, UserId, NAMESPACES,
+    auto_n_lists, auto_n_probes, AccessError, Credentials, Database, DecodeError, EnvelopeError,
+    Error, Field, FieldSchema, Fields, Filter, GetResult, Hit, Index, IndexConfig, IndexInfo, Item,
+    KMeansError, LoadedIndex, MetadataMatches, MetadataQuery, Metric, ProgressFn, QueryOptions,
+    Record, Result, SecretKey, SimdLevel, StorageError, Suite, TrainOptions, TrainProgress,
+    TrainingState, UserEntry, UserId, NAMESPACES,
 };
 use vecseal_storage::{MemStore, RocksStore, Store};
 

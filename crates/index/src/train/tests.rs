@@ -77,10 +77,7 @@ fn a_version_1_index_is_read_as_it_is_and_upgraded_by_a_writer() {
             .map(|l| l.to_vec())
             .collect();
         let (keys, sk, p) = state(&store);
-        let mut v = serde_json::to_value(&p).unwrap_or_else(|e| panic!("{e}"));
-        v["version"] = 1.into();
-        v["lists"] = serde_json::to_value(&lists).unwrap_or_else(|e| panic!("{e}"));
-        let plain = serde_json::to_vec(&v).unwrap_or_else(|e| panic!("{e}"));
+        let plain = crate::state::legacy::encode(&p, Some(&lists));
         let sealed = keys
             .seal(Kind::State, &sk, &plain)
             .unwrap_or_else(|e| panic!("{e}"));
@@ -103,7 +100,7 @@ fn a_version_1_index_is_read_as_it_is_and_upgraded_by_a_writer() {
         );
         assert!(state(&store).2.is_legacy());
     }
-    // The owner's handle upgrades it: version 2, every block renumbered,
+    // The owner's handle upgrades it: version 3, every block renumbered,
     // the same answers, and it opens again from the blocks alone.
     {
         let db = Database::new(Arc::clone(&store));
