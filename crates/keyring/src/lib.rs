@@ -520,9 +520,7 @@ impl Keyring {
 mod tests {
     use super::*;
 
-    fn k(b: u8) -> SecretKey {
-        SecretKey::from_bytes(&[b; 32]).unwrap_or_else(|_| unreachable!())
-    }
+    use vecseal_testkit::key as k;
     const IDX: IndexId = IndexId([9; 16]);
 
     fn ring() -> (Keyring, Access) {

@@ -1,40 +1,7 @@
 use super::*;
 use kernel::Sum;
 use proptest::prelude::*;
-use rand::Rng;
-use rand_distr_free::gaussian;
-
-/// Minimal seeded Gaussian sampler (Box–Muller) so tests need no extra crate.
-mod rand_distr_free {
-    use rand::Rng;
-    pub(crate) fn gaussian(rng: &mut impl Rng) -> f32 {
-        let u1: f64 = rng.gen_range(f64::MIN_POSITIVE..1.0);
-        let u2: f64 = rng.gen();
-        ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
-    }
-}
-
-fn planted(
-    n_per: usize,
-    centers: usize,
-    d: usize,
-    spread: f32,
-    seed: u64,
-) -> (Vec<f32>, Vec<usize>) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let means: Vec<Vec<f32>> = (0..centers)
-        .map(|_| (0..d).map(|_| rng.gen_range(-100.0..100.0)).collect())
-        .collect();
-    let mut data = Vec::new();
-    let mut truth = Vec::new();
-    for (c, m) in means.iter().enumerate() {
-        for _ in 0..n_per {
-            data.extend(m.iter().map(|v| v + spread * gaussian(&mut rng)));
-            truth.push(c);
-        }
-    }
-    (data, truth)
-}
+use vecseal_testkit::planted;
 
 fn fit(data: &[f32], d: usize, o: Options) -> KMeansResult {
     KMeans::new(o)

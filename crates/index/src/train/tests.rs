@@ -9,11 +9,9 @@ use crate::catalog::{open_ring, read_catalog, NS_META};
 use crate::guarded::GuardedStore;
 use crate::keys::{Credentials, Keys, Kind};
 use crate::state::Persisted;
-use crate::{Database, IndexConfig, Item, QueryOptions, SecretKey, TrainOptions, NAMESPACES};
+use crate::{Database, IndexConfig, Item, QueryOptions, TrainOptions, NAMESPACES};
 
-fn key(b: u8) -> SecretKey {
-    SecretKey::from_bytes(&[b; 32]).unwrap_or_else(|e| panic!("{e}"))
-}
+use vecseal_testkit::key;
 
 /// The sealed state record of index "t", decoded.
 fn state(store: &Arc<dyn Store>) -> (Keys, Vec<u8>, Persisted) {

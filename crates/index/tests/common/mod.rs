@@ -1,13 +1,10 @@
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_imports)]
 use std::sync::Arc;
 
-use rand::{Rng, SeedableRng};
-use vecseal_index::{Credentials, Database, Index, IndexConfig, Metric, SecretKey, NAMESPACES};
+use vecseal_index::{Credentials, Database, Index, IndexConfig, Metric, NAMESPACES};
 use vecseal_storage::{MemStore, RocksStore, Store};
 
-pub fn key(b: u8) -> SecretKey {
-    SecretKey::from_bytes(&[b; 32]).unwrap_or_else(|e| panic!("{e}"))
-}
+pub use vecseal_testkit::{clustered, ids, key};
 
 pub fn owner(b: u8) -> Credentials {
     Credentials::owner(key(b))
@@ -66,26 +63,6 @@ pub fn test_db() -> (Database, TestStore) {
 pub fn create(db: &Database, metric: Metric) -> Index {
     db.create_index("t", owner(1), IndexConfig::default().with_metric(metric))
         .unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// `n` vectors of dimension `d` around `centers` seeded cluster centres.
-pub fn clustered(n: usize, d: usize, centers: usize, seed: u64) -> Vec<Vec<f32>> {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let cs: Vec<Vec<f32>> = (0..centers)
-        .map(|_| (0..d).map(|_| rng.gen_range(-10.0..10.0)).collect())
-        .collect();
-    (0..n)
-        .map(|_| {
-            cs[rng.gen_range(0..centers)]
-                .iter()
-                .map(|v| v + rng.gen_range(-1.0f32..1.0))
-                .collect()
-        })
-        .collect()
-}
-
-pub fn ids(n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("item-{i}")).collect()
 }
 
 #[path = "../../../kmeans/src/kernel/reference.rs"]

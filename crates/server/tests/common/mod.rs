@@ -1,6 +1,6 @@
 //! A vecseal server on 127.0.0.1 with an ephemeral port, and a small JSON
 //! client over real HTTP.
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+#![allow(dead_code, unreachable_pub, unused_imports, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 use std::sync::mpsc;
@@ -196,21 +196,5 @@ pub fn b64(rows: &[Vec<f32>]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// Seeded pseudo-random vectors.
-pub fn vectors(n: usize, d: usize, seed: u64) -> Vec<Vec<f32>> {
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            (0..d)
-                .map(|_| {
-                    x = x
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    ((x >> 33) as f32 / (1u64 << 31) as f32) - 0.5
-                })
-                .collect()
-        })
-        .collect()
-}
+/// Seeded pseudo-random vectors, uniform in `[-0.5, 0.5)ᵈ`.
+pub use vecseal_testkit::uniform as vectors;
