@@ -121,6 +121,7 @@ fn tidy() -> Result<()> {
         }
     }
     index_modules_are_layered(&root().join("crates/index/src"))?;
+    rocksdb_builds_once()?;
     eprintln!("xtask: tidy: architecture invariants hold");
     Ok(())
 }
@@ -130,6 +131,81 @@ const MAX_MODULE_LINES: usize = 650;
 
 /// The files of vecseal-index (but `lib.rs`, the root) import each other
 /// without a circle, and none exceeds [`MAX_MODULE_LINES`] lines.
+/// RocksDB's C++ takes a quarter of an hour to compile, so every package
+/// selection (`--workspace`, or `-p` of any member that links it) must
+/// resolve `librocksdb-sys` to the same unit: same features and profile all
+/// the way down its dependencies, or cargo builds it again in a new
+/// directory. Compares those subtrees in cargo's unit graph (printed, not
+/// built; `RUSTC_BOOTSTRAP` only lets stable cargo print it).
+fn rocksdb_builds_once() -> Result<()> {
+    let signature = |selection: &[&str]| -> Result<String> {
+        let out = cargo()
+            .args(["test", "--no-run", "-Z", "unstable-options", "--unit-graph"])
+            .args(selection)
+            .env("RUSTC_BOOTSTRAP", "1")
+            .current_dir(root())
+            .output()
+            .context("cargo --unit-graph")?;
+        if !out.status.success() {
+            bail!(
+                "cargo test --unit-graph {selection:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let graph: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let units = graph["units"]
+            .as_array()
+            .context("unit graph without units")?;
+        let lib = units
+            .iter()
+            .position(|u| {
+                u["pkg_id"]
+                    .as_str()
+                    .is_some_and(|p| p.contains("librocksdb-sys"))
+                    && u["mode"] == "build"
+                    && u["target"]["kind"][0] == "lib"
+            })
+            .context("no librocksdb-sys unit")?;
+        fn describe(units: &[serde_json::Value], i: usize, out: &mut Vec<String>) {
+            let u = &units[i];
+            out.push(format!(
+                "{} {} {} {} {}",
+                u["pkg_id"], u["target"]["name"], u["mode"], u["features"], u["profile"]
+            ));
+            for d in u["dependencies"].as_array().into_iter().flatten() {
+                if let Some(j) = d["index"].as_u64() {
+                    describe(units, j as usize, out);
+                }
+            }
+        }
+        let mut lines = Vec::new();
+        describe(units, lib, &mut lines);
+        lines.sort();
+        lines.dedup();
+        Ok(lines.join("\n"))
+    };
+    let whole = signature(&["--workspace"])?;
+    for pkg in [
+        "vecseal-storage",
+        "vecseal-index",
+        "vecseal",
+        "vecseal-server",
+        "vecseal-cli",
+    ] {
+        let one = signature(&["-p", pkg])?;
+        if one != whole {
+            let ws: Vec<&str> = whole.lines().collect();
+            let diff: Vec<&str> = one.lines().filter(|l| !ws.contains(l)).collect();
+            bail!(
+                "`cargo test -p {pkg}` would compile RocksDB again: its librocksdb-sys \
+                 resolves differently from the workspace's in {diff:?} (unify the features \
+                 in crates/storage/Cargo.toml)"
+            );
+        }
+    }
+    Ok(())
+}
+
 fn index_modules_are_layered(src: &Path) -> Result<()> {
     use std::collections::BTreeMap;
     let mut graph: BTreeMap<String, Vec<String>> = BTreeMap::new();
