@@ -13,7 +13,7 @@ use crate::catalog::{NS_BLOCKS, NS_META};
 use crate::codec::{Block, Place};
 use crate::keys::{Keys, Kind};
 use crate::shared::Shared;
-use crate::state::{block_capacity, BlockRef, Digest, Lists, Persisted};
+use crate::state::{append_capacity, block_capacity, BlockRef, Digest, Lists, Persisted};
 use crate::{Error, Result};
 
 /// Pending copy-on-write changes to the blocks of an index.
@@ -24,6 +24,11 @@ pub(crate) struct Edit {
     pub(crate) fresh: HashSet<u64>,
     pub(crate) removed: Vec<String>,
     pub(crate) cap: usize,
+    /// The most vectors a stored block may hold for a write to append to
+    /// it (re-sealing it whole); a fuller tail gets a new block instead, so
+    /// a one-item upsert re-seals at most this many vectors however long
+    /// its list is.
+    pub(crate) append_cap: usize,
     pub(crate) dim: usize,
     pub(crate) generation: u64,
     pub(crate) blocks: u64,
@@ -50,6 +55,7 @@ impl Edit {
             fresh: HashSet::new(),
             removed: Vec::new(),
             cap: block_capacity(dim),
+            append_cap: append_capacity(dim),
             dim,
             generation: p.generation,
             blocks: p.blocks,
@@ -74,13 +80,17 @@ impl Edit {
         list: Option<u32>,
     ) -> Result<()> {
         if !self.dirty.contains_key(&seq) {
+            let block = index.load_block(keys, seq, self.dim)?;
+            // A block names its list inside its seal (version 3); the scan
+            // of every list is for older blocks only.
             let list = list
+                .or_else(|| block.place().map(|p| p.list))
+                .filter(|&l| (l as usize) < self.lists.len())
                 .or_else(|| self.list_of(seq))
                 .ok_or_else(|| Error::Corrupt {
                     what: Record::State,
                     reason: format!("block {seq} is in no list"),
                 })?;
-            let block = index.load_block(keys, seq, self.dim)?;
             self.dirty.insert(seq, (list, (*block).clone()));
         }
         Ok(())
@@ -104,14 +114,18 @@ impl Edit {
         v: &[f32],
     ) -> Result<()> {
         let tail = self.lists[list as usize].last().copied();
+        // A block this edit created fills up to the block capacity; a
+        // stored one takes more only while it is small (see `append_cap`).
+        let room = |t: BlockRef| {
+            let (len, limit) = match self.dirty.get(&t.seq) {
+                Some((_, b)) if self.fresh.contains(&t.seq) => (b.len(), self.cap),
+                Some((_, b)) => (b.len(), self.append_cap),
+                None => (t.count as usize, self.append_cap),
+            };
+            len < limit
+        };
         let seq = match tail {
-            Some(t)
-                if self
-                    .dirty
-                    .get(&t.seq)
-                    .map_or(t.count as usize, |(_, b)| b.len())
-                    < self.cap =>
-            {
+            Some(t) if room(t) => {
                 self.load(index, keys, t.seq, Some(list))?;
                 t.seq
             }

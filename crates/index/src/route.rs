@@ -30,6 +30,7 @@ pub(crate) fn nearest_centroids(centroids: &[f32], dim: usize, rows: &[f32]) -> 
 }
 
 /// The `n` nearest lists of every query, nearest first: the lists it probes.
+#[cfg(test)]
 pub(crate) fn probe_lists(
     centroids: &[f32],
     dim: usize,
@@ -40,8 +41,61 @@ pub(crate) fn probe_lists(
 }
 
 /// Every list, nearest to `q` first (the order a widening search follows).
+#[cfg(test)]
 pub(crate) fn lists_by_distance(centroids: &[f32], dim: usize, q: &[f32]) -> Vec<u32> {
     Centroids::new(centroids, dim).ranked(q)
+}
+
+/// The centroids of a trained index (none before training) with their
+/// squared norms, computed once per training generation rather than once
+/// per routed batch: routing one upserted vector then reads every centroid
+/// once, not twice.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Routes {
+    centroids: Vec<f32>,
+    norms: Vec<f32>,
+    dim: usize,
+}
+
+impl Routes {
+    pub(crate) fn new(centroids: Vec<f32>, dim: usize) -> Self {
+        let norms = if centroids.is_empty() {
+            Vec::new()
+        } else {
+            Centroids::new(&centroids, dim).norms().to_vec()
+        };
+        Self {
+            centroids,
+            norms,
+            dim,
+        }
+    }
+
+    /// The centroids, row-major.
+    pub(crate) fn centroids(&self) -> &[f32] {
+        &self.centroids
+    }
+
+    fn kernel(&self) -> Centroids<'_> {
+        Centroids::with_norms(&self.centroids, self.dim, &self.norms)
+    }
+
+    /// As [`nearest_centroids`].
+    pub(crate) fn nearest(&self, rows: &[f32]) -> Vec<u32> {
+        self.kernel().nearest(rows)
+    }
+
+    /// The `n` nearest lists of every query, nearest first: the lists it
+    /// probes.
+    pub(crate) fn probe(&self, queries: &[f32], n: usize) -> Vec<Vec<u32>> {
+        self.kernel().nearest_n(queries, n)
+    }
+
+    /// Every list, nearest to `q` first (the order a widening search
+    /// follows).
+    pub(crate) fn ranked(&self, q: &[f32]) -> Vec<u32> {
+        self.kernel().ranked(q)
+    }
 }
 
 #[cfg(test)]
@@ -63,6 +117,17 @@ mod tests {
         let dim = 4;
         let nearest = nearest_centroids(&centroids, dim, &rows);
         let probes = probe_lists(&centroids, dim, &rows, 1);
+        // With norms kept from an earlier call: the same lists.
+        let routes = Routes::new(centroids.clone(), dim);
+        assert_eq!(routes.nearest(&rows), nearest);
+        assert_eq!(routes.probe(&rows, 1), probes);
+        assert_eq!(
+            routes.probe(&rows, 3),
+            probe_lists(&centroids, dim, &rows, 3)
+        );
+        for q in rows.chunks_exact(dim) {
+            assert_eq!(routes.ranked(q), lists_by_distance(&centroids, dim, q));
+        }
         assert_eq!(nearest.len(), rows.len() / dim);
         for (n, p) in nearest.iter().zip(&probes) {
             assert_eq!(p.as_slice(), [*n]);

@@ -11,7 +11,7 @@ use crate::filter::Filter;
 use crate::handle::Index;
 use crate::keys::Keys;
 use crate::options::{auto_n_probes, Hit, MetadataMatches, MetadataQuery, QueryOptions};
-use crate::route::{lists_by_distance, prepare, probe_lists};
+use crate::route::prepare;
 use crate::shared::{check_vector, parse_meta, Live, Shared};
 use crate::state::block_capacity;
 use crate::topk::TopK;
@@ -252,7 +252,7 @@ impl Shared {
         let probes: Vec<Vec<u32>> = if exhaustive {
             Vec::new()
         } else {
-            probe_lists(&live.centroids, dim, chunk, s.n_probes)
+            live.centroids.probe(chunk, s.n_probes)
         };
         // List → the queries of the chunk that probe it.
         let mut askers: Vec<Vec<u32>> = vec![Vec::new(); n_lists];
@@ -298,7 +298,10 @@ impl Shared {
         hits: &mut Vec<(String, f32)>,
     ) -> Result<()> {
         let seen: HashSet<u32> = probed.iter().copied().collect();
-        let rest: Vec<u32> = lists_by_distance(&s.live.centroids, s.dim, q)
+        let rest: Vec<u32> = s
+            .live
+            .centroids
+            .ranked(q)
             .into_iter()
             .filter(|l| !seen.contains(l))
             .collect();

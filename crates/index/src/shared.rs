@@ -20,12 +20,14 @@ use crate::guarded::GuardedStore;
 use crate::keys::{Credentials, Keys, Kind};
 use crate::metaindex::MetaIndex;
 use crate::options::TrainingState;
+use crate::route::Routes;
 use crate::state::{BlockRef, Digest, Persisted};
 use crate::{Error, Result};
 
 pub(crate) struct Live {
     pub(crate) p: Persisted,
-    pub(crate) centroids: Vec<f32>,
+    /// The centroids (empty before training), ready to route.
+    pub(crate) centroids: Routes,
     /// Item id → number of the block holding its search vector.
     pub(crate) locations: HashMap<String, u64>,
     /// Decrypted metadata with equality postings (memory only).
@@ -80,9 +82,9 @@ impl Shared {
         })?;
         let p = Persisted::decode(&keys.open(Kind::State, &sk, &raw)?)?;
         let centroids = if p.trained {
-            read_centroids(&store, &keys, &p)?
+            Routes::new(read_centroids(&store, &keys, &p)?, p.dim.unwrap_or(1))
         } else {
-            Vec::new()
+            Routes::default()
         };
         let index = Self {
             store,

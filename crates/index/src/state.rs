@@ -134,6 +134,18 @@ impl Persisted {
         }
     }
 
+    /// A copy without the lists (which a write takes into its edit and
+    /// hands back at commit): copying every list's reference once more for
+    /// each one-item write would cost O(n_lists).
+    pub(crate) fn header(&self) -> Self {
+        Self {
+            lists: Vec::new(),
+            unindexed_fields: self.unindexed_fields.clone(),
+            fields: self.fields.clone(),
+            ..*self
+        }
+    }
+
     /// The schema, with the older list of unindexed paths folded in.
     pub(crate) fn schema(&self) -> BTreeMap<String, FieldSchema> {
         let mut fields = self.fields.clone();
@@ -380,6 +392,16 @@ pub(crate) mod legacy {
 
 pub(crate) fn block_capacity(dim: usize) -> usize {
     (BLOCK_BYTES / (4 * dim.max(1))).clamp(16, 4096)
+}
+
+/// Target plaintext size of a stored block that a write still appends to.
+pub(crate) const APPEND_BYTES: usize = 16 << 10;
+
+/// How many vectors a stored block may hold for a write to append to it
+/// (and re-seal it whole): about [`APPEND_BYTES`], at least 16, at most a
+/// block.
+pub(crate) fn append_capacity(dim: usize) -> usize {
+    (APPEND_BYTES / (4 * dim.max(1))).clamp(16, block_capacity(dim))
 }
 
 #[cfg(test)]

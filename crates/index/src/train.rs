@@ -16,7 +16,7 @@ use crate::codec::{Block, Place};
 use crate::handle::Index;
 use crate::keys::{Keys, Kind};
 use crate::options::{auto_n_lists, ProgressFn, TrainOptions, TrainProgress};
-use crate::route::nearest_centroids;
+use crate::route::{nearest_centroids, Routes};
 use crate::shared::{Live, Shared};
 use crate::state::{block_capacity, BlockRef, Digest, Persisted, STATE_VERSION};
 use crate::{Error, Metric, Result};
@@ -246,9 +246,10 @@ impl<'a> ListWriter<'a> {
         let mut live = ix.live.write();
         ix.store.write(self.cap, batch, Durability::Sync)?;
         let meta = std::mem::take(&mut live.meta);
+        let dim = p.dim.unwrap_or(1);
         *live = Live {
             p,
-            centroids,
+            centroids: Routes::new(centroids, dim),
             locations: self.locations,
             meta,
         };
@@ -431,7 +432,11 @@ impl Shared {
             if !l.p.is_legacy() {
                 return Ok(());
             }
-            (l.p.clone(), l.centroids.clone(), l.locations.len())
+            (
+                l.p.clone(),
+                l.centroids.centroids().to_vec(),
+                l.locations.len(),
+            )
         };
         let dim = old.dim.unwrap_or(1);
         let mut writer = ListWriter::new(self, cap, keys, dim, old.lists.len(), &old, count);

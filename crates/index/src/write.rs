@@ -11,7 +11,7 @@ use crate::edit::Edit;
 use crate::handle::Index;
 use crate::keys::Kind;
 use crate::options::{Item, ItemRef};
-use crate::route::{nearest_centroids, prepare};
+use crate::route::prepare;
 use crate::shared::check_vector;
 use crate::{Error, Result};
 
@@ -109,14 +109,14 @@ impl Index {
         }
 
         let live = ix.live.read();
-        let mut p = live.p.clone();
+        let mut p = live.p.header();
         p.dim = Some(dim);
         p.has_metadata |= items.iter().any(|it| it.metadata.is_some());
-        let mut edit = Edit::new(&p, dim);
+        let mut edit = Edit::new(&live.p, dim);
         // Routed with the kernel that picks the lists a query probes, so an
         // upserted vector is in the first list a query equal to it probes.
         let lists: Vec<u32> = if p.trained {
-            nearest_centroids(&live.centroids, dim, &search)
+            live.centroids.nearest(&search)
         } else {
             vec![0; items.len()]
         };
@@ -149,8 +149,8 @@ impl Index {
         ix.upgrade(cap, &keys)?;
         let live = ix.live.read();
         let Some(dim) = live.p.dim else { return Ok(0) };
-        let p = live.p.clone();
-        let mut edit = Edit::new(&p, dim);
+        let p = live.p.header();
+        let mut edit = Edit::new(&live.p, dim);
         let mut batch = WriteBatch::new();
         let mut seen = HashSet::new();
         for id in ids {

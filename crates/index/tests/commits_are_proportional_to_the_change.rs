@@ -108,3 +108,59 @@ fn one_item_writes_do_not_grow_with_the_index() {
         assert!(l <= s + 8, "a one-item {what} grew from {s} to {l} bytes");
     }
 }
+
+/// A one-item upsert into a list whose tail block is long starts (or
+/// appends to) a small block instead of re-sealing the long one, so the
+/// bytes it writes are bounded by a small block however full the tail is.
+#[test]
+fn one_item_upserts_do_not_reseal_a_long_tail_block() {
+    let store = Arc::new(Counting {
+        inner: MemStore::new(NAMESPACES),
+        written: AtomicUsize::new(0),
+    });
+    let db = Database::new(Arc::clone(&store) as Arc<dyn Store>);
+    let index = db
+        .create_index("t", owner(1), IndexConfig::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    // One batch: one block of 4000 4-d vectors (a block holds 4096): 16 B
+    // of vector and 4 + 9 B of id each, about 116 KB to re-seal.
+    let items = ids(4000)
+        .into_iter()
+        .enumerate()
+        .map(|(i, id)| Item::new(id, vec![i as f32, 1.0, 2.0, 3.0]))
+        .collect();
+    index.upsert(items).unwrap_or_else(|e| panic!("{e}"));
+    let mut largest = 0;
+    for i in 0..1500 {
+        let before = store.written.load(Ordering::SeqCst);
+        index
+            .upsert(vec![Item::new(
+                format!("new-{i}"),
+                vec![-(i as f32), 0.0, 0.0, 1.0],
+            )])
+            .unwrap_or_else(|e| panic!("{e}"));
+        largest = largest.max(store.written.load(Ordering::SeqCst) - before);
+    }
+    // A block a write appends to holds at most 16 KiB of vectors (1024 4-d
+    // ones, with ids "new-…" about 29 KB), plus the item and the state.
+    assert!(
+        largest < 40_000,
+        "a one-item upsert wrote {largest} bytes: it re-sealed a long block"
+    );
+    assert_eq!(index.count().unwrap_or_else(|e| panic!("{e}")), 5500);
+    let got = index
+        .get(
+            &[
+                "item-3999".to_owned(),
+                "new-0".to_owned(),
+                "new-1499".to_owned(),
+            ],
+            vecseal_index::Fields::ALL,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((got.items.len(), got.missing.len()), (3, 0));
+    assert_eq!(
+        got.items[2].vector.as_deref(),
+        Some(&[-1499.0, 0.0, 0.0, 1.0][..])
+    );
+}

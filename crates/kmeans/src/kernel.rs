@@ -480,7 +480,7 @@ fn tiles<S: Simd, T: Term, F: Fn(f32) -> f32 + Copy, const B: usize>(
 pub struct Centroids<'a> {
     data: &'a [f32],
     dim: usize,
-    norms: Vec<f32>,
+    norms: std::borrow::Cow<'a, [f32]>,
     max_norm: f32,
 }
 
@@ -504,16 +504,38 @@ impl<'a> Centroids<'a> {
             .chunks_exact(dim)
             .map(|c| sum(Sum::Dot, c, c))
             .collect();
+        Self::from_norms(centroids, dim, std::borrow::Cow::Owned(norms))
+    }
+
+    /// Row-major `centroids` of dimension `dim` with their squared norms
+    /// as [`Centroids::norms`] computed them, kept from an earlier call:
+    /// saves a pass over every centroid when few rows are routed at a time.
+    ///
+    /// # Panics
+    /// If `dim` is 0 or there is not one norm per centroid.
+    pub fn with_norms(centroids: &'a [f32], dim: usize, norms: &'a [f32]) -> Self {
+        assert!(dim > 0, "dimension 0");
+        assert_eq!(norms.len(), centroids.len() / dim, "one norm per centroid");
+        Self::from_norms(centroids, dim, std::borrow::Cow::Borrowed(norms))
+    }
+
+    fn from_norms(data: &'a [f32], dim: usize, norms: std::borrow::Cow<'a, [f32]>) -> Self {
         // NaN-propagating: a NaN norm makes every bound NaN (nothing ruled out).
         let max_norm = norms
             .iter()
             .fold(0f32, |a, &v| if v.is_nan() || v > a { v } else { a });
         Centroids {
-            data: centroids,
+            data,
             dim,
             norms,
             max_norm,
         }
+    }
+
+    /// The squared norm of every centroid (canonical dot products), to keep
+    /// for [`Centroids::with_norms`].
+    pub fn norms(&self) -> &[f32] {
+        &self.norms
     }
 
     /// The number of centroids.
@@ -698,7 +720,7 @@ impl WithSimd for Candidates<'_> {
         const L: usize = 16;
         let c = self.centroids;
         let k = c.len();
-        let norms = &c.norms;
+        let norms: &[f32] = &c.norms;
         for i in 0..self.m {
             let dots = &self.scratch.dots[i * k..(i + 1) * k];
             // The screened values ‖c‖² − 2g, in 16 independent lanes.

@@ -157,3 +157,27 @@ proptest! {
         check_ranking(&centroids, dim, &rows, n);
     }
 }
+
+/// Norms kept from an earlier call route exactly as fresh ones.
+#[test]
+fn kept_norms_route_as_fresh_ones() {
+    let dim = 3;
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let centroids: Vec<f32> = (0..1500 * dim)
+        .map(|_| rng.gen_range(0..3) as f32)
+        .collect();
+    let c = Centroids::new(&centroids, dim);
+    let kept = Centroids::with_norms(&centroids, dim, c.norms());
+    let rows: Vec<f32> = (0..40 * dim)
+        .map(|_| rng.gen_range(0..6) as f32 * 0.5)
+        .collect();
+    assert_eq!(kept.nearest(&rows), c.nearest(&rows));
+    assert_eq!(kept.nearest_n(&rows, 5), c.nearest_n(&rows, 5));
+    for (i, row) in rows.chunks_exact(dim).enumerate() {
+        assert_eq!(
+            kept.nearest(row)[0],
+            oracle_order(&centroids, dim, row)[0],
+            "row {i}"
+        );
+    }
+}
