@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use common::*;
-use vecseal_index::{Database, IndexConfig, Item, NAMESPACES};
+use vecseal_index::{Database, Index, IndexConfig, Item, NAMESPACES};
 use vecseal_storage::{Durability, MemStore, Scan, Snapshot, Store, WriteBatch};
 
 /// A memory store that counts the bytes written through it.
@@ -44,9 +44,8 @@ struct Measured {
     delete: usize,
 }
 
-/// An untrained 4-d index of `n` items (one list of n / 4096 blocks), the
-/// last block full, measured.
-fn measure(n: usize) -> Measured {
+/// A new index over a counting memory store.
+fn counting_index() -> (Arc<Counting>, Index) {
     let store = Arc::new(Counting {
         inner: MemStore::new(NAMESPACES),
         written: AtomicUsize::new(0),
@@ -55,6 +54,13 @@ fn measure(n: usize) -> Measured {
     let index = db
         .create_index("t", owner(1), IndexConfig::default())
         .unwrap_or_else(|e| panic!("{e}"));
+    (store, index)
+}
+
+/// An untrained 4-d index of `n` items (one list of n / 4096 blocks), the
+/// last block full, measured.
+fn measure(n: usize) -> Measured {
+    let (store, index) = counting_index();
     let ids = ids(n);
     for chunk in ids.chunks(4096) {
         let items = chunk
@@ -114,14 +120,7 @@ fn one_item_writes_do_not_grow_with_the_index() {
 /// bytes it writes are bounded by a small block however full the tail is.
 #[test]
 fn one_item_upserts_do_not_reseal_a_long_tail_block() {
-    let store = Arc::new(Counting {
-        inner: MemStore::new(NAMESPACES),
-        written: AtomicUsize::new(0),
-    });
-    let db = Database::new(Arc::clone(&store) as Arc<dyn Store>);
-    let index = db
-        .create_index("t", owner(1), IndexConfig::default())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (store, index) = counting_index();
     // One batch: one block of 4000 4-d vectors (a block holds 4096): 16 B
     // of vector and 4 + 9 B of id each, about 116 KB to re-seal.
     let items = ids(4000)
