@@ -132,23 +132,26 @@ const MAX_MODULE_LINES: usize = 650;
 /// The files of vecseal-index (but `lib.rs`, the root) import each other
 /// without a circle, and none exceeds [`MAX_MODULE_LINES`] lines.
 /// RocksDB's C++ takes a quarter of an hour to compile, so every package
-/// selection (`--workspace`, or `-p` of any member that links it) must
-/// resolve `librocksdb-sys` to the same unit: same features and profile all
-/// the way down its dependencies, or cargo builds it again in a new
+/// selection (`--workspace`, `-p` of any member that links it, and the
+/// binaries `cargo xtask demo` and `bench` build) must resolve
+/// `librocksdb-sys` to the same build: same features and profile settings
+/// all the way down its dependencies, or cargo builds it again in a new
 /// directory. Compares those subtrees in cargo's unit graph (printed, not
-/// built; `RUSTC_BOOTSTRAP` only lets stable cargo print it).
+/// built; `RUSTC_BOOTSTRAP` only lets stable cargo print it). The profile's
+/// name (`dev` or `test`) is left out: the two share RocksDB's build (a
+/// clippy run after a test build does not compile it again).
 fn rocksdb_builds_once() -> Result<()> {
-    let signature = |selection: &[&str]| -> Result<String> {
+    let signature = |command: &[&str]| -> Result<String> {
         let out = cargo()
-            .args(["test", "--no-run", "-Z", "unstable-options", "--unit-graph"])
-            .args(selection)
+            .args(command)
+            .args(["-Z", "unstable-options", "--unit-graph"])
             .env("RUSTC_BOOTSTRAP", "1")
             .current_dir(root())
             .output()
             .context("cargo --unit-graph")?;
         if !out.status.success() {
             bail!(
-                "cargo test --unit-graph {selection:?} failed: {}",
+                "cargo {command:?} --unit-graph failed: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
         }
@@ -168,9 +171,13 @@ fn rocksdb_builds_once() -> Result<()> {
             .context("no librocksdb-sys unit")?;
         fn describe(units: &[serde_json::Value], i: usize, out: &mut Vec<String>) {
             let u = &units[i];
+            let mut profile = u["profile"].clone();
+            if let Some(p) = profile.as_object_mut() {
+                p.remove("name");
+            }
             out.push(format!(
                 "{} {} {} {} {}",
-                u["pkg_id"], u["target"]["name"], u["mode"], u["features"], u["profile"]
+                u["pkg_id"], u["target"]["name"], u["mode"], u["features"], profile
             ));
             for d in u["dependencies"].as_array().into_iter().flatten() {
                 if let Some(j) = d["index"].as_u64() {
@@ -184,22 +191,35 @@ fn rocksdb_builds_once() -> Result<()> {
         lines.dedup();
         Ok(lines.join("\n"))
     };
-    let whole = signature(&["--workspace"])?;
-    for pkg in [
+    let whole = signature(&["test", "--no-run", "--workspace"])?;
+    let mut selections: Vec<Vec<&str>> = [
         "vecseal-storage",
         "vecseal-index",
         "vecseal",
         "vecseal-server",
         "vecseal-cli",
-    ] {
-        let one = signature(&["-p", pkg])?;
+    ]
+    .into_iter()
+    .map(|p| vec!["test", "--no-run", "-p", p])
+    .collect();
+    selections.push(vec!["build", "-p", "vecseal-cli", "--bin", "vecseal"]);
+    selections.push(vec![
+        "build",
+        "-p",
+        "vecseal-benches",
+        "--bin",
+        "vecseal-bench",
+    ]);
+    for command in selections {
+        let one = signature(&command)?;
         if one != whole {
             let ws: Vec<&str> = whole.lines().collect();
             let diff: Vec<&str> = one.lines().filter(|l| !ws.contains(l)).collect();
             bail!(
-                "`cargo test -p {pkg}` would compile RocksDB again: its librocksdb-sys \
-                 resolves differently from the workspace's in {diff:?} (unify the features \
-                 in crates/storage/Cargo.toml)"
+                "`cargo {}` would compile RocksDB again: its librocksdb-sys resolves \
+                 differently from the workspace's tests in {diff:?} (unify the features \
+                 in crates/storage/Cargo.toml)",
+                command.join(" ")
             );
         }
     }
@@ -294,16 +314,22 @@ fn ensure_apt(pkg: &str) -> Result<()> {
     run(Command::new("apt-get").args(["install", "-y", "-qq", pkg]))
 }
 
-/// Builds every target of the workspace (the same feature set as `cargo xtask
-/// ci`, so RocksDB is compiled once for both) and runs one of its binaries.
+/// Builds one binary of the workspace (see [`built`]) and runs it.
 fn run_built(bin: &str, args: &[String]) -> Result<()> {
     run(built(bin)?.args(args))
 }
 
-/// Builds every target of the workspace (see [`run_built`]) and returns a
-/// command for binary `bin`.
+/// Builds only binary `bin` and what it links, and returns a command for
+/// it. RocksDB resolves the same for this selection as for `cargo xtask ci`
+/// (`tidy` checks it), so a later `ci` compiles the tests but not RocksDB's
+/// C++ again.
 fn built(bin: &str) -> Result<Command> {
-    run(cargo().args(["build", "--workspace", "--all-targets"]))?;
+    let package = match bin {
+        "vecseal" => "vecseal-cli",
+        "vecseal-bench" => "vecseal-benches",
+        other => bail!("xtask: no package known for binary {other:?}"),
+    };
+    run(cargo().args(["build", "-p", package, "--bin", bin]))?;
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
         || root().join("target"),
         |dir| std::env::current_dir().unwrap_or_default().join(dir),
