@@ -491,6 +491,18 @@ impl Keyring {
         let mut users = BTreeMap::new();
         for _ in 0..n {
             let user = UserId(r.array()?);
+            if users
+                .last_key_value()
+                .is_some_and(|(last, _)| *last >= user)
+            {
+                return Err(r
+                    .invalid(
+                        "user order",
+                        users.len() as u64,
+                        "user ids in ascending order",
+                    )
+                    .into());
+            }
             let flags = r.u8()?;
             if flags == 0 || flags > 3 {
                 return Err(r.invalid("user flags", flags.into(), "1, 2 or 3").into());
@@ -615,7 +627,7 @@ mod tests {
         r.grant(&owner, UserId([4; 16]), &k(6), true, true)
             .unwrap_or_else(|e| panic!("{e}"));
         let bytes = r.to_bytes();
-        assert_eq!(Keyring::from_bytes(&bytes).ok(), Some(r));
+        assert_eq!(Keyring::from_bytes(&bytes).ok().as_ref(), Some(&r));
         for cut in 0..bytes.len() {
             assert!(Keyring::from_bytes(&bytes[..cut]).is_err());
         }
@@ -623,6 +635,26 @@ mod tests {
             Keyring::from_bytes(b"nope"),
             Err(Error::Malformed(vecseal_codec::Error::Invalid {
                 field: "magic",
+                ..
+            }))
+        ));
+        // The users are written in ascending order; a repeated one is
+        // refused, not silently merged.
+        let mut none = r.clone();
+        none.users.clear();
+        let mut one = none.clone();
+        one.users
+            .insert(UserId([3; 16]), r.users[&UserId([3; 16])].clone());
+        let (none, one) = (none.to_bytes(), one.to_bytes());
+        let entry = &one[none.len()..];
+        let mut twice = none[..none.len() - 4].to_vec();
+        twice.extend_from_slice(&2u32.to_le_bytes());
+        twice.extend_from_slice(entry);
+        twice.extend_from_slice(entry);
+        assert!(matches!(
+            Keyring::from_bytes(&twice),
+            Err(Error::Malformed(vecseal_codec::Error::Invalid {
+                field: "user order",
                 ..
             }))
         ));
