@@ -299,6 +299,23 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Checks that the `index`-th key of a sorted collection (`next`)
+    /// comes strictly after the one before (`last`): records keep such
+    /// keys in ascending order, so a repeated key is refused rather than
+    /// silently merged, and every record has one encoding.
+    pub fn ascending<T: Ord + ?Sized>(
+        &self,
+        last: Option<&T>,
+        next: &T,
+        field: &'static str,
+        index: usize,
+    ) -> Result<()> {
+        if last.is_some_and(|last| last >= next) {
+            return Err(self.invalid(field, index as u64, "keys in ascending order, each once"));
+        }
+        Ok(())
+    }
+
     /// The next `n` bytes.
     pub fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if self.buf.len() < n {
@@ -372,8 +389,14 @@ impl<'a> Reader<'a> {
 
     /// A text written by [`Writer::str`].
     pub fn str(&mut self) -> Result<&'a str> {
-        let record = self.record;
-        std::str::from_utf8(self.bytes()?).map_err(|_| Error::Utf8 { record })
+        let b = self.bytes()?;
+        self.utf8(b)
+    }
+
+    fn utf8(&self, b: &'a [u8]) -> Result<&'a str> {
+        std::str::from_utf8(b).map_err(|_| Error::Utf8 {
+            record: self.record,
+        })
     }
 
     /// An optional byte string written by [`Writer::opt_bytes`].
@@ -383,6 +406,12 @@ impl<'a> Reader<'a> {
         } else {
             Ok(None)
         }
+    }
+
+    /// An optional text: [`Writer::opt_bytes`] of UTF-8 bytes.
+    pub fn opt_str(&mut self, field: &'static str) -> Result<Option<&'a str>> {
+        let b = self.opt_bytes(field)?;
+        b.map(|b| self.utf8(b)).transpose()
     }
 
     /// The bytes of `n` `f32` values (to read in place).
@@ -551,6 +580,21 @@ mod tests {
                 field: "vectors"
             })
         );
+        // Sorted keys: each strictly after the one before.
+        let sorted = Reader::new(&[], Record::State);
+        assert!(sorted.ascending(None, "a", "path", 0).is_ok());
+        assert!(sorted.ascending(Some("a"), "b", "path", 1).is_ok());
+        for last in ["b", "c"] {
+            assert!(matches!(
+                sorted.ascending(Some(last), "b", "path", 2),
+                Err(Error::Invalid {
+                    record: Record::State,
+                    field: "path",
+                    found: 2,
+                    ..
+                })
+            ));
+        }
         // A length prefix larger than what is left is truncation, not a panic.
         assert!(matches!(
             r.bytes(),

@@ -183,16 +183,7 @@ impl ItemRecord {
         let dim = r.len_u32()?;
         let vector = r.f32s(dim)?;
         let contents = r.opt_bytes("contents flag")?.map(<[u8]>::to_vec);
-        let metadata = match r.opt_bytes("metadata flag")? {
-            Some(b) => Some(
-                std::str::from_utf8(b)
-                    .map_err(|_| vecseal_codec::Error::Utf8 {
-                        record: Record::Item,
-                    })?
-                    .to_owned(),
-            ),
-            None => None,
-        };
+        let metadata = r.opt_str("metadata flag")?.map(str::to_owned);
         r.finish()?;
         Ok(Self {
             id,

@@ -21,10 +21,9 @@ pub(crate) fn prepare<'a>(
     out
 }
 
-/// The nearest list of every row: where upserts and training put a vector.
-/// Routing, probing and widening all rank lists with one kernel
-/// ([`Centroids`]: canonical distances, ties to the lower list), so a
-/// vector sits in the first list a query equal to it probes.
+/// The nearest list of every row, norms computed on the spot: what
+/// [`Routes::nearest`] must agree with.
+#[cfg(test)]
 pub(crate) fn nearest_centroids(centroids: &[f32], dim: usize, rows: &[f32]) -> Vec<u32> {
     Centroids::new(centroids, dim).nearest(rows)
 }
@@ -49,7 +48,9 @@ pub(crate) fn lists_by_distance(centroids: &[f32], dim: usize, q: &[f32]) -> Vec
 /// The centroids of a trained index (none before training) with their
 /// squared norms, computed once per training generation rather than once
 /// per routed batch: routing one upserted vector then reads every centroid
-/// once, not twice.
+/// once, not twice. Routing, probing and widening all rank lists with one
+/// kernel ([`Centroids`]: canonical distances, ties to the lower list), so
+/// a vector sits in the first list a query equal to it probes.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Routes {
     centroids: Vec<f32>,
@@ -71,16 +72,22 @@ impl Routes {
         }
     }
 
-    /// The centroids, row-major.
+    /// The centroids, row-major (empty before training).
     pub(crate) fn centroids(&self) -> &[f32] {
         &self.centroids
+    }
+
+    /// Whether there are none (the index is not trained).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.centroids.is_empty()
     }
 
     fn kernel(&self) -> Centroids<'_> {
         Centroids::with_norms(&self.centroids, self.dim, &self.norms)
     }
 
-    /// As [`nearest_centroids`].
+    /// The nearest list of every row: where upserts and training put a
+    /// vector.
     pub(crate) fn nearest(&self, rows: &[f32]) -> Vec<u32> {
         self.kernel().nearest(rows)
     }

@@ -104,12 +104,23 @@ pub(crate) struct Persisted {
     pub(crate) fields: BTreeMap<String, FieldSchema>,
 }
 
+/// The metrics by their stored code (the index in this table).
 const METRICS: [Metric; 4] = [
     Metric::Euclidean,
     Metric::SquaredEuclidean,
     Metric::Cosine,
     Metric::InnerProduct,
 ];
+
+/// The stored code of a metric: its index in [`METRICS`].
+fn metric_code(m: Metric) -> u8 {
+    match m {
+        Metric::Euclidean => 0,
+        Metric::SquaredEuclidean => 1,
+        Metric::Cosine => 2,
+        Metric::InnerProduct => 3,
+    }
+}
 
 impl Persisted {
     pub(crate) fn new(
@@ -179,7 +190,7 @@ impl Persisted {
         w.u8(STATE_VERSION as u8)
             .flag(self.dim.is_some())
             .u64(self.dim.unwrap_or(0) as u64)
-            .u8(METRICS.iter().position(|m| *m == self.metric).unwrap_or(0) as u8)
+            .u8(metric_code(self.metric))
             .flag(self.trained)
             .u64(self.generation)
             .u64(self.next_seq)
@@ -237,19 +248,12 @@ impl Persisted {
         let mut fields = BTreeMap::new();
         for _ in 0..n_fields {
             let path = r.str()?;
-            if fields
-                .keys()
-                .next_back()
-                .is_some_and(|last: &String| last.as_str() >= path)
-            {
-                return Err(r
-                    .invalid(
-                        "field order",
-                        fields.len() as u64,
-                        "paths in ascending order",
-                    )
-                    .into());
-            }
+            r.ascending(
+                fields.keys().next_back().map(String::as_str),
+                path,
+                "field order",
+                fields.len(),
+            )?;
             let bits = r.u8()?;
             if bits > 7 {
                 return Err(r.invalid("field schema bits", bits.into(), "0 to 7").into());
@@ -460,6 +464,13 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn metric_codes_index_the_table() {
+        for (code, m) in METRICS.iter().enumerate() {
+            assert_eq!(usize::from(metric_code(*m)), code, "{m}");
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::codec::{Block, Place};
 use crate::handle::Index;
 use crate::keys::{Keys, Kind};
 use crate::options::{auto_n_lists, ProgressFn, TrainOptions, TrainProgress};
-use crate::route::{nearest_centroids, Routes};
+use crate::route::Routes;
 use crate::shared::{Live, Shared};
 use crate::state::{block_capacity, BlockRef, Digest, Persisted, STATE_VERSION};
 use crate::{Error, Metric, Result};
@@ -142,7 +142,7 @@ impl Index {
                     let list_ids = m.iter().map(|&i| std::mem::take(&mut ids[i])).collect();
                     writer.add_list(l, list_ids, vectors)?;
                 }
-                result.centroids
+                Routes::new(result.centroids, dim)
             }
             Some(mb) => {
                 let budget = mb.saturating_mul(1 << 20);
@@ -208,7 +208,7 @@ impl<'a> ListWriter<'a> {
     pub(crate) fn finish(
         mut self,
         old: &Persisted,
-        centroids: Vec<f32>,
+        centroids: Routes,
         old_seqs: &[u64],
     ) -> Result<()> {
         self.flush()?;
@@ -224,7 +224,7 @@ impl<'a> ListWriter<'a> {
         let mut batch = WriteBatch::new();
         if p.trained {
             let ck = keys.centroids_key(p.generation);
-            let cbytes = crate::codec::encode_centroids(&centroids, p.dim.unwrap_or(1));
+            let cbytes = crate::codec::encode_centroids(centroids.centroids(), p.dim.unwrap_or(1));
             batch.put_owned(
                 NS_META,
                 ck.clone(),
@@ -246,10 +246,9 @@ impl<'a> ListWriter<'a> {
         let mut live = ix.live.write();
         ix.store.write(self.cap, batch, Durability::Sync)?;
         let meta = std::mem::take(&mut live.meta);
-        let dim = p.dim.unwrap_or(1);
         *live = Live {
             p,
-            centroids: Routes::new(centroids, dim),
+            centroids,
             locations: self.locations,
             meta,
         };
@@ -337,7 +336,7 @@ impl Shared {
         progress: &(dyn Fn(&vecseal_kmeans::Progress) -> ControlFlow<()> + Sync),
         writer: &mut ListWriter<'_>,
         budget: usize,
-    ) -> Result<Vec<f32>> {
+    ) -> Result<Routes> {
         use rand::SeedableRng;
         let n_lists = writer.lists.len();
         let half = (budget / 2).max(dim * 4);
@@ -379,11 +378,13 @@ impl Shared {
             .fit(&sample, dim)?
             .centroids;
         drop(sample);
+        // The norms once, not once per block routed.
+        let centroids = Routes::new(centroids, dim);
 
         // One pass: the list of every vector, in block order.
         let mut assign: Vec<u32> = Vec::with_capacity(count);
         self.for_each_block(keys, seqs, dim, |b| {
-            assign.extend(nearest_centroids(&centroids, dim, b.vectors()));
+            assign.extend(centroids.nearest(b.vectors()));
         })?;
         let mut sizes = vec![0usize; n_lists];
         for &a in &assign {
@@ -432,11 +433,7 @@ impl Shared {
             if !l.p.is_legacy() {
                 return Ok(());
             }
-            (
-                l.p.clone(),
-                l.centroids.centroids().to_vec(),
-                l.locations.len(),
-            )
+            (l.p.clone(), l.centroids.clone(), l.locations.len())
         };
         let dim = old.dim.unwrap_or(1);
         let mut writer = ListWriter::new(self, cap, keys, dim, old.lists.len(), &old, count);

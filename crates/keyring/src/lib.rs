@@ -491,18 +491,7 @@ impl Keyring {
         let mut users = BTreeMap::new();
         for _ in 0..n {
             let user = UserId(r.array()?);
-            if users
-                .last_key_value()
-                .is_some_and(|(last, _)| *last >= user)
-            {
-                return Err(r
-                    .invalid(
-                        "user order",
-                        users.len() as u64,
-                        "user ids in ascending order",
-                    )
-                    .into());
-            }
+            r.ascending(users.keys().next_back(), &user, "user order", users.len())?;
             let flags = r.u8()?;
             if flags == 0 || flags > 3 {
                 return Err(r.invalid("user flags", flags.into(), "1, 2 or 3").into());
