@@ -129,8 +129,6 @@ fn tidy() -> Result<()> {
 /// The longest a file of vecseal-index may be: one concern per file.
 const MAX_MODULE_LINES: usize = 650;
 
-/// The files of vecseal-index (but `lib.rs`, the root) import each other
-/// without a circle, and none exceeds [`MAX_MODULE_LINES`] lines.
 /// RocksDB's C++ takes a quarter of an hour to compile, so every package
 /// selection (`--workspace`, `-p` of any member that links it, and the
 /// binaries `cargo xtask demo` and `bench` build) must resolve
@@ -226,6 +224,8 @@ fn rocksdb_builds_once() -> Result<()> {
     Ok(())
 }
 
+/// The files of vecseal-index (but `lib.rs`, the root) import each other
+/// without a circle, and none exceeds [`MAX_MODULE_LINES`] lines.
 fn index_modules_are_layered(src: &Path) -> Result<()> {
     use std::collections::BTreeMap;
     let mut graph: BTreeMap<String, Vec<String>> = BTreeMap::new();

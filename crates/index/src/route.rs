@@ -50,8 +50,9 @@ pub(crate) fn lists_by_distance(centroids: &[f32], dim: usize, q: &[f32]) -> Vec
 /// per routed batch: routing one upserted vector then reads every centroid
 /// once, not twice. Routing, probing and widening all rank lists with one
 /// kernel ([`Centroids`]: canonical distances, ties to the lower list), so
-/// a vector sits in the first list a query equal to it probes.
-#[derive(Debug, Clone, Default)]
+/// a vector sits in the first list a query equal to it probes. Not `Debug`:
+/// centroids are decrypted summaries of the data.
+#[derive(Clone, Default)]
 pub(crate) struct Routes {
     centroids: Vec<f32>,
     norms: Vec<f32>,
