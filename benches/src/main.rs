@@ -622,6 +622,61 @@ fn bench_upserts(report: &mut serde_json::Map<String, Value>) -> Result<()> {
     Ok(())
 }
 
+/// Data-key rotation of a trained index: every record read, opened,
+/// sealed again under a new key and written, then the old ones deleted.
+/// Throughput is sealed bytes read per second of the whole call.
+fn bench_rotation(report: &mut serde_json::Map<String, Value>) -> Result<()> {
+    let n: usize = std::env::var("VECSEAL_BENCH_ROTATION_N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100_000);
+    let d = 768;
+    println!("\ndata-key rotation of a trained index ({n} × {d} synthetic clusters, vectors only, automatic n_lists)");
+    println!("| engine | items | blocks | sealed MB | seconds | MB/s | items/s |");
+    println!("|---|---|---|---|---|---|---|");
+    let dir = tempfile_dir()?;
+    let mut out = Vec::new();
+    for engine in ["MemStore", "RocksStore"] {
+        let store: Arc<dyn Store> = if engine == "MemStore" {
+            Arc::new(MemStore::new(vecseal::NAMESPACES))
+        } else {
+            Arc::new(RocksStore::open(dir.join("rotation"), vecseal::NAMESPACES)?)
+        };
+        let db = vecseal::Database::new(Arc::clone(&store));
+        let index = db.create_index(
+            "rotation",
+            Credentials::owner(SecretKey::generate()?),
+            IndexConfig::default(),
+        )?;
+        const BATCH: usize = 10_000;
+        for start in (0..n).step_by(BATCH) {
+            let m = BATCH.min(n - start);
+            let data = synthetic(m, d, 1000, start as u64 + 3);
+            let ids: Vec<String> = (start..start + m).map(|i| i.to_string()).collect();
+            index.upsert_vectors(&ids, &rows(&data, d))?;
+        }
+        index.train(&TrainOptions::default().with_max_iters(5))?;
+        let t = Instant::now();
+        let done = index.rotate_data_key()?;
+        let secs = t.elapsed().as_secs_f64();
+        let mb = done.bytes as f64 / 1e6;
+        println!(
+            "| {engine} | {} | {} | {mb:.0} | {secs:.2} | {:.0} | {:.0} |",
+            done.items,
+            done.blocks,
+            mb / secs,
+            done.items as f64 / secs
+        );
+        out.push(
+            json!({"engine": engine, "items": done.items, "blocks": done.blocks,
+            "sealed_mb": mb, "seconds": secs, "mb_s": mb / secs}),
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    report.insert("rotation".into(), Value::Array(out));
+    Ok(())
+}
+
 fn bench_storage(report: &mut serde_json::Map<String, Value>) -> Result<()> {
     const NS: &[&str] = &["bench"];
     println!(
@@ -717,7 +772,9 @@ fn main() -> Result<()> {
         eprintln!("GloVe-6B-50d is in ~/.cache/vecseal/glove");
         return Ok(());
     }
-    let all = ["kmeans", "index", "filters", "upserts", "storage"];
+    let all = [
+        "kmeans", "index", "filters", "upserts", "rotation", "storage",
+    ];
     let suites: Vec<&str> = if args.is_empty() || args.iter().any(|a| a == "all") {
         all.to_vec()
     } else {
@@ -755,6 +812,7 @@ fn main() -> Result<()> {
             "index" => bench_index(n, faiss.as_ref(), &mut report)?,
             "filters" => bench_filters(n, &mut report)?,
             "upserts" => bench_upserts(&mut report)?,
+            "rotation" => bench_rotation(&mut report)?,
             _ => bench_storage(&mut report)?,
         }
     }

@@ -114,6 +114,22 @@ enum Cmd {
         #[command(subcommand)]
         cmd: UsersCmd,
     },
+    /// Rotates an index's keys (owner only). --data seals every record
+    /// again under a fresh data key, wrapped for the owner and every
+    /// remaining user: a revoked user's key or an old copy of the keyring
+    /// opens nothing afterwards. --new-key-file moves the owner to a new
+    /// key (the data key is re-wrapped, no record is rewritten).
+    RotateKey {
+        /// Index name.
+        name: String,
+        /// Rotate the data key (re-encrypts every record; writes wait,
+        /// queries go on).
+        #[arg(long)]
+        data: bool,
+        /// File holding the owner's new 32-byte key.
+        #[arg(long)]
+        new_key_file: Option<PathBuf>,
+    },
     /// Runs the HTTP service (CyborgDB's v1 protocol) over the data folder.
     /// The root key comes from VECSEAL_SERVICE_ROOT_KEY (or
     /// CYBORGDB_SERVICE_ROOT_KEY); without one, authentication is off and
@@ -277,6 +293,10 @@ enum UsersCmd {
         /// The user's id, as 32 hex characters.
         #[arg(long = "user-id")]
         user: String,
+        /// Then rotate the data key (see `rotate-key --data`), so the
+        /// user's key opens nothing even with an old copy of the keyring.
+        #[arg(long)]
+        rotate: bool,
     },
 }
 
@@ -445,6 +465,11 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::List => list(cli),
         Cmd::Drop { name } => drop_index(cli, name),
         Cmd::Users { cmd } => users(cli, cmd),
+        Cmd::RotateKey {
+            name,
+            data,
+            new_key_file,
+        } => rotate_key(cli, name, *data, new_key_file.as_deref()),
         Cmd::Serve(args) => serve(cli, args),
     }
 }
@@ -756,6 +781,44 @@ fn drop_index(cli: &Cli, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// `vecseal rotate-key`.
+fn rotate_key(cli: &Cli, name: &str, data: bool, new_key_file: Option<&Path>) -> Result<()> {
+    if !data && new_key_file.is_none() {
+        bail!("give --data (a new data key) and/or --new-key-file FILE (a new owner key)");
+    }
+    let index = load(cli, name)?;
+    if data {
+        rotate_data_key(&index)?;
+    }
+    if let Some(path) = new_key_file {
+        index.rotate_key(&read_key_file(path)?)?;
+        eprintln!(
+            "index {name:?} now opens with the owner key in {}",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Rotates the data key of `index` with a progress bar.
+fn rotate_data_key(index: &vecseal::Index) -> Result<()> {
+    let pb = bar(0, "re-seal");
+    let cb = |p: &vecseal::RotateProgress| {
+        pb.set_length(p.total);
+        pb.set_position(p.done);
+    };
+    let done = index.rotate_data_key_with_progress(&cb)?;
+    pb.finish();
+    eprintln!(
+        "rotated the data key of {:?}: {} items and {} blocks ({:.1} MB) sealed again",
+        index.name(),
+        done.items,
+        done.blocks,
+        done.bytes as f64 / 1e6
+    );
+    Ok(())
+}
+
 /// `vecseal users add | list | remove`.
 fn users(cli: &Cli, cmd: &UsersCmd) -> Result<()> {
     match cmd {
@@ -787,11 +850,15 @@ fn users(cli: &Cli, cmd: &UsersCmd) -> Result<()> {
                 )?;
             }
         }
-        UsersCmd::Remove { name, user } => {
-            if !load(cli, name)?.remove_user(UserId::from_hex(user)?)? {
+        UsersCmd::Remove { name, user, rotate } => {
+            let index = load(cli, name)?;
+            if !index.remove_user(UserId::from_hex(user)?)? {
                 bail!("user {user} has no access to index {name:?}");
             }
             eprintln!("revoked user {user}");
+            if *rotate {
+                rotate_data_key(&index)?;
+            }
         }
     }
     Ok(())

@@ -445,9 +445,11 @@ mod tests {
                     prop_assert_eq!(c.len(), n_lists * dim);
                 }
             }
-            let catalog = [&[1u8][..], &tail].concat();
-            if let Ok((id, ring)) = crate::catalog::decode_catalog(&catalog) {
-                prop_assert_eq!(crate::catalog::encode_catalog(id, &ring), catalog);
+            for version in [1u8, 2] {
+                let catalog = [&[version][..], &tail].concat();
+                if let Ok(entry) = crate::catalog::Entry::decode(&catalog) {
+                    prop_assert_eq!(entry.encode(), catalog);
+                }
             }
         }
     }

@@ -1,23 +1,21 @@
 //! The catalog of indexes in a store.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
-
-use parking_lot::Mutex;
 
 use vecseal_envelope::Suite;
 use vecseal_keyring::{IndexId, Keyring};
 use vecseal_storage::{Durability, Store, WriteBatch};
 
 use crate::catalog::{
-    catalog_key, check_name, open_ring, read_catalog, write_catalog, NS_BLOCKS, NS_CATALOG,
+    catalog_key, check_name, open_ring, read_catalog, write_catalog, Entry, NS_BLOCKS, NS_CATALOG,
     NS_ITEMS, NS_META,
 };
 use crate::guarded::GuardedStore;
 use crate::handle::Index;
 use crate::keys::{Credentials, Keys};
 use crate::metaindex::{validate_schema, FieldSchema};
-use crate::shared::Shared;
+use crate::shared::{Registry, Shared};
 use crate::state::Persisted;
 use crate::{Error, Metric, Result};
 
@@ -90,23 +88,27 @@ impl IndexConfig {
 
 /// A store holding any number of named encrypted indexes.
 ///
-/// Clones share one registry of loaded indexes: loading an index that is
-/// already loaded returns a handle on the same in-memory state, so two
-/// handles of one index never diverge or overwrite each other's writes.
+/// Every `Database` over one store object (the same `Arc`, or clones of
+/// it) in a process shares one registry of loaded indexes: loading an index
+/// that is already loaded returns a handle on the same in-memory state, so
+/// two handles of one index never diverge or overwrite each other's
+/// writes, and creating or deleting an index is serialized with the
+/// index's writers. (Two store objects over one RocksDB folder cannot
+/// exist: RocksDB refuses the second open.)
 #[derive(Clone)]
 pub struct Database {
     store: GuardedStore,
     cache_bytes: usize,
-    loaded: Arc<Mutex<HashMap<IndexId, Weak<Shared>>>>,
+    registry: Arc<Registry>,
 }
 
 impl Database {
     /// A database over `store` (opened with [`NAMESPACES`](crate::NAMESPACES)).
     pub fn new(store: Arc<dyn Store>) -> Self {
         Self {
+            registry: Registry::of(Arc::as_ptr(&store).cast::<u8>() as usize),
             store: GuardedStore::new(store),
             cache_bytes: 0,
-            loaded: Arc::default(),
         }
     }
 
@@ -142,6 +144,7 @@ impl Database {
             return Err(Error::zero("dimension"));
         }
         let fields = config.schema()?;
+        let catalog = self.registry.catalog.lock();
         match read_catalog(&self.store, name) {
             Ok(_) => return Err(Error::AlreadyExists(name.to_owned())),
             Err(Error::NotFound(_)) => {}
@@ -151,13 +154,16 @@ impl Database {
         let (ring, access) = Keyring::create(id, &owner.key, config.suite)?;
         let cap = access.owner_for("creating the index")?;
         let keys = Keys::derive(access.data_key(), id, config.suite);
-        let state = Persisted::new(config.dimension, config.metric, fields);
+        let entry = Entry::new(name, ring, &keys);
+        let mut state = Persisted::new(config.dimension, config.metric, fields);
+        state.ring_tag = entry.tag();
         let mut batch = WriteBatch::new();
-        write_catalog(&mut batch, name, id, &ring);
+        write_catalog(&mut batch, name, &entry);
         let sk = keys.state_key();
         let sealed = keys.seal(crate::keys::Kind::State, &sk, &state.encode()?)?;
         batch.put_owned(NS_META, sk, sealed);
         self.store.write(cap, batch, Durability::Sync)?;
+        drop(catalog);
         self.load_index(name, owner)
     }
 
@@ -167,8 +173,9 @@ impl Database {
     /// The list cache size is the one in force when the index was first
     /// loaded by this database (or a clone of it).
     pub fn load_index(&self, name: &str, cred: Credentials) -> Result<Index> {
-        let (id, _) = read_catalog(&self.store, name)?;
-        let mut loaded = self.loaded.lock();
+        let mut loaded = self.registry.loaded.lock();
+        // Read under the lock: a deletion holds it while it removes records.
+        let id = read_catalog(&self.store, name)?.id;
         loaded.retain(|_, w| w.strong_count() > 0);
         if let Some(shared) = loaded.get(&id).and_then(Weak::upgrade) {
             shared.authorize(&cred)?;
@@ -176,6 +183,7 @@ impl Database {
         }
         let shared = Arc::new(Shared::open(
             self.store.clone(),
+            Arc::clone(&self.registry),
             name,
             &cred,
             self.cache_bytes,
@@ -196,22 +204,46 @@ impl Database {
     }
 
     /// Deletes an index and every record of it. Needs the owner's key.
+    ///
+    /// Waits for the writers of the index's loaded handles; they authorize
+    /// under its writer lock, so afterwards every call on such a handle
+    /// sees the catalog entry gone ([`Error::NotFound`]) and writes nothing.
     pub fn delete_index(&self, name: &str, owner: &Credentials) -> Result<()> {
-        let (id, ring) = read_catalog(&self.store, name)?;
-        let access = open_ring(&ring, owner)?;
+        let _catalog = self.registry.catalog.lock();
+        let entry = read_catalog(&self.store, name)?;
+        let access = open_ring(&entry.ring, owner)?;
         let cap = access.owner_for("deleting the index")?;
-        // Writers of a loaded handle finish first; later calls on it see the
-        // catalog entry gone and fail with `NotFound`.
-        let shared = self.loaded.lock().remove(&id).and_then(|w| w.upgrade());
-        let _writer = shared.as_ref().map(|s| s.lock_writer());
-        let mut batch = WriteBatch::new();
-        for ns in [NS_META, NS_ITEMS, NS_BLOCKS] {
-            for entry in self.store.scan_prefix(ns, &id.0)? {
-                batch.delete(ns, &entry?.0);
+        // The entry must be this name's: deleting "a" must never delete the
+        // records of an index whose entry was moved under "a".
+        let keys = Keys::derive(access.data_key(), entry.id, entry.ring.suite());
+        entry.verify(name, &keys, entry.tag())?;
+        let id = entry.id;
+        loop {
+            let shared = self.registry.loaded.lock().get(&id).and_then(Weak::upgrade);
+            let _writer = shared.as_ref().map(|s| s.lock_writer());
+            // Holding the registry keeps the index from being loaded anew
+            // while its records go; a state loaded before it was taken has
+            // writers this does not hold off: start again.
+            let mut loaded = self.registry.loaded.lock();
+            let now = loaded.get(&id).and_then(Weak::upgrade);
+            let same = match (&now, &shared) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            };
+            if !same {
+                continue;
             }
+            let mut batch = WriteBatch::new();
+            for ns in [NS_META, NS_ITEMS, NS_BLOCKS] {
+                for entry in self.store.scan_prefix(ns, &id.0)? {
+                    batch.delete(ns, &entry?.0);
+                }
+            }
+            batch.delete(NS_CATALOG, &catalog_key(name));
+            self.store.write(cap, batch, Durability::Sync)?;
+            loaded.remove(&id);
+            return Ok(());
         }
-        batch.delete(NS_CATALOG, &catalog_key(name));
-        self.store.write(cap, batch, Durability::Sync)?;
-        Ok(())
     }
 }

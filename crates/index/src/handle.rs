@@ -79,8 +79,10 @@ impl Index {
     /// Gets items by id with the chosen fields; missing ids are reported.
     pub fn get(&self, ids: &[String], fields: Fields) -> Result<GetResult> {
         let ix = &*self.shared;
-        let (_, keys) = ix.authorize(&self.cred)?;
-        let recs = ix.read_items(&keys, ids)?;
+        ix.authorize(&self.cred)?;
+        let live = ix.live.read();
+        let recs = ix.read_items(&live.keys, ids)?;
+        drop(live);
         let mut out = GetResult {
             items: Vec::new(),
             missing: Vec::new(),

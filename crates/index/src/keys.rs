@@ -74,6 +74,7 @@ pub(crate) struct Keys {
     id: IndexId,
     names: Blinder,
     directory: Blinder,
+    catalog: Blinder,
     items: Sealer,
     vectors: Sealer,
     meta: Sealer,
@@ -86,6 +87,7 @@ impl Keys {
             id,
             names: Blinder::new(&dek.derive("names", ctx)),
             directory: Blinder::new(&dek.derive("directory", ctx)),
+            catalog: Blinder::new(&dek.derive("catalog", ctx)),
             items: Sealer::new(&dek.derive("items", ctx), suite),
             vectors: Sealer::new(&dek.derive("vectors", ctx), suite),
             meta: Sealer::new(&dek.derive("meta", ctx), suite),
@@ -125,6 +127,17 @@ impl Keys {
         name.extend_from_slice(&count.to_le_bytes());
         name.extend_from_slice(&place.generation.to_le_bytes());
         Digest::of(&self.directory.blind(b"block", &name))
+    }
+
+    /// The tag of the catalog entry of index `name` holding `ring_bytes`
+    /// (which name the index id): a MAC only the data key's holders can
+    /// make (see the `catalog` module).
+    pub(crate) fn catalog_tag(&self, name: &str, ring_bytes: &[u8]) -> [u8; 32] {
+        let mut msg = Vec::with_capacity(4 + name.len() + ring_bytes.len());
+        msg.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        msg.extend_from_slice(name.as_bytes());
+        msg.extend_from_slice(ring_bytes);
+        self.catalog.blind(b"catalog/v2", &msg)
     }
 
     fn sealer(&self, kind: Kind) -> &Sealer {
@@ -181,4 +194,11 @@ fn open_error(kind: Kind, e: vecseal_envelope::Error) -> Error {
             reason: other.to_string(),
         },
     }
+}
+
+/// Whether two tags are equal, in time that does not depend on where they
+/// differ.
+pub(crate) fn tags_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
 }

@@ -13,7 +13,7 @@
 //!
 //! | namespace | key | value |
 //! |---|---|---|
-//! | `catalog` | `index/` + name | index id, keyring |
+//! | `catalog` | `index/` + name | index id, tag, keyring |
 //! | `meta` | index id ‖ blind("state") | sealed index state (dimension, metric, generation, number of lists and blocks, the blocks' digest, metadata schema) |
 //! | `meta` | index id ‖ blind("centroids", generation) | sealed centroids |
 //! | `items` | index id ‖ blind(item id) | sealed item (vector, contents, metadata) |
@@ -22,6 +22,11 @@
 //! Every sealed value's associated data is its kind and its full storage key,
 //! which begins with the index id: a value moved to another item, kind or
 //! index fails to open.
+//!
+//! The catalog entry's tag is a MAC, under a key derived from the data key,
+//! of the name, the id and the keyring; the state records the tag of the
+//! current entry. Swapping two indexes' entries, replacing a wrap or
+//! restoring an older keyring is [`Error::CatalogTampered`].
 //!
 //! Blocks are copy-on-write: a change to a block writes it under a fresh
 //! block number and deletes the old one in the same atomic batch, so deleted
@@ -63,10 +68,13 @@ mod handle;
 mod keys;
 mod metaindex;
 mod options;
+mod rotate;
 mod route;
 mod search;
 mod shared;
 mod state;
+#[cfg(test)]
+mod test_support;
 mod topk;
 mod train;
 mod users;
@@ -82,7 +90,9 @@ pub use metaindex::FieldSchema;
 pub use options::{
     auto_n_lists, auto_n_probes, Field, Fields, GetResult, Hit, IndexInfo, Item, MetadataMatches,
     MetadataQuery, ProgressFn, QueryOptions, TrainOptions, TrainProgress, TrainingState,
+    MAX_CONTENTS_BYTES, MAX_ID_BYTES, MAX_METADATA_BYTES, MAX_METADATA_DEPTH, MAX_TOP_K,
 };
+pub use rotate::{RotateProgress, Rotated};
 pub use vecseal_codec::Error as DecodeError;
 pub use vecseal_codec::Record;
 pub use vecseal_envelope::Error as EnvelopeError;
@@ -165,6 +175,22 @@ pub enum Error {
     /// An index of that name exists already.
     #[error("index {0:?} already exists")]
     AlreadyExists(String),
+    /// The catalog entry of an index (its id and keyring) was changed by
+    /// someone without its data key: swapped with another index's, a wrap
+    /// replaced, or restored from an older copy. Distinct from a wrong key.
+    #[error("the catalog entry of index {name:?} was tampered with: {reason}")]
+    CatalogTampered {
+        /// The index name.
+        name: String,
+        /// What did not verify.
+        reason: &'static str,
+    },
+    /// The handle's index was deleted and its name now holds another
+    /// index: the handle does nothing any more; load the index again.
+    #[error(
+        "index {0:?} was deleted and created again since this handle was loaded: load it again"
+    )]
+    StaleHandle(String),
     /// Key, RBAC or permission failure (wrong key, unknown user, permission denied …).
     #[error(transparent)]
     Access(#[from] vecseal_keyring::Error),

@@ -9,16 +9,37 @@ use crate::filter::Filter;
 use crate::metaindex::FieldSchema;
 use crate::Metric;
 
+/// The most results a query may ask for per query vector (`top_k`); the
+/// reference service's bound.
+pub const MAX_TOP_K: usize = 10_000;
+/// The longest item id, in bytes (UTF-8). An id is stored with its item and
+/// again in the block of its list, and rewritten with every rewrite of that
+/// block.
+pub const MAX_ID_BYTES: usize = 1024;
+/// The largest contents of one item, in bytes.
+pub const MAX_CONTENTS_BYTES: usize = 64 << 20;
+/// The largest metadata of one item, in bytes of compact JSON. Metadata is
+/// also kept decrypted in memory (for filters) for every item.
+pub const MAX_METADATA_BYTES: usize = 1 << 20;
+/// The deepest nesting of arrays and objects in one item's metadata (the
+/// object itself is level 1); the reader accepts at most 128.
+pub const MAX_METADATA_DEPTH: usize = 64;
+
 /// An item to upsert, or one returned by [`Index::get`](crate::Index::get).
+///
+/// Upserts check the limits: an id of 1 to [`MAX_ID_BYTES`] bytes,
+/// contents of at most [`MAX_CONTENTS_BYTES`], metadata an object of at
+/// most [`MAX_METADATA_BYTES`] nested at most [`MAX_METADATA_DEPTH`] deep.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Item {
-    /// The id (non-empty).
+    /// The id (non-empty, at most [`MAX_ID_BYTES`] bytes).
     pub id: String,
     /// The vector (always set on upsert; on get, when asked for).
     pub vector: Option<Vec<f32>>,
-    /// Optional opaque contents.
+    /// Optional opaque contents (at most [`MAX_CONTENTS_BYTES`]).
     pub contents: Option<Vec<u8>>,
-    /// Optional JSON metadata (an object).
+    /// Optional JSON metadata: an object of at most [`MAX_METADATA_BYTES`]
+    /// as compact JSON, nested at most [`MAX_METADATA_DEPTH`] deep.
     pub metadata: Option<serde_json::Value>,
 }
 
@@ -127,7 +148,7 @@ pub struct Hit {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
 pub struct QueryOptions {
-    /// Results per query; default 100.
+    /// Results per query; default 100, at most [`MAX_TOP_K`].
     pub top_k: Option<usize>,
     /// Lists probed after training; `None`/0 = automatic:
     /// `min(n_lists, ceil(2·√n_lists))`.
@@ -361,4 +382,26 @@ pub fn auto_n_lists(n: usize) -> usize {
 /// The automatic number of probes: `min(n_lists, ceil(2·√n_lists))`.
 pub fn auto_n_probes(n_lists: usize) -> usize {
     ((2.0 * (n_lists as f64).sqrt()).ceil() as usize).clamp(1, n_lists.max(1))
+}
+
+/// How deeply `v` nests arrays and objects (a scalar is 0, `{}` is 1),
+/// counted without recursion and only up to `limit + 1`: a caller's
+/// value may be nested far deeper than the stack allows.
+pub(crate) fn json_depth(v: &serde_json::Value, limit: usize) -> usize {
+    use serde_json::Value;
+    let mut deepest = 0;
+    let mut stack: Vec<(&Value, usize)> = vec![(v, 1)];
+    while let Some((v, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Array(a) => Box::new(a.iter()),
+            Value::Object(o) => Box::new(o.values()),
+            _ => continue,
+        };
+        deepest = deepest.max(depth);
+        if deepest > limit {
+            break;
+        }
+        stack.extend(children.map(|c| (c, depth + 1)));
+    }
+    deepest
 }

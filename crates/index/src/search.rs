@@ -2,6 +2,7 @@
 //! blocks, widening, and metadata-only queries.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
@@ -10,7 +11,7 @@ use crate::distance::{distance, lower_bounds, normalize, scores as scores_into};
 use crate::filter::Filter;
 use crate::handle::Index;
 use crate::keys::Keys;
-use crate::options::{auto_n_probes, Hit, MetadataMatches, MetadataQuery, QueryOptions};
+use crate::options::{auto_n_probes, Hit, MetadataMatches, MetadataQuery, QueryOptions, MAX_TOP_K};
 use crate::route::prepare;
 use crate::shared::{check_vector, parse_meta, Live, Shared};
 use crate::state::block_capacity;
@@ -40,12 +41,20 @@ impl Index {
     /// Nearest neighbours of each query, sorted by distance then id.
     pub fn query(&self, queries: &[Vec<f32>], opts: &QueryOptions) -> Result<Vec<Vec<Hit>>> {
         let ix = &*self.shared;
-        let (_, keys) = ix.authorize(&self.cred)?;
+        ix.authorize(&self.cred)?;
         let top_k = opts.top_k.unwrap_or(100);
         if top_k == 0 {
             return Err(Error::zero("top_k"));
         }
+        if top_k > MAX_TOP_K {
+            return Err(Error::InvalidParameter {
+                name: "top_k",
+                value: top_k.to_string(),
+                expected: "at most 10000 (MAX_TOP_K)",
+            });
+        }
         let live = ix.live.read();
+        let keys = Arc::clone(&live.keys);
         let Some(dim) = live.p.dim else {
             return Ok(vec![Vec::new(); queries.len()]);
         };
@@ -94,7 +103,6 @@ impl Index {
             }
             results
         };
-        drop(live);
         if !(opts.include_metadata || opts.include_contents) {
             return Ok(results
                 .into_iter()
@@ -113,7 +121,9 @@ impl Index {
         let mut all_ids: Vec<String> = results.iter().flatten().map(|(id, _)| id.clone()).collect();
         all_ids.sort_unstable();
         all_ids.dedup();
+        // Still under the guard the search ran with: the same data key.
         let recs = ix.read_items(&keys, &all_ids)?;
+        drop(live);
         let recs: HashMap<String, ItemRecord> = all_ids
             .into_iter()
             .zip(recs)

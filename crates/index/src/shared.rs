@@ -3,20 +3,22 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use parking_lot::{Mutex, RwLock};
 use rayon::prelude::*;
 use vecseal_envelope::{SecretKey, Suite};
-use vecseal_keyring::{Access, IndexId, WriteCap};
-use vecseal_storage::{Durability, WriteBatch};
+use vecseal_keyring::{Access, IndexId, Keyring, WriteCap};
+use vecseal_storage::{Durability, Scan, WriteBatch};
 
 use vecseal_codec::Record;
 
 use crate::cache::BlockCache;
-use crate::catalog::{open_ring, read_catalog, NS_BLOCKS, NS_ITEMS, NS_META};
+use crate::catalog::{
+    open_ring, read_catalog, rotation_marker, write_catalog, Entry, NS_BLOCKS, NS_ITEMS, NS_META,
+};
 use crate::codec::{Block, ItemRecord, Place};
-use crate::guarded::GuardedStore;
+use crate::guarded::{Capability, GuardedStore};
 use crate::keys::{Credentials, Keys, Kind};
 use crate::metaindex::MetaIndex;
 use crate::options::TrainingState;
@@ -24,8 +26,44 @@ use crate::route::Routes;
 use crate::state::{BlockRef, Digest, Persisted};
 use crate::{Error, Result};
 
+/// What every `Database` over one store shares within a process.
+#[derive(Default)]
+pub(crate) struct Registry {
+    /// The loaded indexes: loading one that is loaded returns its state.
+    pub(crate) loaded: Mutex<HashMap<IndexId, Weak<Shared>>>,
+    /// Held while the catalog changes (creating or deleting an index), so
+    /// two creations of one name cannot both succeed.
+    pub(crate) catalog: Mutex<()>,
+}
+
+impl Registry {
+    /// The registry of the store object at `address`: one per store for
+    /// as long as a database or an index handle over it lives. (While a
+    /// registry lives, a database or handle holding the store does too, so
+    /// its address is not reused by another store.)
+    pub(crate) fn of(address: usize) -> Arc<Registry> {
+        static ALL: Mutex<Vec<(usize, Weak<Registry>)>> = Mutex::new(Vec::new());
+        let mut all = ALL.lock();
+        all.retain(|(_, r)| r.strong_count() > 0);
+        if let Some(r) = all
+            .iter()
+            .find(|(a, _)| *a == address)
+            .and_then(|(_, r)| r.upgrade())
+        {
+            return r;
+        }
+        let r = Arc::new(Registry::default());
+        all.push((address, Arc::downgrade(&r)));
+        r
+    }
+}
+
 pub(crate) struct Live {
     pub(crate) p: Persisted,
+    /// The keys of the current data key. Readers take them here, under the
+    /// guard they read with: a data-key rotation switches them with the
+    /// state, so a reader never pairs one key with the other's records.
+    pub(crate) keys: Arc<Keys>,
     /// The centroids (empty before training), ready to route.
     pub(crate) centroids: Routes,
     /// Item id → number of the block holding its search vector.
@@ -45,6 +83,9 @@ pub(crate) struct Shared {
     pub(crate) live: RwLock<Live>,
     pub(crate) training: AtomicBool,
     pub(crate) cache: Option<BlockCache>,
+    /// The registry this state is in, kept while any handle lives so that
+    /// a new `Database` over the store finds this state.
+    _registry: Arc<Registry>,
 }
 
 pub(crate) fn check_vector(what: impl Fn() -> String, v: &[f32], dim: usize) -> Result<()> {
@@ -68,19 +109,22 @@ impl Shared {
     /// Opens the index (`cred` must open its keyring).
     pub(crate) fn open(
         store: GuardedStore,
+        registry: Arc<Registry>,
         name: &str,
         cred: &Credentials,
         cache_bytes: usize,
     ) -> Result<Self> {
-        let (id, ring) = read_catalog(&store, name)?;
-        let access = open_ring(&ring, cred)?;
-        let keys = Arc::new(Keys::derive(access.data_key(), id, ring.suite()));
+        let entry = read_catalog(&store, name)?;
+        let (id, suite) = (entry.id, entry.ring.suite());
+        let access = open_ring(&entry.ring, cred)?;
+        let keys = Arc::new(Keys::derive(access.data_key(), id, suite));
         let sk = keys.state_key();
         let raw = store.get(NS_META, &sk)?.ok_or_else(|| Error::Corrupt {
             what: Record::State,
             reason: "missing".into(),
         })?;
         let p = Persisted::decode(&keys.open(Kind::State, &sk, &raw)?)?;
+        entry.verify(name, &keys, p.ring_tag)?;
         let centroids = if p.trained {
             Routes::new(read_centroids(&store, &keys, &p)?, p.dim.unwrap_or(1))
         } else {
@@ -90,10 +134,11 @@ impl Shared {
             store,
             name: name.to_owned(),
             id,
-            suite: ring.suite(),
+            suite,
             keys: RwLock::new(Some((access.data_key_arc(), Arc::clone(&keys)))),
             writer: Mutex::new(()),
             live: RwLock::new(Live {
+                keys: Arc::clone(&keys),
                 meta: MetaIndex::new(&p.fields, &p.unindexed_fields),
                 p,
                 centroids,
@@ -101,11 +146,20 @@ impl Shared {
             }),
             training: AtomicBool::new(false),
             cache: (cache_bytes > 0).then(|| BlockCache::new(cache_bytes)),
+            _registry: registry,
         };
-        index.rebuild_locations(&keys)?;
-        index.load_metadata(&keys)?;
+        // After a rotation that did not finish, records of the other data
+        // key are skipped (the digest still checks the set of blocks), and
+        // deleted below by a writer.
+        let rotating = index.store.get(NS_META, &rotation_marker(id))?.is_some();
+        index.rebuild_locations(&keys, rotating)?;
+        index.load_metadata(&keys, rotating)?;
         if let Ok(cap) = access.write() {
             index.upgrade(cap, &keys)?;
+            if entry.tag().is_none() {
+                // An entry written before entries had tags gets one.
+                index.save_ring(cap, &keys, entry.ring)?;
+            }
             index.collect_orphans(cap, &keys)?;
         }
         Ok(index)
@@ -116,9 +170,7 @@ impl Shared {
     /// and digest: a block removed, restored from an older state, moved or
     /// replaced is an authentication error. Blocks of another generation
     /// (left by a training run that did not finish) are skipped.
-    pub(crate) fn rebuild_locations(&self, keys: &Keys) -> Result<()> {
-        /// Blocks decrypted in parallel at a time (bounded memory).
-        const CHUNK: usize = 64;
+    pub(crate) fn rebuild_locations(&self, keys: &Keys, rotating: bool) -> Result<()> {
         let mut live = self.live.write();
         let Some(dim) = live.p.dim else { return Ok(()) };
         if live.p.is_legacy() {
@@ -154,19 +206,15 @@ impl Shared {
         let mut lists: Vec<Vec<BlockRef>> = vec![Vec::new(); n_lists];
         let mut locations = HashMap::new();
         let (mut digest, mut blocks) = (Digest::default(), 0u64);
-        let mut scan = self.store.scan_prefix(NS_BLOCKS, &self.id.0)?;
-        loop {
-            let mut chunk = Vec::with_capacity(CHUNK);
-            for entry in scan.by_ref().take(CHUNK) {
-                chunk.push(entry?);
-            }
-            if chunk.is_empty() {
-                break;
-            }
+        let scan = self.store.scan_prefix(NS_BLOCKS, &self.id.0)?;
+        for_each_chunk(scan, |chunk| {
             let opened: Vec<Option<(Place, Vec<String>)>> = chunk
                 .par_iter()
                 .map_init(Block::default, |buf, (key, sealed)| {
-                    buf.open_into(sealed, dim, |b| keys.open_in_place(Kind::Block, key, b))?;
+                    match buf.open_into(sealed, dim, |b| keys.open_in_place(Kind::Block, key, b)) {
+                        Err(Error::Authentication(_)) if rotating => return Ok(None),
+                        other => other?,
+                    }
                     let place = buf
                         .place()
                         .ok_or_else(|| corrupt("a block of a version-2 index has no place"))?;
@@ -191,7 +239,8 @@ impl Shared {
                     locations.insert(id, place.seq);
                 }
             }
-        }
+            Ok(())
+        })?;
         if blocks != live.p.blocks || digest != live.p.digest {
             return Err(Error::BlocksTampered);
         }
@@ -204,26 +253,30 @@ impl Shared {
     }
 
     /// Decrypts every item's metadata into memory, when the index has any.
-    pub(crate) fn load_metadata(&self, keys: &Keys) -> Result<()> {
+    pub(crate) fn load_metadata(&self, keys: &Keys, rotating: bool) -> Result<()> {
         let mut live = self.live.write();
         if !live.p.has_metadata {
             return Ok(());
         }
-        let mut raws = Vec::with_capacity(live.locations.len());
-        for entry in self.store.scan_prefix(NS_ITEMS, &self.id.0)? {
-            raws.push(entry?);
-        }
-        let docs: Vec<Option<(String, serde_json::Value)>> = raws
-            .par_iter()
-            .map(|(key, raw)| {
-                let rec = ItemRecord::decode(&keys.open(Kind::Item, key, raw)?)?;
-                Ok(parse_meta(rec.metadata)?.map(|m| (rec.id, m)))
-            })
-            .collect::<Result<_>>()?;
-        for (id, doc) in docs.into_iter().flatten() {
-            live.meta.insert(&id, doc);
-        }
-        Ok(())
+        // Items carry their contents too: read them a chunk at a time.
+        let scan = self.store.scan_prefix(NS_ITEMS, &self.id.0)?;
+        for_each_chunk(scan, |chunk| {
+            let docs: Vec<Option<(String, serde_json::Value)>> = chunk
+                .par_iter()
+                .map(|(key, raw)| {
+                    let plain = match keys.open(Kind::Item, key, raw) {
+                        Err(Error::Authentication(_)) if rotating => return Ok(None),
+                        other => other?,
+                    };
+                    let rec = ItemRecord::decode(&plain)?;
+                    Ok(parse_meta(rec.metadata)?.map(|m| (rec.id, m)))
+                })
+                .collect::<Result<_>>()?;
+            for (id, doc) in docs.into_iter().flatten() {
+                live.meta.insert(&id, doc);
+            }
+            Ok(())
+        })
     }
 
     /// Deletes blocks that no state references (left by a crashed train).
@@ -241,6 +294,23 @@ impl Shared {
             let (k, _) = entry?;
             if !referenced.contains(&k) {
                 batch.delete(NS_BLOCKS, &k);
+            }
+        }
+        // A rotation that did not finish left items under the other data
+        // key: every item record but the current keys of live items goes
+        // (before the marker, deleted with the other metadata below).
+        if self
+            .store
+            .get(NS_META, &rotation_marker(self.id))?
+            .is_some()
+        {
+            let current: HashSet<Vec<u8>> =
+                live.locations.keys().map(|id| keys.item_key(id)).collect();
+            for entry in self.store.scan_prefix(NS_ITEMS, &self.id.0)? {
+                let (k, _) = entry?;
+                if !current.contains(&k) {
+                    batch.delete(NS_ITEMS, &k);
+                }
             }
         }
         let current = keys.centroids_key(live.p.generation);
@@ -276,19 +346,62 @@ impl Shared {
     /// with the index's derived keys. Re-reads the keyring every time, so a
     /// revocation takes effect on the next call.
     pub(crate) fn authorize(&self, cred: &Credentials) -> Result<(Access, Arc<Keys>)> {
-        let (id, ring) = read_catalog(&self.store, &self.name)?;
-        if id != self.id {
-            return Err(Error::NotFound(self.name.clone()));
-        }
-        let access = open_ring(&ring, cred)?;
-        if let Some((dek, keys)) = self.keys.read().as_ref() {
-            if dek.ct_eq(access.data_key()) {
-                return Ok((access, Arc::clone(keys)));
+        self.authorize_ring(cred)
+            .map(|(_, access, keys)| (access, keys))
+    }
+
+    /// [`Shared::authorize`], with the catalog entry it checked.
+    pub(crate) fn authorize_ring(&self, cred: &Credentials) -> Result<(Entry, Access, Arc<Keys>)> {
+        let entry = read_catalog(&self.store, &self.name)?;
+        if entry.id != self.id {
+            // Another index's entry under this name: one created after this
+            // handle's index was deleted, or one moved here by the store
+            // (told apart when these credentials open it).
+            if let Ok(access) = open_ring(&entry.ring, cred) {
+                let theirs = Keys::derive(access.data_key(), entry.id, entry.ring.suite());
+                entry.verify(&self.name, &theirs, entry.tag())?;
             }
+            return Err(Error::StaleHandle(self.name.clone()));
         }
-        let keys = Arc::new(Keys::derive(access.data_key(), id, ring.suite()));
-        *self.keys.write() = Some((access.data_key_arc(), Arc::clone(&keys)));
-        Ok((access, keys))
+        let access = open_ring(&entry.ring, cred)?;
+        let cached = self
+            .keys
+            .read()
+            .as_ref()
+            .filter(|(dek, _)| dek.ct_eq(access.data_key()))
+            .map(|(_, keys)| Arc::clone(keys));
+        let keys = match cached {
+            Some(keys) => keys,
+            None => {
+                let keys = Arc::new(Keys::derive(access.data_key(), self.id, self.suite));
+                *self.keys.write() = Some((access.data_key_arc(), Arc::clone(&keys)));
+                keys
+            }
+        };
+        entry.verify(&self.name, &keys, self.live.read().p.ring_tag)?;
+        Ok((entry, access, keys))
+    }
+
+    /// Writes `ring` as the index's keyring: a new catalog entry and the
+    /// state naming its tag, in one batch.
+    pub(crate) fn save_ring<C: Capability>(
+        &self,
+        cap: &C,
+        keys: &Keys,
+        ring: Keyring,
+    ) -> Result<()> {
+        let entry = Entry::new(&self.name, ring, keys);
+        let mut p = self.live.read().p.clone();
+        p.ring_tag = entry.tag();
+        let mut batch = WriteBatch::new();
+        write_catalog(&mut batch, &self.name, &entry);
+        let sk = keys.state_key();
+        let sealed = keys.seal(Kind::State, &sk, &p.encode()?)?;
+        batch.put_owned(NS_META, sk, sealed);
+        let mut live = self.live.write();
+        self.store.write(cap, batch, Durability::Sync)?;
+        live.p.ring_tag = p.ring_tag;
+        Ok(())
     }
 
     /// Reads block `seq` into `into` (its buffers are reused).
@@ -374,6 +487,30 @@ impl Shared {
                 .transpose()
             })
             .collect()
+    }
+}
+
+/// Calls `f` with the entries of `scan` in chunks of at most 256 entries
+/// and about 8 MiB (a chunk is decrypted in parallel): reading a whole
+/// namespace of an index holds one chunk at a time, whatever its size.
+fn for_each_chunk(
+    mut scan: Scan<'_>,
+    mut f: impl FnMut(Vec<(Vec<u8>, Vec<u8>)>) -> Result<()>,
+) -> Result<()> {
+    const ENTRIES: usize = 256;
+    const BYTES: usize = 8 << 20;
+    loop {
+        let (mut chunk, mut bytes) = (Vec::new(), 0);
+        while chunk.len() < ENTRIES && bytes < BYTES {
+            let Some(entry) = scan.next() else { break };
+            let entry = entry?;
+            bytes += entry.0.len() + entry.1.len();
+            chunk.push(entry);
+        }
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        f(chunk)?;
     }
 }
 

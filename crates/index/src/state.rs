@@ -34,7 +34,7 @@ pub(crate) struct BlockRef {
 pub(crate) type Lists = Vec<Arc<Vec<BlockRef>>>;
 
 /// The version of state records written now.
-pub(crate) const STATE_VERSION: u32 = 3;
+pub(crate) const STATE_VERSION: u32 = 4;
 
 /// A keyed digest of a set of blocks: the sum of their tags mod 2²⁵⁶
 /// (little-endian limbs), so adding or removing one block costs O(1).
@@ -77,8 +77,8 @@ impl Digest {
 /// The sealed state record of an index.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Persisted {
-    /// 1: JSON listing every block; 2: JSON with the digest; 3 (written
-    /// now): binary, with the digest.
+    /// 1: JSON listing every block; 2: JSON with the digest; 3: binary,
+    /// with the digest; 4 (written now): with the keyring's tag.
     pub(crate) version: u32,
     pub(crate) dim: Option<usize>,
     pub(crate) metric: Metric,
@@ -102,6 +102,10 @@ pub(crate) struct Persisted {
     pub(crate) unindexed_fields: Vec<String>,
     /// The per-field metadata schema.
     pub(crate) fields: BTreeMap<String, FieldSchema>,
+    /// The tag of the catalog entry (name, id, keyring) this state goes
+    /// with (from version 4; see `catalog`): a keyring swapped in from
+    /// another index or restored from an older copy does not match it.
+    pub(crate) ring_tag: Option<[u8; 32]>,
 }
 
 /// The metrics by their stored code (the index in this table).
@@ -142,6 +146,7 @@ impl Persisted {
             has_metadata: false,
             unindexed_fields: Vec::new(),
             fields,
+            ring_tag: None,
         }
     }
 
@@ -175,7 +180,8 @@ impl Persisted {
     /// The record as written, version 3, little-endian: `[3, dim flag, dim:
     /// u64, metric: u8, trained, generation: u64, next_seq: u64, n_lists:
     /// u32, blocks: u64, digest: 4 × u64, has_metadata, n_fields: u32,
-    /// n_fields × (path, schema bits)]`, paths in ascending order. A
+    /// n_fields × (path, schema bits), ring tag flag, ring tag: 32 bytes if
+    /// set]`, paths in ascending order. A
     /// version-1 record must be upgraded first (see
     /// [`Persisted::is_legacy`]).
     pub(crate) fn encode(&self) -> Result<Vec<u8>> {
@@ -204,6 +210,10 @@ impl Persisted {
             w.str(path)
                 .u8(u8::from(f.filterable) | u8::from(f.pattern) << 1 | u8::from(f.unindexed) << 2);
         }
+        w.flag(self.ring_tag.is_some());
+        if let Some(tag) = &self.ring_tag {
+            w.raw(tag);
+        }
         Ok(w.into_vec())
     }
 
@@ -214,7 +224,7 @@ impl Persisted {
             return legacy::decode(b);
         }
         let mut r = Reader::new(b, Record::State);
-        r.version(STATE_VERSION as u8, STATE_VERSION as u8)?;
+        let version = r.version(3, STATE_VERSION as u8)?;
         let has_dim = r.flag("dimension flag")?;
         let dim = r.u64()?;
         if !has_dim && dim != 0 {
@@ -267,6 +277,11 @@ impl Persisted {
                 },
             );
         }
+        let ring_tag = if version >= 4 && r.flag("ring tag flag")? {
+            Some(r.array()?)
+        } else {
+            None
+        };
         r.finish()?;
         Ok(Self {
             version: STATE_VERSION,
@@ -282,6 +297,7 @@ impl Persisted {
             has_metadata,
             unindexed_fields: Vec::new(),
             fields,
+            ring_tag,
         })
     }
 }
@@ -390,6 +406,7 @@ pub(crate) mod legacy {
             has_metadata: j.has_metadata,
             unindexed_fields: j.unindexed_fields,
             fields: j.fields,
+            ring_tag: None,
         })
     }
 }
@@ -426,6 +443,7 @@ mod tests {
         p.blocks = 12_345;
         p.digest = Digest([1, u64::MAX, 3, 4]);
         p.has_metadata = true;
+        p.ring_tag = Some([7; 32]);
         p
     }
 
@@ -433,16 +451,17 @@ mod tests {
     fn records_round_trip_and_versions_1_and_2_still_read() {
         let p = sample();
         let bytes = p.encode().unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(bytes[0], 3);
+        assert_eq!(bytes[0], 4);
         assert_eq!(Persisted::decode(&bytes).ok(), Some(p.clone()));
         for cut in 0..bytes.len() {
             assert!(Persisted::decode(&bytes[..cut]).is_err(), "cut {cut}");
         }
 
-        // Version 2 (JSON, with an older unindexed path): read, and
-        // written back as version 3 with the path folded into the schema.
+        // Version 2 (JSON, with an older unindexed path, no ring tag): read,
+        // and written back as version 4 with the path folded into the schema.
         let mut old = p.clone();
         old.version = 2;
+        old.ring_tag = None;
         old.unindexed_fields = vec!["z".to_owned()];
         let back = Persisted::decode(&legacy::encode(&old, None)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back, old);
@@ -476,12 +495,12 @@ mod tests {
     #[test]
     fn bad_fields_are_typed_errors() {
         let bytes = sample().encode().unwrap_or_else(|e| panic!("{e}"));
-        let newer = [&[4u8][..], &bytes[1..]].concat();
+        let newer = [&[5u8][..], &bytes[1..]].concat();
         assert!(matches!(
             Persisted::decode(&newer),
             Err(Error::Decode(vecseal_codec::Error::Version {
                 record: Record::State,
-                found: 4,
+                found: 5,
                 ..
             }))
         ));
@@ -505,11 +524,19 @@ mod tests {
         #[test]
         fn arbitrary_bytes_are_an_error_or_a_canonical_record(
             tail in proptest::collection::vec(any::<u8>(), 0..160),
-            versioned in any::<bool>(),
+            version in 0u8..3,
         ) {
-            let bytes = if versioned { [&[3u8][..], &tail].concat() } else { tail };
+            // 0: no version byte; 3: the previous version, which encodes
+            // as version 4 with no ring tag; 4: the current one.
+            let bytes = match version {
+                0 => tail,
+                v => [&[v + 2][..], &tail].concat(),
+            };
             if let Ok(p) = Persisted::decode(&bytes) {
-                if bytes.first() != Some(&b'{') {
+                if bytes.first() == Some(&3) {
+                    let now = [&[4u8][..], &bytes[1..], &[0u8][..]].concat();
+                    prop_assert_eq!(p.encode().ok(), Some(now));
+                } else if bytes.first() != Some(&b'{') {
                     prop_assert_eq!(p.encode().ok(), Some(bytes));
                 }
             }

@@ -68,9 +68,9 @@ impl Index {
         if opts.max_iters == Some(0) {
             return Err(Error::zero("max_iters"));
         }
+        let _w = ix.writer.lock();
         let (access, keys) = ix.authorize(&self.cred)?;
         let cap = access.write_for("train")?;
-        let _w = ix.writer.lock();
         ix.upgrade(cap, &keys)?;
         let (count, dim, metric) = {
             let l = ix.live.read();
@@ -80,7 +80,9 @@ impl Index {
             .n_lists
             .filter(|&n| n > 0)
             .unwrap_or_else(|| auto_n_lists(count));
-        let need = (2 * n_lists).max(MIN_TRAIN_VECTORS);
+        // Saturating: an absurd n_lists asks for more vectors than any
+        // index holds instead of wrapping around to a small number.
+        let need = n_lists.saturating_mul(2).max(MIN_TRAIN_VECTORS);
         let Some(dim) = dim.filter(|_| count >= need) else {
             return Err(Error::NotEnoughVectors { have: count, need });
         };
@@ -134,13 +136,14 @@ impl Index {
                 for (i, &a) in result.assignments.iter().enumerate() {
                     members[a as usize].push(i);
                 }
-                for (l, m) in members.iter().enumerate() {
+                // Every block of every list, written in a random order.
+                for (l, m) in shuffled_blocks(&members, writer.per_block) {
                     let vectors = m
                         .iter()
                         .flat_map(|&i| data[i * dim..(i + 1) * dim].iter().copied())
                         .collect();
-                    let list_ids = m.iter().map(|&i| std::mem::take(&mut ids[i])).collect();
-                    writer.add_list(l, list_ids, vectors)?;
+                    let block_ids = m.iter().map(|&i| std::mem::take(&mut ids[i])).collect();
+                    writer.add_block(l, block_ids, vectors)?;
                 }
                 Routes::new(result.centroids, dim)
             }
@@ -247,6 +250,7 @@ impl<'a> ListWriter<'a> {
         ix.store.write(self.cap, batch, Durability::Sync)?;
         let meta = std::mem::take(&mut live.meta);
         *live = Live {
+            keys: Arc::clone(&live.keys),
             p,
             centroids,
             locations: self.locations,
@@ -259,42 +263,47 @@ impl<'a> ListWriter<'a> {
         Ok(())
     }
 
-    /// Appends the whole of list `l` (its ids and row-major vectors).
-    pub(crate) fn add_list(&mut self, l: usize, ids: Vec<String>, vectors: Vec<f32>) -> Result<()> {
+    /// Appends one block (at most `per_block` ids and their row-major
+    /// vectors) to list `l`.
+    pub(crate) fn add_block(
+        &mut self,
+        l: usize,
+        ids: Vec<String>,
+        vectors: Vec<f32>,
+    ) -> Result<()> {
         let dim = self.dim;
-        for (ids, vectors) in ids
-            .chunks(self.per_block)
-            .zip(vectors.chunks(self.per_block * dim))
-        {
-            let seq = self.next_seq;
-            self.next_seq += 1;
-            let count = ids.len() as u32;
-            self.lists[l].push(BlockRef { seq, count });
-            let place = Place {
-                list: l as u32,
-                generation: self.generation,
-                seq,
-            };
-            self.digest.add(self.keys.block_digest(place, count));
-            self.blocks += 1;
-            for id in ids {
-                self.locations.insert(id.clone(), seq);
-            }
-            let mut block = Block::default();
-            for (id, v) in ids.iter().zip(vectors.chunks_exact(dim)) {
-                block.push(id, v);
-            }
-            self.pending.push((place, block));
-            self.pending_bytes += vectors.len() * 4;
-            if self.pending_bytes >= TRAIN_BATCH_BYTES {
-                self.flush()?;
-            }
+        debug_assert_eq!(vectors.len(), ids.len() * dim);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let count = ids.len() as u32;
+        self.lists[l].push(BlockRef { seq, count });
+        let place = Place {
+            list: l as u32,
+            generation: self.generation,
+            seq,
+        };
+        self.digest.add(self.keys.block_digest(place, count));
+        self.blocks += 1;
+        let mut block = Block::default();
+        for (id, v) in ids.iter().zip(vectors.chunks_exact(dim)) {
+            block.push(id, v);
+        }
+        for id in ids {
+            self.locations.insert(id, seq);
+        }
+        self.pending.push((place, block));
+        self.pending_bytes += vectors.len() * 4;
+        if self.pending_bytes >= TRAIN_BATCH_BYTES {
+            self.flush()?;
         }
         Ok(())
     }
 
-    /// Seals and writes the pending blocks.
+    /// Seals and writes the pending blocks, in a random order (see
+    /// [`shuffled_blocks`]).
     pub(crate) fn flush(&mut self) -> Result<()> {
+        use rand::seq::SliceRandom;
+        self.pending.shuffle(&mut rand::thread_rng());
         let (keys, dim) = (self.keys, self.dim);
         let sealed: Vec<Result<(Vec<u8>, Vec<u8>)>> = self
             .pending
@@ -310,13 +319,51 @@ impl<'a> ListWriter<'a> {
             let (k, v) = kv?;
             batch.put_owned(NS_BLOCKS, k, v);
         }
-        if !batch.is_empty() {
-            self.ix.store.write(self.cap, batch, Durability::Buffered)?;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // The current state goes out with the blocks, its counter past
+        // their numbers: a run that fails or dies before its switch leaves
+        // orphans whose numbers are never handed out again, so no storage
+        // key is ever sealed twice with different contents. (A version-1
+        // state cannot be rewritten before its upgrade, which this is.)
+        let reserved = {
+            let l = self.ix.live.read();
+            (!l.p.is_legacy() && l.p.next_seq < self.next_seq).then(|| {
+                let mut p = l.p.clone();
+                p.next_seq = self.next_seq;
+                p
+            })
+        };
+        if let Some(p) = &reserved {
+            let sk = keys.state_key();
+            let sealed = keys.seal(Kind::State, &sk, &p.encode()?)?;
+            batch.put_owned(NS_META, sk, sealed);
+        }
+        self.ix.store.write(self.cap, batch, Durability::Buffered)?;
+        if let Some(p) = reserved {
+            self.ix.live.write().p.next_seq = p.next_seq;
         }
         self.pending.clear();
         self.pending_bytes = 0;
         Ok(())
     }
+}
+
+/// The blocks of lists whose members are `members` (indices, per list),
+/// `per_block` to a block, as (list, its members in that block), in a
+/// random order: the write stream of a training run shows no list's blocks
+/// one after the other, so an observer of writes cannot group blocks into
+/// lists by when they were written (see docs/SECURITY.md).
+fn shuffled_blocks(members: &[Vec<usize>], per_block: usize) -> Vec<(usize, &[usize])> {
+    use rand::seq::SliceRandom;
+    let mut blocks: Vec<(usize, &[usize])> = members
+        .iter()
+        .enumerate()
+        .flat_map(|(l, m)| m.chunks(per_block.max(1)).map(move |c| (l, c)))
+        .collect();
+    blocks.shuffle(&mut rand::thread_rng());
+    blocks
 }
 
 impl Shared {
@@ -390,30 +437,52 @@ impl Shared {
         for &a in &assign {
             sizes[a as usize] += 1;
         }
-        // Groups of consecutive lists that fit half the budget.
+        // Groups of lists, taken in a random order, that fit half the
+        // budget; each group's blocks are written in a random order.
+        let order = {
+            use rand::seq::SliceRandom;
+            let mut order: Vec<usize> = (0..n_lists).collect();
+            order.shuffle(&mut rand::thread_rng());
+            order
+        };
+        let mut slot = vec![usize::MAX; n_lists];
         let mut start = 0;
         while start < n_lists {
             let mut end = start;
             let mut bytes = 0;
-            while end < n_lists && (end == start || bytes + sizes[end] * dim * 4 <= half) {
-                bytes += sizes[end] * dim * 4;
+            while end < n_lists && (end == start || bytes + sizes[order[end]] * dim * 4 <= half) {
+                bytes += sizes[order[end]] * dim * 4;
+                slot[order[end]] = end - start;
                 end += 1;
             }
-            let mut ids: Vec<Vec<String>> = vec![Vec::new(); end - start];
-            let mut vectors: Vec<Vec<f32>> = vec![Vec::new(); end - start];
+            let group = &order[start..end];
+            let mut ids: Vec<Vec<String>> = vec![Vec::new(); group.len()];
+            let mut vectors: Vec<Vec<f32>> = vec![Vec::new(); group.len()];
             let mut i = 0;
             self.for_each_block(keys, seqs, dim, |b| {
                 for (id, v) in b.ids().iter().zip(b.vectors().chunks_exact(dim)) {
                     let l = assign[i] as usize;
                     i += 1;
-                    if (start..end).contains(&l) {
-                        ids[l - start].push(id.to_owned());
-                        vectors[l - start].extend_from_slice(v);
+                    if slot[l] != usize::MAX {
+                        ids[slot[l]].push(id.to_owned());
+                        vectors[slot[l]].extend_from_slice(v);
                     }
                 }
             })?;
-            for (j, (ids, vectors)) in ids.into_iter().zip(vectors).enumerate() {
-                writer.add_list(start + j, ids, vectors)?;
+            let members: Vec<Vec<usize>> = ids.iter().map(|m| (0..m.len()).collect()).collect();
+            for (j, block) in shuffled_blocks(&members, writer.per_block) {
+                let block_ids = block
+                    .iter()
+                    .map(|&i| std::mem::take(&mut ids[j][i]))
+                    .collect();
+                let block_vectors = block
+                    .iter()
+                    .flat_map(|&i| vectors[j][i * dim..(i + 1) * dim].iter().copied())
+                    .collect();
+                writer.add_block(group[j], block_ids, block_vectors)?;
+            }
+            for &l in group {
+                slot[l] = usize::MAX;
             }
             start = end;
         }
@@ -442,7 +511,7 @@ impl Shared {
             for r in refs.iter() {
                 let block = self.load_block(keys, r.seq, dim)?;
                 let ids = block.ids().iter().map(str::to_owned).collect();
-                writer.add_list(l, ids, block.vectors().to_vec())?;
+                writer.add_block(l, ids, block.vectors().to_vec())?;
                 seqs.push(r.seq);
             }
         }

@@ -10,7 +10,10 @@ use crate::codec::encode_item;
 use crate::edit::Edit;
 use crate::handle::Index;
 use crate::keys::Kind;
-use crate::options::{Item, ItemRef};
+use crate::options::{
+    json_depth, Item, ItemRef, MAX_CONTENTS_BYTES, MAX_ID_BYTES, MAX_METADATA_BYTES,
+    MAX_METADATA_DEPTH,
+};
 use crate::route::prepare;
 use crate::shared::check_vector;
 use crate::{Error, Result};
@@ -56,12 +59,14 @@ impl Index {
     /// Upserts borrowed items: nothing is copied but what is stored.
     fn upsert_refs(&self, items: Vec<ItemRef<'_>>) -> Result<usize> {
         let ix = &*self.shared;
+        // Authorized under the writer lock: a deletion of the index that
+        // holds it first leaves nothing for this call to write into.
+        let _w = ix.writer.lock();
         let (access, keys) = ix.authorize(&self.cred)?;
         let cap = access.write_for("upsert")?;
         if items.is_empty() {
             return Ok(0);
         }
-        let _w = ix.writer.lock();
         ix.upgrade(cap, &keys)?;
         let (metric, dim) = {
             let l = ix.live.read();
@@ -78,13 +83,7 @@ impl Index {
         // Validate everything before any work; keep the last of duplicate ids.
         let mut last: HashMap<&str, usize> = HashMap::with_capacity(items.len());
         for (i, it) in items.iter().enumerate() {
-            if it.id.is_empty() {
-                return Err(Error::EmptyId(i));
-            }
-            check_vector(|| format!("item {:?}", it.id), it.vector, dim)?;
-            if it.metadata.is_some_and(|m| !m.is_object()) {
-                return Err(Error::BadMetadata(it.id.to_owned()));
-            }
+            check_item(i, it, dim)?;
             last.insert(it.id, i);
         }
         let mut order: Vec<usize> = last.into_values().collect();
@@ -97,6 +96,14 @@ impl Index {
             .par_iter()
             .map(|it| {
                 let metadata = it.metadata.map(serde_json::Value::to_string);
+                if let Some(m) = metadata.as_ref().filter(|m| m.len() > MAX_METADATA_BYTES) {
+                    return Err(too_big(
+                        it.id,
+                        "metadata",
+                        m.len(),
+                        "at most 1 MiB of compact JSON (MAX_METADATA_BYTES)",
+                    ));
+                }
                 let plain = encode_item(it.id, it.vector, it.contents, metadata.as_deref());
                 let key = keys.item_key(it.id);
                 let value = keys.seal(Kind::Item, &key, &plain)?;
@@ -143,9 +150,9 @@ impl Index {
     /// Deletes items; returns how many existed.
     pub fn delete(&self, ids: &[String]) -> Result<usize> {
         let ix = &*self.shared;
+        let _w = ix.writer.lock();
         let (access, keys) = ix.authorize(&self.cred)?;
         let cap = access.write_for("delete")?;
-        let _w = ix.writer.lock();
         ix.upgrade(cap, &keys)?;
         let live = ix.live.read();
         let Some(dim) = live.p.dim else { return Ok(0) };
@@ -173,5 +180,55 @@ impl Index {
             ix.commit(cap, &keys, p, edit, batch, meta)?;
         }
         Ok(n)
+    }
+}
+
+/// Checks one item of an upsert against the index's dimension and the
+/// documented limits (see [`Item`]).
+fn check_item(i: usize, it: &ItemRef<'_>, dim: usize) -> Result<()> {
+    if it.id.is_empty() {
+        return Err(Error::EmptyId(i));
+    }
+    if it.id.len() > MAX_ID_BYTES {
+        let head: String = it.id.chars().take(32).collect();
+        return Err(Error::InvalidParameter {
+            name: "item id",
+            value: format!("{} bytes (item #{i}, starting {head:?})", it.id.len()),
+            expected: "at most 1024 bytes (MAX_ID_BYTES)",
+        });
+    }
+    check_vector(|| format!("item {:?}", it.id), it.vector, dim)?;
+    if let Some(c) = it.contents.filter(|c| c.len() > MAX_CONTENTS_BYTES) {
+        return Err(too_big(
+            it.id,
+            "contents",
+            c.len(),
+            "at most 64 MiB (MAX_CONTENTS_BYTES)",
+        ));
+    }
+    if let Some(m) = it.metadata {
+        if !m.is_object() {
+            return Err(Error::BadMetadata(it.id.to_owned()));
+        }
+        let depth = json_depth(m, MAX_METADATA_DEPTH);
+        if depth > MAX_METADATA_DEPTH {
+            return Err(Error::InvalidParameter {
+                name: "metadata",
+                value: format!(
+                    "item {:?}: nested more than {MAX_METADATA_DEPTH} levels deep",
+                    it.id
+                ),
+                expected: "at most 64 levels of arrays and objects (MAX_METADATA_DEPTH)",
+            });
+        }
+    }
+    Ok(())
+}
+
+fn too_big(id: &str, field: &'static str, len: usize, expected: &'static str) -> Error {
+    Error::InvalidParameter {
+        name: field,
+        value: format!("item {id:?}: {len} bytes"),
+        expected,
     }
 }

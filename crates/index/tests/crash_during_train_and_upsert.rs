@@ -1,8 +1,10 @@
-//! A child process upserts batches and retrains an index on RocksDB in a loop
-//! and is killed with SIGKILL at a random moment, during an upsert or during
-//! training. After reopening: the index loads, every acknowledged batch is
-//! there in full, no batch is there in part, and every stored vector is found
-//! by an exhaustive query (so no list lost or duplicated an item).
+//! A child process upserts batches and retrains (or rotates the data key
+//! of) an index on RocksDB in a loop and is killed with SIGKILL at a random
+//! moment, during an upsert, a training run or a rotation. After reopening:
+//! the index loads (under whichever data key was in force), every
+//! acknowledged batch is there in full, no batch is there in part, every
+//! stored vector is found by an exhaustive query (so no list lost or
+//! duplicated an item), and no record of another data key is left.
 
 mod common;
 use std::collections::BTreeSet;
@@ -68,17 +70,25 @@ fn batches(index: &Index) -> BTreeSet<usize> {
 fn crash_child() {
     let dir = std::env::var(DIR_ENV)
         .expect("run only by killed_during_upsert_or_train_loses_nothing_acknowledged");
-    let training = std::env::var(MODE_ENV).as_deref() == Ok("train");
+    let mode = std::env::var(MODE_ENV).unwrap_or_default();
     let (_db, index) = open(&dir);
     let first = batches(&index).last().map_or(0, |b| b + 1);
     let mut out = std::io::stdout();
-    for (round, next) in (first..).enumerate() {
+    // At most 100 batches a child, so that the index (which every child
+    // opens, reading every block) stays small enough for the next child to
+    // open and reach its training or rotation before it is killed.
+    for (round, next) in (first..first + 100).enumerate() {
         index
             .upsert(batch_items(next))
             .unwrap_or_else(|e| panic!("{e}"));
         let _ = writeln!(out, "ack {next}");
         let _ = out.flush();
-        if training {
+        if mode == "rotate" {
+            index.rotate_data_key().unwrap_or_else(|e| panic!("{e}"));
+            let _ = writeln!(out, "rotated {round}");
+            let _ = out.flush();
+        }
+        if mode == "train" {
             let opts = TrainOptions::default()
                 .with_n_lists(20 + round % 30)
                 .with_max_iters(8)
@@ -87,6 +97,10 @@ fn crash_child() {
             let _ = writeln!(out, "trained {round}");
             let _ = out.flush();
         }
+    }
+    // Then wait for the kill.
+    loop {
+        std::thread::sleep(Duration::from_secs(60));
     }
 }
 
@@ -106,9 +120,9 @@ fn killed_during_upsert_or_train_loses_nothing_acknowledged() {
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     let mut acked: BTreeSet<usize> = (0..110).collect();
-    let mut trainings = 0;
-    for round in 0..10 {
-        let mode = if round % 2 == 0 { "train" } else { "upsert" };
+    let (mut trainings, mut rotations) = (0, 0);
+    for round in 0..12 {
+        let mode = ["rotate", "train", "upsert"][round % 3];
         let mut child = Command::new(&exe)
             .args([
                 "--exact",
@@ -125,24 +139,27 @@ fn killed_during_upsert_or_train_loses_nothing_acknowledged() {
             .unwrap_or_else(|e| panic!("{e}"));
         let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
         let reader = std::thread::spawn(move || {
-            let (mut acks, mut trained) = (Vec::new(), 0);
+            let (mut acks, mut trained, mut rotated) = (Vec::new(), 0, 0);
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(n) = line.strip_prefix("ack ") {
                     acks.extend(n.parse::<usize>().ok());
                 } else if line.starts_with("trained ") {
                     trained += 1;
+                } else if line.starts_with("rotated ") {
+                    rotated += 1;
                 }
             }
-            (acks, trained)
+            (acks, trained, rotated)
         });
-        std::thread::sleep(Duration::from_millis(rng.gen_range(300..1500)));
+        std::thread::sleep(Duration::from_millis(rng.gen_range(300..2500)));
         child.kill().unwrap_or_else(|e| panic!("{e}"));
         let _ = child.wait();
-        let (acks, trained) = reader.join().unwrap();
+        let (acks, trained, rotated) = reader.join().unwrap();
         acked.extend(acks);
         trainings += trained;
+        rotations += rotated;
 
-        let (_db, index) = open(&path);
+        let (db, index) = open(&path);
         let present = batches(&index);
         let lost: Vec<&usize> = acked.difference(&present).collect();
         assert!(
@@ -151,6 +168,11 @@ fn killed_during_upsert_or_train_loses_nothing_acknowledged() {
         );
         let n = index.count().unwrap();
         assert_eq!(n, present.len() * BATCH);
+        // The writer's open removed what an interrupted run left: one item
+        // record per item, and in `meta` only the state and the centroids.
+        let records = |ns: &str| db.store().scan_prefix(ns, b"").unwrap().count();
+        assert_eq!(records("items"), n, "round {round} ({mode}): item records");
+        assert!(records("meta") <= 2, "round {round} ({mode}): meta records");
         // Every item of a few batches is where its vector says: a query for
         // it over all lists finds it at distance 0, and get returns it.
         let n_lists = index.n_lists();
@@ -172,7 +194,7 @@ fn killed_during_upsert_or_train_loses_nothing_acknowledged() {
         }
     }
     assert!(
-        trainings > 0,
-        "no child finished a training: the kills came too early"
+        trainings > 0 && rotations > 0,
+        "no child finished a training ({trainings}) or a rotation ({rotations}): the kills came too early"
     );
 }

@@ -126,6 +126,8 @@ fn removed_or_restored_blocks_are_detected() {
     index
         .upsert(vec![Item::new("another", vec![9.0, 9.0, 9.0])])
         .unwrap_or_else(|e| panic!("{e}"));
+    // (No handle left: every open below reads the store again.)
+    drop(index);
     assert!(fresh_open().is_ok());
     // ...and putting the replaced block back is detected.
     let (_, k, v) = &blocks_before[0];

@@ -48,7 +48,8 @@ use vecseal_codec::{Reader, Record, Writer};
 use vecseal_envelope::{Sealer, SecretKey, Suite};
 
 const MAGIC: &[u8; 4] = b"VSKR";
-const VERSION: u8 = 1;
+/// 1: wraps only; 2 (written now): with each user's escrowed wrapping key.
+const VERSION: u8 = 2;
 
 /// Errors of the keyring layer.
 #[non_exhaustive]
@@ -89,6 +90,10 @@ pub enum Error {
     /// An envelope operation failed.
     #[error(transparent)]
     Envelope(#[from] vecseal_envelope::Error),
+    /// Rotating the data key needs every remaining user's escrowed wrapping
+    /// key, and this user was granted before keyrings kept one.
+    #[error("user {0} was granted before keyrings escrowed users' wrapping keys: grant the user again (or remove them) before rotating the data key")]
+    NoEscrow(UserId),
 }
 
 /// The 16-byte identity of an index, bound into every wrap.
@@ -191,9 +196,35 @@ impl WriteCap {
 }
 
 /// Proof that the holder has the root key (may manage users and rotate).
-#[derive(Debug)]
 pub struct OwnerCap {
     index: IndexId,
+    keys: Arc<OwnerKeys>,
+}
+
+impl fmt::Debug for OwnerCap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OwnerCap")
+            .field("index", &self.index)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Keys derived from the owner's KEK once its root wrap opened: the root
+/// wrapping key (to wrap a new data key) and the escrow key, which seals
+/// each user's wrapping key so that the owner can wrap a new data key for
+/// the remaining users without knowing their KEKs.
+struct OwnerKeys {
+    root: Sealer,
+    escrow: Sealer,
+}
+
+impl OwnerKeys {
+    fn new(kek: &SecretKey, index: IndexId, suite: Suite) -> Self {
+        Self {
+            root: wrapping_sealer(kek, index, suite),
+            escrow: Sealer::new(&kek.derive("keyring/escrow", &index.0), suite),
+        }
+    }
 }
 
 /// An opened keyring: the data key and the capabilities of whoever opened it.
@@ -277,6 +308,9 @@ pub struct UserEntry {
 struct UserWraps {
     read: Option<Vec<u8>>,
     write: Option<Vec<u8>>,
+    /// The user's wrapping key, sealed under the owner's escrow key (none
+    /// for users granted by a version-1 keyring).
+    escrow: Option<Vec<u8>>,
 }
 
 /// The wrapped data key of one index with its root wrap and user wraps.
@@ -300,8 +334,21 @@ fn wrap_aad(index: IndexId, kind: WrapKind, user: Option<UserId>) -> Vec<u8> {
     aad
 }
 
+fn escrow_aad(index: IndexId, user: UserId) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(56);
+    aad.extend_from_slice(b"vecseal/keyring/escrow/v1");
+    aad.extend_from_slice(&index.0);
+    aad.extend_from_slice(&user.0);
+    aad
+}
+
+/// The key that wraps the data key for the holder of `kek`.
+fn wrapping_key(kek: &SecretKey, index: IndexId) -> SecretKey {
+    kek.derive("keyring/wrap", &index.0)
+}
+
 fn wrapping_sealer(kek: &SecretKey, index: IndexId, suite: Suite) -> Sealer {
-    Sealer::new(&kek.derive("keyring/wrap", &index.0), suite)
+    Sealer::new(&wrapping_key(kek, index), suite)
 }
 
 impl Keyring {
@@ -312,7 +359,9 @@ impl Keyring {
         suite: Suite,
     ) -> Result<(Self, Access), Error> {
         let dek = SecretKey::generate()?;
-        let root = wrapping_sealer(owner_kek, index, suite)
+        let keys = Arc::new(OwnerKeys::new(owner_kek, index, suite));
+        let root = keys
+            .root
             .seal(&wrap_aad(index, WrapKind::Root, None), dek.expose_secret())?;
         let ring = Self {
             index,
@@ -320,16 +369,16 @@ impl Keyring {
             root,
             users: BTreeMap::new(),
         };
-        Ok((ring, Self::owner_access(index, dek)))
+        Ok((ring, Self::owner_access(index, dek, keys)))
     }
 
-    fn owner_access(index: IndexId, dek: SecretKey) -> Access {
+    fn owner_access(index: IndexId, dek: SecretKey, keys: Arc<OwnerKeys>) -> Access {
         Access {
             index,
             dek: Arc::new(dek),
             user: None,
             write: Some(WriteCap { index }),
-            owner: Some(OwnerCap { index }),
+            owner: Some(OwnerCap { index, keys }),
         }
     }
 
@@ -362,7 +411,8 @@ impl Keyring {
     /// Opens the keyring with the owner's KEK: full access.
     pub fn open_root(&self, kek: &SecretKey) -> Result<Access, Error> {
         let dek = self.unwrap(kek, WrapKind::Root, None, &self.root)?;
-        Ok(Self::owner_access(self.index, dek))
+        let keys = Arc::new(OwnerKeys::new(kek, self.index, self.suite));
+        Ok(Self::owner_access(self.index, dek, keys))
     }
 
     /// Opens the keyring as RBAC user `user` with that user's KEK.
@@ -384,12 +434,23 @@ impl Keyring {
         })
     }
 
-    fn check_owner(&self, access: &Access, action: &'static str) -> Result<(), Error> {
+    fn check_owner<'a>(
+        &self,
+        access: &'a Access,
+        action: &'static str,
+    ) -> Result<&'a OwnerKeys, Error> {
         let owner = access.owner_for(action)?;
         if owner.index != self.index || access.index != self.index {
             return Err(Error::WrongIndex);
         }
-        Ok(())
+        // The access must come from the owner key in force: one opened
+        // before `rotate_root` would escrow under the old key.
+        owner
+            .keys
+            .root
+            .open(&wrap_aad(self.index, WrapKind::Root, None), &self.root)
+            .map_err(|_| Error::WrongKey)?;
+        Ok(&owner.keys)
     }
 
     /// Gives `user` read and/or write wraps under `user_kek`, replacing any
@@ -402,22 +463,86 @@ impl Keyring {
         read: bool,
         write: bool,
     ) -> Result<(), Error> {
-        self.check_owner(owner, "managing users")?;
+        let keys = self.check_owner(owner, "managing users")?;
         if !read && !write {
             return Err(Error::EmptyGrant);
         }
-        let sealer = wrapping_sealer(user_kek, self.index, self.suite);
-        let dek = owner.data_key().expose_secret();
-        let mut wraps = UserWraps::default();
-        if read {
-            wraps.read = Some(sealer.seal(&wrap_aad(self.index, WrapKind::Read, Some(user)), dek)?);
-        }
-        if write {
-            wraps.write =
-                Some(sealer.seal(&wrap_aad(self.index, WrapKind::Write, Some(user)), dek)?);
-        }
+        let key = wrapping_key(user_kek, self.index);
+        let escrow = keys
+            .escrow
+            .seal(&escrow_aad(self.index, user), key.expose_secret())?;
+        let wraps = self.wraps(user, &key, owner.data_key(), read, write, escrow)?;
         self.users.insert(user, wraps);
         Ok(())
+    }
+
+    /// Read and/or write wraps of `dek` for `user`, under the user's
+    /// wrapping key `key`.
+    fn wraps(
+        &self,
+        user: UserId,
+        key: &SecretKey,
+        dek: &SecretKey,
+        read: bool,
+        write: bool,
+        escrow: Vec<u8>,
+    ) -> Result<UserWraps, Error> {
+        let sealer = Sealer::new(key, self.suite);
+        let wrap = |kind| sealer.seal(&wrap_aad(self.index, kind, Some(user)), dek.expose_secret());
+        Ok(UserWraps {
+            read: read.then(|| wrap(WrapKind::Read)).transpose()?,
+            write: write.then(|| wrap(WrapKind::Write)).transpose()?,
+            escrow: Some(escrow),
+        })
+    }
+
+    /// A keyring of the same index with a fresh random data key, wrapped
+    /// for the owner and for every user with the permissions they have now
+    /// (through their escrowed wrapping keys), and the owner's access to
+    /// it. Nothing of the old data key is in it: whoever held only the old
+    /// one (a revoked user, an old copy of the keyring) cannot open it.
+    /// Needs the owner's access ([`Error::NoEscrow`] names a user granted
+    /// before keyrings escrowed wrapping keys).
+    pub fn rekey(&self, owner: &Access) -> Result<(Keyring, Access), Error> {
+        let keys = self.check_owner(owner, "rotating the data key")?;
+        let dek = SecretKey::generate()?;
+        let root = keys.root.seal(
+            &wrap_aad(self.index, WrapKind::Root, None),
+            dek.expose_secret(),
+        )?;
+        let mut users = BTreeMap::new();
+        for (&user, old) in &self.users {
+            let escrow = old.escrow.clone().ok_or(Error::NoEscrow(user))?;
+            let key = keys
+                .escrow
+                .open(&escrow_aad(self.index, user), &escrow)
+                .map_err(|e| match e {
+                    vecseal_envelope::Error::Authentication => Error::WrongKey,
+                    other => Error::Envelope(other),
+                })?;
+            let key = SecretKey::from_bytes(&key)?;
+            let wraps = self.wraps(
+                user,
+                &key,
+                &dek,
+                old.read.is_some(),
+                old.write.is_some(),
+                escrow,
+            )?;
+            users.insert(user, wraps);
+        }
+        let ring = Keyring {
+            index: self.index,
+            suite: self.suite,
+            root,
+            users,
+        };
+        let owner_keys = owner
+            .owner
+            .as_ref()
+            .map(|o| Arc::clone(&o.keys))
+            .ok_or(Error::WrongIndex)?;
+        Ok((ring, Self::owner_access(self.index, dek, owner_keys)))
     }
 
     /// Deletes every wrap of `user`; returns whether the user had any.
@@ -438,20 +563,37 @@ impl Keyring {
             .collect()
     }
 
-    /// Re-wraps the DEK under `new_kek`. No data is re-encrypted and every
-    /// user wrap stays valid; the old KEK stops working.
+    /// Re-wraps the DEK under `new_kek`, and moves the users' escrowed
+    /// wrapping keys to it. No data is re-encrypted and every user wrap
+    /// stays valid; the old KEK stops working, and so does `owner` for
+    /// owner operations (open the keyring again with `new_kek`).
     pub fn rotate_root(&mut self, owner: &Access, new_kek: &SecretKey) -> Result<(), Error> {
-        self.check_owner(owner, "rotating the index key")?;
-        self.root = wrapping_sealer(new_kek, self.index, self.suite).seal(
+        let old = self.check_owner(owner, "rotating the index key")?;
+        let new = OwnerKeys::new(new_kek, self.index, self.suite);
+        // The users' escrowed wrapping keys move to the new owner key.
+        let mut users = self.users.clone();
+        for (&user, wraps) in &mut users {
+            if let Some(escrow) = &mut wraps.escrow {
+                let aad = escrow_aad(self.index, user);
+                let key = old.escrow.open(&aad, escrow).map_err(|e| match e {
+                    vecseal_envelope::Error::Authentication => Error::WrongKey,
+                    other => Error::Envelope(other),
+                })?;
+                *escrow = new.escrow.seal(&aad, &key)?;
+            }
+        }
+        self.root = new.root.seal(
             &wrap_aad(self.index, WrapKind::Root, None),
             owner.data_key().expose_secret(),
         )?;
+        self.users = users;
         Ok(())
     }
 
-    /// Serializes the keyring (stable format, version 1): `"VSKR"`, the
+    /// Serializes the keyring (stable format, version 2): `"VSKR"`, the
     /// version, the suite id, the index id, the root wrap, then per user its
-    /// id, a flags byte (1 read, 2 write) and the wraps it has.
+    /// id, a flags byte (1 read, 2 write, 4 escrow) and the wraps and escrow
+    /// it has. Version 1 (no escrow) is still read.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(64 + self.root.len() + self.users.len() * 140);
         w.raw(MAGIC)
@@ -461,9 +603,13 @@ impl Keyring {
             .bytes(&self.root)
             .len_u32(self.users.len());
         for (user, wraps) in &self.users {
-            w.raw(&user.0)
-                .u8(u8::from(wraps.read.is_some()) | (u8::from(wraps.write.is_some()) << 1));
-            for wrap in [&wraps.read, &wraps.write].into_iter().flatten() {
+            w.raw(&user.0).u8(u8::from(wraps.read.is_some())
+                | (u8::from(wraps.write.is_some()) << 1)
+                | (u8::from(wraps.escrow.is_some()) << 2));
+            for wrap in [&wraps.read, &wraps.write, &wraps.escrow]
+                .into_iter()
+                .flatten()
+            {
                 w.bytes(wrap);
             }
         }
@@ -483,7 +629,7 @@ impl Keyring {
                 )
                 .into());
         }
-        r.version(VERSION, VERSION)?;
+        let version = r.version(1, VERSION)?;
         let suite = Suite::from_id(r.u8()?)?;
         let index = IndexId(r.array()?);
         let root = r.bytes()?.to_vec();
@@ -493,8 +639,15 @@ impl Keyring {
             let user = UserId(r.array()?);
             r.ascending(users.keys().next_back(), &user, "user order", users.len())?;
             let flags = r.u8()?;
-            if flags == 0 || flags > 3 {
-                return Err(r.invalid("user flags", flags.into(), "1, 2 or 3").into());
+            let most = if version >= 2 { 7 } else { 3 };
+            if flags & 3 == 0 || flags > most {
+                return Err(r
+                    .invalid(
+                        "user flags",
+                        flags.into(),
+                        "1, 2 or 3, plus 4 for an escrow",
+                    )
+                    .into());
             }
             let mut wrap = |bit: u8| -> Result<Option<Vec<u8>>, Error> {
                 Ok(if flags & bit != 0 {
@@ -505,7 +658,15 @@ impl Keyring {
             };
             let read = wrap(1)?;
             let write = wrap(2)?;
-            users.insert(user, UserWraps { read, write });
+            let escrow = wrap(4)?;
+            users.insert(
+                user,
+                UserWraps {
+                    read,
+                    write,
+                    escrow,
+                },
+            );
         }
         r.finish()?;
         Ok(Self {
@@ -604,8 +765,70 @@ mod tests {
         assert!(matches!(r.open_root(&k(1)), Err(Error::WrongKey)));
         assert!(r.open_root(&k(2)).is_ok());
         assert!(r.open_user(u, &k(5)).is_ok_and(|a| a.can_write()));
+        // The access opened with the old key manages nothing any more.
+        assert!(matches!(r.revoke(&owner, u), Err(Error::WrongKey)));
+        let owner = r.open_root(&k(2)).unwrap_or_else(|e| panic!("{e}"));
         assert!(r.revoke(&owner, u).unwrap());
         assert!(matches!(r.open_user(u, &k(5)), Err(Error::UnknownUser(_))));
+    }
+
+    #[test]
+    fn rekey_wraps_a_fresh_data_key_for_the_owner_and_remaining_users() {
+        let (mut r, owner) = ring();
+        let (a, b, gone) = (UserId([3; 16]), UserId([4; 16]), UserId([5; 16]));
+        for (u, key, write) in [(a, 5, false), (b, 6, true), (gone, 7, true)] {
+            r.grant(&owner, u, &k(key), true, write)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert!(r.revoke(&owner, gone).unwrap_or_else(|e| panic!("{e}")));
+        // The owner key moves first: the escrows move with it.
+        r.rotate_root(&owner, &k(2))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let owner = r.open_root(&k(2)).unwrap_or_else(|e| panic!("{e}"));
+        let (new, access) = r.rekey(&owner).unwrap_or_else(|e| panic!("{e}"));
+        let new = Keyring::from_bytes(&new.to_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        let dek = access.data_key();
+        assert!(!dek.ct_eq(owner.data_key()), "the data key did not change");
+        assert!(new.open_root(&k(2)).is_ok_and(|o| o.data_key().ct_eq(dek)));
+        assert!(matches!(new.open_root(&k(1)), Err(Error::WrongKey)));
+        for (u, key, write) in [(a, 5, false), (b, 6, true)] {
+            let got = new.open_user(u, &k(key)).unwrap_or_else(|e| panic!("{e}"));
+            assert!(got.data_key().ct_eq(dek));
+            assert_eq!(got.can_write(), write);
+        }
+        assert!(matches!(
+            new.open_user(gone, &k(7)),
+            Err(Error::UnknownUser(_))
+        ));
+        // Only the owner may rekey.
+        let reader = new.open_user(a, &k(5)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(
+            new.rekey(&reader),
+            Err(Error::PermissionDenied { .. })
+        ));
+    }
+
+    #[test]
+    fn a_version_1_user_has_no_escrow_and_blocks_rekey() {
+        let (mut r, owner) = ring();
+        let u = UserId([3; 16]);
+        r.grant(&owner, u, &k(5), true, false)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut old = r.clone();
+        if let Some(w) = old.users.get_mut(&u) {
+            w.escrow = None;
+        }
+        // Version 1 bytes: no escrow flag, no escrow.
+        let mut v1 = old.to_bytes();
+        v1[4] = 1;
+        let read = Keyring::from_bytes(&v1).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(read, old);
+        assert!(read.open_user(u, &k(5)).is_ok());
+        assert!(matches!(read.rekey(&owner), Err(Error::NoEscrow(x)) if x == u));
+        // An escrow flag in a version-1 keyring is refused.
+        let mut bad = r.to_bytes();
+        bad[4] = 1;
+        assert!(Keyring::from_bytes(&bad).is_err());
     }
 
     #[test]
@@ -701,7 +924,7 @@ mod tests {
             #![proptest_config(ProptestConfig::with_cases(64))]
             #[test]
             fn random_grant_revoke_rotate_match_model(ops in proptest::collection::vec(op(), 1..20)) {
-                let (mut r, owner) = ring();
+                let (mut r, mut owner) = ring();
                 let mut root = 1u8;
                 let mut model: BTreeMap<u8, (bool, bool)> = BTreeMap::new();
                 for op in ops {
@@ -717,7 +940,12 @@ mod tests {
                         }
                         Op::Rotate(n) => {
                             r.rotate_root(&owner, &k(n)).unwrap_or_else(|e| panic!("{e}"));
+                            // An access of another key no longer manages the keyring.
+                            if n != root {
+                                prop_assert!(matches!(r.revoke(&owner, UserId([9; 16])), Err(Error::WrongKey)));
+                            }
                             root = n;
+                            owner = r.open_root(&k(n)).unwrap_or_else(|e| panic!("{e}"));
                         }
                     }
                     let r = Keyring::from_bytes(&r.to_bytes()).unwrap_or_else(|e| panic!("{e}"));

@@ -77,7 +77,7 @@ impl ApiError {
         use vecseal::Error as E;
         let status = match &e {
             E::NotFound(_) => StatusCode::NOT_FOUND,
-            E::AlreadyExists(_) => StatusCode::CONFLICT,
+            E::AlreadyExists(_) | E::StaleHandle(_) => StatusCode::CONFLICT,
             E::Access(a) => match a {
                 AccessError::WrongKey => StatusCode::UNAUTHORIZED,
                 AccessError::UnknownUser(_) | AccessError::PermissionDenied { .. } => {

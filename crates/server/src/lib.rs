@@ -48,8 +48,9 @@ use training::Trainer;
 
 /// The reference service's first-training threshold (`AUTO_TRAIN_MIN_VECTORS`).
 pub const DEFAULT_AUTO_TRAIN_THRESHOLD: usize = 65_536;
-/// The largest `top_k` a query may ask for (the reference service's bound).
-pub const MAX_TOP_K: usize = 10_000;
+/// The largest `top_k` a query may ask for (the reference service's bound,
+/// and the engine's).
+pub use vecseal::MAX_TOP_K;
 /// The default request body limit: 2 GiB (binary upserts of large batches
 /// are hundreds of MB of base64).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 2 << 30;

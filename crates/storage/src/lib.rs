@@ -159,6 +159,51 @@ impl WriteBatch {
     pub fn size_bytes(&self) -> usize {
         self.bytes
     }
+
+    /// The operations, in the order they were added (for engines and
+    /// wrappers that apply or inspect a batch).
+    ///
+    /// ```
+    /// use vecseal_storage::{BatchOp, WriteBatch};
+    /// let mut batch = WriteBatch::new();
+    /// batch.put("items", b"k", b"v");
+    /// batch.delete("items", b"old");
+    /// let ops: Vec<BatchOp<'_>> = batch.ops().collect();
+    /// assert_eq!(
+    ///     ops,
+    ///     [
+    ///         BatchOp::Put { ns: "items", key: b"k", value: b"v" },
+    ///         BatchOp::Delete { ns: "items", key: b"old" },
+    ///     ]
+    /// );
+    /// ```
+    pub fn ops(&self) -> impl Iterator<Item = BatchOp<'_>> {
+        self.ops.iter().map(|op| match op {
+            Op::Put { ns, key, value } => BatchOp::Put { ns, key, value },
+            Op::Delete { ns, key } => BatchOp::Delete { ns, key },
+        })
+    }
+}
+
+/// One operation of a [`WriteBatch`], borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchOp<'a> {
+    /// A put of `key` → `value` in namespace `ns`.
+    Put {
+        /// The namespace.
+        ns: &'a str,
+        /// The key.
+        key: &'a [u8],
+        /// The value.
+        value: &'a [u8],
+    },
+    /// A delete of `key` in namespace `ns`.
+    Delete {
+        /// The namespace.
+        ns: &'a str,
+        /// The key.
+        key: &'a [u8],
+    },
 }
 
 /// A consistent, read-only view of a store at one moment.

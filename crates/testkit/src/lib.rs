@@ -118,3 +118,57 @@ mod tests {
         assert_eq!(groups, 2);
     }
 }
+
+pub mod alloc {
+    //! A global allocator that counts live heap bytes and their peak, for
+    //! tests that bound the memory of an operation. Install it in a test
+    //! binary of its own (it counts for the whole process, so run one test
+    //! there):
+    //!
+    //! ```ignore
+    //! #[global_allocator]
+    //! static ALLOC: vecseal_testkit::alloc::Counting = vecseal_testkit::alloc::Counting;
+    //! let grew = vecseal_testkit::alloc::peak_growth(|| work());
+    //! ```
+    #![allow(unsafe_code)]
+
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static LIVE: AtomicUsize = AtomicUsize::new(0);
+    static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+    /// The system allocator, counting.
+    pub struct Counting;
+
+    // SAFETY: every call is forwarded unchanged to the system allocator;
+    // the counters do not affect what is returned.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            // SAFETY: the caller upholds `alloc`'s contract, which is
+            // `System.alloc`'s.
+            let p = unsafe { System.alloc(layout) };
+            if !p.is_null() {
+                let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+                PEAK.fetch_max(now, Ordering::Relaxed);
+            }
+            p
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+            // SAFETY: `ptr` was allocated by `alloc` above with `layout`.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+
+    /// Runs `f` and returns its result with how far the heap grew above
+    /// where it was when `f` started, at its peak (0 unless [`Counting`]
+    /// is the global allocator).
+    pub fn peak_growth<T>(f: impl FnOnce() -> T) -> (T, usize) {
+        let base = LIVE.load(Ordering::SeqCst);
+        PEAK.store(base, Ordering::SeqCst);
+        let out = f();
+        (out, PEAK.load(Ordering::SeqCst).saturating_sub(base))
+    }
+}

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use vecseal_keyring::UserId;
 use vecseal_storage::{MemStore, Store};
 
-use crate::catalog::{open_ring, read_catalog, NS_META};
+use crate::catalog::{catalog_key, open_ring, read_catalog, NS_CATALOG, NS_META};
 use crate::guarded::GuardedStore;
 use crate::keys::{Credentials, Keys, Kind};
 use crate::state::Persisted;
@@ -16,9 +16,10 @@ use vecseal_testkit::key;
 /// The sealed state record of index "t", decoded.
 fn state(store: &Arc<dyn Store>) -> (Keys, Vec<u8>, Persisted) {
     let guarded = GuardedStore::new(Arc::clone(store));
-    let (id, ring) = read_catalog(&guarded, "t").unwrap_or_else(|e| panic!("{e}"));
-    let access = open_ring(&ring, &Credentials::owner(key(1))).unwrap_or_else(|e| panic!("{e}"));
-    let keys = Keys::derive(access.data_key(), id, ring.suite());
+    let entry = read_catalog(&guarded, "t").unwrap_or_else(|e| panic!("{e}"));
+    let access =
+        open_ring(&entry.ring, &Credentials::owner(key(1))).unwrap_or_else(|e| panic!("{e}"));
+    let keys = Keys::derive(access.data_key(), entry.id, entry.ring.suite());
     let sk = keys.state_key();
     let raw = store
         .get(NS_META, &sk)
@@ -82,6 +83,17 @@ fn a_version_1_index_is_read_as_it_is_and_upgraded_by_a_writer() {
         store
             .put(NS_META, &sk, &sealed, vecseal_storage::Durability::Sync)
             .unwrap_or_else(|e| panic!("{e}"));
+        // And the catalog entry as version 1 wrote it: no tag.
+        let guarded = GuardedStore::new(Arc::clone(&store));
+        let entry = read_catalog(&guarded, "t").unwrap_or_else(|e| panic!("{e}"));
+        store
+            .put(
+                NS_CATALOG,
+                &catalog_key("t"),
+                &entry.untagged().encode(),
+                vecseal_storage::Durability::Sync,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
         (hits, lists)
     };
     // A read-only user reads it as it is, and writes nothing.
@@ -107,6 +119,10 @@ fn a_version_1_index_is_read_as_it_is_and_upgraded_by_a_writer() {
             .unwrap_or_else(|e| panic!("{e}"));
         let p = state(&store).2;
         assert!(!p.is_legacy());
+        let guarded = GuardedStore::new(Arc::clone(&store));
+        let entry = read_catalog(&guarded, "t").unwrap_or_else(|e| panic!("{e}"));
+        assert!(entry.tag().is_some(), "the catalog entry got no tag");
+        assert_eq!(entry.tag(), p.ring_tag);
         let old: Vec<u64> = legacy.iter().flatten().map(|b| b.seq).collect();
         let new = index.shared.live.read().p.lists.clone();
         assert_eq!(new.len(), legacy.len());
