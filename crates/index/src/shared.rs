@@ -352,6 +352,9 @@ impl Shared {
 
     /// [`Shared::authorize`], with the catalog entry it checked.
     pub(crate) fn authorize_ring(&self, cred: &Credentials) -> Result<(Entry, Access, Arc<Keys>)> {
+        // The entry and the state's record of its tag are read under one
+        // guard: a keyring change writes both, under the write guard.
+        let live = self.live.read();
         let entry = read_catalog(&self.store, &self.name)?;
         if entry.id != self.id {
             // Another index's entry under this name: one created after this
@@ -378,7 +381,7 @@ impl Shared {
                 keys
             }
         };
-        entry.verify(&self.name, &keys, self.live.read().p.ring_tag)?;
+        entry.verify(&self.name, &keys, live.p.ring_tag)?;
         Ok((entry, access, keys))
     }
 

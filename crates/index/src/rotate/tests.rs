@@ -154,3 +154,43 @@ fn a_rotation_interrupted_before_or_after_its_switch_opens_under_one_key() {
         );
     }
 }
+
+#[test]
+fn queries_and_gets_go_on_while_the_data_key_rotates() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let store: Arc<dyn Store> = Arc::new(MemStore::new(NAMESPACES));
+    let index = Arc::new(filled(&store));
+    let queries = clustered(8, 8, 6, 9);
+    let opts = QueryOptions::default().with_top_k(5).with_metadata(true);
+    let before = ok(index.query(&queries, &opts));
+    let ids: Vec<String> = (0..50).map(|i| format!("i{i}")).collect();
+    let items = ok(index.get(&ids, Fields::ALL)).items;
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (index, stop, queries, opts, before, ids) = (
+            Arc::clone(&index),
+            Arc::clone(&stop),
+            queries.clone(),
+            opts.clone(),
+            before.clone(),
+            ids.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut rounds = 0;
+            while !stop.load(Ordering::SeqCst) || rounds == 0 {
+                assert_eq!(ok(index.query(&queries, &opts)), before);
+                assert_eq!(ok(index.get(&ids, Fields::ALL)).items, items);
+                rounds += 1;
+            }
+            rounds
+        })
+    };
+    for _ in 0..3 {
+        ok(index.rotate_data_key());
+    }
+    stop.store(true, Ordering::SeqCst);
+    let rounds = reader
+        .join()
+        .unwrap_or_else(|_| panic!("a reader failed during rotation"));
+    assert!(rounds > 0);
+}
