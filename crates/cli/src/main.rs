@@ -114,7 +114,7 @@ enum Cmd {
         #[command(subcommand)]
         cmd: UsersCmd,
     },
-    /// Rotates an index's keys (owner only). --data seals every record
+    /// Rotates an index's keys (owner only). --data-key seals every record
     /// again under a fresh data key, wrapped for the owner and every
     /// remaining user: a revoked user's key or an old copy of the keyring
     /// opens nothing afterwards. --new-key-file moves the owner to a new
@@ -123,9 +123,9 @@ enum Cmd {
         /// Index name.
         name: String,
         /// Rotate the data key (re-encrypts every record; writes wait,
-        /// queries go on).
+        /// queries go on). Not `--data`: that is the data folder.
         #[arg(long)]
-        data: bool,
+        data_key: bool,
         /// File holding the owner's new 32-byte key.
         #[arg(long)]
         new_key_file: Option<PathBuf>,
@@ -293,7 +293,7 @@ enum UsersCmd {
         /// The user's id, as 32 hex characters.
         #[arg(long = "user-id")]
         user: String,
-        /// Then rotate the data key (see `rotate-key --data`), so the
+        /// Then rotate the data key (see `rotate-key --data-key`), so the
         /// user's key opens nothing even with an old copy of the keyring.
         #[arg(long)]
         rotate: bool,
@@ -467,9 +467,9 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Users { cmd } => users(cli, cmd),
         Cmd::RotateKey {
             name,
-            data,
+            data_key,
             new_key_file,
-        } => rotate_key(cli, name, *data, new_key_file.as_deref()),
+        } => rotate_key(cli, name, *data_key, new_key_file.as_deref()),
         Cmd::Serve(args) => serve(cli, args),
     }
 }
@@ -784,7 +784,7 @@ fn drop_index(cli: &Cli, name: &str) -> Result<()> {
 /// `vecseal rotate-key`.
 fn rotate_key(cli: &Cli, name: &str, data: bool, new_key_file: Option<&Path>) -> Result<()> {
     if !data && new_key_file.is_none() {
-        bail!("give --data (a new data key) and/or --new-key-file FILE (a new owner key)");
+        bail!("give --data-key (a new data key) and/or --new-key-file FILE (a new owner key)");
     }
     let index = load(cli, name)?;
     if data {

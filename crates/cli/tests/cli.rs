@@ -381,6 +381,99 @@ fn users_and_permissions() {
 }
 
 #[test]
+fn key_rotation_from_the_command_line() {
+    let env = Env::new();
+    env.owner()
+        .args(["create", "team", "--dim", "2"])
+        .assert()
+        .success();
+    let data = env.write_npy("v.npy", &[vec![0.0, 1.0], vec![1.0, 0.0]]);
+    env.owner()
+        .args(["upsert", "team", "--vectors"])
+        .arg(&data)
+        .assert()
+        .success();
+    let (alice, bob) = (
+        "00112233445566778899aabbccddeeff",
+        "ffeeddccbbaa99887766554433221100",
+    );
+    for (user, key, perm) in [(alice, "alice.key", "--read"), (bob, "bob.key", "--write")] {
+        env.cmd()
+            .args(["keygen", "--out"])
+            .arg(env.path(key))
+            .assert()
+            .success();
+        env.owner()
+            .args([
+                "users",
+                "add",
+                "team",
+                "--user-id",
+                user,
+                perm,
+                "--user-key-file",
+            ])
+            .arg(env.path(key))
+            .assert()
+            .success();
+    }
+    let as_user = |user: &str, key: &str| {
+        let mut c = env.cmd();
+        c.arg("--key-file")
+            .arg(env.path(key))
+            .args(["--user-id", user]);
+        c
+    };
+
+    // Revoking with --rotate re-seals everything under a new data key.
+    env.owner()
+        .args(["users", "remove", "team", "--user-id", alice, "--rotate"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("rotated the data key"));
+    as_user(alice, "alice.key")
+        .args(["info", "team"])
+        .assert()
+        .code(1);
+    assert_eq!(
+        json_of(as_user(bob, "bob.key").args(["info", "team", "--json"]))["count"],
+        2
+    );
+
+    // Nothing to rotate is a usage error that says what to give.
+    env.owner()
+        .args(["rotate-key", "team"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--data-key"));
+
+    // A new data key and a new owner key at once: the old owner key stops
+    // working, the new one and the remaining user's key work.
+    env.cmd()
+        .args(["keygen", "--out"])
+        .arg(env.path("new.key"))
+        .assert()
+        .success();
+    env.owner()
+        .args(["rotate-key", "team", "--data-key", "--new-key-file"])
+        .arg(env.path("new.key"))
+        .assert()
+        .success();
+    env.owner().args(["info", "team"]).assert().code(1);
+    let mut new_owner = env.cmd();
+    new_owner.arg("--key-file").arg(env.path("new.key"));
+    assert_eq!(
+        json_of(new_owner.args(["info", "team", "--json"]))["count"],
+        2
+    );
+    as_user(bob, "bob.key")
+        .args(["upsert", "team", "--vectors"])
+        .arg(&data)
+        .assert()
+        .success();
+}
+
+#[test]
 fn errors_say_what_was_wrong_with_the_right_exit_code() {
     let env = Env::new();
     env.owner()
