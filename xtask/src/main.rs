@@ -1,6 +1,7 @@
-//! Project chores: `cargo xtask ci | test | simd | stores | sdk | lint | deny | tidy | bench [server] | dataset | demo | serve`.
+//! Project chores: `cargo xtask ci | test | simd | stores | sdk | pg CMD… | lint | deny | tidy | bench [server] | dataset | demo | serve`.
 
 mod fetch;
+mod pg;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,7 +33,32 @@ fn run(cmd: &mut Command) -> Result<()> {
 }
 
 fn cargo() -> Command {
-    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    with_test_env(&mut cmd);
+    cmd
+}
+
+/// The PostgreSQL server the tests use, once one is known (see
+/// [`postgres_for_tests`]).
+static TEST_PG_URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Passes the tests' PostgreSQL server to `cmd`.
+fn with_test_env(cmd: &mut Command) {
+    if let Some(url) = TEST_PG_URL.get() {
+        cmd.env(pg::TEST_PG, url);
+    }
+}
+
+/// The tests' PostgreSQL server: `VECSEAL_TEST_PG` when set, else a
+/// throwaway cluster (returned: it stops when dropped).
+fn postgres_for_tests() -> Result<Option<pg::Cluster>> {
+    if let Ok(url) = std::env::var(pg::TEST_PG) {
+        let _ = TEST_PG_URL.set(url);
+        return Ok(None);
+    }
+    let cluster = pg::Cluster::start()?;
+    let _ = TEST_PG_URL.set(cluster.url.clone());
+    Ok(Some(cluster))
 }
 
 /// Architecture invariants, checked on the resolved dependency graph.
@@ -545,10 +571,12 @@ fn simd_levels() -> Result<()> {
     rerun(&SIMD_SUITES, ("VECSEAL_SIMD", "scalar"))
 }
 
-/// Runs the index test binaries again on RocksDB (`VECSEAL_TEST_STORE=rocks`):
-/// `cargo test --workspace` ran them on the memory store.
+/// Runs the index test binaries again on RocksDB (`VECSEAL_TEST_STORE=rocks`)
+/// and on PostgreSQL (`pg`): `cargo test --workspace` ran them on the
+/// memory store.
 fn store_engines() -> Result<()> {
-    rerun(&["vecseal-index"], ("VECSEAL_TEST_STORE", "rocks"))
+    rerun(&["vecseal-index"], ("VECSEAL_TEST_STORE", "rocks"))?;
+    rerun(&["vecseal-index"], ("VECSEAL_TEST_STORE", "pg"))
 }
 
 /// Runs the test binaries of `packages` again with one more environment
@@ -582,7 +610,9 @@ fn rerun(packages: &[&str], (var, value): (&str, &str)) -> Result<()> {
             .parent()
             .unwrap_or_else(|| Path::new("."));
         eprintln!("xtask: {var}={value} {exe}");
-        let status = Command::new(exe)
+        let mut cmd = Command::new(exe);
+        with_test_env(&mut cmd);
+        let status = cmd
             .env(var, value)
             .current_dir(dir)
             .status()
@@ -672,6 +702,9 @@ fn task() -> Result<()> {
             ]))?;
             tidy()?;
             run(Command::new("cargo-deny").args(["check", "bans", "licenses", "sources"]))?;
+            // The PostgreSQL tests run on VECSEAL_TEST_PG when set, else
+            // on a throwaway cluster that lives until the tests end.
+            let _cluster = postgres_for_tests()?;
             // Benches are compiled by clippy --all-targets above; building
             // them again in the release profile would cost a second RocksDB
             // build for no extra check.
@@ -681,9 +714,26 @@ fn task() -> Result<()> {
             sdk()?;
         }
         "sdk" => sdk()?,
-        "test" => run(cargo().args(["test", "--workspace"]))?,
+        // `cargo xtask pg CMD ARGS…`: CMD with VECSEAL_TEST_PG set to a
+        // throwaway PostgreSQL cluster (or the one already set).
+        "pg" => {
+            let Some(program) = args.get(1) else {
+                bail!("usage: cargo xtask pg CMD [ARGS…] (e.g. cargo xtask pg cargo test -p vecseal-storage)");
+            };
+            let _cluster = postgres_for_tests()?;
+            let mut cmd = Command::new(program);
+            with_test_env(&mut cmd);
+            run(cmd.args(&args[2..]))?;
+        }
+        "test" => {
+            let _cluster = postgres_for_tests()?;
+            run(cargo().args(["test", "--workspace"]))?;
+        }
         "simd" => simd_levels()?,
-        "stores" => store_engines()?,
+        "stores" => {
+            let _cluster = postgres_for_tests()?;
+            store_engines()?;
+        }
         "lint" => {
             run(cargo().args(["fmt", "--all", "--", "--check"]))?;
             run(cargo().args([
@@ -741,7 +791,7 @@ fn task() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|test|simd|stores|sdk|lint|deny|tidy|demo|serve|bench [server]|dataset>"
+                "usage: cargo xtask <ci|test|simd|stores|sdk|pg CMD…|lint|deny|tidy|demo|serve|bench [server]|dataset>"
             );
             if task != "help" {
                 bail!("unknown task {task:?}");

@@ -27,6 +27,10 @@ struct Cli {
     /// Data folder (RocksDB).
     #[arg(long, global = true, default_value = "./vecseal-data")]
     data: PathBuf,
+    /// A PostgreSQL database instead of the data folder: a
+    /// postgres://user@host/db URL (or VECSEAL_STORE).
+    #[arg(long, global = true, env = "VECSEAL_STORE", hide_env_values = true)]
+    store: Option<String>,
     /// File holding the 32-byte key (else the VECSEAL_KEY environment variable, 64 hex chars).
     #[arg(long, global = true)]
     key_file: Option<PathBuf>,
@@ -362,7 +366,14 @@ fn credentials(cli: &Cli) -> Result<Credentials> {
 }
 
 fn client(cli: &Cli) -> Result<Client> {
-    Ok(Client::open(StorageConfig::Local(cli.data.clone()))?)
+    let config = match &cli.store {
+        Some(url) => match StorageConfig::from_location(url) {
+            pg @ StorageConfig::Postgres(_) => pg,
+            _ => bail!("--store takes a postgres:// URL (use --data DIR for a local folder)"),
+        },
+        None => StorageConfig::Local(cli.data.clone()),
+    };
+    Ok(Client::open(config)?)
 }
 
 pub(crate) fn write_new_key(out: &Path) -> Result<()> {

@@ -380,6 +380,53 @@ fn users_and_permissions() {
         .stderr(predicate::str::contains("no access"));
 }
 
+/// The same commands on PostgreSQL (`--store URL`), in a schema of its own
+/// on the server `VECSEAL_TEST_PG` names (`cargo xtask ci` starts one;
+/// without it there is nothing to run this on).
+#[test]
+fn the_cli_runs_on_postgres() {
+    let Ok(url) = std::env::var("VECSEAL_TEST_PG") else {
+        eprintln!("VECSEAL_TEST_PG is not set: no PostgreSQL to run on");
+        return;
+    };
+    let schema = format!("vs_cli_{}", std::process::id());
+    let mut admin =
+        postgres::Client::connect(&url, postgres::NoTls).unwrap_or_else(|e| panic!("{e}"));
+    admin
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let store = format!("{url}{sep}options=-csearch_path%3D{schema}");
+    let env = Env::new();
+    let pg = || {
+        let mut c = env.owner();
+        c.args(["--store", &store]);
+        c
+    };
+    pg().args(["create", "team", "--dim", "2"])
+        .assert()
+        .success();
+    let data = env.write_npy("v.npy", &[vec![0.0, 1.0], vec![1.0, 0.0]]);
+    pg().args(["upsert", "team", "--vectors"])
+        .arg(&data)
+        .assert()
+        .success();
+    assert_eq!(json_of(pg().args(["info", "team", "--json"]))["count"], 2);
+    assert_eq!(stdout_of(pg().arg("list")).trim(), "team");
+    // The local data folder was not used, and the table of items holds
+    // the two items under blinded keys (index id and a 32-byte blinding).
+    assert!(!env.path("data").exists());
+    let rows = admin
+        .query(&format!("SELECT k FROM {schema}.vecseal_items"), &[])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r.get::<_, Vec<u8>>(0).len() == 48));
+    pg().args(["drop", "team"]).assert().success();
+    admin
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
 #[test]
 fn key_rotation_from_the_command_line() {
     let env = Env::new();

@@ -1,25 +1,66 @@
-//! One conformance suite, run against every engine.
+//! The conformance suite every engine must pass: point reads and writes,
+//! atomic batches across namespaces, ordered and bounded prefix scans that
+//! cross pages, snapshots, errors that name the known namespaces, and a
+//! model check against a `BTreeMap` under random operations.
+//!
+//! Engines run it with [`check`] (this crate on its memory store and on
+//! RocksDB; the PostgreSQL engine in its own crate, with the `conformance`
+//! feature):
+//!
+//! ```ignore
+//! vecseal_storage::conformance::check(&|| (Box::new(MemStore::new(NS)), None));
+//! ```
 
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 
-use crate::{Durability, Error, MemStore, RocksStore, Store, WriteBatch};
+use crate::{Durability, Error, Store, WriteBatch};
 
-const NS: &[&str] = &["a", "b"];
+/// The namespaces the suite's stores must be opened with.
+pub const NS: &[&str] = &["a", "b"];
 
-fn engines() -> Vec<(Box<dyn Store>, Option<tempfile::TempDir>)> {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let rocks = RocksStore::open(dir.path().join("db"), NS).unwrap_or_else(|e| panic!("{e}"));
-    vec![
-        (Box::new(MemStore::new(NS)), None),
-        (Box::new(rocks), Some(dir)),
-    ]
-}
+/// A fresh engine opened with [`NS`], and what must outlive it (its
+/// folder, its schema).
+pub type Engine = (Box<dyn Store>, Option<Box<dyn std::any::Any>>);
 
-fn each(f: impl Fn(&dyn Store)) {
-    for (store, _dir) in engines() {
+/// Runs every check, each on a fresh engine from `make`; panics with the
+/// check's message on the first failure.
+pub fn check(make: &dyn Fn() -> Engine) {
+    type Check = fn(&dyn Store);
+    let checks: [(&str, Check); 6] = [
+        ("put_get_delete", put_get_delete),
+        (
+            "batches_are_atomic_across_namespaces",
+            batches_are_atomic_across_namespaces,
+        ),
+        (
+            "prefix_scans_are_ordered_and_bounded",
+            prefix_scans_are_ordered_and_bounded,
+        ),
+        ("scans_cross_pages_in_order", scans_cross_pages_in_order),
+        (
+            "snapshots_do_not_see_later_writes",
+            snapshots_do_not_see_later_writes,
+        ),
+        (
+            "unknown_namespace_names_the_known_ones",
+            unknown_namespace_names_the_known_ones,
+        ),
+    ];
+    for (name, f) in checks {
+        eprintln!("conformance: {name}");
+        let (store, _guard) = make();
         f(store.as_ref());
+    }
+    eprintln!("conformance: matches_a_btreemap_model");
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(32));
+    let result = runner.run(&proptest::collection::vec(model_op(), 1..40), |ops| {
+        let (store, _guard) = make();
+        matches_a_btreemap_model(store.as_ref(), &ops)
+    });
+    if let Err(e) = result {
+        panic!("conformance: matches_a_btreemap_model: {e}");
     }
 }
 
@@ -30,9 +71,38 @@ fn collect(store: &dyn Store, ns: &str, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-#[test]
-fn put_get_delete() {
-    each(|s| {
+fn scans_cross_pages_in_order(s: &dyn Store) {
+    // More entries and more bytes than a page of any engine (PostgreSQL
+    // pages 128 entries or about 8 MiB), with a prefix that splits them.
+    {
+        let value = |i: u32| vec![(i % 251) as u8; 40 << 10];
+        for chunk in (0..300u32).collect::<Vec<_>>().chunks(50) {
+            let mut b = WriteBatch::new();
+            for &i in chunk {
+                b.put(
+                    "a",
+                    &[&[(i % 2) as u8][..], &i.to_be_bytes()].concat(),
+                    &value(i),
+                );
+            }
+            s.write(b, Durability::Buffered)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        for (prefix, parity) in [(&[0u8][..], 0), (&[1u8][..], 1)] {
+            let got = collect(s, "a", prefix);
+            let want: Vec<u32> = (0..300).filter(|i| i % 2 == parity).collect();
+            assert_eq!(got.len(), want.len());
+            for ((k, v), i) in got.iter().zip(want) {
+                assert_eq!(k, &[&[parity as u8][..], &i.to_be_bytes()].concat());
+                assert!(v == &value(i));
+            }
+        }
+        assert_eq!(collect(s, "a", b"").len(), 300);
+    }
+}
+
+fn put_get_delete(s: &dyn Store) {
+    {
         s.put("a", b"k", b"v", Durability::Sync)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(s.get("a", b"k").ok().flatten(), Some(b"v".to_vec()));
@@ -47,12 +117,11 @@ fn put_get_delete() {
         assert_eq!(s.get("a", b"k").ok().flatten(), None);
         let got = s.multi_get("a", &[b"x", b"k"]).unwrap_or_default();
         assert_eq!(got, vec![None, None]);
-    });
+    }
 }
 
-#[test]
-fn batches_are_atomic_across_namespaces() {
-    each(|s| {
+fn batches_are_atomic_across_namespaces(s: &dyn Store) {
+    {
         let mut b = WriteBatch::new();
         b.put("a", b"1", b"x");
         b.put("b", b"1", b"y");
@@ -71,12 +140,11 @@ fn batches_are_atomic_across_namespaces() {
             Err(Error::UnknownNamespace { .. })
         ));
         assert_eq!(s.get("a", b"2").ok().flatten(), None);
-    });
+    }
 }
 
-#[test]
-fn prefix_scans_are_ordered_and_bounded() {
-    each(|s| {
+fn prefix_scans_are_ordered_and_bounded(s: &dyn Store) {
+    {
         let mut b = WriteBatch::new();
         for k in [&b"p/2"[..], b"p/1", b"q/1", b"p/10", b"o"] {
             b.put("a", k, k);
@@ -90,12 +158,11 @@ fn prefix_scans_are_ordered_and_bounded() {
         );
         assert_eq!(collect(s, "a", b"").len(), 5);
         assert!(collect(s, "b", b"").is_empty());
-    });
+    }
 }
 
-#[test]
-fn snapshots_do_not_see_later_writes() {
-    each(|s| {
+fn snapshots_do_not_see_later_writes(s: &dyn Store) {
+    {
         s.put("a", b"k1", b"old", Durability::Sync)
             .unwrap_or_else(|e| panic!("{e}"));
         let snap = s.snapshot().unwrap_or_else(|e| panic!("{e}"));
@@ -110,68 +177,18 @@ fn snapshots_do_not_see_later_writes() {
             .unwrap_or(0);
         assert_eq!(n, 1);
         assert_eq!(s.get("a", b"k1").ok().flatten(), Some(b"new".to_vec()));
-    });
+    }
 }
 
-#[test]
-fn unknown_namespace_names_the_known_ones() {
-    each(|s| {
+fn unknown_namespace_names_the_known_ones(s: &dyn Store) {
+    {
         let msg = s
             .get("zz", b"k")
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(msg.contains("zz") && msg.contains("\"a\""), "{msg}");
-    });
-}
-
-#[test]
-fn rocks_open_errors_name_the_path() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let path = dir.path().join("db");
-    let first = RocksStore::open(&path, NS).unwrap_or_else(|e| panic!("{e}"));
-    let second = RocksStore::open(&path, NS);
-    assert!(
-        matches!(&second, Err(Error::Locked { path: p }) if p == &path),
-        "{:?}",
-        second.err()
-    );
-    drop(first);
-    // A file where the folder should be.
-    let file = dir.path().join("file");
-    std::fs::write(&file, b"x").unwrap_or_else(|e| panic!("{e}"));
-    let msg = RocksStore::open(&file, NS)
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
-    assert!(msg.contains(&file.display().to_string()), "{msg}");
-    // A corrupt database: overwrite the manifest.
-    for entry in std::fs::read_dir(&path)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .flatten()
-    {
-        if entry.file_name().to_string_lossy().starts_with("MANIFEST") {
-            std::fs::write(entry.path(), b"garbage garbage garbage")
-                .unwrap_or_else(|e| panic!("{e}"));
-        }
     }
-    let msg = RocksStore::open(&path, NS)
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
-    assert!(msg.contains(&path.display().to_string()), "{msg}");
-}
-
-#[test]
-fn rocks_data_survives_reopen() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    {
-        let s = RocksStore::open(dir.path(), NS).unwrap_or_else(|e| panic!("{e}"));
-        s.put("b", b"k", b"v", Durability::Sync)
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-    let s = RocksStore::open(dir.path(), NS).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(s.get("b", b"k").ok().flatten(), Some(b"v".to_vec()));
 }
 
 #[derive(Debug, Clone)]
@@ -191,40 +208,50 @@ fn model_op() -> impl Strategy<Value = ModelOp> {
     ]
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(32))]
-    #[test]
-    fn engines_match_a_btreemap_model(ops in proptest::collection::vec(model_op(), 1..40)) {
-        for (store, _dir) in engines() {
-            let mut model: [BTreeMap<Vec<u8>, Vec<u8>>; 2] = Default::default();
-            let ns = |b: bool| if b { "b" } else { "a" };
-            for op in &ops {
-                match op {
-                    ModelOp::Put(n, k, v) => {
-                        store.put(ns(*n), &[b'k', *k], v, Durability::Buffered).unwrap_or_else(|e| panic!("{e}"));
-                        model[usize::from(*n)].insert(vec![b'k', *k], v.clone());
-                    }
-                    ModelOp::Delete(n, k) => {
-                        store.delete(ns(*n), &[b'k', *k], Durability::Buffered).unwrap_or_else(|e| panic!("{e}"));
-                        model[usize::from(*n)].remove(&vec![b'k', *k]);
-                    }
-                    ModelOp::Batch(items) => {
-                        let mut b = WriteBatch::new();
-                        for (n, k, v) in items {
-                            match v {
-                                Some(v) => { b.put(ns(*n), &[b'k', *k], v); model[usize::from(*n)].insert(vec![b'k', *k], v.clone()); }
-                                None => { b.delete(ns(*n), &[b'k', *k]); model[usize::from(*n)].remove(&vec![b'k', *k]); }
-                            }
+fn matches_a_btreemap_model(
+    store: &dyn Store,
+    ops: &[ModelOp],
+) -> Result<(), proptest::test_runner::TestCaseError> {
+    let mut model: [BTreeMap<Vec<u8>, Vec<u8>>; 2] = Default::default();
+    let ns = |b: bool| if b { "b" } else { "a" };
+    for op in ops {
+        match op {
+            ModelOp::Put(n, k, v) => {
+                store
+                    .put(ns(*n), &[b'k', *k], v, Durability::Buffered)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                model[usize::from(*n)].insert(vec![b'k', *k], v.clone());
+            }
+            ModelOp::Delete(n, k) => {
+                store
+                    .delete(ns(*n), &[b'k', *k], Durability::Buffered)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                model[usize::from(*n)].remove(&vec![b'k', *k]);
+            }
+            ModelOp::Batch(items) => {
+                let mut b = WriteBatch::new();
+                for (n, k, v) in items {
+                    match v {
+                        Some(v) => {
+                            b.put(ns(*n), &[b'k', *k], v);
+                            model[usize::from(*n)].insert(vec![b'k', *k], v.clone());
                         }
-                        store.write(b, Durability::Buffered).unwrap_or_else(|e| panic!("{e}"));
+                        None => {
+                            b.delete(ns(*n), &[b'k', *k]);
+                            model[usize::from(*n)].remove(&vec![b'k', *k]);
+                        }
                     }
                 }
-            }
-            for n in [false, true] {
-                let got = collect(store.as_ref(), ns(n), b"k");
-                let want: Vec<_> = model[usize::from(n)].clone().into_iter().collect();
-                prop_assert_eq!(got, want);
+                store
+                    .write(b, Durability::Buffered)
+                    .unwrap_or_else(|e| panic!("{e}"));
             }
         }
     }
+    for n in [false, true] {
+        let got = collect(store, ns(n), b"k");
+        let want: Vec<_> = model[usize::from(n)].clone().into_iter().collect();
+        prop_assert_eq!(got, want);
+    }
+    Ok(())
 }

@@ -13,6 +13,11 @@
 //! * [`RocksStore`]: RocksDB in a local folder (the product's default), one
 //!   column family per namespace, compression off, WAL on.
 //!
+//! PostgreSQL is an engine of its own crate, `vecseal-pg`: its client links
+//! hash and MAC crates (for SCRAM authentication), which this crate's
+//! invariant below keeps out. Every engine passes [`conformance::check`]
+//! (feature `conformance`).
+//!
 //! ```
 //! use vecseal_storage::{Durability, MemStore, Store, WriteBatch};
 //!
@@ -69,9 +74,29 @@ pub enum Error {
         /// What the engine said.
         reason: String,
     },
+    /// The database server cannot be reached, or dropped the connection:
+    /// retry later (a service answers 503).
+    #[error("database unavailable (retry later): {0}")]
+    Unavailable(String),
+    /// A database server's database could not be opened.
+    #[error("cannot open {what}: {reason}")]
+    Connect {
+        /// Which database (never with its password).
+        what: String,
+        /// Why.
+        reason: String,
+    },
     /// Any other engine error.
     #[error("storage engine error: {0}")]
     Engine(String),
+}
+
+impl Error {
+    /// Whether the same call may succeed later unchanged (the database is
+    /// restarting, or unreachable for now).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Unavailable(_))
+    }
 }
 
 /// Result alias of this crate.
@@ -265,5 +290,7 @@ pub trait Store: Send + Sync {
     fn namespaces(&self) -> Vec<String>;
 }
 
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 #[cfg(test)]
-mod conformance;
+mod engine_tests;

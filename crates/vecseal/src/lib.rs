@@ -39,18 +39,48 @@ pub use vecseal_index::{
     TrainOptions, TrainProgress, TrainingState, UserEntry, UserId, MAX_CONTENTS_BYTES,
     MAX_ID_BYTES, MAX_METADATA_BYTES, MAX_METADATA_DEPTH, MAX_TOP_K, NAMESPACES,
 };
+use vecseal_pg::PgStore;
 use vecseal_storage::{MemStore, RocksStore, Store};
 
 /// `serde_json`, whose `Value` carries item metadata in this API.
 pub use serde_json;
 
-/// Where a [`Client`] keeps its data.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where a [`Client`] keeps its data. Its `Debug` form never shows a
+/// PostgreSQL connection string (it may hold a password).
+#[derive(Clone, PartialEq, Eq)]
 pub enum StorageConfig {
     /// RocksDB in this folder (created if missing). The default engine.
     Local(PathBuf),
     /// In memory; gone when the client is dropped.
     InMemory,
+    /// PostgreSQL: a `postgres://user@host/db` URL or `key=value`
+    /// settings (tables in the connection's schema; pick one with
+    /// `options=-csearch_path=NAME`). Several vecseal processes over one
+    /// database are the PostgreSQL issue's work: for now, one process
+    /// writes an index at a time.
+    Postgres(String),
+}
+
+impl std::fmt::Debug for StorageConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StorageConfig::Local(path) => f.debug_tuple("Local").field(path).finish(),
+            StorageConfig::InMemory => f.write_str("InMemory"),
+            StorageConfig::Postgres(_) => f.write_str("Postgres(..)"),
+        }
+    }
+}
+
+impl StorageConfig {
+    /// `Postgres(url)` for a `postgres://` or `postgresql://` URL, else
+    /// `Local(folder)`.
+    pub fn from_location(location: &str) -> Self {
+        if location.starts_with("postgres://") || location.starts_with("postgresql://") {
+            StorageConfig::Postgres(location.to_owned())
+        } else {
+            StorageConfig::Local(PathBuf::from(location))
+        }
+    }
 }
 
 /// A handle on one store holding any number of indexes. Thread-safe; clone it
@@ -68,6 +98,9 @@ impl Client {
                 Arc::new(RocksStore::open(path, vecseal_index::NAMESPACES)?)
             }
             StorageConfig::InMemory => Arc::new(MemStore::new(vecseal_index::NAMESPACES)),
+            StorageConfig::Postgres(url) => {
+                Arc::new(PgStore::open(&url, vecseal_index::NAMESPACES)?)
+            }
         };
         Ok(Self {
             db: Database::new(store),
@@ -112,3 +145,27 @@ impl Client {
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]
 pub struct ReadmeDoctests;
+
+#[cfg(test)]
+mod tests {
+    use super::StorageConfig;
+
+    #[test]
+    fn locations_choose_the_engine_and_debug_hides_the_connection_string() {
+        let pg = StorageConfig::from_location("postgres://app:hunter2@db.internal/vecs");
+        assert!(matches!(pg, StorageConfig::Postgres(_)));
+        let shown = format!("{pg:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("db.internal"),
+            "{shown}"
+        );
+        assert!(matches!(
+            StorageConfig::from_location("postgresql://h/db"),
+            StorageConfig::Postgres(_)
+        ));
+        assert_eq!(
+            StorageConfig::from_location("./data"),
+            StorageConfig::Local("./data".into())
+        );
+    }
+}

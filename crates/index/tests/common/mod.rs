@@ -2,6 +2,7 @@
 use std::sync::Arc;
 
 use vecseal_index::{Credentials, Database, Index, IndexConfig, Metric, NAMESPACES};
+use vecseal_pg::PgStore;
 use vecseal_storage::{MemStore, RocksStore, Store};
 
 pub use vecseal_testkit::{clustered, ids, key};
@@ -14,7 +15,8 @@ pub fn owner(b: u8) -> Credentials {
 pub struct TestStore {
     /// The raw store (for tests that read or tamper with records).
     pub store: Arc<dyn Store>,
-    _dir: Option<tempfile::TempDir>,
+    /// What must outlive the store (its folder, its schema).
+    _guard: Option<Box<dyn std::any::Any>>,
 }
 
 impl std::ops::Deref for TestStore {
@@ -25,31 +27,71 @@ impl std::ops::Deref for TestStore {
 }
 
 /// Which engine the index tests run on: `VECSEAL_TEST_STORE=rocks` for
-/// RocksDB in a temporary folder, otherwise (or `mem`) the memory store.
-/// `cargo xtask ci` runs the index tests on both.
+/// RocksDB in a temporary folder, `pg` for PostgreSQL (a schema of its own
+/// on the server `VECSEAL_TEST_PG` names), otherwise (or `mem`) the memory
+/// store. `cargo xtask ci` runs the index tests on all three.
 pub fn store_kind() -> &'static str {
     match std::env::var("VECSEAL_TEST_STORE").as_deref() {
         Ok("rocks") => "rocks",
+        Ok("pg") => "pg",
         Ok("mem") | Err(_) => "mem",
-        Ok(other) => panic!("VECSEAL_TEST_STORE={other:?}: expected \"mem\" or \"rocks\""),
+        Ok(other) => {
+            panic!("VECSEAL_TEST_STORE={other:?}: expected \"mem\", \"rocks\" or \"pg\"")
+        }
+    }
+}
+
+/// A schema of its own on the tests' PostgreSQL server, dropped after.
+struct PgSchema {
+    url: String,
+    name: String,
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        if let Ok(mut c) = postgres::Client::connect(&self.url, postgres::NoTls) {
+            let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
+        }
     }
 }
 
 /// A fresh store of [`store_kind`].
 pub fn test_store() -> TestStore {
-    if store_kind() == "rocks" {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let store =
-            Arc::new(RocksStore::open(dir.path(), NAMESPACES).unwrap_or_else(|e| panic!("{e}")));
-        TestStore {
-            store,
-            _dir: Some(dir),
+    match store_kind() {
+        "rocks" => {
+            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+            let store = Arc::new(
+                RocksStore::open(dir.path(), NAMESPACES).unwrap_or_else(|e| panic!("{e}")),
+            );
+            TestStore {
+                store,
+                _guard: Some(Box::new(dir)),
+            }
         }
-    } else {
-        TestStore {
+        "pg" => {
+            use std::sync::atomic::{AtomicUsize, Ordering};
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            let url = std::env::var("VECSEAL_TEST_PG")
+                .unwrap_or_else(|_| panic!("VECSEAL_TEST_STORE=pg needs VECSEAL_TEST_PG"));
+            let schema = PgSchema {
+                name: format!(
+                    "vs_index_{}_{}",
+                    std::process::id(),
+                    NEXT.fetch_add(1, Ordering::SeqCst)
+                ),
+                url,
+            };
+            let store = PgStore::open_in_schema(&schema.url, &schema.name, NAMESPACES)
+                .unwrap_or_else(|e| panic!("{e}"));
+            TestStore {
+                store: Arc::new(store),
+                _guard: Some(Box::new(schema)),
+            }
+        }
+        _ => TestStore {
             store: Arc::new(MemStore::new(NAMESPACES)),
-            _dir: None,
-        }
+            _guard: None,
+        },
     }
 }
 

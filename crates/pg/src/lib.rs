@@ -1,0 +1,505 @@
+//! The PostgreSQL storage engine of vecseal: [`PgStore`], a table per
+//! namespace, a batch per transaction.
+//!
+//! Every namespace is a table `vecseal_<namespace>` of `(k bytea primary
+//! key, v bytea)` in the connection's schema (set it with the URL's
+//! `options=-csearch_path=…`). A table per namespace rather than one table
+//! with a namespace column: each primary key is a plain `bytea` (no
+//! composite index), and an operator can place, vacuum and (with Citus)
+//! distribute the large-valued `blocks` apart from the small-valued
+//! `catalog`. `bytea` compares byte by byte, so the table's order is the
+//! key order the [`Store`] contract asks for.
+//!
+//! A [`WriteBatch`] is one transaction (the last operation on a key wins);
+//! [`Durability::Buffered`] commits with `synchronous_commit = off`. A scan
+//! or a snapshot is a `REPEATABLE READ` read-only transaction on a
+//! connection of its own, read a page at a time in key order (keyset
+//! pagination): consistent, and bounded in memory.
+
+#![deny(missing_docs)]
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use parking_lot::Mutex;
+use postgres::{Client, Config, NoTls};
+
+use vecseal_storage::{
+    BatchOp, Durability, Entry, Error, Result, Scan, Snapshot, Store, WriteBatch,
+};
+
+/// Entries fetched per page of a scan, at most.
+const PAGE: i64 = 128;
+/// Bytes of values per page of a scan, about: a page stops at the first
+/// entry that starts past this (so one large value still comes alone).
+const PAGE_BYTES: i64 = 8 << 20;
+/// Idle connections kept for reuse.
+const IDLE: usize = 8;
+
+/// A [`Store`] on PostgreSQL.
+pub struct PgStore {
+    config: Config,
+    namespaces: Vec<String>,
+    idle: Mutex<Vec<Client>>,
+}
+
+impl PgStore {
+    /// Connects to the database at `url` (a `postgres://` URL or
+    /// `key=value` settings) and creates the tables of `namespaces` that
+    /// do not exist, in the connection's default schema.
+    pub fn open(url: &str, namespaces: &[&str]) -> Result<Self> {
+        Self::open_config(url, None, namespaces)
+    }
+
+    /// Like [`PgStore::open`], with the tables in `schema` (created if
+    /// missing): several vecseal deployments, or tests, in one database.
+    pub fn open_in_schema(url: &str, schema: &str, namespaces: &[&str]) -> Result<Self> {
+        Self::open_config(url, Some(schema), namespaces)
+    }
+
+    fn open_config(url: &str, schema: Option<&str>, namespaces: &[&str]) -> Result<Self> {
+        let mut config = Config::from_str(url).map_err(|e| Error::Connect {
+            what: redact(url),
+            reason: format!("not a PostgreSQL connection string: {e}"),
+        })?;
+        if let Some(schema) = schema {
+            if !identifier(schema) {
+                return Err(Error::Connect {
+                    what: redact(url),
+                    reason: format!(
+                        "schema {schema:?}: use lowercase letters, digits and _, starting with a letter"
+                    ),
+                });
+            }
+            let mut client = config.connect(NoTls).map_err(pg)?;
+            client
+                .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+                .map_err(pg)?;
+            config.options(&format!("-c search_path={schema}"));
+        }
+        for ns in namespaces {
+            if !identifier(ns) {
+                return Err(Error::Connect {
+                    what: redact(url),
+                    reason: format!(
+                        "namespace {ns:?} cannot name a table: use lowercase letters, digits and _, starting with a letter"
+                    ),
+                });
+            }
+        }
+        let store = Self {
+            config,
+            namespaces: namespaces.iter().map(|s| (*s).to_owned()).collect(),
+            idle: Mutex::new(Vec::new()),
+        };
+        let mut conn = store.conn()?;
+        store.create_tables(conn.client())?;
+        drop(conn);
+        Ok(store)
+    }
+
+    /// Creates the tables that do not exist (one process at a time).
+    fn create_tables(&self, client: &mut Client) -> Result<()> {
+        let mut tx = client.transaction().map_err(pg)?;
+        // Two processes opening a fresh database at once: one creates.
+        tx.execute("SELECT pg_advisory_xact_lock(7283001)", &[])
+            .map_err(pg)?;
+        for ns in &self.namespaces {
+            tx.batch_execute(&format!(
+                "CREATE TABLE IF NOT EXISTS {} (k bytea PRIMARY KEY, v bytea NOT NULL)",
+                table(ns)
+            ))
+            .map_err(pg)?;
+        }
+        tx.commit().map_err(pg)
+    }
+
+    /// A connection from the pool, or a new one.
+    fn conn(&self) -> Result<Conn<'_>> {
+        let pooled = self.idle.lock().pop();
+        let client = match pooled {
+            Some(c) if !c.is_closed() => c,
+            _ => self.config.connect(NoTls).map_err(pg)?,
+        };
+        Ok(Conn {
+            store: self,
+            client: Some(client),
+        })
+    }
+
+    fn table(&self, ns: &str) -> Result<String> {
+        if self.namespaces.iter().any(|n| n == ns) {
+            Ok(table(ns))
+        } else {
+            Err(Error::UnknownNamespace {
+                name: ns.to_owned(),
+                known: self.namespaces.clone(),
+            })
+        }
+    }
+
+    /// A read-only repeatable-read transaction on a connection of its own.
+    fn begin_snapshot(&self) -> Result<Conn<'_>> {
+        let mut conn = self.conn()?;
+        // The snapshot is taken at the transaction's first statement, not
+        // at BEGIN: take it now.
+        conn.client()
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT 1")
+            .map_err(pg)?;
+        Ok(conn)
+    }
+}
+
+/// Whether `name` may be put in SQL as an identifier unquoted: lowercase
+/// ASCII letters, digits and `_`, starting with a letter, at most 48 bytes.
+fn identifier(name: &str) -> bool {
+    name.len() <= 48
+        && name.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// The table of namespace `ns` (checked by [`identifier`]).
+fn table(ns: &str) -> String {
+    format!("vecseal_{ns}")
+}
+
+/// The connection string without a password, for errors.
+fn redact(url: &str) -> String {
+    match Config::from_str(url) {
+        Ok(c) => format!(
+            "PostgreSQL database {:?} on {:?} as {:?}",
+            c.get_dbname().unwrap_or("(default)"),
+            c.get_hosts(),
+            c.get_user().unwrap_or("(default)")
+        ),
+        Err(_) => "a PostgreSQL connection string".into(),
+    }
+}
+
+/// A PostgreSQL error as a storage error: retryable when the server is
+/// unreachable, shutting down or not yet accepting connections.
+fn pg(e: postgres::Error) -> Error {
+    let unavailable = e.is_closed()
+        || match e.code() {
+            Some(code) => {
+                let code = code.code();
+                code.starts_with("08") || code == "57P01" || code == "57P02" || code == "57P03"
+            }
+            // No SQL state: the connection itself failed (I/O, refused).
+            None => e.as_db_error().is_none(),
+        };
+    if unavailable {
+        Error::Unavailable(format!("postgres: {e}"))
+    } else {
+        Error::Engine(format!("postgres: {e}"))
+    }
+}
+
+/// A pooled connection, back to the pool when dropped (unless broken, or
+/// inside a transaction it could not end).
+struct Conn<'a> {
+    store: &'a PgStore,
+    client: Option<Client>,
+}
+
+impl Conn<'_> {
+    fn client(&mut self) -> &mut Client {
+        self.client
+            .as_mut()
+            .unwrap_or_else(|| unreachable!("a connection is only taken on drop"))
+    }
+}
+
+impl Drop for Conn<'_> {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.client.take() {
+            // End whatever transaction is open (a no-op otherwise).
+            if !c.is_closed() && c.batch_execute("ROLLBACK").is_ok() {
+                let mut idle = self.store.idle.lock();
+                if idle.len() < IDLE {
+                    idle.push(c);
+                }
+            }
+        }
+    }
+}
+
+/// The smallest key greater than every key starting with `prefix`, if any.
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// One page of `table` from `from` (inclusive) below `end`, in key order:
+/// at most [`PAGE`] entries, cut after about [`PAGE_BYTES`] of values
+/// (`octet_length` reads a stored value's size without fetching it).
+fn page(client: &mut Client, table: &str, from: &[u8], end: Option<&[u8]>) -> Result<Vec<Entry>> {
+    let bound = if end.is_some() { "AND k < $4" } else { "" };
+    let sql = format!(
+        "SELECT k, v FROM (SELECT k, v, sum(octet_length(v)) OVER (ORDER BY k) - octet_length(v) AS before \
+         FROM (SELECT k, v FROM {table} WHERE k >= $1 {bound} ORDER BY k LIMIT $2) page) s \
+         WHERE before < $3 ORDER BY k"
+    );
+    let rows = match end {
+        Some(end) => client.query(&sql, &[&from, &PAGE, &PAGE_BYTES, &end]),
+        None => client.query(&sql, &[&from, &PAGE, &PAGE_BYTES]),
+    }
+    .map_err(pg)?;
+    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// A scan: pages of one table in key order, read through `next_page`.
+struct Pages<F> {
+    next_page: F,
+    from: Vec<u8>,
+    buffered: std::vec::IntoIter<Entry>,
+    done: bool,
+}
+
+impl<F: FnMut(&[u8]) -> Result<Vec<Entry>>> Iterator for Pages<F> {
+    type Item = Result<Entry>;
+
+    fn next(&mut self) -> Option<Result<Entry>> {
+        if let Some(e) = self.buffered.next() {
+            return Some(Ok(e));
+        }
+        if self.done {
+            return None;
+        }
+        let rows = match (self.next_page)(&self.from) {
+            Ok(rows) => rows,
+            Err(e) => {
+                self.done = true;
+                return Some(Err(e));
+            }
+        };
+        // A page cut by size is short too: only an empty one ends the scan.
+        self.done = rows.is_empty();
+        if let Some((last, _)) = rows.last() {
+            // Keyset pagination: the next page starts just after the last
+            // key (`last ‖ 0` is the least key greater than `last`).
+            self.from = last.clone();
+            self.from.push(0);
+        }
+        self.buffered = rows.into_iter();
+        self.buffered.next().map(Ok)
+    }
+}
+
+fn pages<'a>(from: &[u8], next_page: impl FnMut(&[u8]) -> Result<Vec<Entry>> + 'a) -> Scan<'a> {
+    Box::new(Pages {
+        next_page,
+        from: from.to_vec(),
+        buffered: Vec::new().into_iter(),
+        done: false,
+    })
+}
+
+impl Store for PgStore {
+    fn get(&self, ns: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let table = self.table(ns)?;
+        let mut conn = self.conn()?;
+        let row = conn
+            .client()
+            .query_opt(&format!("SELECT v FROM {table} WHERE k = $1"), &[&key])
+            .map_err(pg)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    fn multi_get(&self, ns: &str, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
+        let table = self.table(ns)?;
+        let mut conn = self.conn()?;
+        let rows = conn
+            .client()
+            .query(
+                &format!("SELECT k, v FROM {table} WHERE k = ANY($1)"),
+                &[&keys],
+            )
+            .map_err(pg)?;
+        let found: BTreeMap<Vec<u8>, Vec<u8>> =
+            rows.into_iter().map(|r| (r.get(0), r.get(1))).collect();
+        Ok(keys.iter().map(|k| found.get(*k).cloned()).collect())
+    }
+
+    fn write(&self, batch: WriteBatch, durability: Durability) -> Result<()> {
+        // The last operation on a key wins; per table, one delete and one
+        // upsert statement.
+        let mut last: BTreeMap<(&str, &[u8]), Option<&[u8]>> = BTreeMap::new();
+        for op in batch.ops() {
+            match op {
+                BatchOp::Put { ns, key, value } => last.insert((ns, key), Some(value)),
+                BatchOp::Delete { ns, key } => last.insert((ns, key), None),
+            };
+        }
+        /// One table's share of a batch.
+        #[derive(Default)]
+        struct TableOps<'b> {
+            deletes: Vec<&'b [u8]>,
+            keys: Vec<&'b [u8]>,
+            values: Vec<&'b [u8]>,
+        }
+        let mut per_table: BTreeMap<&str, TableOps<'_>> = BTreeMap::new();
+        for ((ns, key), value) in last {
+            self.table(ns)?;
+            let ops = per_table.entry(ns).or_default();
+            match value {
+                Some(v) => {
+                    ops.keys.push(key);
+                    ops.values.push(v);
+                }
+                None => ops.deletes.push(key),
+            }
+        }
+        let mut conn = self.conn()?;
+        let mut tx = conn.client().transaction().map_err(pg)?;
+        if durability == Durability::Buffered {
+            tx.batch_execute("SET LOCAL synchronous_commit TO OFF")
+                .map_err(pg)?;
+        }
+        for (
+            ns,
+            TableOps {
+                deletes,
+                keys,
+                values,
+            },
+        ) in per_table
+        {
+            let table = table(ns);
+            if !deletes.is_empty() {
+                tx.execute(
+                    &format!("DELETE FROM {table} WHERE k = ANY($1)"),
+                    &[&deletes],
+                )
+                .map_err(pg)?;
+            }
+            if !keys.is_empty() {
+                tx.execute(
+                    &format!(
+                        "INSERT INTO {table} (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
+                         ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
+                    ),
+                    &[&keys, &values],
+                )
+                .map_err(pg)?;
+            }
+        }
+        tx.commit().map_err(pg)
+    }
+
+    fn scan_prefix<'a>(&'a self, ns: &str, prefix: &[u8]) -> Result<Scan<'a>> {
+        let table = self.table(ns)?;
+        let mut conn = self.begin_snapshot()?;
+        let end = prefix_end(prefix);
+        Ok(pages(prefix, move |from| {
+            page(conn.client(), &table, from, end.as_deref())
+        }))
+    }
+
+    fn snapshot(&self) -> Result<Box<dyn Snapshot + '_>> {
+        Ok(Box::new(PgSnapshot {
+            store: self,
+            conn: Mutex::new(self.begin_snapshot()?),
+        }))
+    }
+
+    fn namespaces(&self) -> Vec<String> {
+        self.namespaces.clone()
+    }
+}
+
+/// A read-only repeatable-read transaction.
+struct PgSnapshot<'a> {
+    store: &'a PgStore,
+    conn: Mutex<Conn<'a>>,
+}
+
+impl Snapshot for PgSnapshot<'_> {
+    fn get(&self, ns: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let table = self.store.table(ns)?;
+        let row = self
+            .conn
+            .lock()
+            .client()
+            .query_opt(&format!("SELECT v FROM {table} WHERE k = $1"), &[&key])
+            .map_err(pg)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    fn scan_prefix<'a>(&'a self, ns: &str, prefix: &[u8]) -> Result<Scan<'a>> {
+        let table = self.store.table(ns)?;
+        let end = prefix_end(prefix);
+        Ok(pages(prefix, move |from| {
+            page(self.conn.lock().client(), &table, from, end.as_deref())
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn errors_never_show_the_password() {
+        let url = "postgresql://app:hunter2@127.0.0.1:1/vecs";
+        let shown = super::redact(url);
+        assert!(
+            !shown.contains("hunter2") && shown.contains("vecs"),
+            "{shown}"
+        );
+        // Nothing listens on port 1: the error is retryable and shows no
+        // password either.
+        let err = super::PgStore::open(url, &["items"])
+            .err()
+            .unwrap_or_else(|| panic!("opened a database on port 1"));
+        assert!(err.is_retryable(), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    use super::prefix_end;
+
+    #[test]
+    fn a_socket_folder_goes_in_a_url_percent_encoded() {
+        use std::str::FromStr;
+        let c = postgres::Config::from_str("postgresql://postgres@%2Ftmp%2Fpg:5433/db")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            c.get_hosts(),
+            [postgres::config::Host::Unix("/tmp/pg".into())]
+        );
+        assert_eq!(c.get_ports(), [5433]);
+        assert_eq!(c.get_dbname(), Some("db"));
+    }
+
+    #[test]
+    fn only_plain_identifiers_reach_sql() {
+        for ok in ["items", "a", "vs_test_1"] {
+            assert!(super::identifier(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "Items",
+            "1a",
+            "a-b",
+            "a;drop table x",
+            "a b",
+            &"x".repeat(49),
+        ] {
+            assert!(!super::identifier(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn prefix_ends_bound_exactly_the_keys_with_the_prefix() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xff, 0xff]), None);
+        assert_eq!(prefix_end(b""), None);
+    }
+}

@@ -1,0 +1,159 @@
+//! A throwaway PostgreSQL cluster for the tests: Debian's `postgresql`
+//! package (installed when missing), a cluster in a temporary folder
+//! owned by an unprivileged user (PostgreSQL refuses to run as root),
+//! reachable only through a Unix socket in that folder, stopped and
+//! removed when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+/// The environment variable the tests read: a connection string of a
+/// PostgreSQL server they may create schemas in. Set it to use a server of
+/// your own instead of a throwaway cluster.
+pub(crate) const TEST_PG: &str = "VECSEAL_TEST_PG";
+
+/// A running throwaway cluster.
+pub(crate) struct Cluster {
+    bin: PathBuf,
+    dir: PathBuf,
+    user: Option<String>,
+    /// Its connection string (socket, port, superuser `postgres`).
+    pub(crate) url: String,
+}
+
+impl Cluster {
+    /// Installs PostgreSQL if needed and starts a cluster.
+    pub(crate) fn start() -> Result<Self> {
+        crate::ensure_apt("postgresql")?;
+        let bin = server_bin()?;
+        // As root, run the server as `nobody`; otherwise as ourselves.
+        let user = is_root().then(|| "nobody".to_owned());
+        let dir = std::env::temp_dir().join(format!("vecseal-pg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        if let Some(u) = &user {
+            crate::run(Command::new("chown").arg(u).arg(&dir))?;
+        }
+        let port = free_port()?;
+        // A URL (what `vecseal --store` takes), the socket folder
+        // percent-encoded as its host.
+        let host = dir.display().to_string().replace('/', "%2F");
+        let cluster = Self {
+            url: format!("postgresql://postgres@{host}:{port}/postgres"),
+            bin,
+            dir,
+            user,
+        };
+        let data = cluster.dir.join("data");
+        cluster.as_owner(
+            "initdb",
+            &[
+                "-D",
+                &data.to_string_lossy(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        )?;
+        let options = format!(
+            "-c listen_addresses= -c unix_socket_directories={} -p {port} -c max_connections=200",
+            cluster.dir.display()
+        );
+        cluster.as_owner(
+            "pg_ctl",
+            &[
+                "-D",
+                &data.to_string_lossy(),
+                "-o",
+                &options,
+                "-l",
+                &cluster.dir.join("log").to_string_lossy(),
+                "-w",
+                "start",
+            ],
+        )?;
+        eprintln!("xtask: PostgreSQL running for the tests at {}", cluster.url);
+        Ok(cluster)
+    }
+
+    /// Runs `tool` of the server's binaries as the cluster's owner.
+    fn as_owner(&self, tool: &str, args: &[&str]) -> Result<()> {
+        let exe = self.bin.join(tool);
+        let mut cmd = match &self.user {
+            Some(u) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", u, "--"]).arg(&exe);
+                c
+            }
+            None => Command::new(&exe),
+        };
+        cmd.args(args).current_dir(&self.dir);
+        let out = cmd
+            .output()
+            .with_context(|| format!("cannot start {}", exe.display()))?;
+        if !out.status.success() {
+            bail!(
+                "{tool} failed with {}: {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let data = self.dir.join("data");
+        let _ = self.as_owner(
+            "pg_ctl",
+            &[
+                "-D",
+                &data.to_string_lossy(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+        );
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The newest installed server's `bin` folder (`/usr/lib/postgresql/N/bin`).
+fn server_bin() -> Result<PathBuf> {
+    let base = Path::new("/usr/lib/postgresql");
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir(base)
+        .with_context(|| format!("no PostgreSQL server under {}", base.display()))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let v = e.file_name().to_string_lossy().parse().ok()?;
+            Some((v, e.path().join("bin")))
+        })
+        .filter(|(_, bin)| bin.join("initdb").exists())
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .map(|(_, bin)| bin)
+        .with_context(|| format!("no initdb under {}", base.display()))
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// A port no one listens on now (the socket file's name carries it).
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
