@@ -96,6 +96,8 @@ impl ApiError {
             | E::NotQueryable { .. }
             | E::BadFilter { .. }
             | E::BadMetadata(_) => StatusCode::BAD_REQUEST,
+            // The database is restarting or out of reach: retry later.
+            E::Storage(s) if s.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let detail = match &e {
@@ -124,5 +126,27 @@ impl IntoResponse for ApiError {
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.status.as_u16(), self.detail)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+
+    use super::ApiError;
+
+    #[test]
+    fn an_unreachable_database_is_503_and_other_storage_errors_500() {
+        let down = vecseal::Error::Storage(vecseal::StorageError::Unavailable(
+            "postgres: connection refused".into(),
+        ));
+        let e = ApiError::engine("Failed to query", down);
+        assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(e.detail.contains("retry later"), "{}", e.detail);
+        let broken = vecseal::Error::Storage(vecseal::StorageError::Engine("disk".into()));
+        assert_eq!(
+            ApiError::engine("Failed to query", broken).status,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 }
