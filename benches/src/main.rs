@@ -688,14 +688,28 @@ fn bench_storage(report: &mut serde_json::Map<String, Value>) -> Result<()> {
     println!("|---|---|---|---|---|---|---|");
     let dir = tempfile_dir()?;
     let mut out = Vec::new();
+    // PostgreSQL too when a server is named (`cargo xtask pg cargo xtask
+    // bench storage` starts a throwaway one on this machine).
+    let pg = std::env::var("VECSEAL_BENCH_PG")
+        .or_else(|_| std::env::var("VECSEAL_TEST_PG"))
+        .ok();
+    let mut engines = vec!["MemStore", "RocksStore"];
+    if pg.is_some() {
+        engines.push("PgStore");
+    }
     for (size, count) in [(256usize, 200_000usize), (16 << 10, 10_000)] {
-        for engine in ["MemStore", "RocksStore"] {
-            let store: Box<dyn Store> = if engine == "MemStore" {
-                Box::new(MemStore::new(NS))
-            } else {
-                let p = dir.join(format!("rocks-{size}"));
-                let _ = std::fs::remove_dir_all(&p);
-                Box::new(RocksStore::open(&p, NS)?)
+        for &engine in &engines {
+            let store: Box<dyn Store> = match (engine, &pg) {
+                ("MemStore", _) => Box::new(MemStore::new(NS)),
+                ("PgStore", Some(url)) => {
+                    let schema = format!("vs_bench_{}_{size}", std::process::id());
+                    Box::new(vecseal_pg::PgStore::open_in_schema(url, &schema, NS)?)
+                }
+                _ => {
+                    let p = dir.join(format!("rocks-{size}"));
+                    let _ = std::fs::remove_dir_all(&p);
+                    Box::new(RocksStore::open(&p, NS)?)
+                }
             };
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(size as u64);
             let keys: Vec<[u8; 16]> = (0..count).map(|_| rng.gen()).collect();

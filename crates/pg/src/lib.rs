@@ -22,7 +22,9 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use parking_lot::Mutex;
-use postgres::{Client, Config, NoTls};
+use std::collections::HashMap;
+
+use postgres::{Client, Config, NoTls, Statement};
 
 use vecseal_storage::{
     BatchOp, Durability, Entry, Error, Result, Scan, Snapshot, Store, WriteBatch,
@@ -40,7 +42,7 @@ const IDLE: usize = 8;
 pub struct PgStore {
     config: Config,
     namespaces: Vec<String>,
-    idle: Mutex<Vec<Client>>,
+    idle: Mutex<Vec<Session>>,
 }
 
 impl PgStore {
@@ -117,13 +119,16 @@ impl PgStore {
     /// A connection from the pool, or a new one.
     fn conn(&self) -> Result<Conn<'_>> {
         let pooled = self.idle.lock().pop();
-        let client = match pooled {
-            Some(c) if !c.is_closed() => c,
-            _ => self.config.connect(NoTls).map_err(pg)?,
+        let session = match pooled {
+            Some(s) if !s.client.is_closed() => s,
+            _ => Session {
+                client: self.config.connect(NoTls).map_err(pg)?,
+                statements: HashMap::new(),
+            },
         };
         Ok(Conn {
             store: self,
-            client: Some(client),
+            session: Some(session),
         })
     }
 
@@ -197,29 +202,52 @@ fn pg(e: postgres::Error) -> Error {
     }
 }
 
+/// A connection with the statements prepared on it (each SQL text is
+/// parsed and planned once per connection, not once per call).
+struct Session {
+    client: Client,
+    statements: HashMap<String, Statement>,
+}
+
+impl Session {
+    /// The prepared statement of `sql` on this connection.
+    fn statement(&mut self, sql: &str) -> Result<Statement> {
+        if let Some(st) = self.statements.get(sql) {
+            return Ok(st.clone());
+        }
+        let st = self.client.prepare(sql).map_err(pg)?;
+        self.statements.insert(sql.to_owned(), st.clone());
+        Ok(st)
+    }
+}
+
 /// A pooled connection, back to the pool when dropped (unless broken, or
 /// inside a transaction it could not end).
 struct Conn<'a> {
     store: &'a PgStore,
-    client: Option<Client>,
+    session: Option<Session>,
 }
 
 impl Conn<'_> {
-    fn client(&mut self) -> &mut Client {
-        self.client
+    fn session(&mut self) -> &mut Session {
+        self.session
             .as_mut()
             .unwrap_or_else(|| unreachable!("a connection is only taken on drop"))
+    }
+
+    fn client(&mut self) -> &mut Client {
+        &mut self.session().client
     }
 }
 
 impl Drop for Conn<'_> {
     fn drop(&mut self) {
-        if let Some(mut c) = self.client.take() {
+        if let Some(mut s) = self.session.take() {
             // End whatever transaction is open (a no-op otherwise).
-            if !c.is_closed() && c.batch_execute("ROLLBACK").is_ok() {
+            if !s.client.is_closed() && s.client.batch_execute("ROLLBACK").is_ok() {
                 let mut idle = self.store.idle.lock();
                 if idle.len() < IDLE {
-                    idle.push(c);
+                    idle.push(s);
                 }
             }
         }
@@ -241,19 +269,29 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 /// One page of `table` from `from` (inclusive) below `end`, in key order:
 /// at most [`PAGE`] entries, cut after about [`PAGE_BYTES`] of values
 /// (`octet_length` reads a stored value's size without fetching it).
-fn page(client: &mut Client, table: &str, from: &[u8], end: Option<&[u8]>) -> Result<Vec<Entry>> {
+fn page(session: &mut Session, table: &str, from: &[u8], end: Option<&[u8]>) -> Result<Vec<Entry>> {
     let bound = if end.is_some() { "AND k < $4" } else { "" };
     let sql = format!(
         "SELECT k, v FROM (SELECT k, v, sum(octet_length(v)) OVER (ORDER BY k) - octet_length(v) AS before \
          FROM (SELECT k, v FROM {table} WHERE k >= $1 {bound} ORDER BY k LIMIT $2) page) s \
          WHERE before < $3 ORDER BY k"
     );
+    let st = session.statement(&sql)?;
     let rows = match end {
-        Some(end) => client.query(&sql, &[&from, &PAGE, &PAGE_BYTES, &end]),
-        None => client.query(&sql, &[&from, &PAGE, &PAGE_BYTES]),
+        Some(end) => session
+            .client
+            .query(&st, &[&from, &PAGE, &PAGE_BYTES, &end]),
+        None => session.client.query(&st, &[&from, &PAGE, &PAGE_BYTES]),
     }
     .map_err(pg)?;
     Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// The value of `key` in `table`.
+fn point_get(session: &mut Session, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    let st = session.statement(&format!("SELECT v FROM {table} WHERE k = $1"))?;
+    let row = session.client.query_opt(&st, &[&key]).map_err(pg)?;
+    Ok(row.map(|r| r.get(0)))
 }
 
 /// A scan: pages of one table in key order, read through `next_page`.
@@ -307,23 +345,15 @@ impl Store for PgStore {
     fn get(&self, ns: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let table = self.table(ns)?;
         let mut conn = self.conn()?;
-        let row = conn
-            .client()
-            .query_opt(&format!("SELECT v FROM {table} WHERE k = $1"), &[&key])
-            .map_err(pg)?;
-        Ok(row.map(|r| r.get(0)))
+        point_get(conn.session(), &table, key)
     }
 
     fn multi_get(&self, ns: &str, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
         let table = self.table(ns)?;
         let mut conn = self.conn()?;
-        let rows = conn
-            .client()
-            .query(
-                &format!("SELECT k, v FROM {table} WHERE k = ANY($1)"),
-                &[&keys],
-            )
-            .map_err(pg)?;
+        let session = conn.session();
+        let st = session.statement(&format!("SELECT k, v FROM {table} WHERE k = ANY($1)"))?;
+        let rows = session.client.query(&st, &[&keys]).map_err(pg)?;
         let found: BTreeMap<Vec<u8>, Vec<u8>> =
             rows.into_iter().map(|r| (r.get(0), r.get(1))).collect();
         Ok(keys.iter().map(|k| found.get(*k).cloned()).collect())
@@ -359,37 +389,38 @@ impl Store for PgStore {
             }
         }
         let mut conn = self.conn()?;
-        let mut tx = conn.client().transaction().map_err(pg)?;
+        let session = conn.session();
+        // Statements prepared before the transaction (on the connection).
+        let mut statements = Vec::with_capacity(per_table.len());
+        for ns in per_table.keys() {
+            let table = table(ns);
+            statements.push((
+                session.statement(&format!("DELETE FROM {table} WHERE k = ANY($1)"))?,
+                session.statement(&format!(
+                    "INSERT INTO {table} (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
+                     ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
+                ))?,
+            ));
+        }
+        let mut tx = session.client.transaction().map_err(pg)?;
         if durability == Durability::Buffered {
             tx.batch_execute("SET LOCAL synchronous_commit TO OFF")
                 .map_err(pg)?;
         }
         for (
-            ns,
             TableOps {
                 deletes,
                 keys,
                 values,
             },
-        ) in per_table
+            (delete, upsert),
+        ) in per_table.into_values().zip(&statements)
         {
-            let table = table(ns);
             if !deletes.is_empty() {
-                tx.execute(
-                    &format!("DELETE FROM {table} WHERE k = ANY($1)"),
-                    &[&deletes],
-                )
-                .map_err(pg)?;
+                tx.execute(delete, &[&deletes]).map_err(pg)?;
             }
             if !keys.is_empty() {
-                tx.execute(
-                    &format!(
-                        "INSERT INTO {table} (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
-                         ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
-                    ),
-                    &[&keys, &values],
-                )
-                .map_err(pg)?;
+                tx.execute(upsert, &[&keys, &values]).map_err(pg)?;
             }
         }
         tx.commit().map_err(pg)
@@ -400,7 +431,7 @@ impl Store for PgStore {
         let mut conn = self.begin_snapshot()?;
         let end = prefix_end(prefix);
         Ok(pages(prefix, move |from| {
-            page(conn.client(), &table, from, end.as_deref())
+            page(conn.session(), &table, from, end.as_deref())
         }))
     }
 
@@ -425,20 +456,14 @@ struct PgSnapshot<'a> {
 impl Snapshot for PgSnapshot<'_> {
     fn get(&self, ns: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let table = self.store.table(ns)?;
-        let row = self
-            .conn
-            .lock()
-            .client()
-            .query_opt(&format!("SELECT v FROM {table} WHERE k = $1"), &[&key])
-            .map_err(pg)?;
-        Ok(row.map(|r| r.get(0)))
+        point_get(self.conn.lock().session(), &table, key)
     }
 
     fn scan_prefix<'a>(&'a self, ns: &str, prefix: &[u8]) -> Result<Scan<'a>> {
         let table = self.store.table(ns)?;
         let end = prefix_end(prefix);
         Ok(pages(prefix, move |from| {
-            page(self.conn.lock().client(), &table, from, end.as_deref())
+            page(self.conn.lock().session(), &table, from, end.as_deref())
         }))
     }
 }
