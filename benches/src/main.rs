@@ -558,6 +558,26 @@ impl Store for CountingStore {
     }
 }
 
+/// A new index over `store` holding `n` synthetic `d`-dimensional vectors
+/// (1000 clusters; ids "0", "1", …), upserted 10 000 at a time; `seed`
+/// offsets the data.
+fn filled_index(store: Arc<dyn Store>, n: usize, d: usize, seed: u64) -> Result<vecseal::Index> {
+    let db = vecseal::Database::new(store);
+    let index = db.create_index(
+        "bench",
+        Credentials::owner(SecretKey::generate()?),
+        IndexConfig::default(),
+    )?;
+    const BATCH: usize = 10_000;
+    for start in (0..n).step_by(BATCH) {
+        let m = BATCH.min(n - start);
+        let data = synthetic(m, d, 1000, start as u64 + seed);
+        let ids: Vec<String> = (start..start + m).map(|i| i.to_string()).collect();
+        index.upsert_vectors(&ids, &rows(&data, d))?;
+    }
+    Ok(index)
+}
+
 /// One-item upserts into trained indexes of growing size: latency (p50,
 /// p99) and bytes written per upsert. In memory (a counting `MemStore`), so
 /// the numbers are the engine's work, not a disk's sync.
@@ -582,19 +602,7 @@ fn bench_upserts(report: &mut serde_json::Map<String, Value>) -> Result<()> {
                 inner: MemStore::new(vecseal::NAMESPACES),
                 written: Default::default(),
             });
-            let db = vecseal::Database::new(Arc::clone(&store) as Arc<dyn Store>);
-            let index = db.create_index(
-                "upserts",
-                Credentials::owner(SecretKey::generate()?),
-                IndexConfig::default(),
-            )?;
-            const BATCH: usize = 10_000;
-            for start in (0..n).step_by(BATCH) {
-                let m = BATCH.min(n - start);
-                let data = synthetic(m, d, 1000, start as u64 + d as u64);
-                let ids: Vec<String> = (start..start + m).map(|i| i.to_string()).collect();
-                index.upsert_vectors(&ids, &rows(&data, d))?;
-            }
+            let index = filled_index(Arc::clone(&store) as Arc<dyn Store>, n, d, d as u64)?;
             index.train(
                 &TrainOptions::default()
                     .with_max_iters(5)
@@ -642,19 +650,7 @@ fn bench_rotation(report: &mut serde_json::Map<String, Value>) -> Result<()> {
         } else {
             Arc::new(RocksStore::open(dir.join("rotation"), vecseal::NAMESPACES)?)
         };
-        let db = vecseal::Database::new(Arc::clone(&store));
-        let index = db.create_index(
-            "rotation",
-            Credentials::owner(SecretKey::generate()?),
-            IndexConfig::default(),
-        )?;
-        const BATCH: usize = 10_000;
-        for start in (0..n).step_by(BATCH) {
-            let m = BATCH.min(n - start);
-            let data = synthetic(m, d, 1000, start as u64 + 3);
-            let ids: Vec<String> = (start..start + m).map(|i| i.to_string()).collect();
-            index.upsert_vectors(&ids, &rows(&data, d))?;
-        }
+        let index = filled_index(store, n, d, 3)?;
         index.train(&TrainOptions::default().with_max_iters(5))?;
         let t = Instant::now();
         let done = index.rotate_data_key()?;

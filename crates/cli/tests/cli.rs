@@ -47,6 +47,21 @@ impl Env {
         c
     }
 
+    /// Index "team" (dimension 2) with two vectors; returns their `.npy`.
+    fn team(&self) -> PathBuf {
+        self.owner()
+            .args(["create", "team", "--dim", "2"])
+            .assert()
+            .success();
+        let data = self.write_npy("v.npy", &[vec![0.0, 1.0], vec![1.0, 0.0]]);
+        self.owner()
+            .args(["upsert", "team", "--vectors"])
+            .arg(&data)
+            .assert()
+            .success();
+        data
+    }
+
     fn write_npy(&self, name: &str, rows: &[Vec<f32>]) -> PathBuf {
         let p = self.path(name);
         let d = rows.first().map_or(0, Vec::len);
@@ -309,16 +324,7 @@ fn jsonl_upsert_with_metadata_and_filters() {
 #[test]
 fn users_and_permissions() {
     let env = Env::new();
-    env.owner()
-        .args(["create", "team", "--dim", "2"])
-        .assert()
-        .success();
-    let data = env.write_npy("v.npy", &[vec![0.0, 1.0], vec![1.0, 0.0]]);
-    env.owner()
-        .args(["upsert", "team", "--vectors"])
-        .arg(&data)
-        .assert()
-        .success();
+    let data = env.team();
     env.cmd()
         .args(["keygen", "--out"])
         .arg(env.path("alice.key"))
@@ -430,16 +436,7 @@ fn the_cli_runs_on_postgres() {
 #[test]
 fn key_rotation_from_the_command_line() {
     let env = Env::new();
-    env.owner()
-        .args(["create", "team", "--dim", "2"])
-        .assert()
-        .success();
-    let data = env.write_npy("v.npy", &[vec![0.0, 1.0], vec![1.0, 0.0]]);
-    env.owner()
-        .args(["upsert", "team", "--vectors"])
-        .arg(&data)
-        .assert()
-        .success();
+    let data = env.team();
     let (alice, bob) = (
         "00112233445566778899aabbccddeeff",
         "ffeeddccbbaa99887766554433221100",

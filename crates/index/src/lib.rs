@@ -17,6 +17,7 @@
 //! | `meta` | index id ‖ blind("state") | sealed index state (dimension, metric, generation, number of lists and blocks, the blocks' digest, metadata schema) |
 //! | `meta` | index id ‖ blind("centroids", generation) | sealed centroids |
 //! | `items` | index id ‖ blind(item id) | sealed item (vector, contents, metadata) |
+//! | `meta` | index id ‖ `rotation` | empty: a data-key rotation is in progress (records of two data keys may coexist) |
 //! | `blocks` | index id ‖ blind(block number) | sealed block of up to ~128 KiB of search vectors of one list, with its list, generation and number |
 //!
 //! Every sealed value's associated data is its kind and its full storage key,

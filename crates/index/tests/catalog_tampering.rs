@@ -6,7 +6,7 @@
 
 mod common;
 use common::*;
-use vecseal_index::{AccessError, Credentials, Database, Error, IndexConfig, UserId};
+use vecseal_index::{AccessError, Credentials, Database, Error, Index, IndexConfig, UserId};
 use vecseal_storage::Durability;
 
 fn entry(store: &TestStore, name: &str) -> Vec<u8> {
@@ -83,8 +83,9 @@ fn swapped_entries_of_two_indexes_are_tampering() {
     }
 }
 
-#[test]
-fn an_older_keyring_restored_is_tampering() {
+/// Index "prod" with one item and user 6 (key 6) granted read and, if
+/// `write`, write; the owner's handle.
+fn prod_with_a_user(write: bool) -> (Database, TestStore, Index, UserId) {
     let (db, store) = test_db();
     new_index(&db, "prod", 1.0);
     let user = UserId([6; 16]);
@@ -92,8 +93,14 @@ fn an_older_keyring_restored_is_tampering() {
         .load_index("prod", owner(1))
         .unwrap_or_else(|e| panic!("{e}"));
     index
-        .add_user(user, &key(6), true, true)
+        .add_user(user, &key(6), true, write)
         .unwrap_or_else(|e| panic!("{e}"));
+    (db, store, index, user)
+}
+
+#[test]
+fn an_older_keyring_restored_is_tampering() {
+    let (db, store, index, user) = prod_with_a_user(true);
     let with_user = entry(&store, "prod");
     assert!(index.remove_user(user).unwrap_or_else(|e| panic!("{e}")));
 
@@ -110,15 +117,7 @@ fn an_older_keyring_restored_is_tampering() {
 
 #[test]
 fn a_replaced_wrap_is_tampering() {
-    let (db, store) = test_db();
-    new_index(&db, "prod", 1.0);
-    let user = UserId([6; 16]);
-    let index = db
-        .load_index("prod", owner(1))
-        .unwrap_or_else(|e| panic!("{e}"));
-    index
-        .add_user(user, &key(6), true, false)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (db, store, index, user) = prod_with_a_user(false);
     let first = entry(&store, "prod");
     // Granting again seals a new wrap of the same data key.
     index
