@@ -47,6 +47,16 @@ impl Env {
         c
     }
 
+    /// `vecseal --data DIR --key-file KEY --user-id USER`: acting as an
+    /// RBAC user whose key is in file `key` of the directory.
+    fn as_user(&self, user: &str, key: &str) -> Command {
+        let mut c = self.cmd();
+        c.arg("--key-file")
+            .arg(self.path(key))
+            .args(["--user-id", user]);
+        c
+    }
+
     /// Index "team" (dimension 2) with two vectors; returns their `.npy`.
     fn team(&self) -> PathBuf {
         self.owner()
@@ -350,13 +360,7 @@ fn users_and_permissions() {
     assert_eq!(u["read"], true);
     assert_eq!(u["write"], false);
 
-    let as_alice = || {
-        let mut c = env.cmd();
-        c.arg("--key-file")
-            .arg(env.path("alice.key"))
-            .args(["--user-id", alice]);
-        c
-    };
+    let as_alice = || env.as_user(alice, "alice.key");
     assert_eq!(
         json_of(as_alice().args(["info", "team", "--json"]))["count"],
         2
@@ -461,13 +465,6 @@ fn key_rotation_from_the_command_line() {
             .assert()
             .success();
     }
-    let as_user = |user: &str, key: &str| {
-        let mut c = env.cmd();
-        c.arg("--key-file")
-            .arg(env.path(key))
-            .args(["--user-id", user]);
-        c
-    };
 
     // Revoking with --rotate re-seals everything under a new data key.
     env.owner()
@@ -475,12 +472,12 @@ fn key_rotation_from_the_command_line() {
         .assert()
         .success()
         .stderr(predicate::str::contains("rotated the data key"));
-    as_user(alice, "alice.key")
+    env.as_user(alice, "alice.key")
         .args(["info", "team"])
         .assert()
         .code(1);
     assert_eq!(
-        json_of(as_user(bob, "bob.key").args(["info", "team", "--json"]))["count"],
+        json_of(env.as_user(bob, "bob.key").args(["info", "team", "--json"]))["count"],
         2
     );
 
@@ -510,7 +507,7 @@ fn key_rotation_from_the_command_line() {
         json_of(new_owner.args(["info", "team", "--json"]))["count"],
         2
     );
-    as_user(bob, "bob.key")
+    env.as_user(bob, "bob.key")
         .args(["upsert", "team", "--vectors"])
         .arg(&data)
         .assert()

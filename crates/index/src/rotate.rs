@@ -144,7 +144,7 @@ impl Index {
             live.p.digest = digest;
             live.p.ring_tag = state.ring_tag;
             live.keys = Arc::clone(&new);
-            *ix.keys.write() = Some((fresh.data_key_arc(), Arc::clone(&new)));
+            live.dek = fresh.data_key_arc();
         }
 
         // The old records (garbage now), then the marker.

@@ -64,6 +64,9 @@ pub(crate) struct Live {
     /// guard they read with: a data-key rotation switches them with the
     /// state, so a reader never pairs one key with the other's records.
     pub(crate) keys: Arc<Keys>,
+    /// The data key `keys` derive from: authorization compares a caller's
+    /// key with it (in constant time) instead of deriving keys per call.
+    pub(crate) dek: Arc<SecretKey>,
     /// The centroids (empty before training), ready to route.
     pub(crate) centroids: Routes,
     /// Item id → number of the block holding its search vector.
@@ -78,7 +81,6 @@ pub(crate) struct Shared {
     pub(crate) name: String,
     pub(crate) id: IndexId,
     pub(crate) suite: Suite,
-    pub(crate) keys: RwLock<Option<(Arc<SecretKey>, Arc<Keys>)>>,
     pub(crate) writer: Mutex<()>,
     pub(crate) live: RwLock<Live>,
     pub(crate) training: AtomicBool,
@@ -135,10 +137,10 @@ impl Shared {
             name: name.to_owned(),
             id,
             suite,
-            keys: RwLock::new(Some((access.data_key_arc(), Arc::clone(&keys)))),
             writer: Mutex::new(()),
             live: RwLock::new(Live {
                 keys: Arc::clone(&keys),
+                dek: access.data_key_arc(),
                 meta: MetaIndex::new(&p.fields, &p.unindexed_fields),
                 p,
                 centroids,
@@ -367,19 +369,12 @@ impl Shared {
             return Err(Error::StaleHandle(self.name.clone()));
         }
         let access = open_ring(&entry.ring, cred)?;
-        let cached = self
-            .keys
-            .read()
-            .as_ref()
-            .filter(|(dek, _)| dek.ct_eq(access.data_key()))
-            .map(|(_, keys)| Arc::clone(keys));
-        let keys = match cached {
-            Some(keys) => keys,
-            None => {
-                let keys = Arc::new(Keys::derive(access.data_key(), self.id, self.suite));
-                *self.keys.write() = Some((access.data_key_arc(), Arc::clone(&keys)));
-                keys
-            }
+        // The live keys, unless the entry read holds another data key (one
+        // switched by a rotation since): then this call's own.
+        let keys = if live.dek.ct_eq(access.data_key()) {
+            Arc::clone(&live.keys)
+        } else {
+            Arc::new(Keys::derive(access.data_key(), self.id, self.suite))
         };
         entry.verify(&self.name, &keys, live.p.ring_tag)?;
         Ok((entry, access, keys))

@@ -251,6 +251,7 @@ impl<'a> ListWriter<'a> {
         let meta = std::mem::take(&mut live.meta);
         *live = Live {
             keys: Arc::clone(&live.keys),
+            dek: Arc::clone(&live.dek),
             p,
             centroids,
             locations: self.locations,
