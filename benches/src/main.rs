@@ -543,6 +543,18 @@ impl Store for CountingStore {
         );
         self.inner.write(batch, durability)
     }
+    fn write_if(
+        &self,
+        expect: vecseal_storage::Expect<'_>,
+        batch: WriteBatch,
+        durability: Durability,
+    ) -> vecseal_storage::Result<bool> {
+        self.written.fetch_add(
+            batch.size_bytes() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        self.inner.write_if(expect, batch, durability)
+    }
     fn scan_prefix<'a>(
         &'a self,
         ns: &str,

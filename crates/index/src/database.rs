@@ -5,7 +5,7 @@ use std::sync::{Arc, Weak};
 
 use vecseal_envelope::Suite;
 use vecseal_keyring::{IndexId, Keyring};
-use vecseal_storage::{Durability, Store, WriteBatch};
+use vecseal_storage::{Durability, Expect, Store, WriteBatch};
 
 use crate::catalog::{
     catalog_key, check_name, open_ring, read_catalog, write_catalog, Entry, NS_BLOCKS, NS_CATALOG,
@@ -15,7 +15,7 @@ use crate::guarded::GuardedStore;
 use crate::handle::Index;
 use crate::keys::{Credentials, Keys};
 use crate::metaindex::{validate_schema, FieldSchema};
-use crate::shared::{Registry, Shared};
+use crate::shared::{lock_name, Registry, Shared};
 use crate::state::Persisted;
 use crate::{Error, Metric, Result};
 
@@ -162,7 +162,17 @@ impl Database {
         let sk = keys.state_key();
         let sealed = keys.seal(crate::keys::Kind::State, &sk, &state.encode()?)?;
         batch.put_owned(NS_META, sk, sealed);
-        self.store.write(cap, batch, Durability::Sync)?;
+        // Only over no entry: another process may have created the name
+        // since it was read.
+        let key = catalog_key(name);
+        let absent = Expect {
+            ns: NS_CATALOG,
+            key: &key,
+            value: None,
+        };
+        if !self.store.write_if(cap, absent, batch, Durability::Sync)? {
+            return Err(Error::AlreadyExists(name.to_owned()));
+        }
         drop(catalog);
         self.load_index(name, owner)
     }
@@ -220,7 +230,9 @@ impl Database {
         let id = entry.id;
         loop {
             let shared = self.registry.loaded.lock().get(&id).and_then(Weak::upgrade);
-            let _writer = shared.as_ref().map(|s| s.lock_writer());
+            let _writer = shared.as_ref().map(|s| s.writer.lock());
+            // The writers of other processes (over a shared store) too.
+            let _held = self.store.lock(&lock_name(id))?;
             // Holding the registry keeps the index from being loaded anew
             // while its records go; a state loaded before it was taken has
             // writers this does not hold off: start again.
@@ -240,8 +252,19 @@ impl Database {
                     batch.delete(ns, &entry?.0);
                 }
             }
-            batch.delete(NS_CATALOG, &catalog_key(name));
-            self.store.write(cap, batch, Durability::Sync)?;
+            let key = catalog_key(name);
+            batch.delete(NS_CATALOG, &key);
+            // Only the entry checked above: another process may have
+            // deleted the index, and created another under the name.
+            let checked = entry.encode();
+            let expect = Expect {
+                ns: NS_CATALOG,
+                key: &key,
+                value: Some(&checked),
+            };
+            if !self.store.write_if(cap, expect, batch, Durability::Sync)? {
+                return Err(Error::Conflict(name.to_owned()));
+            }
             loaded.remove(&id);
             return Ok(());
         }

@@ -242,13 +242,10 @@ impl Shared {
         p.blocks = c.blocks;
         p.digest = c.digest;
         let sk = keys.state_key();
-        batch.put_owned(
-            NS_META,
-            sk.clone(),
-            keys.seal(Kind::State, &sk, &p.encode()?)?,
-        );
+        let sealed = keys.seal(Kind::State, &sk, &p.encode()?)?;
+        batch.put_owned(NS_META, sk, sealed.clone());
         let mut live = self.live.write();
-        self.store.write(cap, batch, Durability::Sync)?;
+        self.write_state(cap, &mut live, batch, Durability::Sync, sealed)?;
         live.p = p;
         for id in &c.removed {
             live.locations.remove(id);

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use vecseal_keyring::{OwnerCap, WriteCap};
-use vecseal_storage::{Durability, Scan, Store, WriteBatch};
+use vecseal_storage::{Durability, Expect, Held, Scan, Snapshot, Store, WriteBatch};
 
 use crate::Result;
 
@@ -86,6 +86,38 @@ impl GuardedStore {
         durability: Durability,
     ) -> Result<()> {
         Ok(self.0.write(batch, durability)?)
+    }
+
+    /// Writes `batch` if `expect` holds (see [`Store::write_if`]), as the
+    /// holder of `_cap` may.
+    pub fn write_if(
+        &self,
+        _cap: &impl Capability,
+        expect: Expect<'_>,
+        batch: WriteBatch,
+        durability: Durability,
+    ) -> Result<bool> {
+        Ok(self.0.write_if(expect, batch, durability)?)
+    }
+
+    /// See [`Store::is_shared`].
+    pub fn is_shared(&self) -> bool {
+        self.0.is_shared()
+    }
+
+    /// See [`Store::lock`].
+    pub fn lock(&self, name: &[u8]) -> Result<Held<'_>> {
+        Ok(self.0.lock(name)?)
+    }
+
+    /// See [`Store::try_lock`].
+    pub fn try_lock(&self, name: &[u8]) -> Result<Option<Held<'_>>> {
+        Ok(self.0.try_lock(name)?)
+    }
+
+    /// See [`Store::snapshot`].
+    pub fn snapshot(&self) -> Result<Box<dyn Snapshot + '_>> {
+        Ok(self.0.snapshot()?)
     }
 
     /// See [`Store::get`].

@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use crate::keys::Credentials;
+use crate::load::parse_meta;
 use crate::options::{Fields, GetResult, IndexInfo, Item, TrainingState};
-use crate::shared::{parse_meta, Shared};
+use crate::shared::Shared;
 use crate::Result;
 
 /// One encrypted index, seen with the credentials it was loaded with.

@@ -67,6 +67,7 @@ pub mod filter;
 mod guarded;
 mod handle;
 mod keys;
+mod load;
 mod metaindex;
 mod options;
 mod rotate;
@@ -112,6 +113,17 @@ impl Error {
             name,
             value: "0".into(),
             expected: "at least 1",
+        }
+    }
+
+    /// Whether the same call may succeed if made again unchanged: another
+    /// process's commit got in its way, or the storage engine is out of
+    /// reach for now (a service answers 503).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Conflict(_) => true,
+            Error::Storage(e) => e.is_retryable(),
+            _ => false,
         }
     }
 }
@@ -192,6 +204,11 @@ pub enum Error {
         "index {0:?} was deleted and created again since this handle was loaded: load it again"
     )]
     StaleHandle(String),
+    /// Another process committed to the index while this call was writing
+    /// (a store shared by several processes, and a store lock lost): this
+    /// call wrote nothing. Retry it.
+    #[error("index {0:?} was changed by another process during this call, which wrote nothing: retry it")]
+    Conflict(String),
     /// Key, RBAC or permission failure (wrong key, unknown user, permission denied …).
     #[error(transparent)]
     Access(#[from] vecseal_keyring::Error),

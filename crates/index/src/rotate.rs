@@ -69,7 +69,7 @@ impl Index {
         progress: &(dyn Fn(&RotateProgress) + Sync),
     ) -> Result<Rotated> {
         let ix = &*self.shared;
-        let _w = ix.writer.lock();
+        let _w = ix.lock_writer()?;
         let (entry, access, old) = ix.authorize_ring(&self.cred)?;
         let cap = access.owner_for("rotating the data key")?;
         let write = access.write_for("rotating the data key")?;
@@ -128,11 +128,8 @@ impl Index {
         let mut batch = WriteBatch::new();
         write_catalog(&mut batch, &ix.name, &entry);
         let sk = new.state_key();
-        batch.put_owned(
-            NS_META,
-            sk.clone(),
-            new.seal(Kind::State, &sk, &state.encode()?)?,
-        );
+        let sealed = new.seal(Kind::State, &sk, &state.encode()?)?;
+        batch.put_owned(NS_META, sk, sealed.clone());
         batch.delete(NS_META, &old.state_key());
         if p.trained {
             batch.delete(NS_META, &old.centroids_key(p.generation));
@@ -140,7 +137,7 @@ impl Index {
         {
             // Under the live guard: no reader holds the old keys past it.
             let mut live = ix.live.write();
-            ix.store.write(cap, batch, Durability::Sync)?;
+            ix.write_state(cap, &mut live, batch, Durability::Sync, sealed)?;
             live.p.digest = digest;
             live.p.ring_tag = state.ring_tag;
             live.keys = Arc::clone(&new);

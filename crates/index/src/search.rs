@@ -6,14 +6,18 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
+use vecseal_storage::Snapshot;
+
+use crate::catalog::NS_META;
 use crate::codec::{Block, ItemRecord};
 use crate::distance::{distance, lower_bounds, normalize, scores as scores_into};
 use crate::filter::Filter;
 use crate::handle::Index;
 use crate::keys::Keys;
+use crate::load::{parse_meta, Live};
 use crate::options::{auto_n_probes, Hit, MetadataMatches, MetadataQuery, QueryOptions, MAX_TOP_K};
 use crate::route::prepare;
-use crate::shared::{check_vector, parse_meta, Live, Shared};
+use crate::shared::{check_vector, Shared};
 use crate::state::block_capacity;
 use crate::topk::TopK;
 use crate::{Error, Metric, Result};
@@ -39,9 +43,48 @@ pub(crate) const DIRECT_COST: usize = 4;
 
 impl Index {
     /// Nearest neighbours of each query, sorted by distance then id.
+    ///
+    /// Over a store that other processes write, a query that fails because
+    /// one of them committed meanwhile (it dropped a block this query was
+    /// reading) runs again inside one snapshot of the store, over the state
+    /// in it: consistent by construction, however often they commit.
     pub fn query(&self, queries: &[Vec<f32>], opts: &QueryOptions) -> Result<Vec<Vec<Hit>>> {
         let ix = &*self.shared;
         ix.authorize(&self.cred)?;
+        let (error, state_key, ran_on) = {
+            let live = ix.live.read();
+            match self.query_in(&live, None, queries, opts) {
+                Err(e) if ix.shared_store() => (e, live.keys.state_key(), live.sealed.clone()),
+                done => return done,
+            }
+        };
+        // The state it ran on is still the stored one: a real error.
+        if ix.store.get(NS_META, &state_key)?.as_deref() == Some(&ran_on[..]) {
+            return Err(error);
+        }
+        for _ in 0..3 {
+            let snap = ix.store.snapshot()?;
+            ix.refresh_from(&*snap, &self.cred)?;
+            let live = ix.live.read();
+            // Unless a newer state was installed since (then again).
+            let in_snapshot = snap.get(NS_META, &live.keys.state_key())?;
+            if in_snapshot.as_deref() == Some(&live.sealed[..]) {
+                return self.query_in(&live, Some(&*snap), queries, opts);
+            }
+        }
+        Err(Error::Conflict(ix.name.clone()))
+    }
+
+    /// [`Index::query`] over `live`, reading from `view` when given (else
+    /// from the store).
+    fn query_in(
+        &self,
+        live: &Live,
+        view: Option<&dyn Snapshot>,
+        queries: &[Vec<f32>],
+        opts: &QueryOptions,
+    ) -> Result<Vec<Vec<Hit>>> {
+        let ix = &*self.shared;
         let top_k = opts.top_k.unwrap_or(100);
         if top_k == 0 {
             return Err(Error::zero("top_k"));
@@ -53,7 +96,6 @@ impl Index {
                 expected: "at most 10000 (MAX_TOP_K)",
             });
         }
-        let live = ix.live.read();
         let keys = Arc::clone(&live.keys);
         let Some(dim) = live.p.dim else {
             return Ok(vec![Vec::new(); queries.len()]);
@@ -83,7 +125,8 @@ impl Index {
             .filter(|_| selective.is_none())
             .map(|m| m.iter().map(|id| &**id).collect());
         let search = Search {
-            live: &live,
+            live,
+            view,
             keys: &keys,
             metric,
             dim,
@@ -122,8 +165,7 @@ impl Index {
         all_ids.sort_unstable();
         all_ids.dedup();
         // Still under the guard the search ran with: the same data key.
-        let recs = ix.read_items(&keys, &all_ids)?;
-        drop(live);
+        let recs = ix.read_items_in(view, &keys, &all_ids)?;
         let recs: HashMap<String, ItemRecord> = all_ids
             .into_iter()
             .zip(recs)
@@ -187,6 +229,8 @@ impl Index {
 /// The parameters of one query call over the live state.
 pub(crate) struct Search<'a> {
     pub(crate) live: &'a Live,
+    /// The snapshot to read from, when not the store.
+    pub(crate) view: Option<&'a dyn Snapshot>,
     pub(crate) keys: &'a Keys,
     pub(crate) metric: Metric,
     pub(crate) dim: usize,
@@ -223,7 +267,7 @@ impl Shared {
         ids: &[String],
         queries: &[f32],
     ) -> Result<Vec<Vec<(String, f32)>>> {
-        let recs = self.read_items(s.keys, ids)?;
+        let recs = self.read_items_in(s.view, s.keys, ids)?;
         let cap = block_capacity(s.dim);
         let mut blocks: Vec<Block> = Vec::new();
         for mut rec in recs.into_iter().flatten() {
@@ -386,11 +430,11 @@ impl Shared {
                     let block: &Block = match source {
                         Source::Held(b) => b,
                         Source::Stored(seq) if self.cache.is_some() => {
-                            cached = self.load_block(s.keys, seq, dim)?;
+                            cached = self.load_block_in(s.view, s.keys, seq, dim)?;
                             &cached
                         }
                         Source::Stored(seq) => {
-                            self.read_block(s.keys, seq, dim, buffer)?;
+                            self.read_block_in(s.view, s.keys, seq, dim, buffer)?;
                             buffer
                         }
                     };

@@ -7,9 +7,9 @@ use std::sync::{Arc, Weak};
 
 use parking_lot::{Mutex, RwLock};
 use rayon::prelude::*;
-use vecseal_envelope::{SecretKey, Suite};
+use vecseal_envelope::Suite;
 use vecseal_keyring::{Access, IndexId, Keyring, WriteCap};
-use vecseal_storage::{Durability, Scan, WriteBatch};
+use vecseal_storage::{Durability, Expect, Snapshot, WriteBatch};
 
 use vecseal_codec::Record;
 
@@ -17,14 +17,18 @@ use crate::cache::BlockCache;
 use crate::catalog::{
     open_ring, read_catalog, rotation_marker, write_catalog, Entry, NS_BLOCKS, NS_ITEMS, NS_META,
 };
-use crate::codec::{Block, ItemRecord, Place};
+use crate::codec::{Block, ItemRecord};
 use crate::guarded::{Capability, GuardedStore};
 use crate::keys::{Credentials, Keys, Kind};
-use crate::metaindex::MetaIndex;
+use crate::load::{load, missing_block, Live, Loaded};
 use crate::options::TrainingState;
-use crate::route::Routes;
-use crate::state::{BlockRef, Digest, Persisted};
 use crate::{Error, Result};
+
+/// Held by a writer of an index: see [`Shared::lock_writer`].
+pub(crate) struct WriterLock<'a> {
+    _held: vecseal_storage::Held<'a>,
+    _local: parking_lot::MutexGuard<'a, ()>,
+}
 
 /// What every `Database` over one store shares within a process.
 #[derive(Default)]
@@ -56,23 +60,6 @@ impl Registry {
         all.push((address, Arc::downgrade(&r)));
         r
     }
-}
-
-pub(crate) struct Live {
-    pub(crate) p: Persisted,
-    /// The keys of the current data key. Readers take them here, under the
-    /// guard they read with: a data-key rotation switches them with the
-    /// state, so a reader never pairs one key with the other's records.
-    pub(crate) keys: Arc<Keys>,
-    /// The data key `keys` derive from: authorization compares a caller's
-    /// key with it (in constant time) instead of deriving keys per call.
-    pub(crate) dek: Arc<SecretKey>,
-    /// The centroids (empty before training), ready to route.
-    pub(crate) centroids: Routes,
-    /// Item id → number of the block holding its search vector.
-    pub(crate) locations: HashMap<String, u64>,
-    /// Decrypted metadata with equality postings (memory only).
-    pub(crate) meta: MetaIndex,
 }
 
 /// The state of one loaded index, shared by all its handles.
@@ -116,169 +103,93 @@ impl Shared {
         cred: &Credentials,
         cache_bytes: usize,
     ) -> Result<Self> {
-        let entry = read_catalog(&store, name)?;
-        let (id, suite) = (entry.id, entry.ring.suite());
-        let access = open_ring(&entry.ring, cred)?;
-        let keys = Arc::new(Keys::derive(access.data_key(), id, suite));
-        let sk = keys.state_key();
-        let raw = store.get(NS_META, &sk)?.ok_or_else(|| Error::Corrupt {
-            what: Record::State,
-            reason: "missing".into(),
-        })?;
-        let p = Persisted::decode(&keys.open(Kind::State, &sk, &raw)?)?;
-        entry.verify(name, &keys, p.ring_tag)?;
-        let centroids = if p.trained {
-            Routes::new(read_centroids(&store, &keys, &p)?, p.dim.unwrap_or(1))
-        } else {
-            Routes::default()
-        };
+        let Loaded {
+            entry,
+            access,
+            live,
+        } = load(&*store.snapshot()?, name, None, cred, None)?;
         let index = Self {
             store,
             name: name.to_owned(),
-            id,
-            suite,
+            id: entry.id,
+            suite: entry.ring.suite(),
             writer: Mutex::new(()),
-            live: RwLock::new(Live {
-                keys: Arc::clone(&keys),
-                dek: access.data_key_arc(),
-                meta: MetaIndex::new(&p.fields, &p.unindexed_fields),
-                p,
-                centroids,
-                locations: HashMap::new(),
-            }),
+            live: RwLock::new(live),
             training: AtomicBool::new(false),
             cache: (cache_bytes > 0).then(|| BlockCache::new(cache_bytes)),
             _registry: registry,
         };
-        // After a rotation that did not finish, records of the other data
-        // key are skipped (the digest still checks the set of blocks), and
-        // deleted below by a writer.
-        let rotating = index.store.get(NS_META, &rotation_marker(id))?.is_some();
-        index.rebuild_locations(&keys, rotating)?;
-        index.load_metadata(&keys, rotating)?;
         if let Ok(cap) = access.write() {
-            index.upgrade(cap, &keys)?;
-            if entry.tag().is_none() {
-                // An entry written before entries had tags gets one.
-                index.save_ring(cap, &keys, entry.ring)?;
+            // Upkeep, when no other process writes the index (it is done
+            // by a later writer otherwise); over what is stored now.
+            let _local = index.writer.lock();
+            if let Some(_held) = index.store.try_lock(&index.lock_name())? {
+                index.refresh(cred)?;
+                let keys = Arc::clone(&index.live.read().keys);
+                index.upgrade(cap, &keys)?;
+                if entry.tag().is_none() {
+                    // An entry written before entries had tags gets one.
+                    index.save_ring(cap, &keys, entry.ring)?;
+                }
+                index.collect_orphans(cap, &keys)?;
             }
-            index.collect_orphans(cap, &keys)?;
         }
         Ok(index)
     }
 
-    /// Maps every item to its block, and (version 2) rebuilds the lists
-    /// from the blocks themselves, checking them against the state's count
-    /// and digest: a block removed, restored from an older state, moved or
-    /// replaced is an authentication error. Blocks of another generation
-    /// (left by a training run that did not finish) are skipped.
-    pub(crate) fn rebuild_locations(&self, keys: &Keys, rotating: bool) -> Result<()> {
-        let mut live = self.live.write();
-        let Some(dim) = live.p.dim else { return Ok(()) };
-        if live.p.is_legacy() {
-            let seqs: Vec<u64> = live
-                .p
-                .lists
-                .iter()
-                .flat_map(|l| l.iter())
-                .map(|b| b.seq)
-                .collect();
-            // Each worker reads blocks into one buffer and keeps only their ids.
-            let ids: Vec<(u64, Vec<String>)> = seqs
-                .par_iter()
-                .map_init(Block::default, |buf, &seq| {
-                    self.read_block(keys, seq, dim, buf)?;
-                    Ok((seq, buf.ids().iter().map(str::to_owned).collect()))
-                })
-                .collect::<Result<_>>()?;
-            let mut locations = HashMap::with_capacity(ids.iter().map(|(_, v)| v.len()).sum());
-            for (seq, block_ids) in ids {
-                for id in block_ids {
-                    locations.insert(id, seq);
-                }
-            }
-            live.locations = locations;
-            return Ok(());
-        }
-        let (generation, n_lists) = (live.p.generation, live.p.n_lists);
-        let corrupt = |reason: &str| Error::Corrupt {
-            what: Record::Block,
-            reason: reason.to_owned(),
-        };
-        let mut lists: Vec<Vec<BlockRef>> = vec![Vec::new(); n_lists];
-        let mut locations = HashMap::new();
-        let (mut digest, mut blocks) = (Digest::default(), 0u64);
-        let scan = self.store.scan_prefix(NS_BLOCKS, &self.id.0)?;
-        for_each_chunk(scan, |chunk| {
-            let opened: Vec<Option<(Place, Vec<String>)>> = chunk
-                .par_iter()
-                .map_init(Block::default, |buf, (key, sealed)| {
-                    match buf.open_into(sealed, dim, |b| keys.open_in_place(Kind::Block, key, b)) {
-                        Err(Error::Authentication(_)) if rotating => return Ok(None),
-                        other => other?,
-                    }
-                    let place = buf
-                        .place()
-                        .ok_or_else(|| corrupt("a block of a version-2 index has no place"))?;
-                    if place.generation != generation {
-                        return Ok(None);
-                    }
-                    if keys.block_key(place.seq) != *key || place.list as usize >= n_lists {
-                        return Err(corrupt("a block's place does not match where it is"));
-                    }
-                    Ok(Some((place, buf.ids().iter().map(str::to_owned).collect())))
-                })
-                .collect::<Result<_>>()?;
-            for (place, ids) in opened.into_iter().flatten() {
-                let count = ids.len() as u32;
-                digest.add(keys.block_digest(place, count));
-                blocks += 1;
-                lists[place.list as usize].push(BlockRef {
-                    seq: place.seq,
-                    count,
-                });
-                for id in ids {
-                    locations.insert(id, place.seq);
-                }
-            }
-            Ok(())
-        })?;
-        if blocks != live.p.blocks || digest != live.p.digest {
-            return Err(Error::BlocksTampered);
-        }
-        for l in &mut lists {
-            l.sort_unstable_by_key(|r| r.seq);
-        }
-        live.p.lists = lists.into_iter().map(Arc::new).collect();
-        live.locations = locations;
-        Ok(())
+    /// The name of the store-wide lock that the writers of this index hold
+    /// (in every process).
+    pub(crate) fn lock_name(&self) -> Vec<u8> {
+        lock_name(self.id)
     }
 
-    /// Decrypts every item's metadata into memory, when the index has any.
-    pub(crate) fn load_metadata(&self, keys: &Keys, rotating: bool) -> Result<()> {
-        let mut live = self.live.write();
-        if !live.p.has_metadata {
-            return Ok(());
+    /// Whether other processes may commit to this index (its store is
+    /// shared): reads then check for their commits first.
+    pub(crate) fn shared_store(&self) -> bool {
+        self.store.is_shared()
+    }
+
+    /// When the store is shared and another process has committed since
+    /// the live state was read, reads it again (from one consistent view)
+    /// with the keys that `cred` opens now. Returns whether it did.
+    pub(crate) fn refresh(&self, cred: &Credentials) -> Result<bool> {
+        if !self.store.is_shared() {
+            return Ok(false);
         }
-        // Items carry their contents too: read them a chunk at a time.
-        let scan = self.store.scan_prefix(NS_ITEMS, &self.id.0)?;
-        for_each_chunk(scan, |chunk| {
-            let docs: Vec<Option<(String, serde_json::Value)>> = chunk
-                .par_iter()
-                .map(|(key, raw)| {
-                    let plain = match keys.open(Kind::Item, key, raw) {
-                        Err(Error::Authentication(_)) if rotating => return Ok(None),
-                        other => other?,
-                    };
-                    let rec = ItemRecord::decode(&plain)?;
-                    Ok(parse_meta(rec.metadata)?.map(|m| (rec.id, m)))
-                })
-                .collect::<Result<_>>()?;
-            for (id, doc) in docs.into_iter().flatten() {
-                live.meta.insert(&id, doc);
+        {
+            let live = self.live.read();
+            let now = self.store.get(NS_META, &live.keys.state_key())?;
+            if now.as_deref() == Some(&live.sealed[..]) {
+                return Ok(false);
             }
-            Ok(())
-        })
+        }
+        self.refresh_from(&*self.store.snapshot()?, cred)?;
+        Ok(true)
+    }
+
+    /// Makes the live state the one in `view`, reading it from there (with
+    /// the keys `cred` opens there) when it differs.
+    pub(crate) fn refresh_from(&self, view: &dyn Snapshot, cred: &Credentials) -> Result<()> {
+        let (seen, dek, keys) = {
+            let live = self.live.read();
+            let now = view.get(NS_META, &live.keys.state_key())?;
+            if now.as_deref() == Some(&live.sealed[..]) {
+                return Ok(());
+            }
+            (
+                live.sealed.clone(),
+                Arc::clone(&live.dek),
+                Arc::clone(&live.keys),
+            )
+        };
+        let loaded = load(view, &self.name, Some(self.id), cred, Some((&dek, &keys)))?;
+        let mut live = self.live.write();
+        // Installed only over the state it was read to replace: a commit
+        // of this process in between is as new (it held the store lock).
+        if live.sealed == seen {
+            *live = loaded.live;
+        }
+        Ok(())
     }
 
     /// Deletes blocks that no state references (left by a crashed train).
@@ -329,9 +240,40 @@ impl Shared {
         Ok(())
     }
 
-    /// Holds off every writer of this index while the guard lives.
-    pub(crate) fn lock_writer(&self) -> parking_lot::MutexGuard<'_, ()> {
-        self.writer.lock()
+    /// Holds off every writer of this index while the guard lives: those
+    /// of this process, and (over a shared store) those of every other.
+    pub(crate) fn lock_writer(&self) -> Result<WriterLock<'_>> {
+        let local = self.writer.lock();
+        let held = self.store.lock(&self.lock_name())?;
+        Ok(WriterLock {
+            _held: held,
+            _local: local,
+        })
+    }
+
+    /// Writes `batch`, which puts `sealed` as the index's state record, if
+    /// the stored state is still the one `live` holds (the compare-and-swap
+    /// that keeps a commit from overwriting another process's), then
+    /// records `sealed` in `live`. [`Error::Conflict`] when it is not.
+    pub(crate) fn write_state<C: Capability>(
+        &self,
+        cap: &C,
+        live: &mut Live,
+        batch: WriteBatch,
+        durability: Durability,
+        sealed: Vec<u8>,
+    ) -> Result<()> {
+        let key = live.keys.state_key();
+        let expect = Expect {
+            ns: NS_META,
+            key: &key,
+            value: Some(&live.sealed),
+        };
+        if !self.store.write_if(cap, expect, batch, durability)? {
+            return Err(Error::Conflict(self.name.clone()));
+        }
+        live.sealed = sealed;
+        Ok(())
     }
 
     pub(crate) fn training_state(&self) -> TrainingState {
@@ -354,6 +296,7 @@ impl Shared {
 
     /// [`Shared::authorize`], with the catalog entry it checked.
     pub(crate) fn authorize_ring(&self, cred: &Credentials) -> Result<(Entry, Access, Arc<Keys>)> {
+        self.refresh(cred)?;
         // The entry and the state's record of its tag are read under one
         // guard: a keyring change writes both, under the write guard.
         let live = self.live.read();
@@ -395,9 +338,9 @@ impl Shared {
         write_catalog(&mut batch, &self.name, &entry);
         let sk = keys.state_key();
         let sealed = keys.seal(Kind::State, &sk, &p.encode()?)?;
-        batch.put_owned(NS_META, sk, sealed);
+        batch.put_owned(NS_META, sk, sealed.clone());
         let mut live = self.live.write();
-        self.store.write(cap, batch, Durability::Sync)?;
+        self.write_state(cap, &mut live, batch, Durability::Sync, sealed)?;
         live.p.ring_tag = p.ring_tag;
         Ok(())
     }
@@ -410,6 +353,21 @@ impl Shared {
         dim: usize,
         into: &mut Block,
     ) -> Result<()> {
+        self.read_block_in(None, keys, seq, dim, into)
+    }
+
+    /// [`Shared::read_block`], from `view` when given.
+    pub(crate) fn read_block_in(
+        &self,
+        view: Option<&dyn Snapshot>,
+        keys: &Keys,
+        seq: u64,
+        dim: usize,
+        into: &mut Block,
+    ) -> Result<()> {
+        if let Some(view) = view {
+            return crate::load::read_block_in(view, keys, seq, dim, into);
+        }
         let key = keys.block_key(seq);
         let mut opened = Ok(());
         let found = self.store.read_with(NS_BLOCKS, &key, &mut |sealed| {
@@ -418,21 +376,30 @@ impl Shared {
             });
         })?;
         if !found {
-            return Err(Error::Corrupt {
-                what: Record::Block,
-                reason: "a block the index state references is missing".into(),
-            });
+            return Err(missing_block());
         }
         opened
     }
 
     /// Block `seq`, from the list cache or the store (and then cached).
     pub(crate) fn load_block(&self, keys: &Keys, seq: u64, dim: usize) -> Result<Arc<Block>> {
+        self.load_block_in(None, keys, seq, dim)
+    }
+
+    /// [`Shared::load_block`], from `view` when given (a block's contents
+    /// never change under its number, so it is cached all the same).
+    pub(crate) fn load_block_in(
+        &self,
+        view: Option<&dyn Snapshot>,
+        keys: &Keys,
+        seq: u64,
+        dim: usize,
+    ) -> Result<Arc<Block>> {
         if let Some(b) = self.cache.as_ref().and_then(|c| c.get(seq)) {
             return Ok(b);
         }
         let mut block = Block::default();
-        self.read_block(keys, seq, dim, &mut block)?;
+        self.read_block_in(view, keys, seq, dim, &mut block)?;
         let block = Arc::new(block);
         if let Some(c) = &self.cache {
             c.insert(seq, Arc::clone(&block));
@@ -465,9 +432,27 @@ impl Shared {
         keys: &Keys,
         ids: &[String],
     ) -> Result<Vec<Option<ItemRecord>>> {
+        self.read_items_in(None, keys, ids)
+    }
+
+    /// [`Shared::read_items`], from `view` when given.
+    pub(crate) fn read_items_in(
+        &self,
+        view: Option<&dyn Snapshot>,
+        keys: &Keys,
+        ids: &[String],
+    ) -> Result<Vec<Option<ItemRecord>>> {
         let item_keys: Vec<Vec<u8>> = ids.iter().map(|id| keys.item_key(id)).collect();
-        let refs: Vec<&[u8]> = item_keys.iter().map(Vec::as_slice).collect();
-        let raws = self.store.multi_get(NS_ITEMS, &refs)?;
+        let raws = match view {
+            Some(view) => item_keys
+                .iter()
+                .map(|k| view.get(NS_ITEMS, k))
+                .collect::<Result<Vec<_>, _>>()?,
+            None => {
+                let refs: Vec<&[u8]> = item_keys.iter().map(Vec::as_slice).collect();
+                self.store.multi_get(NS_ITEMS, &refs)?
+            }
+        };
         raws.into_par_iter()
             .zip(item_keys.par_iter())
             .zip(ids.par_iter())
@@ -488,46 +473,7 @@ impl Shared {
     }
 }
 
-/// Calls `f` with the entries of `scan` in chunks of at most 256 entries
-/// and about 8 MiB (a chunk is decrypted in parallel): reading a whole
-/// namespace of an index holds one chunk at a time, whatever its size.
-fn for_each_chunk(
-    mut scan: Scan<'_>,
-    mut f: impl FnMut(Vec<(Vec<u8>, Vec<u8>)>) -> Result<()>,
-) -> Result<()> {
-    const ENTRIES: usize = 256;
-    const BYTES: usize = 8 << 20;
-    loop {
-        let (mut chunk, mut bytes) = (Vec::new(), 0);
-        while chunk.len() < ENTRIES && bytes < BYTES {
-            let Some(entry) = scan.next() else { break };
-            let entry = entry?;
-            bytes += entry.0.len() + entry.1.len();
-            chunk.push(entry);
-        }
-        if chunk.is_empty() {
-            return Ok(());
-        }
-        f(chunk)?;
-    }
-}
-
-pub(crate) fn parse_meta(m: Option<String>) -> Result<Option<serde_json::Value>> {
-    m.map(|s| {
-        serde_json::from_str(&s).map_err(|e| Error::Corrupt {
-            what: Record::Item,
-            reason: format!("its metadata is not JSON: {e}"),
-        })
-    })
-    .transpose()
-}
-
-pub(crate) fn read_centroids(store: &GuardedStore, keys: &Keys, p: &Persisted) -> Result<Vec<f32>> {
-    let ck = keys.centroids_key(p.generation);
-    let raw = store.get(NS_META, &ck)?.ok_or_else(|| Error::Corrupt {
-        what: Record::Centroids,
-        reason: "missing".into(),
-    })?;
-    let bytes = keys.open(Kind::Centroids, &ck, &raw)?;
-    crate::codec::decode_centroids(&bytes, p.n_lists, p.dim.unwrap_or(0))
+/// The name of the store-wide lock of index `id`'s writers.
+pub(crate) fn lock_name(id: IndexId) -> Vec<u8> {
+    [&b"vecseal/index/"[..], &id.0].concat()
 }

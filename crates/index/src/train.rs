@@ -15,9 +15,10 @@ use crate::catalog::{NS_BLOCKS, NS_META};
 use crate::codec::{Block, Place};
 use crate::handle::Index;
 use crate::keys::{Keys, Kind};
+use crate::load::Live;
 use crate::options::{auto_n_lists, ProgressFn, TrainOptions, TrainProgress};
 use crate::route::Routes;
-use crate::shared::{Live, Shared};
+use crate::shared::Shared;
 use crate::state::{block_capacity, BlockRef, Digest, Persisted, STATE_VERSION};
 use crate::{Error, Metric, Result};
 
@@ -68,7 +69,7 @@ impl Index {
         if opts.max_iters == Some(0) {
             return Err(Error::zero("max_iters"));
         }
-        let _w = ix.writer.lock();
+        let _w = ix.lock_writer()?;
         let (access, keys) = ix.authorize(&self.cred)?;
         let cap = access.write_for("train")?;
         ix.upgrade(cap, &keys)?;
@@ -235,11 +236,8 @@ impl<'a> ListWriter<'a> {
             );
         }
         let sk = keys.state_key();
-        batch.put_owned(
-            NS_META,
-            sk.clone(),
-            keys.seal(Kind::State, &sk, &p.encode()?)?,
-        );
+        let sealed = keys.seal(Kind::State, &sk, &p.encode()?)?;
+        batch.put_owned(NS_META, sk, sealed.clone());
         if old.trained {
             batch.delete(NS_META, &keys.centroids_key(old.generation));
         }
@@ -247,11 +245,12 @@ impl<'a> ListWriter<'a> {
             batch.delete(NS_BLOCKS, &keys.block_key(*s));
         }
         let mut live = ix.live.write();
-        ix.store.write(self.cap, batch, Durability::Sync)?;
+        ix.write_state(self.cap, &mut live, batch, Durability::Sync, sealed)?;
         let meta = std::mem::take(&mut live.meta);
         *live = Live {
             keys: Arc::clone(&live.keys),
             dek: Arc::clone(&live.dek),
+            sealed: std::mem::take(&mut live.sealed),
             p,
             centroids,
             locations: self.locations,
@@ -336,14 +335,18 @@ impl<'a> ListWriter<'a> {
                 p
             })
         };
-        if let Some(p) = &reserved {
-            let sk = keys.state_key();
-            let sealed = keys.seal(Kind::State, &sk, &p.encode()?)?;
-            batch.put_owned(NS_META, sk, sealed);
-        }
-        self.ix.store.write(self.cap, batch, Durability::Buffered)?;
-        if let Some(p) = reserved {
-            self.ix.live.write().p.next_seq = p.next_seq;
+        match reserved {
+            Some(p) => {
+                let sk = keys.state_key();
+                let sealed = keys.seal(Kind::State, &sk, &p.encode()?)?;
+                batch.put_owned(NS_META, sk, sealed.clone());
+                let mut live = self.ix.live.write();
+                let durability = Durability::Buffered;
+                self.ix
+                    .write_state(self.cap, &mut live, batch, durability, sealed)?;
+                live.p.next_seq = p.next_seq;
+            }
+            None => self.ix.store.write(self.cap, batch, Durability::Buffered)?,
         }
         self.pending.clear();
         self.pending_bytes = 0;

@@ -24,7 +24,7 @@ impl Index {
         read: bool,
         write: bool,
     ) -> Result<()> {
-        let _w = self.shared.writer.lock();
+        let _w = self.shared.lock_writer()?;
         let (mut ring, access, keys) = self.owner_ring("managing users")?;
         ring.grant(&access, user, user_key, read, write)?;
         let cap = access.owner_for("managing users")?;
@@ -38,7 +38,7 @@ impl Index {
 
     /// Deletes every wrap of a user (owner only); returns whether it had any.
     pub fn remove_user(&self, user: UserId) -> Result<bool> {
-        let _w = self.shared.writer.lock();
+        let _w = self.shared.lock_writer()?;
         let (mut ring, access, keys) = self.owner_ring("managing users")?;
         let had = ring.revoke(&access, user)?;
         let cap = access.owner_for("managing users")?;
@@ -49,7 +49,7 @@ impl Index {
     /// Re-wraps the data key under a new owner key (owner only). Data is not
     /// re-encrypted; users keep working. Later operations need the new key.
     pub fn rotate_key(&self, new_key: &SecretKey) -> Result<()> {
-        let _w = self.shared.writer.lock();
+        let _w = self.shared.lock_writer()?;
         let (mut ring, access, keys) = self.owner_ring("rotating the index key")?;
         ring.rotate_root(&access, new_key)?;
         let cap = access.owner_for("rotating the index key")?;

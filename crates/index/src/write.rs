@@ -61,7 +61,7 @@ impl Index {
         let ix = &*self.shared;
         // Authorized under the writer lock: a deletion of the index that
         // holds it first leaves nothing for this call to write into.
-        let _w = ix.writer.lock();
+        let _w = ix.lock_writer()?;
         let (access, keys) = ix.authorize(&self.cred)?;
         let cap = access.write_for("upsert")?;
         if items.is_empty() {
@@ -150,7 +150,7 @@ impl Index {
     /// Deletes items; returns how many existed.
     pub fn delete(&self, ids: &[String]) -> Result<usize> {
         let ix = &*self.shared;
-        let _w = ix.writer.lock();
+        let _w = ix.lock_writer()?;
         let (access, keys) = ix.authorize(&self.cred)?;
         let cap = access.write_for("delete")?;
         ix.upgrade(cap, &keys)?;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use common::*;
 use vecseal_index::{Database, Index, IndexConfig, Item, NAMESPACES};
-use vecseal_storage::{Durability, MemStore, Scan, Snapshot, Store, WriteBatch};
+use vecseal_storage::{Durability, Expect, MemStore, Scan, Snapshot, Store, WriteBatch};
 
 /// A memory store that counts the bytes written through it.
 struct Counting {
@@ -23,6 +23,15 @@ impl Store for Counting {
     fn write(&self, batch: WriteBatch, durability: Durability) -> vecseal_storage::Result<()> {
         self.written.fetch_add(batch.size_bytes(), Ordering::SeqCst);
         self.inner.write(batch, durability)
+    }
+    fn write_if(
+        &self,
+        expect: Expect<'_>,
+        batch: WriteBatch,
+        durability: Durability,
+    ) -> vecseal_storage::Result<bool> {
+        self.written.fetch_add(batch.size_bytes(), Ordering::SeqCst);
+        self.inner.write_if(expect, batch, durability)
     }
     fn scan_prefix<'a>(&'a self, ns: &str, prefix: &[u8]) -> vecseal_storage::Result<Scan<'a>> {
         self.inner.scan_prefix(ns, prefix)

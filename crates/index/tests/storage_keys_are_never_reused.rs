@@ -10,7 +10,7 @@ use std::sync::Arc;
 use common::*;
 use parking_lot::Mutex;
 use vecseal_index::{Database, Error, Metric, TrainOptions};
-use vecseal_storage::{BatchOp, Durability, Scan, Snapshot, Store, WriteBatch};
+use vecseal_storage::{BatchOp, Durability, Expect, Scan, Snapshot, Store, WriteBatch};
 
 /// A store that records every block key put, and fails the first write that
 /// deletes a block once armed (the switch at the end of a training run).
@@ -20,11 +20,14 @@ struct Recording {
     block_puts: Mutex<Vec<Vec<u8>>>,
 }
 
-impl Store for Recording {
-    fn get(&self, ns: &str, key: &[u8]) -> vecseal_storage::Result<Option<Vec<u8>>> {
-        self.inner.get(ns, key)
-    }
-    fn write(&self, batch: WriteBatch, durability: Durability) -> vecseal_storage::Result<()> {
+impl Recording {
+    /// Fails the armed switch, else writes `batch` with `write` and
+    /// records the block keys it put (when it was applied).
+    fn record(
+        &self,
+        batch: WriteBatch,
+        write: impl FnOnce(WriteBatch) -> vecseal_storage::Result<bool>,
+    ) -> vecseal_storage::Result<bool> {
         let deletes_a_block = batch
             .ops()
             .any(|op| matches!(op, BatchOp::Delete { ns: "blocks", .. }));
@@ -42,9 +45,29 @@ impl Store for Recording {
                 _ => None,
             })
             .collect();
-        self.inner.write(batch, durability)?;
-        self.block_puts.lock().extend(puts);
-        Ok(())
+        let applied = write(batch)?;
+        if applied {
+            self.block_puts.lock().extend(puts);
+        }
+        Ok(applied)
+    }
+}
+
+impl Store for Recording {
+    fn get(&self, ns: &str, key: &[u8]) -> vecseal_storage::Result<Option<Vec<u8>>> {
+        self.inner.get(ns, key)
+    }
+    fn write(&self, batch: WriteBatch, durability: Durability) -> vecseal_storage::Result<()> {
+        self.record(batch, |b| self.inner.write(b, durability).map(|()| true))
+            .map(|_| ())
+    }
+    fn write_if(
+        &self,
+        expect: Expect<'_>,
+        batch: WriteBatch,
+        durability: Durability,
+    ) -> vecseal_storage::Result<bool> {
+        self.record(batch, |b| self.inner.write_if(expect, b, durability))
     }
     fn scan_prefix<'a>(&'a self, ns: &str, prefix: &[u8]) -> vecseal_storage::Result<Scan<'a>> {
         self.inner.scan_prefix(ns, prefix)

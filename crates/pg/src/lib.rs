@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use postgres::{Client, Config, NoTls, Statement};
 
 use vecseal_storage::{
-    BatchOp, Durability, Entry, Error, Result, Scan, Snapshot, Store, WriteBatch,
+    BatchOp, Durability, Entry, Error, Expect, Held, Result, Scan, Snapshot, Store, WriteBatch,
 };
 
 /// Entries fetched per page of a scan, at most.
@@ -41,6 +41,8 @@ const IDLE: usize = 8;
 /// A [`Store`] on PostgreSQL.
 pub struct PgStore {
     config: Config,
+    /// The schema of the tables, when not the default one.
+    schema: Option<String>,
     namespaces: Vec<String>,
     idle: Mutex<Vec<Session>>,
 }
@@ -91,6 +93,7 @@ impl PgStore {
         }
         let store = Self {
             config,
+            schema: schema.map(str::to_owned),
             namespaces: namespaces.iter().map(|s| (*s).to_owned()).collect(),
             idle: Mutex::new(Vec::new()),
         };
@@ -141,6 +144,120 @@ impl PgStore {
                 known: self.namespaces.clone(),
             })
         }
+    }
+
+    /// Writes `batch` in one transaction; with `expect`, only if it holds
+    /// (`Ok(false)` and nothing written otherwise).
+    fn apply(
+        &self,
+        expect: Option<Expect<'_>>,
+        batch: WriteBatch,
+        durability: Durability,
+    ) -> Result<bool> {
+        // The last operation on a key wins; per table, one delete and one
+        // upsert statement.
+        let mut last: BTreeMap<(&str, &[u8]), Option<&[u8]>> = BTreeMap::new();
+        for op in batch.ops() {
+            match op {
+                BatchOp::Put { ns, key, value } => last.insert((ns, key), Some(value)),
+                BatchOp::Delete { ns, key } => last.insert((ns, key), None),
+            };
+        }
+        /// One table's share of a batch.
+        #[derive(Default)]
+        struct TableOps<'b> {
+            deletes: Vec<&'b [u8]>,
+            keys: Vec<&'b [u8]>,
+            values: Vec<&'b [u8]>,
+        }
+        let mut per_table: BTreeMap<&str, TableOps<'_>> = BTreeMap::new();
+        for ((ns, key), value) in last {
+            self.table(ns)?;
+            let ops = per_table.entry(ns).or_default();
+            match value {
+                Some(v) => {
+                    ops.keys.push(key);
+                    ops.values.push(v);
+                }
+                None => ops.deletes.push(key),
+            }
+        }
+        let expect = match expect {
+            Some(e) => Some((
+                self.table(e.ns)?,
+                e,
+                self.lock_key(b"cas", &[e.ns.as_bytes(), b"/", e.key].concat()),
+            )),
+            None => None,
+        };
+        let mut conn = self.conn()?;
+        let session = conn.session();
+        let check = match &expect {
+            Some((table, ..)) => Some((
+                session.statement("SELECT pg_advisory_xact_lock($1)")?,
+                session.statement(&format!("SELECT v FROM {table} WHERE k = $1 FOR UPDATE"))?,
+            )),
+            None => None,
+        };
+        // Statements prepared before the transaction (on the connection).
+        let mut statements = Vec::with_capacity(per_table.len());
+        for ns in per_table.keys() {
+            let table = table(ns);
+            statements.push((
+                session.statement(&format!("DELETE FROM {table} WHERE k = ANY($1)"))?,
+                session.statement(&format!(
+                    "INSERT INTO {table} (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
+                     ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
+                ))?,
+            ));
+        }
+        let mut tx = session.client.transaction().map_err(pg)?;
+        if let (Some((_, e, lock)), Some((take, read))) = (&expect, &check) {
+            // Conditional writes of one key queue on a transaction lock (a
+            // row lock alone cannot hold an absent key), then read the
+            // newest committed value.
+            tx.execute(take, &[lock]).map_err(pg)?;
+            let now: Option<Vec<u8>> = tx.query_opt(read, &[&e.key]).map_err(pg)?.map(|r| r.get(0));
+            if now.as_deref() != e.value {
+                return Ok(false);
+            }
+        }
+        if durability == Durability::Buffered {
+            tx.batch_execute("SET LOCAL synchronous_commit TO OFF")
+                .map_err(pg)?;
+        }
+        for (
+            TableOps {
+                deletes,
+                keys,
+                values,
+            },
+            (delete, upsert),
+        ) in per_table.into_values().zip(&statements)
+        {
+            if !deletes.is_empty() {
+                tx.execute(delete, &[&deletes]).map_err(pg)?;
+            }
+            if !keys.is_empty() {
+                tx.execute(upsert, &[&keys, &values]).map_err(pg)?;
+            }
+        }
+        tx.commit().map_err(pg)?;
+        Ok(true)
+    }
+
+    /// The advisory-lock key of `name` in the space `what` of this store's
+    /// schema (FNV-1a; a collision only makes two locks one).
+    fn lock_key(&self, what: &[u8], name: &[u8]) -> i64 {
+        let schema = self.schema.as_deref().unwrap_or("").as_bytes();
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for part in [what, b"\0", schema, b"\0", name] {
+            for &b in part {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        h as i64
     }
 
     /// A read-only repeatable-read transaction on a connection of its own.
@@ -360,70 +477,38 @@ impl Store for PgStore {
     }
 
     fn write(&self, batch: WriteBatch, durability: Durability) -> Result<()> {
-        // The last operation on a key wins; per table, one delete and one
-        // upsert statement.
-        let mut last: BTreeMap<(&str, &[u8]), Option<&[u8]>> = BTreeMap::new();
-        for op in batch.ops() {
-            match op {
-                BatchOp::Put { ns, key, value } => last.insert((ns, key), Some(value)),
-                BatchOp::Delete { ns, key } => last.insert((ns, key), None),
-            };
-        }
-        /// One table's share of a batch.
-        #[derive(Default)]
-        struct TableOps<'b> {
-            deletes: Vec<&'b [u8]>,
-            keys: Vec<&'b [u8]>,
-            values: Vec<&'b [u8]>,
-        }
-        let mut per_table: BTreeMap<&str, TableOps<'_>> = BTreeMap::new();
-        for ((ns, key), value) in last {
-            self.table(ns)?;
-            let ops = per_table.entry(ns).or_default();
-            match value {
-                Some(v) => {
-                    ops.keys.push(key);
-                    ops.values.push(v);
-                }
-                None => ops.deletes.push(key),
-            }
-        }
+        self.apply(None, batch, durability).map(|_| ())
+    }
+
+    fn write_if(
+        &self,
+        expect: Expect<'_>,
+        batch: WriteBatch,
+        durability: Durability,
+    ) -> Result<bool> {
+        self.apply(Some(expect), batch, durability)
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn lock(&self, name: &[u8]) -> Result<Held<'_>> {
+        let key = self.lock_key(b"lock", name);
         let mut conn = self.conn()?;
         let session = conn.session();
-        // Statements prepared before the transaction (on the connection).
-        let mut statements = Vec::with_capacity(per_table.len());
-        for ns in per_table.keys() {
-            let table = table(ns);
-            statements.push((
-                session.statement(&format!("DELETE FROM {table} WHERE k = ANY($1)"))?,
-                session.statement(&format!(
-                    "INSERT INTO {table} (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
-                     ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
-                ))?,
-            ));
-        }
-        let mut tx = session.client.transaction().map_err(pg)?;
-        if durability == Durability::Buffered {
-            tx.batch_execute("SET LOCAL synchronous_commit TO OFF")
-                .map_err(pg)?;
-        }
-        for (
-            TableOps {
-                deletes,
-                keys,
-                values,
-            },
-            (delete, upsert),
-        ) in per_table.into_values().zip(&statements)
-        {
-            if !deletes.is_empty() {
-                tx.execute(delete, &[&deletes]).map_err(pg)?;
-            }
-            if !keys.is_empty() {
-                tx.execute(upsert, &[&keys, &values]).map_err(pg)?;
-            }
-        }
-        tx.commit().map_err(pg)
+        let st = session.statement("SELECT pg_advisory_lock($1)")?;
+        session.client.execute(&st, &[&key]).map_err(pg)?;
+        Ok(Held::new(Box::new(SessionLock { conn, key })))
+    }
+
+    fn try_lock(&self, name: &[u8]) -> Result<Option<Held<'_>>> {
+        let key = self.lock_key(b"lock", name);
+        let mut conn = self.conn()?;
+        let session = conn.session();
+        let st = session.statement("SELECT pg_try_advisory_lock($1)")?;
+        let taken: bool = session.client.query_one(&st, &[&key]).map_err(pg)?.get(0);
+        Ok(taken.then(|| Held::new(Box::new(SessionLock { conn, key }))))
     }
 
     fn scan_prefix<'a>(&'a self, ns: &str, prefix: &[u8]) -> Result<Scan<'a>> {
@@ -444,6 +529,30 @@ impl Store for PgStore {
 
     fn namespaces(&self) -> Vec<String> {
         self.namespaces.clone()
+    }
+}
+
+/// A session-level advisory lock, held by a connection of its own:
+/// released when dropped, or by the server when the connection ends (the
+/// process died).
+struct SessionLock<'a> {
+    conn: Conn<'a>,
+    key: i64,
+}
+
+impl Drop for SessionLock<'_> {
+    fn drop(&mut self) {
+        let unlocked = self
+            .conn
+            .session()
+            .client
+            .execute("SELECT pg_advisory_unlock($1)", &[&self.key])
+            .is_ok();
+        if !unlocked {
+            // Never pool a connection that may still hold the lock: closing
+            // it releases the lock.
+            self.conn.session = None;
+        }
     }
 }
 

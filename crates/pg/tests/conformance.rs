@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use vecseal_pg::PgStore;
 use vecseal_storage::conformance::{check, NS};
+use vecseal_storage::Store;
 
 /// A schema dropped when the check that used it ends.
 struct Schema {
@@ -42,4 +43,41 @@ fn postgres_conforms() {
             .unwrap_or_else(|e| panic!("{e}"));
         (Box::new(store), Some(Box::new(schema)))
     });
+}
+
+/// A schema of its own for one test, or `None` without a server.
+fn schema(tag: &str) -> Option<Schema> {
+    let url = std::env::var("VECSEAL_TEST_PG").ok()?;
+    Some(Schema {
+        url,
+        name: format!("vs_{tag}_{}", std::process::id()),
+    })
+}
+
+#[test]
+fn store_locks_exclude_other_connections_until_dropped() {
+    let Some(schema) = schema("locks") else {
+        eprintln!("VECSEAL_TEST_PG is not set: no PostgreSQL to run on");
+        return;
+    };
+    let open =
+        || PgStore::open_in_schema(&schema.url, &schema.name, NS).unwrap_or_else(|e| panic!("{e}"));
+    // Two stores: two pools, as two processes have.
+    let (a, b) = (open(), open());
+    assert!(a.is_shared());
+    let held = a.lock(b"index/1").unwrap_or_else(|e| panic!("{e}"));
+    assert!(held.excludes());
+    let taken =
+        |s: &PgStore, name: &[u8]| s.try_lock(name).unwrap_or_else(|e| panic!("{e}")).is_some();
+    assert!(!taken(&b, b"index/1"), "a lock held by another connection");
+    assert!(taken(&b, b"index/2"), "another name is another lock");
+    // A waiter gets it once the holder lets go.
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| b.lock(b"index/1").map(|h| h.excludes()));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(!waiter.is_finished(), "lock taken while held");
+        drop(held);
+        assert!(matches!(waiter.join().unwrap(), Ok(true)));
+    });
+    assert!(taken(&a, b"index/1"));
 }

@@ -96,8 +96,9 @@ impl ApiError {
             | E::NotQueryable { .. }
             | E::BadFilter { .. }
             | E::BadMetadata(_) => StatusCode::BAD_REQUEST,
-            // The database is restarting or out of reach: retry later.
-            E::Storage(s) if s.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
+            // The database is restarting or out of reach, or another
+            // server's commit got in the way: retry.
+            e if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let detail = match &e {

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 
-use crate::{Durability, Error, Store, WriteBatch};
+use crate::{Durability, Error, Expect, Store, WriteBatch};
 
 /// The namespaces the suite's stores must be opened with.
 pub const NS: &[&str] = &["a", "b"];
@@ -28,7 +28,7 @@ pub type Engine = (Box<dyn Store>, Option<Box<dyn std::any::Any>>);
 /// check's message on the first failure.
 pub fn check(make: &dyn Fn() -> Engine) {
     type Check = fn(&dyn Store);
-    let checks: [(&str, Check); 6] = [
+    let checks: [(&str, Check); 8] = [
         ("put_get_delete", put_get_delete),
         (
             "batches_are_atomic_across_namespaces",
@@ -46,6 +46,14 @@ pub fn check(make: &dyn Fn() -> Engine) {
         (
             "unknown_namespace_names_the_known_ones",
             unknown_namespace_names_the_known_ones,
+        ),
+        (
+            "conditional_writes_apply_only_when_the_value_matches",
+            conditional_writes_apply_only_when_the_value_matches,
+        ),
+        (
+            "conditional_writes_lose_no_increment_under_contention",
+            conditional_writes_lose_no_increment_under_contention,
         ),
     ];
     for (name, f) in checks {
@@ -189,6 +197,83 @@ fn unknown_namespace_names_the_known_ones(s: &dyn Store) {
             .unwrap_or_default();
         assert!(msg.contains("zz") && msg.contains("\"a\""), "{msg}");
     }
+}
+
+fn conditional_writes_apply_only_when_the_value_matches(s: &dyn Store) {
+    let cas = |value: Option<&[u8]>, put: &[u8]| {
+        let mut b = WriteBatch::new();
+        b.put("a", b"state", put);
+        b.put("b", put, b"written");
+        let expect = Expect {
+            ns: "a",
+            key: b"state",
+            value,
+        };
+        s.write_if(expect, b, Durability::Sync)
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    assert!(cas(None, b"v1"), "expecting an absent key that is absent");
+    assert!(!cas(None, b"v2"), "expecting an absent key that is present");
+    assert!(
+        !cas(Some(b"v0"), b"v3"),
+        "expecting a value it does not hold"
+    );
+    assert!(cas(Some(b"v1"), b"v4"), "expecting the value it holds");
+    assert_eq!(s.get("a", b"state").ok().flatten(), Some(b"v4".to_vec()));
+    // A refused batch wrote nothing, in any namespace.
+    for (k, written) in [
+        (&b"v1"[..], true),
+        (b"v2", false),
+        (b"v3", false),
+        (b"v4", true),
+    ] {
+        assert_eq!(s.get("b", k).ok().flatten().is_some(), written, "{k:?}");
+    }
+    // An unknown namespace in the condition is an error, not a refusal.
+    let expect = Expect {
+        ns: "nope",
+        key: b"k",
+        value: None,
+    };
+    assert!(matches!(
+        s.write_if(expect, WriteBatch::new(), Durability::Sync),
+        Err(Error::UnknownNamespace { .. })
+    ));
+}
+
+/// Threads increment one counter by read, compare-and-swap, retry: none
+/// of their increments is lost.
+fn conditional_writes_lose_no_increment_under_contention(s: &dyn Store) {
+    const THREADS: u64 = 4;
+    const EACH: u64 = 25;
+    std::thread::scope(|scope| {
+        for _ in 0..THREADS {
+            scope.spawn(|| {
+                for _ in 0..EACH {
+                    loop {
+                        let now = s.get("a", b"n").unwrap_or_else(|e| panic!("{e}"));
+                        let n = now.as_deref().map_or(0, |v| {
+                            u64::from_le_bytes(v.try_into().unwrap_or_else(|_| panic!("{v:?}")))
+                        });
+                        let mut b = WriteBatch::new();
+                        b.put("a", b"n", &(n + 1).to_le_bytes());
+                        let expect = Expect {
+                            ns: "a",
+                            key: b"n",
+                            value: now.as_deref(),
+                        };
+                        if s.write_if(expect, b, Durability::Buffered)
+                            .unwrap_or_else(|e| panic!("{e}"))
+                        {
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let n = s.get("a", b"n").ok().flatten();
+    assert_eq!(n, Some((THREADS * EACH).to_le_bytes().to_vec()));
 }
 
 #[derive(Debug, Clone)]

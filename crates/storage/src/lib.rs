@@ -231,6 +231,46 @@ pub enum BatchOp<'a> {
     },
 }
 
+/// The condition of a [`Store::write_if`]: key `key` of namespace `ns`
+/// holds exactly `value` (`None`: no such key) when the batch applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expect<'a> {
+    /// The namespace.
+    pub ns: &'a str,
+    /// The key.
+    pub key: &'a [u8],
+    /// The value it must hold, or `None` for "absent".
+    pub value: Option<&'a [u8]>,
+}
+
+/// A store-wide lock taken with [`Store::lock`]: held until dropped (or
+/// until the process holding it dies).
+pub struct Held<'a>(Option<Box<dyn Send + 'a>>);
+
+impl<'a> Held<'a> {
+    /// A lock that holds `inner` and releases it when dropped.
+    pub fn new(inner: Box<dyn Send + 'a>) -> Self {
+        Self(Some(inner))
+    }
+
+    /// A lock that excludes nothing: for an engine that one process opens
+    /// alone (its users exclude each other in memory).
+    pub fn nothing() -> Self {
+        Self(None)
+    }
+
+    /// Whether this lock excludes anything.
+    pub fn excludes(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+impl std::fmt::Debug for Held<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Held").field(&self.excludes()).finish()
+    }
+}
+
 /// A consistent, read-only view of a store at one moment.
 pub trait Snapshot: Send + Sync {
     /// The value of `key` in `ns` as of the snapshot.
@@ -263,6 +303,40 @@ pub trait Store: Send + Sync {
 
     /// Applies `batch` atomically.
     fn write(&self, batch: WriteBatch, durability: Durability) -> Result<()>;
+
+    /// Applies `batch` atomically if, at that moment, `expect` holds;
+    /// otherwise writes nothing and returns `Ok(false)`. A compare-and-swap:
+    /// writers in several processes commit through it without losing each
+    /// other's writes.
+    fn write_if(
+        &self,
+        expect: Expect<'_>,
+        batch: WriteBatch,
+        durability: Durability,
+    ) -> Result<bool>;
+
+    /// Whether other processes may write this store while this one does
+    /// (a database server): their users then check for others' commits
+    /// before they read, and exclude each other with [`Store::lock`].
+    /// `false` (the default) for an engine that one process opens alone.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    /// Waits for, then takes, the store-wide exclusive lock named `name`:
+    /// held until the returned guard drops, or until this process dies (so
+    /// a crashed holder never blocks the others for good). An engine that
+    /// one process opens alone has no one to exclude and returns
+    /// [`Held::nothing`] (the default).
+    fn lock(&self, name: &[u8]) -> Result<Held<'_>> {
+        let _ = name;
+        Ok(Held::nothing())
+    }
+
+    /// [`Store::lock`] without waiting: `None` when another holds it.
+    fn try_lock(&self, name: &[u8]) -> Result<Option<Held<'_>>> {
+        self.lock(name).map(Some)
+    }
 
     /// Puts one value (a batch of one).
     fn put(&self, ns: &str, key: &[u8], value: &[u8], durability: Durability) -> Result<()> {

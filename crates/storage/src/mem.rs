@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use crate::{Durability, Error, Op, Result, Scan, Snapshot, Store, WriteBatch};
+use crate::{Durability, Error, Expect, Op, Result, Scan, Snapshot, Store, WriteBatch};
 
 type Map = BTreeMap<Vec<u8>, Arc<[u8]>>;
 type Tables = BTreeMap<String, Arc<Map>>;
@@ -72,27 +72,15 @@ impl Store for MemStore {
     }
 
     fn write(&self, batch: WriteBatch, _durability: Durability) -> Result<()> {
+        apply(&mut self.tables.write(), batch)
+    }
+
+    fn write_if(&self, expect: Expect<'_>, batch: WriteBatch, _: Durability) -> Result<bool> {
         let mut tables = self.tables.write();
-        // Validate every namespace first so a bad batch changes nothing.
-        for op in &batch.ops {
-            let (Op::Put { ns, .. } | Op::Delete { ns, .. }) = op;
-            lookup(&tables, ns)?;
+        if lookup(&tables, expect.ns)?.get(expect.key).map(|v| &**v) != expect.value {
+            return Ok(false);
         }
-        for op in batch.ops {
-            match op {
-                Op::Put { ns, key, value } => {
-                    if let Some(t) = tables.get_mut(&ns) {
-                        Arc::make_mut(t).insert(key, value.into());
-                    }
-                }
-                Op::Delete { ns, key } => {
-                    if let Some(t) = tables.get_mut(&ns) {
-                        Arc::make_mut(t).remove(&key);
-                    }
-                }
-            }
-        }
-        Ok(())
+        apply(&mut tables, batch).map(|()| true)
     }
 
     fn scan_prefix<'a>(&'a self, ns: &str, prefix: &[u8]) -> Result<Scan<'a>> {
@@ -108,6 +96,31 @@ impl Store for MemStore {
     fn namespaces(&self) -> Vec<String> {
         self.tables.read().keys().cloned().collect()
     }
+}
+
+/// Applies `batch` to `tables`: all of it, or (a namespace unknown)
+/// nothing.
+fn apply(tables: &mut Tables, batch: WriteBatch) -> Result<()> {
+    // Validate every namespace first so a bad batch changes nothing.
+    for op in &batch.ops {
+        let (Op::Put { ns, .. } | Op::Delete { ns, .. }) = op;
+        lookup(tables, ns)?;
+    }
+    for op in batch.ops {
+        match op {
+            Op::Put { ns, key, value } => {
+                if let Some(t) = tables.get_mut(&ns) {
+                    Arc::make_mut(t).insert(key, value.into());
+                }
+            }
+            Op::Delete { ns, key } => {
+                if let Some(t) = tables.get_mut(&ns) {
+                    Arc::make_mut(t).remove(&key);
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 struct MemSnapshot {

@@ -5,12 +5,17 @@ use rocksdb::{
     ErrorKind, IteratorMode, Options, WriteOptions, DB,
 };
 
-use crate::{Durability, Error, Op, Result, Scan, Snapshot, Store, WriteBatch};
+use parking_lot::Mutex;
+
+use crate::{Durability, Error, Expect, Op, Result, Scan, Snapshot, Store, WriteBatch};
 
 /// RocksDB in a local folder: one column family per namespace, compression
 /// off (the data is ciphertext), bloom filters for point reads, WAL on.
 pub struct RocksStore {
     db: DB,
+    /// Held by every write: a conditional write's read and write are one
+    /// step for every other writer.
+    writes: Mutex<()>,
     path: PathBuf,
     namespaces: Vec<String>,
 }
@@ -62,6 +67,7 @@ impl RocksStore {
         let db = DB::open_cf_descriptors(&db_opts, &path, cfs).map_err(|e| open_error(&path, e))?;
         Ok(Self {
             db,
+            writes: Mutex::new(()),
             path,
             namespaces: namespaces.iter().map(|n| (*n).to_owned()).collect(),
         })
@@ -70,6 +76,20 @@ impl RocksStore {
     /// The folder of the database.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Writes `batch` (the caller holds `writes`).
+    fn apply(&self, batch: WriteBatch, durability: Durability) -> Result<()> {
+        let mut wb = rocksdb::WriteBatch::default();
+        for op in &batch.ops {
+            match op {
+                Op::Put { ns, key, value } => wb.put_cf(self.cf(ns)?, key, value),
+                Op::Delete { ns, key } => wb.delete_cf(self.cf(ns)?, key),
+            }
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(durability == Durability::Sync);
+        self.db.write_opt(wb, &wo).map_err(engine)
     }
 
     fn cf(&self, ns: &str) -> Result<&ColumnFamily> {
@@ -147,16 +167,25 @@ impl Store for RocksStore {
     }
 
     fn write(&self, batch: WriteBatch, durability: Durability) -> Result<()> {
-        let mut wb = rocksdb::WriteBatch::default();
-        for op in &batch.ops {
-            match op {
-                Op::Put { ns, key, value } => wb.put_cf(self.cf(ns)?, key, value),
-                Op::Delete { ns, key } => wb.delete_cf(self.cf(ns)?, key),
-            }
+        let _w = self.writes.lock();
+        self.apply(batch, durability)
+    }
+
+    fn write_if(
+        &self,
+        expect: Expect<'_>,
+        batch: WriteBatch,
+        durability: Durability,
+    ) -> Result<bool> {
+        let _w = self.writes.lock();
+        let now = self
+            .db
+            .get_pinned_cf(self.cf(expect.ns)?, expect.key)
+            .map_err(engine)?;
+        if now.as_deref() != expect.value {
+            return Ok(false);
         }
-        let mut wo = WriteOptions::default();
-        wo.set_sync(durability == Durability::Sync);
-        self.db.write_opt(wb, &wo).map_err(engine)
+        self.apply(batch, durability).map(|()| true)
     }
 
     fn scan_prefix<'a>(&'a self, ns: &str, prefix: &[u8]) -> Result<Scan<'a>> {

@@ -17,6 +17,20 @@ pub struct TestStore {
     pub store: Arc<dyn Store>,
     /// What must outlive the store (its folder, its schema).
     _guard: Option<Box<dyn std::any::Any>>,
+    /// The server and schema, on PostgreSQL.
+    pub pg: Option<(String, String)>,
+}
+
+impl TestStore {
+    /// Another connection to the same PostgreSQL schema, as a second
+    /// process would have (its own pool, its own `Database`); `None` on
+    /// the engines that one process opens alone.
+    pub fn another_process(&self) -> Option<Arc<dyn Store>> {
+        let (url, schema) = self.pg.as_ref()?;
+        let store =
+            PgStore::open_in_schema(url, schema, NAMESPACES).unwrap_or_else(|e| panic!("{e}"));
+        Some(Arc::new(store))
+    }
 }
 
 impl std::ops::Deref for TestStore {
@@ -66,6 +80,7 @@ pub fn test_store() -> TestStore {
             TestStore {
                 store,
                 _guard: Some(Box::new(dir)),
+                pg: None,
             }
         }
         "pg" => {
@@ -85,12 +100,14 @@ pub fn test_store() -> TestStore {
                 .unwrap_or_else(|e| panic!("{e}"));
             TestStore {
                 store: Arc::new(store),
+                pg: Some((schema.url.clone(), schema.name.clone())),
                 _guard: Some(Box::new(schema)),
             }
         }
         _ => TestStore {
             store: Arc::new(MemStore::new(NAMESPACES)),
             _guard: None,
+            pg: None,
         },
     }
 }
