@@ -41,11 +41,16 @@ fn cargo() -> Command {
 /// The PostgreSQL server the tests use, once one is known (see
 /// [`postgres_for_tests`]).
 static TEST_PG_URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+/// The program that restarts it, when it is a throwaway cluster.
+static TEST_PG_RESTART: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
 
 /// Passes the tests' PostgreSQL server to `cmd`.
 fn with_test_env(cmd: &mut Command) {
     if let Some(url) = TEST_PG_URL.get() {
         cmd.env(pg::TEST_PG, url);
+    }
+    if let Some(restart) = TEST_PG_RESTART.get() {
+        cmd.env(pg::TEST_PG_RESTART, restart);
     }
 }
 
@@ -58,6 +63,7 @@ fn postgres_for_tests() -> Result<Option<pg::Cluster>> {
     }
     let cluster = pg::Cluster::start()?;
     let _ = TEST_PG_URL.set(cluster.url.clone());
+    let _ = TEST_PG_RESTART.set(cluster.restart.clone());
     Ok(Some(cluster))
 }
 

@@ -14,6 +14,10 @@ use anyhow::{bail, Context, Result};
 /// your own instead of a throwaway cluster.
 pub(crate) const TEST_PG: &str = "VECSEAL_TEST_PG";
 
+/// The environment variable of a program that restarts the tests' server
+/// (set for a throwaway cluster only: the restart test runs with it).
+pub(crate) const TEST_PG_RESTART: &str = "VECSEAL_TEST_PG_RESTART";
+
 /// A running throwaway cluster.
 pub(crate) struct Cluster {
     bin: PathBuf,
@@ -21,6 +25,8 @@ pub(crate) struct Cluster {
     user: Option<String>,
     /// Its connection string (socket, port, superuser `postgres`).
     pub(crate) url: String,
+    /// A script that restarts it (fast shutdown: open connections end).
+    pub(crate) restart: PathBuf,
 }
 
 impl Cluster {
@@ -42,6 +48,7 @@ impl Cluster {
         let host = dir.display().to_string().replace('/', "%2F");
         let cluster = Self {
             url: format!("postgresql://postgres@{host}:{port}/postgres"),
+            restart: dir.join("restart.sh"),
             bin,
             dir,
             user,
@@ -77,6 +84,20 @@ impl Cluster {
                 "start",
             ],
         )?;
+        let pg_ctl = cluster.bin.join("pg_ctl");
+        let run_as = match &cluster.user {
+            Some(u) => format!("runuser -u {u} -- "),
+            None => String::new(),
+        };
+        std::fs::write(
+            &cluster.restart,
+            format!(
+                "#!/bin/sh\nexec {run_as}{} -D {} -m fast -w restart >/dev/null\n",
+                pg_ctl.display(),
+                data.display()
+            ),
+        )?;
+        crate::run(Command::new("chmod").arg("755").arg(&cluster.restart))?;
         eprintln!("xtask: PostgreSQL running for the tests at {}", cluster.url);
         Ok(cluster)
     }

@@ -366,6 +366,11 @@ impl Drop for Conn<'_> {
                 if idle.len() < IDLE {
                     idle.push(s);
                 }
+            } else {
+                // A broken connection: the server restarted or went away,
+                // and the idle ones are as dead. The next calls connect
+                // afresh instead of failing on each of them in turn.
+                self.store.idle.lock().clear();
             }
         }
     }
