@@ -77,13 +77,12 @@ fn a_restarted_database_fails_calls_retryably_and_loses_nothing_acknowledged() {
     let (write_failures, read_failures) = std::thread::scope(|s| {
         let writer = s.spawn(|| {
             let mut next = 0;
-            let failures = keep_calling(&restarted, &writes_after, || {
+            keep_calling(&restarted, &writes_after, || {
                 index.upsert(batch(next))?;
                 acked.push(next);
                 next += 1;
                 Ok(())
-            });
-            failures
+            })
         });
         let reader = s.spawn(|| {
             keep_calling(&restarted, &reads_after, || {
