@@ -43,6 +43,8 @@ fn cargo() -> Command {
 static TEST_PG_URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 /// The program that restarts it, when it is a throwaway cluster.
 static TEST_PG_RESTART: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+/// Its TLS address, when it is a throwaway cluster that has one.
+static TEST_PG_TLS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 /// Passes the tests' PostgreSQL server to `cmd`.
 fn with_test_env(cmd: &mut Command) {
@@ -51,6 +53,9 @@ fn with_test_env(cmd: &mut Command) {
     }
     if let Some(restart) = TEST_PG_RESTART.get() {
         cmd.env(pg::TEST_PG_RESTART, restart);
+    }
+    if let Some(url) = TEST_PG_TLS.get() {
+        cmd.env(pg::TEST_PG_TLS, url);
     }
 }
 
@@ -64,6 +69,9 @@ fn postgres_for_tests() -> Result<Option<pg::Cluster>> {
     let cluster = pg::Cluster::start()?;
     let _ = TEST_PG_URL.set(cluster.url.clone());
     let _ = TEST_PG_RESTART.set(cluster.restart.clone());
+    if let Some(url) = &cluster.tls_url {
+        let _ = TEST_PG_TLS.set(url.clone());
+    }
     Ok(Some(cluster))
 }
 

@@ -14,6 +14,11 @@ use anyhow::{bail, Context, Result};
 /// your own instead of a throwaway cluster.
 pub(crate) const TEST_PG: &str = "VECSEAL_TEST_PG";
 
+/// The environment variable of the same server reached over TCP with TLS
+/// (its certificate's authority in the URL's `sslrootcert`): throwaway
+/// clusters only.
+pub(crate) const TEST_PG_TLS: &str = "VECSEAL_TEST_PG_TLS";
+
 /// The environment variable of a program that restarts the tests' server
 /// (set for a throwaway cluster only: the restart test runs with it).
 pub(crate) const TEST_PG_RESTART: &str = "VECSEAL_TEST_PG_RESTART";
@@ -27,6 +32,9 @@ pub(crate) struct Cluster {
     pub(crate) url: String,
     /// A script that restarts it (fast shutdown: open connections end).
     pub(crate) restart: PathBuf,
+    /// Its connection string over TCP on 127.0.0.1 with TLS, when the
+    /// `openssl` tool could make it a certificate.
+    pub(crate) tls_url: Option<String>,
 }
 
 impl Cluster {
@@ -46,9 +54,10 @@ impl Cluster {
         // A URL (what `vecseal --store` takes), the socket folder
         // percent-encoded as its host.
         let host = dir.display().to_string().replace('/', "%2F");
-        let cluster = Self {
+        let mut cluster = Self {
             url: format!("postgresql://postgres@{host}:{port}/postgres"),
             restart: dir.join("restart.sh"),
+            tls_url: None,
             bin,
             dir,
             user,
@@ -67,10 +76,34 @@ impl Cluster {
                 "--no-sync",
             ],
         )?;
-        let options = format!(
+        let mut options = format!(
             "-c listen_addresses= -c unix_socket_directories={} -p {port} -c max_connections=200",
             cluster.dir.display()
         );
+        // TLS on 127.0.0.1 too, with a certificate of its own (the TLS
+        // test's): the socket stays the others' way in.
+        let (cert, key) = (
+            cluster.dir.join("server.crt"),
+            cluster.dir.join("server.key"),
+        );
+        let ca = cluster.dir.join("ca.crt");
+        let made = make_certificates(&cluster.dir, &ca, &cert, &key);
+        if made {
+            if let Some(u) = &cluster.user {
+                crate::run(Command::new("chown").arg(u).arg(&cert).arg(&key))?;
+            }
+            crate::run(Command::new("chmod").arg("600").arg(&key))?;
+            options = options.replace("listen_addresses=", "listen_addresses=127.0.0.1");
+            options.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                cert.display(),
+                key.display()
+            ));
+            let ca = ca.display().to_string().replace('/', "%2F");
+            cluster.tls_url = Some(format!(
+                "postgresql://postgres@127.0.0.1:{port}/postgres?sslmode=verify-full&sslrootcert={ca}"
+            ));
+        }
         cluster.as_owner(
             "pg_ctl",
             &[
@@ -145,6 +178,69 @@ impl Drop for Cluster {
         );
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A certificate authority (`ca`) and a server certificate it signed for
+/// 127.0.0.1 and localhost (`cert`, `key`), made with the `openssl` tool in
+/// `dir`; whether that worked.
+fn make_certificates(dir: &Path, ca: &Path, cert: &Path, key: &Path) -> bool {
+    let (ca_key, csr, ext) = (
+        dir.join("ca.key"),
+        dir.join("server.csr"),
+        dir.join("ext.cnf"),
+    );
+    let openssl = |args: &[&std::ffi::OsStr]| {
+        Command::new("openssl")
+            .args(args)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let os = std::ffi::OsStr::new;
+    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1,DNS:localhost\n").is_ok()
+        && openssl(&[
+            os("req"),
+            os("-x509"),
+            os("-newkey"),
+            os("rsa:2048"),
+            os("-nodes"),
+            os("-days"),
+            os("2"),
+            os("-subj"),
+            os("/CN=vecseal test authority"),
+            os("-keyout"),
+            ca_key.as_os_str(),
+            os("-out"),
+            ca.as_os_str(),
+        ])
+        && openssl(&[
+            os("req"),
+            os("-newkey"),
+            os("rsa:2048"),
+            os("-nodes"),
+            os("-subj"),
+            os("/CN=localhost"),
+            os("-keyout"),
+            key.as_os_str(),
+            os("-out"),
+            csr.as_os_str(),
+        ])
+        && openssl(&[
+            os("x509"),
+            os("-req"),
+            os("-in"),
+            csr.as_os_str(),
+            os("-CA"),
+            ca.as_os_str(),
+            os("-CAkey"),
+            ca_key.as_os_str(),
+            os("-CAcreateserial"),
+            os("-days"),
+            os("2"),
+            os("-extfile"),
+            ext.as_os_str(),
+            os("-out"),
+            cert.as_os_str(),
+        ])
 }
 
 /// The newest installed server's `bin` folder (`/usr/lib/postgresql/N/bin`).

@@ -15,6 +15,12 @@
 //! or a snapshot is a `REPEATABLE READ` read-only transaction on a
 //! connection of its own, read a page at a time in key order (keyset
 //! pagination): consistent, and bounded in memory.
+//!
+//! Several processes may use one database: [`Store::write_if`] is a
+//! compare-and-swap in one transaction, and [`Store::lock`] a session-level
+//! advisory lock that the server releases when its holder's connection
+//! ends. A URL with `sslrootcert=FILE` connects through TLS (rustls) and
+//! verifies the server against that authority.
 
 #![deny(missing_docs)]
 
@@ -24,7 +30,9 @@ use std::str::FromStr;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 
+use postgres::config::SslMode;
 use postgres::{Client, Config, NoTls, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use vecseal_storage::{
     BatchOp, Durability, Entry, Error, Expect, Held, Result, Scan, Snapshot, Store, WriteBatch,
@@ -41,6 +49,8 @@ const IDLE: usize = 8;
 /// A [`Store`] on PostgreSQL.
 pub struct PgStore {
     config: Config,
+    /// TLS to the server, when a root certificate was given.
+    tls: Option<MakeRustlsConnect>,
     /// The schema of the tables, when not the default one.
     schema: Option<String>,
     namespaces: Vec<String>,
@@ -62,10 +72,29 @@ impl PgStore {
     }
 
     fn open_config(url: &str, schema: Option<&str>, namespaces: &[&str]) -> Result<Self> {
-        let mut config = Config::from_str(url).map_err(|e| Error::Connect {
+        let connect_error = |reason: String| Error::Connect {
             what: redact(url),
-            reason: format!("not a PostgreSQL connection string: {e}"),
-        })?;
+            reason,
+        };
+        let (plain, root_cert) = split_tls(url);
+        let mut config = Config::from_str(&plain)
+            .map_err(|e| connect_error(format!("not a PostgreSQL connection string: {e}")))?;
+        if root_cert.is_some() && config.get_ssl_mode() == SslMode::Prefer {
+            // With a certificate to check against, never fall back to
+            // plain text.
+            config.ssl_mode(SslMode::Require);
+        }
+        let tls = match root_cert {
+            Some(path) => Some(tls_connector(&path).map_err(connect_error)?),
+            None if config.get_ssl_mode() == SslMode::Require => {
+                return Err(connect_error(
+                    "sslmode=require needs sslrootcert=FILE: the PEM certificate of the \
+                     authority that signed the server's (vecseal verifies the server)"
+                        .into(),
+                ))
+            }
+            None => None,
+        };
         if let Some(schema) = schema {
             if !identifier(schema) {
                 return Err(Error::Connect {
@@ -75,7 +104,7 @@ impl PgStore {
                     ),
                 });
             }
-            let mut client = config.connect(NoTls).map_err(pg)?;
+            let mut client = connect(&config, tls.as_ref())?;
             client
                 .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
                 .map_err(pg)?;
@@ -93,6 +122,7 @@ impl PgStore {
         }
         let store = Self {
             config,
+            tls,
             schema: schema.map(str::to_owned),
             namespaces: namespaces.iter().map(|s| (*s).to_owned()).collect(),
             idle: Mutex::new(Vec::new()),
@@ -125,7 +155,7 @@ impl PgStore {
         let session = match pooled {
             Some(s) if !s.client.is_closed() => s,
             _ => Session {
-                client: self.config.connect(NoTls).map_err(pg)?,
+                client: connect(&self.config, self.tls.as_ref())?,
                 statements: HashMap::new(),
             },
         };
@@ -272,6 +302,103 @@ impl PgStore {
     }
 }
 
+/// Opens a connection, through TLS when `tls` is given.
+fn connect(config: &Config, tls: Option<&MakeRustlsConnect>) -> Result<Client> {
+    match tls {
+        Some(tls) => config.connect(tls.clone()),
+        None => config.connect(NoTls),
+    }
+    .map_err(pg)
+}
+
+/// The connection string without its `sslrootcert` setting (which the
+/// client does not parse), and that setting; `sslmode=verify-ca` and
+/// `verify-full` become `require` (with a root certificate, vecseal always
+/// verifies the server's chain and name).
+fn split_tls(url: &str) -> (String, Option<String>) {
+    let mut root = None;
+    let keep = |pair: &str, root: &mut Option<String>| -> Option<String> {
+        match pair.split_once('=') {
+            Some(("sslrootcert", v)) => {
+                *root = Some(percent_decode(v));
+                None
+            }
+            Some(("sslmode", "verify-ca" | "verify-full")) => Some("sslmode=require".into()),
+            _ => Some(pair.to_owned()),
+        }
+    };
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let Some((base, query)) = url.split_once('?') else {
+            return (url.to_owned(), None);
+        };
+        let kept: Vec<String> = query
+            .split('&')
+            .filter_map(|p| keep(p, &mut root))
+            .collect();
+        let plain = if kept.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        };
+        (plain, root)
+    } else {
+        let kept: Vec<String> = url
+            .split_whitespace()
+            .filter_map(|p| keep(p, &mut root))
+            .collect();
+        (kept.join(" "), root)
+    }
+}
+
+/// `%XX` escapes decoded (a URL's parameter value).
+fn percent_decode(v: &str) -> String {
+    let bytes = v.as_bytes();
+    let (mut out, mut i) = (Vec::with_capacity(bytes.len()), 0);
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A TLS connector that trusts only the certificates in the PEM file
+/// `path`.
+fn tls_connector(path: &str) -> std::result::Result<MakeRustlsConnect, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    let certs =
+        CertificateDer::pem_file_iter(path).map_err(|e| format!("sslrootcert {path}: {e}"))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| format!("sslrootcert {path}: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("sslrootcert {path}: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("sslrootcert {path}: no certificate in it"));
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
+}
+
 /// Whether `name` may be put in SQL as an identifier unquoted: lowercase
 /// ASCII letters, digits and `_`, starting with a letter, at most 48 bytes.
 fn identifier(name: &str) -> bool {
@@ -289,7 +416,7 @@ fn table(ns: &str) -> String {
 
 /// The connection string without a password, for errors.
 fn redact(url: &str) -> String {
-    match Config::from_str(url) {
+    match Config::from_str(&split_tls(url).0) {
         Ok(c) => format!(
             "PostgreSQL database {:?} on {:?} as {:?}",
             c.get_dbname().unwrap_or("(default)"),
@@ -602,6 +729,33 @@ mod tests {
     }
 
     use super::prefix_end;
+
+    #[test]
+    fn tls_settings_are_taken_out_of_the_connection_string() {
+        use super::split_tls;
+        assert_eq!(
+            split_tls("postgresql://u@h:5/db?sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem"),
+            (
+                "postgresql://u@h:5/db?sslmode=require".to_owned(),
+                Some("/etc/ca.pem".to_owned())
+            )
+        );
+        assert_eq!(
+            split_tls("host=h sslrootcert=/ca.pem dbname=x"),
+            ("host=h dbname=x".to_owned(), Some("/ca.pem".to_owned()))
+        );
+        assert_eq!(
+            split_tls("postgres://u@h/db"),
+            ("postgres://u@h/db".to_owned(), None)
+        );
+        // Asking for TLS without a certificate to verify the server by is
+        // refused, not done unverified.
+        let err = super::PgStore::open("postgresql://u@127.0.0.1:1/db?sslmode=require", &["a"])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("sslrootcert"), "{err}");
+    }
 
     #[test]
     fn a_socket_folder_goes_in_a_url_percent_encoded() {

@@ -81,3 +81,49 @@ fn store_locks_exclude_other_connections_until_dropped() {
     });
     assert!(taken(&a, b"index/1"));
 }
+
+#[test]
+fn tls_to_the_server_verifies_it_and_carries_every_call() {
+    let (Ok(url), Some(schema)) = (std::env::var("VECSEAL_TEST_PG_TLS"), schema("tls")) else {
+        eprintln!("VECSEAL_TEST_PG_TLS is not set: no PostgreSQL with TLS to run on");
+        return;
+    };
+    let store = PgStore::open_in_schema(&url, &schema.name, NS).unwrap_or_else(|e| panic!("{e}"));
+    store
+        .put("a", b"k", b"v", vecseal_storage::Durability::Sync)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(store.get("a", b"k").ok().flatten(), Some(b"v".to_vec()));
+    // The connection is encrypted: the server says so of it.
+    let mut client = postgres::Client::connect(&schema.url, postgres::NoTls).unwrap();
+    let encrypted: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE s.ssl AND a.client_addr IS NOT NULL",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(encrypted > 0, "no TLS connection open");
+    // A certificate that did not sign the server's is refused.
+    let other = std::env::temp_dir().join(format!("vs-other-ca-{}.pem", std::process::id()));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=localhost", "-keyout", "/dev/null", "-out"])
+        .arg(&other)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(made, "openssl could not make a certificate");
+    let (base, _) = url.split_once("&sslrootcert=").unwrap();
+    let wrong = format!(
+        "{base}&sslrootcert={}",
+        other.display().to_string().replace('/', "%2F")
+    );
+    let refused = PgStore::open(&wrong, NS);
+    let _ = std::fs::remove_file(&other);
+    assert!(
+        refused.is_err(),
+        "connected to a server its certificate does not vouch for"
+    );
+}
