@@ -766,6 +766,164 @@ fn bench_storage(report: &mut serde_json::Map<String, Value>) -> Result<()> {
     Ok(())
 }
 
+/// The store of `engine` for the `engines` suite: RocksDB in a folder under
+/// `dir`, or a schema of its own on the PostgreSQL server `pg`.
+fn engine_store(
+    engine: &str,
+    pg: Option<&str>,
+    dir: &std::path::Path,
+    tag: &str,
+) -> Result<Arc<dyn Store>> {
+    Ok(match (engine, pg) {
+        ("PgStore", Some(url)) => {
+            let schema = format!("vs_bench_{}_{tag}", std::process::id());
+            Arc::new(vecseal_pg::PgStore::open_in_schema(
+                url,
+                &schema,
+                vecseal::NAMESPACES,
+            )?)
+        }
+        _ => {
+            let p = dir.join(tag);
+            let _ = std::fs::remove_dir_all(&p);
+            Arc::new(RocksStore::open(&p, vecseal::NAMESPACES)?)
+        }
+    })
+}
+
+/// Single-vector queries, one after another from each of `clients` threads
+/// spread over `indexes` (each a "server": its own database, pool and
+/// loaded state) for about `secs`: requests per second in all.
+fn single_queries(
+    indexes: &[vecseal::Index],
+    clients: usize,
+    qs: &[Vec<f32>],
+    secs: f64,
+) -> Result<f64> {
+    let opts = QueryOptions::default().with_top_k(10);
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let t = Instant::now();
+    std::thread::scope(|s| -> Result<()> {
+        let workers: Vec<_> = (0..clients)
+            .map(|c| {
+                let (index, done, opts) = (&indexes[c % indexes.len()], &done, &opts);
+                s.spawn(move || -> vecseal::Result<()> {
+                    let mut i = c;
+                    while t.elapsed().as_secs_f64() < secs {
+                        index.query(std::slice::from_ref(&qs[i % qs.len()]), opts)?;
+                        done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        i += clients;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join()
+                .map_err(|_| anyhow::anyhow!("a query thread panicked"))??;
+        }
+        Ok(())
+    })?;
+    Ok(done.load(std::sync::atomic::Ordering::Relaxed) as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Upserts and queries on each storage engine: RocksDB in a temporary
+/// folder, and PostgreSQL when `VECSEAL_BENCH_PG` (or `VECSEAL_TEST_PG`)
+/// names a server (`cargo xtask pg cargo xtask bench engines` starts a
+/// throwaway one here). GloVe (or synthetic 50-d) and synthetic 768-d, at
+/// most 100 000 vectors, cosine, the default n_lists and n_probes, the list
+/// cache off and on. Then single-vector queries from two clients against
+/// one database, and against two databases over the same PostgreSQL (two
+/// "servers"): the price of checking for the other's commits per request.
+fn bench_engines(n: usize, report: &mut serde_json::Map<String, Value>) -> Result<()> {
+    const CACHE: usize = 1 << 30;
+    let pg = std::env::var("VECSEAL_BENCH_PG")
+        .or_else(|_| std::env::var("VECSEAL_TEST_PG"))
+        .ok();
+    let mut engines = vec!["RocksStore"];
+    if pg.is_some() {
+        engines.push("PgStore");
+    }
+    let n = n.min(100_000);
+    let dir = tempfile_dir()?;
+    let (base, queries, d, name) = index_data(n + 1000);
+    let synth = synthetic(n + 1000, 768, 500, 9);
+    let (b768, q768) = synth.split_at(n * 768);
+    let sets = [
+        (name, base.as_slice(), queries.as_slice(), d),
+        (format!("synthetic {n}×768"), b768, q768, 768),
+    ];
+    println!("\nengines: cosine, top 10, 1000 held-out queries in one batch, default n_lists and n_probes; list cache off / 1 GiB");
+    println!("| data | engine | upsert vectors/s | train s | QPS cache off | QPS cache on | recall@10 | 1 server, 2 clients: single queries/s | 2 servers, 1 client each |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let mut out = Vec::new();
+    for (set, (name, base, queries, d)) in sets.iter().enumerate() {
+        let nb = base.len() / d;
+        let (vectors, qs) = (rows(base, *d), rows(queries, *d));
+        let ids: Vec<String> = (0..nb).map(|i| i.to_string()).collect();
+        let opts = QueryOptions::default().with_top_k(10);
+        let mut exact = None;
+        for &engine in &engines {
+            let tag = format!("{set}_{}", engine.to_lowercase());
+            let store = engine_store(engine, pg.as_deref(), &dir, &tag)?;
+            let key = SecretKey::generate()?;
+            let owner = || SecretKey::from_bytes(key.expose_secret()).map(Credentials::owner);
+            let index = vecseal::Database::new(Arc::clone(&store)).create_index(
+                "bench",
+                owner()?,
+                IndexConfig::default().with_metric(Metric::Cosine),
+            )?;
+            let t = Instant::now();
+            for (i, c) in vectors.chunks(10_000).enumerate() {
+                index.upsert_vectors(&ids[i * 10_000..i * 10_000 + c.len()], c)?;
+            }
+            let upsert = nb as f64 / t.elapsed().as_secs_f64();
+            if exact.is_none() {
+                exact = Some(index.query(&qs, &opts)?);
+            }
+            let t = Instant::now();
+            index.train(&TrainOptions::default())?;
+            let train_s = t.elapsed().as_secs_f64();
+            let (ann, secs) = best_of(REPEATS, || index.query(&qs, &opts))?;
+            let qps_off = qs.len() as f64 / secs;
+            let r = exact.as_ref().map_or(0.0, |e| recall(e, &ann));
+            // The cached server must load the index afresh (one loaded
+            // state per store object in a process, with its cache size).
+            drop(index);
+            let server = || -> Result<vecseal::Index> {
+                let store = match engine {
+                    // A second server has a pool of its own.
+                    "PgStore" => engine_store(engine, pg.as_deref(), &dir, &tag)?,
+                    _ => Arc::clone(&store),
+                };
+                let db = vecseal::Database::new(store).with_list_cache(CACHE);
+                let index = db.load_index("bench", owner()?)?;
+                index.query(&qs, &opts)?; // warm the cache
+                Ok(index)
+            };
+            let cached = server()?;
+            let (_, secs) = best_of(REPEATS, || cached.query(&qs, &opts))?;
+            let qps_on = qs.len() as f64 / secs;
+            let one = single_queries(std::slice::from_ref(&cached), 2, &qs, 3.0)?;
+            // Two servers only where a second process can open the store.
+            let two = if engine == "PgStore" {
+                Some(single_queries(&[cached, server()?], 2, &qs, 3.0)?)
+            } else {
+                None
+            };
+            let two_text = two.map_or("—".to_owned(), |q| format!("{q:.0}"));
+            println!("| {name} | {engine} | {upsert:.0} | {train_s:.1} | {qps_off:.0} | {qps_on:.0} | {r:.4} | {one:.0} | {two_text} |");
+            out.push(json!({"data": name, "n": nb, "d": d, "engine": engine,
+                "upsert_per_s": upsert, "train_s": train_s, "qps_cache_off": qps_off,
+                "qps_cache_on": qps_on, "recall_at_10": r,
+                "single_queries_per_s_one_server": one, "single_queries_per_s_two_servers": two}));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    report.insert("engines".into(), Value::Array(out));
+    Ok(())
+}
+
 fn tempfile_dir() -> Result<PathBuf> {
     let dir = cache_dir("bench")?.join(format!("store-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -795,7 +953,7 @@ fn main() -> Result<()> {
         return Ok(());
     }
     let all = [
-        "kmeans", "index", "filters", "upserts", "rotation", "storage",
+        "kmeans", "index", "filters", "upserts", "rotation", "storage", "engines",
     ];
     let suites: Vec<&str> = if args.is_empty() || args.iter().any(|a| a == "all") {
         all.to_vec()
@@ -835,6 +993,7 @@ fn main() -> Result<()> {
             "filters" => bench_filters(n, &mut report)?,
             "upserts" => bench_upserts(&mut report)?,
             "rotation" => bench_rotation(&mut report)?,
+            "engines" => bench_engines(n, &mut report)?,
             _ => bench_storage(&mut report)?,
         }
     }
