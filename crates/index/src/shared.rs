@@ -127,7 +127,10 @@ impl Shared {
                 index.refresh(cred)?;
                 let keys = Arc::clone(&index.live.read().keys);
                 index.upgrade(cap, &keys)?;
-                if entry.tag().is_none() {
+                // As stored now (another process may have changed it since
+                // the snapshot above).
+                let entry = read_catalog(&index.store, name)?;
+                if entry.id == index.id && entry.tag().is_none() {
                     // An entry written before entries had tags gets one.
                     index.save_ring(cap, &keys, entry.ring)?;
                 }
