@@ -159,15 +159,23 @@ impl Shared {
         if !self.store.is_shared() {
             return Ok(false);
         }
-        {
-            let live = self.live.read();
-            let now = self.store.get(NS_META, &live.keys.state_key())?;
-            if now.as_deref() == Some(&live.sealed[..]) {
-                return Ok(false);
+        // Until the live state is the stored one: another thread of this
+        // process may have installed an older state it read meanwhile
+        // (and a writer, holding the store lock, must start from the
+        // newest).
+        let mut reloaded = false;
+        for _ in 0..4 {
+            {
+                let live = self.live.read();
+                let now = self.store.get(NS_META, &live.keys.state_key())?;
+                if now.as_deref() == Some(&live.sealed[..]) {
+                    return Ok(reloaded);
+                }
             }
+            self.refresh_from(&*self.store.snapshot()?, cred)?;
+            reloaded = true;
         }
-        self.refresh_from(&*self.store.snapshot()?, cred)?;
-        Ok(true)
+        Ok(reloaded)
     }
 
     /// Makes the live state the one in `view`, reading it from there (with
