@@ -57,6 +57,29 @@ impl Env {
         c
     }
 
+    /// A new key in file `key` of the directory, and RBAC user `user` of
+    /// index "team" holding it, with permission `perm` (`--read`, `--write`).
+    fn add_user(&self, user: &str, key: &str, perm: &str) {
+        self.cmd()
+            .args(["keygen", "--out"])
+            .arg(self.path(key))
+            .assert()
+            .success();
+        self.owner()
+            .args([
+                "users",
+                "add",
+                "team",
+                "--user-id",
+                user,
+                perm,
+                "--user-key-file",
+            ])
+            .arg(self.path(key))
+            .assert()
+            .success();
+    }
+
     /// Index "team" (dimension 2) with two vectors; returns their `.npy`.
     fn team(&self) -> PathBuf {
         self.owner()
@@ -335,25 +358,8 @@ fn jsonl_upsert_with_metadata_and_filters() {
 fn users_and_permissions() {
     let env = Env::new();
     let data = env.team();
-    env.cmd()
-        .args(["keygen", "--out"])
-        .arg(env.path("alice.key"))
-        .assert()
-        .success();
     let alice = "00112233445566778899aabbccddeeff";
-    env.owner()
-        .args([
-            "users",
-            "add",
-            "team",
-            "--user-id",
-            alice,
-            "--read",
-            "--user-key-file",
-        ])
-        .arg(env.path("alice.key"))
-        .assert()
-        .success();
+    env.add_user(alice, "alice.key", "--read");
     let users = stdout_of(env.owner().args(["users", "list", "team"]));
     let u: Value = serde_json::from_str(users.trim()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(u["user_id"], alice);
@@ -445,26 +451,8 @@ fn key_rotation_from_the_command_line() {
         "00112233445566778899aabbccddeeff",
         "ffeeddccbbaa99887766554433221100",
     );
-    for (user, key, perm) in [(alice, "alice.key", "--read"), (bob, "bob.key", "--write")] {
-        env.cmd()
-            .args(["keygen", "--out"])
-            .arg(env.path(key))
-            .assert()
-            .success();
-        env.owner()
-            .args([
-                "users",
-                "add",
-                "team",
-                "--user-id",
-                user,
-                perm,
-                "--user-key-file",
-            ])
-            .arg(env.path(key))
-            .assert()
-            .success();
-    }
+    env.add_user(alice, "alice.key", "--read");
+    env.add_user(bob, "bob.key", "--write");
 
     // Revoking with --rotate re-seals everything under a new data key.
     env.owner()

@@ -43,6 +43,14 @@ pub(crate) struct Live {
     pub(crate) meta: MetaIndex,
 }
 
+impl Live {
+    /// Whether `stored`, the state record as a store holds it now, is the
+    /// one this live state was read from or last wrote.
+    pub(crate) fn matches_stored(&self, stored: Option<&[u8]>) -> bool {
+        stored == Some(&self.sealed[..])
+    }
+}
+
 /// An index as read from one consistent view of its store.
 pub(crate) struct Loaded {
     pub(crate) entry: Entry,

@@ -54,7 +54,7 @@ impl Index {
         let (error, state_key, ran_on) = {
             let live = ix.live.read();
             match self.query_in(&live, None, queries, opts) {
-                Err(e) if ix.shared_store() => (e, live.keys.state_key(), live.sealed.clone()),
+                Err(e) if ix.store.is_shared() => (e, live.keys.state_key(), live.sealed.clone()),
                 done => return done,
             }
         };
@@ -68,7 +68,7 @@ impl Index {
             let live = ix.live.read();
             // Unless a newer state was installed since (then again).
             let in_snapshot = snap.get(NS_META, &live.keys.state_key())?;
-            if in_snapshot.as_deref() == Some(&live.sealed[..]) {
+            if live.matches_stored(in_snapshot.as_deref()) {
                 return self.query_in(&live, Some(&*snap), queries, opts);
             }
         }

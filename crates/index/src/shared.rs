@@ -146,12 +146,6 @@ impl Shared {
         lock_name(self.id)
     }
 
-    /// Whether other processes may commit to this index (its store is
-    /// shared): reads then check for their commits first.
-    pub(crate) fn shared_store(&self) -> bool {
-        self.store.is_shared()
-    }
-
     /// When the store is shared and another process has committed since
     /// the live state was read, reads it again (from one consistent view)
     /// with the keys that `cred` opens now. Returns whether it did.
@@ -168,7 +162,7 @@ impl Shared {
             {
                 let live = self.live.read();
                 let now = self.store.get(NS_META, &live.keys.state_key())?;
-                if now.as_deref() == Some(&live.sealed[..]) {
+                if live.matches_stored(now.as_deref()) {
                     return Ok(reloaded);
                 }
             }
@@ -184,7 +178,7 @@ impl Shared {
         let (seen, dek, keys) = {
             let live = self.live.read();
             let now = view.get(NS_META, &live.keys.state_key())?;
-            if now.as_deref() == Some(&live.sealed[..]) {
+            if live.matches_stored(now.as_deref()) {
                 return Ok(());
             }
             (

@@ -9,11 +9,10 @@
 mod common;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::owner;
+use common::{child_test, owner};
 use rand::{Rng, SeedableRng};
 use vecseal_index::{
     Database, Fields, Index, IndexConfig, Item, QueryOptions, Store, TrainOptions, NAMESPACES,
@@ -117,24 +116,14 @@ fn killed_during_upsert_or_train_loses_nothing_acknowledged() {
                 .unwrap_or_else(|e| panic!("{e}"));
         }
     }
-    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     let mut acked: BTreeSet<usize> = (0..110).collect();
     let (mut trainings, mut rotations) = (0, 0);
     for round in 0..12 {
         let mode = ["rotate", "train", "upsert"][round % 3];
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "crash_child",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+        let mut child = child_test("crash_child")
             .env(DIR_ENV, &path)
             .env(MODE_ENV, mode)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("{e}"));
         let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));

@@ -12,7 +12,6 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -235,19 +234,9 @@ fn a_process_killed_mid_batch_loses_nothing_acknowledged() {
         return;
     };
     a.upsert(vec![item("before", vector(0, 0))]).unwrap();
-    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
-    let mut child = Command::new(exe)
-        .args([
-            "--exact",
-            "writer_process",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let mut child = child_test("writer_process")
         .env(URL_ENV, &url)
         .env(SCHEMA_ENV, &schema)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("{e}"));
     let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));

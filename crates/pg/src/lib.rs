@@ -320,7 +320,11 @@ fn split_tls(url: &str) -> (String, Option<String>) {
     let keep = |pair: &str, root: &mut Option<String>| -> Option<String> {
         match pair.split_once('=') {
             Some(("sslrootcert", v)) => {
-                *root = Some(percent_decode(v));
+                *root = Some(
+                    percent_encoding::percent_decode_str(v)
+                        .decode_utf8_lossy()
+                        .into_owned(),
+                );
                 None
             }
             Some(("sslmode", "verify-ca" | "verify-full")) => Some("sslmode=require".into()),
@@ -348,29 +352,6 @@ fn split_tls(url: &str) -> (String, Option<String>) {
             .collect();
         (kept.join(" "), root)
     }
-}
-
-/// `%XX` escapes decoded (a URL's parameter value).
-fn percent_decode(v: &str) -> String {
-    let bytes = v.as_bytes();
-    let (mut out, mut i) = (Vec::with_capacity(bytes.len()), 0);
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A TLS connector that trusts only the certificates in the PEM file

@@ -7,6 +7,23 @@ use vecseal_storage::{MemStore, RocksStore, Store};
 
 pub use vecseal_testkit::{clustered, ids, key};
 
+/// This test binary running only its ignored test `name` (a child process
+/// of another test), stdout piped, stderr discarded.
+pub fn child_test(name: &str) -> std::process::Command {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
+    let mut c = std::process::Command::new(exe);
+    c.args([
+        "--exact",
+        name,
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::null());
+    c
+}
+
 pub fn owner(b: u8) -> Credentials {
     Credentials::owner(key(b))
 }
