@@ -1,10 +1,12 @@
 //! Plaintext encodings of items and blocks (sealed before storage), on the
 //! shared binary reader and writer of `vecseal-codec`.
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 use vecseal_codec::{Reader, Record, Writer};
 
+use crate::precision::{Codes, Pending, Precision};
 use crate::Result;
 
 const ITEM_VERSION: u8 = 1;
@@ -54,14 +56,20 @@ impl Ids {
 /// A decrypted block of search vectors of one list.
 ///
 /// A block read from the store is used where it was decrypted: its vectors
-/// are `data[at..end]` of the buffer that held the sealed value, which the
-/// layout keeps 4-byte aligned (see [`Block::open_into`]).
+/// (or, compressed, its range and codes) are `data[at..end]` of the buffer
+/// that held the sealed value, which the layout keeps 4-byte aligned (see
+/// [`Block::open_into`]). A compressed block that is edited keeps its codes
+/// and the exact vectors pushed since in `pending` until it is encoded.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Block {
     ids: Ids,
     data: Vec<f32>,
     at: usize,
     end: usize,
+    /// Bytes of codes in `data[at..end]` after the range (compressed).
+    code_len: usize,
+    precision: Precision,
+    pending: Option<Box<Pending>>,
     /// Where the block belongs, as read from a version-3 block.
     place: Option<Place>,
 }
@@ -80,11 +88,69 @@ pub(crate) struct Place {
 
 impl PartialEq for Block {
     fn eq(&self, o: &Self) -> bool {
-        self.ids == o.ids && self.vectors() == o.vectors()
+        self.ids == o.ids
+            && self.precision == o.precision
+            && self.payload() == o.payload()
+            && self.pending == o.pending
     }
 }
 
 impl Block {
+    /// An empty block of the given precision.
+    pub(crate) fn new(precision: Precision) -> Self {
+        Self {
+            precision,
+            ..Self::default()
+        }
+    }
+
+    pub(crate) fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// The range and codes of a compressed block as read (`None` for a
+    /// float32 block, or one under edit).
+    pub(crate) fn codes(&self, dim: usize) -> Option<Codes<'_>> {
+        if !self.precision.is_compressed() || self.pending.is_some() {
+            return None;
+        }
+        let words = &self.data[self.at..self.end];
+        let ranged = if self.precision == Precision::Float16 {
+            0
+        } else {
+            dim
+        };
+        let (lo, rest) = words.split_at(ranged.min(words.len()));
+        let (step, codes) = rest.split_at(ranged.min(rest.len()));
+        Some(Codes {
+            precision: self.precision,
+            lo,
+            step,
+            bytes: &bytemuck::cast_slice::<f32, u8>(codes)[..self.code_len],
+        })
+    }
+
+    /// The bytes of the vectors, or of the range and codes, as read.
+    fn payload(&self) -> &[u8] {
+        let bytes = bytemuck::cast_slice::<f32, u8>(&self.data[self.at..self.end]);
+        let len = if self.precision.is_compressed() {
+            (self.end - self.at - self.code_len.div_ceil(4)) * 4 + self.code_len
+        } else {
+            bytes.len()
+        };
+        &bytes[..len]
+    }
+
+    /// A compressed block, ready for edits (once).
+    fn pending(&mut self, dim: usize) -> &mut Pending {
+        if self.pending.is_none() {
+            let p = self.codes(dim).map(|c| Pending::of(&c)).unwrap_or_default();
+            self.pending = Some(Box::new(p));
+            (self.at, self.end, self.code_len) = (0, 0, 0);
+        }
+        self.pending.get_or_insert_default()
+    }
+
     /// Where the block belongs, when it was read from a version-3 block.
     pub(crate) fn place(&self) -> Option<Place> {
         self.place
@@ -98,8 +164,12 @@ impl Block {
         &self.ids
     }
 
-    /// The vectors, row-major, one per id.
+    /// The vectors, row-major, one per id (float32 blocks; empty for a
+    /// compressed one).
     pub(crate) fn vectors(&self) -> &[f32] {
+        if self.precision.is_compressed() {
+            return &[];
+        }
         &self.data[self.at..self.end]
     }
 
@@ -119,6 +189,11 @@ impl Block {
     }
 
     pub(crate) fn push(&mut self, id: &str, vector: &[f32]) {
+        if self.precision.is_compressed() {
+            self.pending(vector.len()).exact.extend_from_slice(vector);
+            self.ids.push(id);
+            return;
+        }
         self.compact();
         self.ids.push(id);
         self.data.extend_from_slice(vector);
@@ -129,19 +204,27 @@ impl Block {
         let Some(i) = self.ids.iter().position(|x| x == id) else {
             return false;
         };
-        self.compact();
-        let last = self.len() - 1;
-        // Swap-remove: the last id and vector take the place of the removed.
+        let len = self.len();
+        // Swap-remove: the last id and vector (of its part, in a compressed
+        // block) take the place of the removed.
+        let moved = if self.precision.is_compressed() {
+            let p = self.precision;
+            self.pending(dim).swap_remove(p, dim, i, len)
+        } else {
+            self.compact();
+            let last = len - 1;
+            if i != last {
+                self.data.copy_within(last * dim..(last + 1) * dim, i * dim);
+            }
+            self.data.truncate(last * dim);
+            self.end = self.data.len();
+            last
+        };
         let mut ids = Ids::default();
-        for j in 0..last {
-            ids.push(self.ids.get(if j == i { last } else { j }));
+        for j in (0..len).filter(|&j| j != moved) {
+            ids.push(self.ids.get(if j == i { moved } else { j }));
         }
         self.ids = ids;
-        if i != last {
-            self.data.copy_within(last * dim..(last + 1) * dim, i * dim);
-        }
-        self.data.truncate(last * dim);
-        self.end = self.data.len();
         true
     }
 }
@@ -241,18 +324,37 @@ pub(crate) fn decode_centroids(b: &[u8], n_lists: usize, dim: usize) -> Result<V
 const BLOCK_VECTORS_AT: usize = 10;
 
 impl Block {
-    /// Version 3, little-endian: `[3, 0, n: u32, dim: u32, n·dim f32,
-    /// n × (len: u32, id bytes), list: u32, generation: u64, seq: u64]`.
+    /// Version 3, little-endian: `[3, precision, n: u32, dim: u32,
+    /// payload, n × (len: u32, id bytes), list: u32, generation: u64,
+    /// seq: u64]`. The payload is `n·dim` f32 (float32, code 0), or the
+    /// range (`lo`, `step`: `dim` f32 each; 8- and 4-bit codes only) and `n`
+    /// codes (see [`Precision::code_bytes`]).
     pub(crate) fn encode(&self, dim: usize, place: Place) -> Vec<u8> {
-        let vectors = self.vectors();
+        let p = self.precision;
+        // float32: the vectors; compressed: the range (if any) and codes.
+        let (head, codes): (Cow<'_, [f32]>, Cow<'_, [u8]>) = if let Some(pending) = &self.pending {
+            let (range, codes) = pending.finish(p, dim);
+            let head = range.map_or_else(Vec::new, |r| [r.lo, r.step].concat());
+            (Cow::Owned(head), Cow::Owned(codes))
+        } else if let Some(c) = self.codes(dim) {
+            (Cow::Owned([c.lo, c.step].concat()), Cow::Borrowed(c.bytes))
+        } else {
+            (Cow::Borrowed(self.vectors()), Cow::Borrowed(&[][..]))
+        };
         let mut w = Writer::with_capacity(
-            BLOCK_VECTORS_AT + vectors.len() * 4 + self.ids.text.len() + 4 * self.len() + 20,
+            BLOCK_VECTORS_AT
+                + head.len() * 4
+                + codes.len()
+                + self.ids.text.len()
+                + 4 * self.len()
+                + 20,
         );
         w.u8(BLOCK_VERSION)
-            .u8(0)
+            .u8(p.code())
             .len_u32(self.len())
             .len_u32(dim)
-            .f32s(vectors);
+            .f32s(&head)
+            .raw(&codes);
         for id in self.ids.iter() {
             w.str(id);
         }
@@ -278,18 +380,26 @@ impl Block {
         dim: usize,
         open: impl FnOnce(&mut [u8]) -> Result<Range<usize>>,
     ) -> Result<()> {
-        (self.at, self.end) = (0, 0);
+        (self.at, self.end, self.code_len) = (0, 0, 0);
         self.ids.clear();
         self.place = None;
+        self.pending = None;
         // Only grows (and zero-fills) a buffer that is too short.
         self.data.resize(sealed.len().div_ceil(4), 0.0);
         let bytes = &mut bytemuck::cast_slice_mut::<f32, u8>(&mut self.data)[..sealed.len()];
         bytes.copy_from_slice(sealed);
         let plain = open(bytes)?;
         let vectors = match parse_block(&bytes[plain.clone()], dim, &mut self.ids) {
-            Ok((v, place)) => {
+            Ok(Parsed {
+                payload,
+                place,
+                precision,
+                code_len,
+            }) => {
                 self.place = place;
-                plain.start + v.start..plain.start + v.end
+                self.precision = precision;
+                self.code_len = code_len;
+                plain.start + payload.start..plain.start + payload.end
             }
             Err(e) => {
                 self.ids.clear();
@@ -303,9 +413,10 @@ impl Block {
             0
         };
         self.at = at / 4;
-        self.end = self.at + vectors.len() / 4;
+        self.end = self.at + vectors.len().div_ceil(4);
+        let floats = (vectors.len() - self.code_len) / 4;
         if cfg!(target_endian = "big") {
-            for x in &mut self.data[self.at..self.end] {
+            for x in &mut self.data[self.at..self.at + floats] {
                 *x = f32::from_bits(u32::from_le(x.to_bits()));
             }
         }
@@ -313,18 +424,29 @@ impl Block {
     }
 }
 
+/// What [`parse_block`] found.
+struct Parsed {
+    /// Where the vectors (or range and codes) are, in bytes.
+    payload: Range<usize>,
+    place: Option<Place>,
+    precision: Precision,
+    /// Bytes of codes at the end of the payload.
+    code_len: usize,
+}
+
 /// Checks a block's plaintext and reads its ids into `ids`; returns where
-/// its vectors are in it (bytes) and, from version 3, its place. Reads
+/// its payload is in it and, from version 3, its place and precision. Reads
 /// versions 1 (ids before vectors, at no particular alignment), 2 and 3
 /// (a trailer with the place).
-fn parse_block(plain: &[u8], dim: usize, ids: &mut Ids) -> Result<(Range<usize>, Option<Place>)> {
+fn parse_block(plain: &[u8], dim: usize, ids: &mut Ids) -> Result<Parsed> {
     let mut r = Reader::new(plain, Record::Block);
     let version = r.version(1, BLOCK_VERSION)?;
+    let mut precision = Precision::Float32;
     if version >= 2 {
-        let pad = r.u8()?;
-        if pad != 0 {
-            return Err(r.invalid("padding", pad.into(), "0").into());
-        }
+        let code = r.u8()?;
+        precision = Precision::from_code(code)
+            .filter(|p| version >= 3 || !p.is_compressed())
+            .ok_or_else(|| r.invalid("precision", code.into(), "0 to 3"))?;
     }
     let n = r.len_u32()?;
     let d = r.u32()?;
@@ -333,10 +455,10 @@ fn parse_block(plain: &[u8], dim: usize, ids: &mut Ids) -> Result<(Range<usize>,
             .invalid("dimension", d.into(), "the index's dimension")
             .into());
     }
-    let len = n.checked_mul(dim).ok_or(vecseal_codec::Error::Overflow {
+    let overflow = vecseal_codec::Error::Overflow {
         record: Record::Block,
         field: "vectors",
-    })?;
+    };
     let mut read_ids = |r: &mut Reader<'_>| -> Result<()> {
         for _ in 0..n {
             ids.push(r.str()?);
@@ -347,7 +469,19 @@ fn parse_block(plain: &[u8], dim: usize, ids: &mut Ids) -> Result<(Range<usize>,
         read_ids(&mut r)?;
     }
     let at = r.position();
-    let len = r.f32_bytes(len, "vectors")?.len();
+    let (len, code_len) = if precision.is_compressed() {
+        let head = if precision == Precision::Float16 {
+            0
+        } else {
+            2 * dim
+        };
+        let head = r.f32_bytes(head, "range")?.len();
+        let codes = n.checked_mul(precision.code_bytes(dim)).ok_or(overflow)?;
+        (head + r.take(codes)?.len(), codes)
+    } else {
+        let len = n.checked_mul(dim).ok_or(overflow)?;
+        (r.f32_bytes(len, "vectors")?.len(), 0)
+    };
     if version >= 2 {
         read_ids(&mut r)?;
     }
@@ -361,7 +495,12 @@ fn parse_block(plain: &[u8], dim: usize, ids: &mut Ids) -> Result<(Range<usize>,
         None
     };
     r.finish()?;
-    Ok((at..at + len, place))
+    Ok(Parsed {
+        payload: at..at + len,
+        place,
+        precision,
+        code_len,
+    })
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use crate::guarded::GuardedStore;
 use crate::handle::Index;
 use crate::keys::{Credentials, Keys};
 use crate::metaindex::{validate_schema, FieldSchema};
+use crate::precision::Precision;
 use crate::shared::{lock_name, Registry, Shared};
 use crate::state::Persisted;
 use crate::{Error, Metric, Result};
@@ -37,9 +38,17 @@ pub struct IndexConfig {
     /// The per-field metadata schema (see [`FieldSchema`]); fields not
     /// named get the default.
     pub fields: BTreeMap<String, FieldSchema>,
+    /// How search vectors are stored (float32 by default); fixed at
+    /// creation (see [`Precision`]).
+    pub storage_precision: Precision,
 }
 
 impl IndexConfig {
+    /// Sets the storage precision of search vectors.
+    pub fn with_storage_precision(mut self, p: Precision) -> Self {
+        self.storage_precision = p;
+        self
+    }
     /// Sets the dimension.
     pub fn with_dimension(mut self, d: usize) -> Self {
         self.dimension = Some(d);
@@ -157,6 +166,7 @@ impl Database {
         let entry = Entry::new(name, ring, &keys);
         let mut state = Persisted::new(config.dimension, config.metric, fields);
         state.ring_tag = entry.tag();
+        state.precision = config.storage_precision;
         let mut batch = WriteBatch::new();
         write_catalog(&mut batch, name, &entry);
         let sk = keys.state_key();

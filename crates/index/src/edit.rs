@@ -12,6 +12,7 @@ use vecseal_codec::Record;
 use crate::catalog::{NS_BLOCKS, NS_META};
 use crate::codec::{Block, Place};
 use crate::keys::{Keys, Kind};
+use crate::precision::Precision;
 use crate::shared::Shared;
 use crate::state::{append_capacity, block_capacity, BlockRef, Digest, Lists, Persisted};
 use crate::{Error, Result};
@@ -30,6 +31,7 @@ pub(crate) struct Edit {
     /// its list is.
     pub(crate) append_cap: usize,
     pub(crate) dim: usize,
+    pub(crate) precision: Precision,
     pub(crate) generation: u64,
     pub(crate) blocks: u64,
     pub(crate) digest: Digest,
@@ -54,9 +56,10 @@ impl Edit {
             dirty: HashMap::new(),
             fresh: HashSet::new(),
             removed: Vec::new(),
-            cap: block_capacity(dim),
-            append_cap: append_capacity(dim),
+            cap: block_capacity(dim, p.precision),
+            append_cap: append_capacity(dim, p.precision),
             dim,
+            precision: p.precision,
             generation: p.generation,
             blocks: p.blocks,
             digest: p.digest,
@@ -133,7 +136,7 @@ impl Edit {
                 let seq = self.next_seq;
                 self.next_seq += 1;
                 Arc::make_mut(&mut self.lists[list as usize]).push(BlockRef { seq, count: 0 });
-                self.dirty.insert(seq, (list, Block::default()));
+                self.dirty.insert(seq, (list, Block::new(self.precision)));
                 self.fresh.insert(seq);
                 seq
             }

@@ -135,6 +135,7 @@ impl Index {
             n_lists: l.p.lists.len(),
             suite: ix.suite,
             fields: l.p.schema(),
+            storage_precision: l.p.precision,
         })
     }
 }

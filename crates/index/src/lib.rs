@@ -70,6 +70,7 @@ mod keys;
 mod load;
 mod metaindex;
 mod options;
+mod precision;
 mod rotate;
 mod route;
 mod search;
@@ -94,6 +95,7 @@ pub use options::{
     MetadataQuery, ProgressFn, QueryOptions, TrainOptions, TrainProgress, TrainingState,
     MAX_CONTENTS_BYTES, MAX_ID_BYTES, MAX_METADATA_BYTES, MAX_METADATA_DEPTH, MAX_TOP_K,
 };
+pub use precision::Precision;
 pub use rotate::{RotateProgress, Rotated};
 pub use vecseal_codec::Error as DecodeError;
 pub use vecseal_codec::Record;

@@ -7,6 +7,7 @@ use vecseal_envelope::Suite;
 
 use crate::filter::Filter;
 use crate::metaindex::FieldSchema;
+use crate::precision::Precision;
 use crate::Metric;
 
 /// The most results a query may ask for per query vector (`top_k`); the
@@ -162,6 +163,11 @@ pub struct QueryOptions {
     /// Only items whose metadata matches are returned; the search widens
     /// (more lists) until it has `top_k` of them or has seen every list.
     pub filter: Option<Filter>,
+    /// With a compressed [`Precision`]: how many candidates per result the
+    /// scan of codes keeps (`top_k × rerank_mult`), all rescored exactly
+    /// from the items; `None`/0 = [`Precision::default_rerank_mult`].
+    /// Ignored at float32, whose scan is exact.
+    pub rerank_mult: Option<usize>,
 }
 
 impl Default for QueryOptions {
@@ -173,6 +179,7 @@ impl Default for QueryOptions {
             include_metadata: false,
             include_contents: false,
             filter: None,
+            rerank_mult: None,
         }
     }
 }
@@ -206,6 +213,11 @@ impl QueryOptions {
     /// Returns only items whose metadata matches `filter`.
     pub fn with_filter(mut self, filter: Filter) -> Self {
         self.filter = Some(filter);
+        self
+    }
+    /// Sets the rerank multiplier (compressed precisions).
+    pub fn with_rerank_mult(mut self, m: usize) -> Self {
+        self.rerank_mult = Some(m);
         self
     }
 }
@@ -324,6 +336,8 @@ pub struct IndexInfo {
     pub suite: Suite,
     /// The metadata schema: every field declared at creation.
     pub fields: BTreeMap<String, FieldSchema>,
+    /// How search vectors are stored.
+    pub storage_precision: Precision,
 }
 
 /// How [`Index::query_metadata`](crate::Index::query_metadata) sorts and

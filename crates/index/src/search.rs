@@ -16,6 +16,7 @@ use crate::handle::Index;
 use crate::keys::Keys;
 use crate::load::{parse_meta, Live};
 use crate::options::{auto_n_probes, Hit, MetadataMatches, MetadataQuery, QueryOptions, MAX_TOP_K};
+use crate::precision::Precision;
 use crate::route::prepare;
 use crate::shared::{check_vector, Shared};
 use crate::state::block_capacity;
@@ -124,13 +125,25 @@ impl Index {
             .as_ref()
             .filter(|_| selective.is_none())
             .map(|m| m.iter().map(|id| &**id).collect());
+        // Compressed blocks: keep `rerank_mult` candidates per result, to
+        // be rescored exactly (a selective filter reads exact items).
+        let precision = live.p.precision;
+        let rerank = precision.is_compressed() && selective.is_none();
+        let mult = opts
+            .rerank_mult
+            .filter(|&m| m > 0)
+            .unwrap_or_else(|| precision.default_rerank_mult());
         let search = Search {
             live,
             view,
             keys: &keys,
             metric,
             dim,
-            top_k,
+            top_k: if rerank {
+                top_k.saturating_mul(mult).min(MAX_TOP_K * 64)
+            } else {
+                top_k
+            },
             n_probes,
             allowed: allowed.as_ref(),
         };
@@ -142,7 +155,12 @@ impl Index {
         } else {
             let mut results = Vec::with_capacity(queries.len());
             for chunk in prepared.chunks(QUERY_CHUNK * dim) {
-                results.extend(ix.search_chunk(&search, chunk)?);
+                let hits = ix.search_chunk(&search, chunk)?;
+                if rerank {
+                    results.extend(ix.rerank(&search, chunk, hits, top_k)?);
+                } else {
+                    results.extend(hits);
+                }
             }
             results
         };
@@ -268,7 +286,7 @@ impl Shared {
         queries: &[f32],
     ) -> Result<Vec<Vec<(String, f32)>>> {
         let recs = self.read_items_in(s.view, s.keys, ids)?;
-        let cap = block_capacity(s.dim);
+        let cap = block_capacity(s.dim, Precision::Float32);
         let mut blocks: Vec<Block> = Vec::new();
         for mut rec in recs.into_iter().flatten() {
             if s.metric == Metric::Cosine {
@@ -410,6 +428,7 @@ impl Shared {
             queries: Vec<f32>,
             scores: Vec<f32>,
             allowed: Vec<bool>,
+            decoded: Vec<f32>,
         }
         // Few, large pieces: each piece carries one top-k per query of the
         // chunk, and merging pieces costs a merge per query.
@@ -425,6 +444,7 @@ impl Shared {
                         queries,
                         scores,
                         allowed,
+                        decoded,
                     } = &mut w;
                     let cached;
                     let block: &Block = match source {
@@ -442,6 +462,14 @@ impl Shared {
                     if n == 0 || qs.is_empty() {
                         return Ok((tops, w));
                     }
+                    // A compressed block is scored on its decoded codes.
+                    let block_vectors: &[f32] = match block.codes(dim) {
+                        Some(codes) => {
+                            codes.decode_into(dim, decoded);
+                            decoded
+                        }
+                        None => block.vectors(),
+                    };
                     allowed.clear();
                     if s.allowed.is_some() {
                         allowed.extend(block.ids().iter().map(|id| s.ok(id)));
@@ -464,11 +492,11 @@ impl Shared {
                         // enter; otherwise score exactly.
                         let screened = group_qs.len() >= GEMM_MIN_QUERIES;
                         if screened {
-                            lower_bounds(s.metric, qmat, block.vectors(), dim, scores);
+                            lower_bounds(s.metric, qmat, block_vectors, dim, scores);
                         } else {
-                            scores_into(s.metric, qmat, block.vectors(), dim, scores);
+                            scores_into(s.metric, qmat, block_vectors, dim, scores);
                         }
-                        let vectors = block.vectors().chunks_exact(dim);
+                        let vectors = block_vectors.chunks_exact(dim);
                         for (row, &qi) in scores.chunks_exact(n).zip(group_qs) {
                             let top = &mut tops[qi as usize];
                             let mut bound = top.bound();
@@ -499,5 +527,52 @@ impl Shared {
                 Ok(a)
             })?;
         Ok(top.into_iter().map(TopK::into_hits).collect())
+    }
+
+    /// Rescores each query's candidates (from compressed blocks) exactly,
+    /// from their items' vectors, and keeps the best `top_k`: results are
+    /// exact distances, as at float32, over the candidates.
+    pub(crate) fn rerank(
+        &self,
+        s: &Search<'_>,
+        chunk: &[f32],
+        hits: Vec<Vec<(String, f32)>>,
+        top_k: usize,
+    ) -> Result<Vec<Vec<(String, f32)>>> {
+        let dim = s.dim;
+        let mut ids: Vec<String> = hits.iter().flatten().map(|(id, _)| id.clone()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let recs = self.read_items_in(s.view, s.keys, &ids)?;
+        let mut exact: HashMap<&str, Vec<f32>> = HashMap::with_capacity(ids.len());
+        for (id, rec) in ids.iter().zip(recs) {
+            let mut rec = rec.ok_or_else(|| Error::Corrupt {
+                what: vecseal_codec::Record::Block,
+                reason: format!("a block holds item {id:?}, which has no record"),
+            })?;
+            if rec.vector.len() != dim {
+                return Err(Error::Corrupt {
+                    what: vecseal_codec::Record::Item,
+                    reason: format!("a vector of {} dimensions, not {dim}", rec.vector.len()),
+                });
+            }
+            if s.metric == Metric::Cosine {
+                normalize(&mut rec.vector);
+            }
+            exact.insert(id, rec.vector);
+        }
+        Ok(hits
+            .into_par_iter()
+            .zip(chunk.par_chunks_exact(dim))
+            .map(|(candidates, q)| {
+                let mut top = TopK::new(top_k);
+                for (id, _) in &candidates {
+                    if let Some(x) = exact.get(id.as_str()) {
+                        top.offer(distance(s.metric, q, x), id);
+                    }
+                }
+                top.into_hits()
+            })
+            .collect())
     }
 }

@@ -17,12 +17,13 @@ use crate::cache::BlockCache;
 use crate::catalog::{
     open_ring, read_catalog, rotation_marker, write_catalog, Entry, NS_BLOCKS, NS_ITEMS, NS_META,
 };
-use crate::codec::{Block, ItemRecord};
+use crate::codec::{Block, Ids, ItemRecord};
+use crate::distance::normalize;
 use crate::guarded::{Capability, GuardedStore};
 use crate::keys::{Credentials, Keys, Kind};
 use crate::load::{load, missing_block, Live, Loaded};
 use crate::options::TrainingState;
-use crate::{Error, Result};
+use crate::{Error, Metric, Result};
 
 /// Held by a writer of an index: see [`Shared::lock_writer`].
 pub(crate) struct WriterLock<'a> {
@@ -412,22 +413,59 @@ impl Shared {
         Ok(block)
     }
 
-    /// Calls `f` with every block of `seqs` in order, each decrypted into
+    /// Calls `f` with the ids and exact search vectors (unit length for
+    /// cosine) of every block of `seqs` in order, each block decrypted into
     /// one reused buffer: never all held at once, and not put in the list
-    /// cache (training reads blocks it is about to replace).
+    /// cache (training reads blocks it is about to replace). The vectors of
+    /// a compressed block come from its items.
     pub(crate) fn for_each_block(
         &self,
         keys: &Keys,
         seqs: &[u64],
         dim: usize,
-        mut f: impl FnMut(&Block),
+        mut f: impl FnMut(&Ids, &[f32]),
     ) -> Result<()> {
         let mut buf = Block::default();
+        let mut exact = Vec::new();
         for &seq in seqs {
             self.read_block(keys, seq, dim, &mut buf)?;
-            f(&buf);
+            f(buf.ids(), self.exact_vectors(keys, &buf, dim, &mut exact)?);
         }
         Ok(())
+    }
+
+    /// The exact search vectors of `block`: its own (float32), or those of
+    /// its items, read into `buf` (compressed).
+    pub(crate) fn exact_vectors<'a>(
+        &self,
+        keys: &Keys,
+        block: &'a Block,
+        dim: usize,
+        buf: &'a mut Vec<f32>,
+    ) -> Result<&'a [f32]> {
+        if !block.precision().is_compressed() {
+            return Ok(block.vectors());
+        }
+        let ids: Vec<String> = block.ids().iter().map(str::to_owned).collect();
+        let cosine = self.live.read().p.metric == Metric::Cosine;
+        buf.clear();
+        for (rec, id) in self.read_items(keys, &ids)?.into_iter().zip(&ids) {
+            let mut rec = rec.ok_or_else(|| Error::Corrupt {
+                what: Record::Block,
+                reason: format!("block holds item {id:?}, which has no record"),
+            })?;
+            if rec.vector.len() != dim {
+                return Err(Error::Corrupt {
+                    what: Record::Item,
+                    reason: format!("a vector of {} dimensions, not {dim}", rec.vector.len()),
+                });
+            }
+            if cosine {
+                normalize(&mut rec.vector);
+            }
+            buf.extend_from_slice(&rec.vector);
+        }
+        Ok(buf)
     }
 }
 

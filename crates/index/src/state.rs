@@ -19,6 +19,7 @@ use std::sync::Arc;
 use vecseal_codec::{Reader, Record, Writer};
 
 use crate::metaindex::FieldSchema;
+use crate::precision::Precision;
 use crate::{Error, Metric, Result};
 
 /// Target plaintext size of one sealed block of search vectors.
@@ -34,7 +35,7 @@ pub(crate) struct BlockRef {
 pub(crate) type Lists = Vec<Arc<Vec<BlockRef>>>;
 
 /// The version of state records written now.
-pub(crate) const STATE_VERSION: u32 = 4;
+pub(crate) const STATE_VERSION: u32 = 5;
 
 /// A keyed digest of a set of blocks: the sum of their tags mod 2²⁵⁶
 /// (little-endian limbs), so adding or removing one block costs O(1).
@@ -78,7 +79,8 @@ impl Digest {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Persisted {
     /// 1: JSON listing every block; 2: JSON with the digest; 3: binary,
-    /// with the digest; 4 (written now): with the keyring's tag.
+    /// with the digest; 4: with the keyring's tag; 5 (written now): with
+    /// the storage precision.
     pub(crate) version: u32,
     pub(crate) dim: Option<usize>,
     pub(crate) metric: Metric,
@@ -106,6 +108,8 @@ pub(crate) struct Persisted {
     /// with (from version 4; see `catalog`): a keyring swapped in from
     /// another index or restored from an older copy does not match it.
     pub(crate) ring_tag: Option<[u8; 32]>,
+    /// How search vectors are stored (from version 5; float32 before).
+    pub(crate) precision: Precision,
 }
 
 /// The metrics by their stored code (the index in this table).
@@ -147,6 +151,7 @@ impl Persisted {
             unindexed_fields: Vec::new(),
             fields,
             ring_tag: None,
+            precision: Precision::Float32,
         }
     }
 
@@ -214,6 +219,7 @@ impl Persisted {
         if let Some(tag) = &self.ring_tag {
             w.raw(tag);
         }
+        w.u8(self.precision.code());
         Ok(w.into_vec())
     }
 
@@ -282,6 +288,13 @@ impl Persisted {
         } else {
             None
         };
+        let precision = if version >= 5 {
+            let code = r.u8()?;
+            Precision::from_code(code)
+                .ok_or_else(|| r.invalid("precision", code.into(), "0 to 3"))?
+        } else {
+            Precision::Float32
+        };
         r.finish()?;
         Ok(Self {
             version: STATE_VERSION,
@@ -298,6 +311,7 @@ impl Persisted {
             unindexed_fields: Vec::new(),
             fields,
             ring_tag,
+            precision,
         })
     }
 }
@@ -407,12 +421,13 @@ pub(crate) mod legacy {
             unindexed_fields: j.unindexed_fields,
             fields: j.fields,
             ring_tag: None,
+            precision: Precision::Float32,
         })
     }
 }
 
-pub(crate) fn block_capacity(dim: usize) -> usize {
-    (BLOCK_BYTES / (4 * dim.max(1))).clamp(16, 4096)
+pub(crate) fn block_capacity(dim: usize, p: Precision) -> usize {
+    (BLOCK_BYTES / p.code_bytes(dim.max(1))).clamp(16, 4096)
 }
 
 /// Target plaintext size of a stored block that a write still appends to.
@@ -421,8 +436,8 @@ pub(crate) const APPEND_BYTES: usize = 16 << 10;
 /// How many vectors a stored block may hold for a write to append to it
 /// (and re-seal it whole): about [`APPEND_BYTES`], at least 16, at most a
 /// block.
-pub(crate) fn append_capacity(dim: usize) -> usize {
-    (APPEND_BYTES / (4 * dim.max(1))).clamp(16, block_capacity(dim))
+pub(crate) fn append_capacity(dim: usize, p: Precision) -> usize {
+    (APPEND_BYTES / p.code_bytes(dim.max(1))).clamp(16, block_capacity(dim, p))
 }
 
 #[cfg(test)]
@@ -444,6 +459,7 @@ mod tests {
         p.digest = Digest([1, u64::MAX, 3, 4]);
         p.has_metadata = true;
         p.ring_tag = Some([7; 32]);
+        p.precision = Precision::Tq4;
         p
     }
 
@@ -451,17 +467,25 @@ mod tests {
     fn records_round_trip_and_versions_1_and_2_still_read() {
         let p = sample();
         let bytes = p.encode().unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(bytes[0], 4);
+        assert_eq!(bytes[0], 5);
         assert_eq!(Persisted::decode(&bytes).ok(), Some(p.clone()));
         for cut in 0..bytes.len() {
             assert!(Persisted::decode(&bytes[..cut]).is_err(), "cut {cut}");
         }
+        // Version 4 (no precision byte) reads as float32.
+        let v4 = [&[4u8][..], &bytes[1..bytes.len() - 1]].concat();
+        let back = Persisted::decode(&v4).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back.precision, Precision::Float32);
+        assert_eq!(back.ring_tag, p.ring_tag);
+        let bad = [&bytes[..bytes.len() - 1], &[9u8][..]].concat();
+        assert!(matches!(Persisted::decode(&bad), Err(Error::Decode(_))));
 
         // Version 2 (JSON, with an older unindexed path, no ring tag): read,
         // and written back as version 4 with the path folded into the schema.
         let mut old = p.clone();
         old.version = 2;
         old.ring_tag = None;
+        old.precision = Precision::Float32;
         old.unindexed_fields = vec!["z".to_owned()];
         let back = Persisted::decode(&legacy::encode(&old, None)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back, old);
@@ -495,12 +519,12 @@ mod tests {
     #[test]
     fn bad_fields_are_typed_errors() {
         let bytes = sample().encode().unwrap_or_else(|e| panic!("{e}"));
-        let newer = [&[5u8][..], &bytes[1..]].concat();
+        let newer = [&[6u8][..], &bytes[1..]].concat();
         assert!(matches!(
             Persisted::decode(&newer),
             Err(Error::Decode(vecseal_codec::Error::Version {
                 record: Record::State,
-                found: 5,
+                found: 6,
                 ..
             }))
         ));

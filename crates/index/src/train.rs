@@ -17,6 +17,7 @@ use crate::handle::Index;
 use crate::keys::{Keys, Kind};
 use crate::load::Live;
 use crate::options::{auto_n_lists, ProgressFn, TrainOptions, TrainProgress};
+use crate::precision::Precision;
 use crate::route::Routes;
 use crate::shared::Shared;
 use crate::state::{block_capacity, BlockRef, Digest, Persisted, STATE_VERSION};
@@ -126,9 +127,9 @@ impl Index {
                 // lists from its final assignment.
                 let mut data = Vec::with_capacity(count * dim);
                 let mut ids: Vec<String> = Vec::with_capacity(count);
-                ix.for_each_block(&keys, &seqs, dim, |b| {
-                    data.extend_from_slice(b.vectors());
-                    ids.extend(b.ids().iter().map(str::to_owned));
+                ix.for_each_block(&keys, &seqs, dim, |block_ids, vectors| {
+                    data.extend_from_slice(vectors);
+                    ids.extend(block_ids.iter().map(str::to_owned));
                 })?;
                 let result = vecseal_kmeans::KMeans::new(kopts)
                     .with_progress(&cb)
@@ -168,6 +169,7 @@ pub(crate) struct ListWriter<'a> {
     pub(crate) keys: &'a Keys,
     pub(crate) dim: usize,
     pub(crate) per_block: usize,
+    pub(crate) precision: Precision,
     pub(crate) generation: u64,
     pub(crate) next_seq: u64,
     pub(crate) lists: Vec<Vec<BlockRef>>,
@@ -194,7 +196,8 @@ impl<'a> ListWriter<'a> {
             cap,
             keys,
             dim,
-            per_block: block_capacity(dim),
+            per_block: block_capacity(dim, old.precision),
+            precision: old.precision,
             generation: old.generation + 1,
             next_seq: old.next_seq,
             lists: vec![Vec::new(); n_lists],
@@ -284,7 +287,7 @@ impl<'a> ListWriter<'a> {
         };
         self.digest.add(self.keys.block_digest(place, count));
         self.blocks += 1;
-        let mut block = Block::default();
+        let mut block = Block::new(self.precision);
         for (id, v) in ids.iter().zip(vectors.chunks_exact(dim)) {
             block.push(id, v);
         }
@@ -412,12 +415,14 @@ impl Shared {
         let mut next = picks.iter().peekable();
         let mut offset = 0;
         let mut block = Block::default();
+        let mut exact = Vec::new();
         for (&seq, &n) in seqs.iter().zip(&counts) {
             if next.peek().is_some_and(|&&i| i < offset + n) {
                 self.read_block(keys, seq, dim, &mut block)?;
+                let vectors = self.exact_vectors(keys, &block, dim, &mut exact)?;
                 while let Some(&&i) = next.peek().filter(|&&&i| i < offset + n) {
                     let r = i - offset;
-                    sample.extend_from_slice(&block.vectors()[r * dim..(r + 1) * dim]);
+                    sample.extend_from_slice(&vectors[r * dim..(r + 1) * dim]);
                     next.next();
                 }
             }
@@ -434,8 +439,8 @@ impl Shared {
 
         // One pass: the list of every vector, in block order.
         let mut assign: Vec<u32> = Vec::with_capacity(count);
-        self.for_each_block(keys, seqs, dim, |b| {
-            assign.extend(centroids.nearest(b.vectors()));
+        self.for_each_block(keys, seqs, dim, |_, vectors| {
+            assign.extend(centroids.nearest(vectors));
         })?;
         let mut sizes = vec![0usize; n_lists];
         for &a in &assign {
@@ -463,8 +468,8 @@ impl Shared {
             let mut ids: Vec<Vec<String>> = vec![Vec::new(); group.len()];
             let mut vectors: Vec<Vec<f32>> = vec![Vec::new(); group.len()];
             let mut i = 0;
-            self.for_each_block(keys, seqs, dim, |b| {
-                for (id, v) in b.ids().iter().zip(b.vectors().chunks_exact(dim)) {
+            self.for_each_block(keys, seqs, dim, |block_ids, block_vectors| {
+                for (id, v) in block_ids.iter().zip(block_vectors.chunks_exact(dim)) {
                     let l = assign[i] as usize;
                     i += 1;
                     if slot[l] != usize::MAX {

@@ -1,0 +1,269 @@
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+
+use super::*;
+use crate::codec::{Block, Place};
+
+const PLACE: Place = Place {
+    list: 0,
+    generation: 0,
+    seq: 9,
+};
+
+/// The float16 value nearest to `x` by brute force over neighbours.
+fn nearest_f16_value(x: f32) -> f32 {
+    let b = f16_bits(x);
+    let v = f16_value(b);
+    for n in [b.wrapping_sub(1), b.wrapping_add(1)] {
+        if n & 0x7fff < 0x7c00 {
+            let w = f16_value(n);
+            assert!(
+                (f64::from(w) - f64::from(x)).abs() >= (f64::from(v) - f64::from(x)).abs(),
+                "{x}: {v} is not the nearest float16 ({w} is nearer)"
+            );
+        }
+    }
+    v
+}
+
+#[test]
+fn every_finite_float16_round_trips() {
+    for h in (0u16..=0xffff).filter(|h| h & 0x7fff < 0x7c00) {
+        let v = f16_value(h);
+        // -0 and +0 both round-trip to themselves.
+        assert_eq!(f16_bits(v), h, "bits {h:#06x} value {v}");
+    }
+    assert_eq!(f16_value(0x3c00), 1.0);
+    assert_eq!(f16_value(0xc000), -2.0);
+    assert_eq!(f16_value(0x0001), 2f32.powi(-24));
+    assert_eq!(f16_value(0x7bff), 65504.0);
+}
+
+#[test]
+fn float16_rounds_to_nearest_and_saturates() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    for _ in 0..100_000 {
+        let scale = 2f32.powi(rng.gen_range(-26..16));
+        let x = rng.gen_range(-1.0f32..1.0) * scale;
+        nearest_f16_value(x);
+    }
+    // Ties go to even.
+    assert_eq!(f16_bits(1.0 + 2f32.powi(-11)), 0x3c00);
+    assert_eq!(f16_bits(1.0 + 3.0 * 2f32.powi(-11)), 0x3c02);
+    for big in [65504.0f32, 65520.0, 1e9, f32::MAX] {
+        assert_eq!(f16_value(f16_bits(big)), 65504.0);
+        assert_eq!(f16_value(f16_bits(-big)), -65504.0);
+    }
+}
+
+fn sample(n: usize, dim: usize, seed: u64) -> Vec<f32> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..n * dim)
+        .map(|i| rng.gen_range(-1.0f32..1.0) * (1 + i % dim) as f32)
+        .collect()
+}
+
+fn decode(p: Precision, range: &Option<Range>, codes: &[u8], dim: usize) -> Vec<f32> {
+    let empty = Range::default();
+    let r = range.as_ref().unwrap_or(&empty);
+    let mut out = Vec::new();
+    Codes {
+        precision: p,
+        lo: &r.lo,
+        step: &r.step,
+        bytes: codes,
+    }
+    .decode_into(dim, &mut out);
+    out
+}
+
+/// Every coordinate decodes to within half a step of its value (float16:
+/// within half a float16 spacing).
+fn assert_close(
+    p: Precision,
+    range: &Option<Range>,
+    exact: &[f32],
+    got: &[f32],
+    dim: usize,
+    slack: f32,
+) {
+    assert_eq!(exact.len(), got.len());
+    for (i, (&x, &y)) in exact.iter().zip(got).enumerate() {
+        let tol = match (p, range) {
+            (Precision::Float16, _) => x.abs() * 2f32.powi(-11) + 2f32.powi(-25),
+            (_, Some(r)) => r.step[i % dim] * slack + x.abs() * 1e-6 + 1e-6,
+            _ => unreachable!(),
+        };
+        assert!(
+            (x - y).abs() <= tol,
+            "{p} coordinate {i}: {x} decoded as {y} (tolerance {tol})"
+        );
+    }
+}
+
+#[test]
+fn codes_decode_within_half_a_step_at_every_precision_and_level() {
+    for dim in [1, 2, 7, 16, 33, 50] {
+        let exact = sample(40, dim, dim as u64);
+        for p in [Precision::Float16, Precision::Tq8, Precision::Tq4] {
+            let pending = Pending {
+                exact: exact.clone(),
+                ..Pending::default()
+            };
+            let (range, codes) = pending.finish(p, dim);
+            assert_eq!(codes.len(), 40 * p.code_bytes(dim));
+            let got = decode(p, &range, &codes, dim);
+            assert_close(p, &range, &exact, &got, dim, 0.5);
+            for level in SimdLevel::ALL {
+                let r = range.clone().unwrap_or_default();
+                let mut at = Vec::new();
+                Codes {
+                    precision: p,
+                    lo: &r.lo,
+                    step: &r.step,
+                    bytes: &codes,
+                }
+                .decode_at(level, dim, &mut at);
+                let same = at.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{p} d={dim}: level {level} decodes differently");
+            }
+        }
+    }
+}
+
+#[test]
+fn widening_a_range_keeps_old_codes_close_and_codes_new_ones() {
+    let dim = 5;
+    for p in [Precision::Tq8, Precision::Tq4] {
+        let first = sample(10, dim, 1);
+        let (range, codes) = Pending {
+            exact: first.clone(),
+            ..Pending::default()
+        }
+        .finish(p, dim);
+        // Far outside the first range, on both sides.
+        let second: Vec<f32> = sample(3, dim, 2).iter().map(|x| x * 4.0).collect();
+        let pending = Pending {
+            range: range.clone(),
+            codes,
+            exact: second.clone(),
+        };
+        let (wide, all) = pending.finish(p, dim);
+        let wide = wide.expect("a range");
+        assert!(wide.covers(&second, dim, p.levels()));
+        assert!(wide.covers(&first, dim, p.levels()));
+        let got = decode(p, &Some(wide.clone()), &all, dim);
+        // Old codes: half an old step plus half a new one, at most.
+        assert_close(
+            p,
+            &Some(wide.clone()),
+            &first,
+            &got[..first.len()],
+            dim,
+            1.0,
+        );
+        assert_close(p, &Some(wide), &second, &got[first.len()..], dim, 0.5);
+        // A vector inside the range is coded without a change of range.
+        let (same, _) = Pending {
+            range: range.clone(),
+            codes: Vec::new(),
+            exact: first[..dim].to_vec(),
+        }
+        .finish(p, dim);
+        assert_eq!(same, range);
+    }
+}
+
+#[test]
+fn compressed_blocks_round_trip_and_edit() {
+    let dim = 7;
+    for p in [Precision::Float16, Precision::Tq8, Precision::Tq4] {
+        let vectors = sample(6, dim, 5);
+        let mut b = Block::new(p);
+        for (i, v) in vectors.chunks_exact(dim).enumerate() {
+            b.push(&format!("id{i}"), v);
+        }
+        let enc = b.encode(dim, PLACE);
+        let back = Block::decode(&enc, dim).expect("decodes");
+        assert_eq!(back.precision(), p);
+        assert_eq!(back.len(), 6);
+        assert_eq!(back.encode(dim, PLACE), enc, "{p}: re-encoding as read");
+        let codes = back.codes(dim).expect("codes");
+        let mut got = Vec::new();
+        codes.decode_into(dim, &mut got);
+        // Remove a coded vector, push an exact one: the codes of the others
+        // do not change, and ids follow their vectors.
+        let mut edited = back.clone();
+        assert!(edited.remove("id1", dim));
+        assert!(!edited.remove("nope", dim));
+        edited.push("new", &vectors[..dim]);
+        let again = Block::decode(&edited.encode(dim, PLACE), dim).expect("decodes");
+        let ids: Vec<&str> = again.ids().iter().collect();
+        assert_eq!(ids, ["id0", "id5", "id2", "id3", "id4", "new"]);
+        let mut after = Vec::new();
+        again
+            .codes(dim)
+            .expect("codes")
+            .decode_into(dim, &mut after);
+        for (j, old) in [0, 5, 2, 3, 4].into_iter().enumerate() {
+            assert_eq!(
+                after[j * dim..(j + 1) * dim],
+                got[old * dim..(old + 1) * dim],
+                "{p}"
+            );
+        }
+        assert_eq!(
+            after[5 * dim..],
+            got[..dim],
+            "{p}: the same vector, the same codes"
+        );
+    }
+}
+
+#[test]
+fn precision_names_parse_and_unsupported_ones_say_so() {
+    for p in Precision::ALL {
+        assert_eq!(p.name().parse::<Precision>().ok(), Some(p));
+        assert_eq!(
+            p.to_string().to_uppercase().parse::<Precision>().ok(),
+            Some(p)
+        );
+    }
+    for bad in ["tq12", "tq6", "float64", ""] {
+        match bad.parse::<Precision>() {
+            Err(Error::InvalidParameter { expected, .. }) => {
+                assert_eq!(
+                    expected.contains("not supported"),
+                    bad.starts_with("tq"),
+                    "{bad}"
+                );
+            }
+            other => panic!("{bad}: {other:?}"),
+        }
+    }
+}
+
+proptest! {
+    /// Any vectors in any order: a block's codes decode close to them.
+    #[test]
+    fn pushes_in_any_batches_decode_close(
+        batches in proptest::collection::vec(proptest::collection::vec(-100f32..100.0, 3..=3), 1..8),
+    ) {
+        let dim = 3;
+        let mut b = Block::new(Precision::Tq8);
+        let mut all = Vec::new();
+        for (i, v) in batches.iter().enumerate() {
+            b.push(&i.to_string(), v);
+            all.extend_from_slice(v);
+            b = Block::decode(&b.encode(dim, PLACE), dim).expect("decodes");
+        }
+        let codes = b.codes(dim).expect("codes");
+        let mut got = Vec::new();
+        codes.decode_into(dim, &mut got);
+        // Each widening adds at most half a step of the range then: a few
+        // steps of the final range in all.
+        for (i, (x, y)) in all.iter().zip(&got).enumerate() {
+            prop_assert!((x - y).abs() <= 4.0 * codes.step[i % dim] + 1e-4, "{} vs {}", x, y);
+        }
+    }
+}
