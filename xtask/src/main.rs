@@ -1,4 +1,4 @@
-//! Project chores: `cargo xtask ci | test | simd | stores | sdk | pg CMD… | lint | deny | tidy | bench [server] | dataset | demo | serve`.
+//! Project chores: `cargo xtask ci | test | simd | stores | precisions | sdk | pg CMD… | lint | deny | tidy | bench [server] | dataset | demo | serve`.
 
 mod fetch;
 mod pg;
@@ -593,6 +593,16 @@ fn store_engines() -> Result<()> {
     rerun(&["vecseal-index"], ("VECSEAL_TEST_STORE", "pg"))
 }
 
+/// Runs the index test binaries again at each compressed storage
+/// precision (`VECSEAL_TEST_PRECISION`): `cargo test --workspace` ran them
+/// at float32.
+fn precisions() -> Result<()> {
+    for p in ["float16", "tq8", "tq4"] {
+        rerun(&["vecseal-index"], ("VECSEAL_TEST_PRECISION", p))?;
+    }
+    Ok(())
+}
+
 /// Runs the test binaries of `packages` again with one more environment
 /// variable. The binaries are the ones `cargo test --workspace` built
 /// (asked for by path, so no other feature set and no rebuild).
@@ -725,6 +735,7 @@ fn task() -> Result<()> {
             run(cargo().args(["test", "--workspace"]))?;
             simd_levels()?;
             store_engines()?;
+            precisions()?;
             sdk()?;
         }
         "sdk" => sdk()?,
@@ -744,6 +755,7 @@ fn task() -> Result<()> {
             run(cargo().args(["test", "--workspace"]))?;
         }
         "simd" => simd_levels()?,
+        "precisions" => precisions()?,
         "stores" => {
             let _cluster = postgres_for_tests()?;
             store_engines()?;
@@ -805,7 +817,7 @@ fn task() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|test|simd|stores|sdk|pg CMD…|lint|deny|tidy|demo|serve|bench [server]|dataset>"
+                "usage: cargo xtask <ci|test|simd|stores|precisions|sdk|pg CMD…|lint|deny|tidy|demo|serve|bench [server]|dataset>"
             );
             if task != "help" {
                 bail!("unknown task {task:?}");

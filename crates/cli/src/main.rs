@@ -13,8 +13,8 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 use vecseal::{
-    Client, Credentials, Fields, Filter, IndexConfig, Item, MetadataQuery, Metric, QueryOptions,
-    SecretKey, StorageConfig, Suite, TrainOptions, UserId,
+    Client, Credentials, Fields, Filter, IndexConfig, Item, MetadataQuery, Metric, Precision,
+    QueryOptions, SecretKey, StorageConfig, Suite, TrainOptions, UserId,
 };
 
 mod demo;
@@ -72,6 +72,11 @@ enum Cmd {
         /// '{"title": {"pattern": true}, "ssn": {"filterable": false}}'.
         #[arg(long)]
         schema: Option<String>,
+        /// How search vectors are stored: float32, float16, tq8 (8-bit) or
+        /// tq4 (4-bit); compressed blocks are scanned first and the best
+        /// candidates rescored exactly. Fixed at creation.
+        #[arg(long, default_value = "float32")]
+        storage_precision: Precision,
     },
     /// Upserts vectors from a .npy file (with optional ids) or a JSON-lines file.
     Upsert(UpsertArgs),
@@ -246,6 +251,10 @@ struct QueryArgs {
     /// Lists each query scans after training (0 or unset: automatic).
     #[arg(long)]
     n_probes: Option<usize>,
+    /// Compressed indexes: candidates kept per result by the scan of codes,
+    /// all rescored exactly (0 or unset: the precision's default).
+    #[arg(long)]
+    rerank_mult: Option<usize>,
     /// Comma-separated: distance, metadata, contents.
     #[arg(long, value_delimiter = ',', default_value = "distance")]
     include: Vec<Include>,
@@ -465,7 +474,14 @@ fn run(cli: Cli) -> Result<()> {
             metric,
             cipher,
             schema,
-        } => create(cli, name, *dim, *metric, *cipher, schema.as_deref()),
+            storage_precision,
+        } => {
+            let cfg = IndexConfig::default()
+                .with_metric(*metric)
+                .with_suite(*cipher)
+                .with_storage_precision(*storage_precision);
+            create(cli, name, *dim, cfg, schema.as_deref())
+        }
         Cmd::Upsert(args) => upsert(cli, args),
         Cmd::Train(args) => train(cli, args),
         Cmd::Query(args) => query(cli, args),
@@ -541,13 +557,9 @@ fn create(
     cli: &Cli,
     name: &str,
     dim: Option<usize>,
-    metric: Metric,
-    cipher: Suite,
+    mut cfg: IndexConfig,
     schema: Option<&str>,
 ) -> Result<()> {
-    let mut cfg = IndexConfig::default()
-        .with_metric(metric)
-        .with_suite(cipher);
     cfg.dimension = dim;
     if let Some(text) = schema {
         cfg.fields = serde_json::from_str(text).map_err(|e| {
@@ -656,6 +668,7 @@ fn query(cli: &Cli, args: &QueryArgs) -> Result<()> {
         .with_top_k(args.top_k)
         .with_distance(false);
     opts.n_probes = args.n_probes;
+    opts.rerank_mult = args.rerank_mult;
     opts.filter = args.filter.clone();
     for f in &args.include {
         opts = match f {
@@ -751,7 +764,7 @@ fn info(cli: &Cli, name: &str, as_json: bool) -> Result<()> {
             "{}",
             json!({"name": i.name, "dimension": i.dimension, "metric": i.metric.name(), "count": i.count,
                    "state": i.state.name(), "n_lists": i.n_lists, "cipher": i.suite.name(),
-                   "fields": i.fields})
+                   "storage_precision": i.storage_precision.name(), "fields": i.fields})
         )?;
     } else {
         writeln!(out, "name:      {}", i.name)?;
@@ -765,6 +778,7 @@ fn info(cli: &Cli, name: &str, as_json: bool) -> Result<()> {
         writeln!(out, "state:     {}", i.state.name())?;
         writeln!(out, "n_lists:   {}", i.n_lists)?;
         writeln!(out, "cipher:    {}", i.suite)?;
+        writeln!(out, "precision: {}", i.storage_precision)?;
         for (path, f) in &i.fields {
             writeln!(
                 out,

@@ -502,6 +502,50 @@ fn key_rotation_from_the_command_line() {
         .success();
 }
 
+/// A compressed index from the command line: the precision is fixed at
+/// creation, shown by `info`, and queries rerank exactly (the point itself
+/// comes first at distance 0); a precision that is none is a usage error.
+#[test]
+fn storage_precision_from_the_command_line() {
+    let env = Env::new();
+    env.owner()
+        .args(["create", "small", "--storage-precision", "tq4"])
+        .assert()
+        .success();
+    let vectors = env.write_npy("v.npy", &grid(2_000));
+    env.owner()
+        .args(["upsert", "small", "--vectors"])
+        .arg(&vectors)
+        .assert()
+        .success();
+    let info = json_of(env.owner().args(["info", "small", "--json"]));
+    assert_eq!(info["storage_precision"], "tq4");
+    assert!(stdout_of(env.owner().args(["info", "small"])).contains("precision: tq4"));
+    let q = env.write_npy("q.npy", &[vec![3.0, 4.0, 5.0, 1.0]]);
+    let out = stdout_of(
+        env.owner()
+            .args([
+                "query",
+                "small",
+                "--top-k",
+                "2",
+                "--rerank-mult",
+                "8",
+                "--vectors",
+            ])
+            .arg(&q),
+    );
+    let hits: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(hits[0]["id"], "1543", "{hits}");
+    assert_eq!(hits[0]["distance"], 0.0, "{hits}");
+    assert_eq!(hits[1]["distance"], 1.0, "{hits}");
+    env.owner()
+        .args(["create", "x", "--storage-precision", "tq6"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("tq6").and(predicate::str::contains("not supported")));
+}
+
 #[test]
 fn errors_say_what_was_wrong_with_the_right_exit_code() {
     let env = Env::new();

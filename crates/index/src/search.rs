@@ -540,9 +540,10 @@ impl Shared {
         top_k: usize,
     ) -> Result<Vec<Vec<(String, f32)>>> {
         let dim = s.dim;
-        let mut ids: Vec<String> = hits.iter().flatten().map(|(id, _)| id.clone()).collect();
-        ids.sort_unstable();
-        ids.dedup();
+        let mut unique: Vec<&str> = hits.iter().flatten().map(|(id, _)| id.as_str()).collect();
+        unique.sort_unstable();
+        unique.dedup();
+        let ids: Vec<String> = unique.into_iter().map(str::to_owned).collect();
         let recs = self.read_items_in(s.view, s.keys, &ids)?;
         let mut exact: HashMap<&str, Vec<f32>> = HashMap::with_capacity(ids.len());
         for (id, rec) in ids.iter().zip(recs) {

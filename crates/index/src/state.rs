@@ -434,10 +434,11 @@ pub(crate) fn block_capacity(dim: usize, p: Precision) -> usize {
 pub(crate) const APPEND_BYTES: usize = 16 << 10;
 
 /// How many vectors a stored block may hold for a write to append to it
-/// (and re-seal it whole): about [`APPEND_BYTES`], at least 16, at most a
-/// block.
+/// (and re-seal it whole): about [`APPEND_BYTES`] of float32 vectors, at
+/// least 16, at most a block. The same count at every precision: ids, not
+/// codes, dominate a compressed block's bytes at small dimensions.
 pub(crate) fn append_capacity(dim: usize, p: Precision) -> usize {
-    (APPEND_BYTES / p.code_bytes(dim.max(1))).clamp(16, block_capacity(dim, p))
+    (APPEND_BYTES / (4 * dim.max(1))).clamp(16, block_capacity(dim, p))
 }
 
 #[cfg(test)]

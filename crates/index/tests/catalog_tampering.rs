@@ -6,7 +6,7 @@
 
 mod common;
 use common::*;
-use vecseal_index::{AccessError, Credentials, Database, Error, Index, IndexConfig, UserId};
+use vecseal_index::{AccessError, Credentials, Database, Error, Index, UserId};
 use vecseal_storage::Durability;
 
 fn entry(store: &TestStore, name: &str) -> Vec<u8> {
@@ -37,7 +37,7 @@ fn tampered<T>(r: vecseal_index::Result<T>, what: &str) {
 
 fn new_index(db: &Database, name: &str, x: f32) {
     let index = db
-        .create_index(name, owner(1), IndexConfig::default())
+        .create_index(name, owner(1), config())
         .unwrap_or_else(|e| panic!("{e}"));
     index
         .upsert_vectors(&[format!("{name}-item")], &[vec![x, 1.0]])

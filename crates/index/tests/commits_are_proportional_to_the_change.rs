@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use common::*;
-use vecseal_index::{Database, Index, IndexConfig, Item, NAMESPACES};
+use vecseal_index::{Database, Index, Item, NAMESPACES};
 use vecseal_storage::{Durability, Expect, MemStore, Scan, Snapshot, Store, WriteBatch};
 
 /// A memory store that counts the bytes written through it.
@@ -61,7 +61,7 @@ fn counting_index() -> (Arc<Counting>, Index) {
     });
     let db = Database::new(Arc::clone(&store) as Arc<dyn Store>);
     let index = db
-        .create_index("t", owner(1), IndexConfig::default())
+        .create_index("t", owner(1), config())
         .unwrap_or_else(|e| panic!("{e}"));
     (store, index)
 }

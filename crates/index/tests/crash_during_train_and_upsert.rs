@@ -12,11 +12,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{child_test, owner};
+use common::{child_test, config, owner};
 use rand::{Rng, SeedableRng};
-use vecseal_index::{
-    Database, Fields, Index, IndexConfig, Item, QueryOptions, Store, TrainOptions, NAMESPACES,
-};
+use vecseal_index::{Database, Fields, Index, Item, QueryOptions, Store, TrainOptions, NAMESPACES};
 use vecseal_storage::RocksStore;
 
 const DIR_ENV: &str = "VECSEAL_INDEX_CRASH_DIR";
@@ -39,7 +37,7 @@ fn open(dir: &str) -> (Database, Index) {
     let index = match db.load_index("c", owner(9)) {
         Ok(i) => i,
         Err(_) => db
-            .create_index("c", owner(9), IndexConfig::default())
+            .create_index("c", owner(9), config())
             .unwrap_or_else(|e| panic!("{e}")),
     };
     (db, index)

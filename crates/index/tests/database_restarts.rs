@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use vecseal_index::{Fields, Index, IndexConfig, Item, QueryOptions};
+use vecseal_index::{Fields, Index, Item, QueryOptions};
 
 const DIM: usize = 8;
 const BATCH: usize = 10;
@@ -69,7 +69,7 @@ fn a_restarted_database_fails_calls_retryably_and_loses_nothing_acknowledged() {
     }
     let (db, _store) = test_db();
     let index: Index = db
-        .create_index("t", owner(1), IndexConfig::default().with_dimension(DIM))
+        .create_index("t", owner(1), config().with_dimension(DIM))
         .unwrap_or_else(|e| panic!("{e}"));
     let restarted = AtomicBool::new(false);
     let (writes_after, reads_after) = (AtomicUsize::new(0), AtomicUsize::new(0));

@@ -24,7 +24,7 @@ fn wrong_key_and_wrong_length_are_clear_errors() {
         Err(Error::NotFound(_))
     ));
     assert!(matches!(
-        db.create_index("t", owner(1), Default::default()),
+        db.create_index("t", owner(1), config()),
         Err(Error::AlreadyExists(_))
     ));
 }

@@ -17,9 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use vecseal_index::{
-    Database, Fields, Index, IndexConfig, Item, QueryOptions, TrainOptions, TrainingState,
-};
+use vecseal_index::{Database, Fields, Index, Item, QueryOptions, TrainOptions, TrainingState};
 use vecseal_pg::PgStore;
 
 const DIM: usize = 8;
@@ -33,7 +31,7 @@ fn two_processes() -> Option<(TestStore, Index, Index)> {
         return None;
     };
     let a = Database::new(Arc::clone(&store.store))
-        .create_index("t", owner(1), IndexConfig::default().with_dimension(DIM))
+        .create_index("t", owner(1), config().with_dimension(DIM))
         .unwrap_or_else(|e| panic!("{e}"));
     let b = Database::new(other)
         .load_index("t", owner(1))

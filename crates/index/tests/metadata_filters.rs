@@ -10,8 +10,7 @@ use common::*;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use vecseal_index::{
-    Error, FieldSchema, Filter, IndexConfig, Item, MetadataQuery, Metric, QueryOptions,
-    TrainOptions,
+    Error, FieldSchema, Filter, Item, MetadataQuery, Metric, QueryOptions, TrainOptions,
 };
 
 // ---------------------------------------------------------------------------
@@ -343,7 +342,7 @@ proptest! {
         limit in proptest::option::of(1usize..10),
     ) {
         let (db, _store) = test_db();
-        let mut config = IndexConfig::default().with_metric(Metric::SquaredEuclidean);
+        let mut config = config().with_metric(Metric::SquaredEuclidean);
         for f in PATTERN_FIELDS {
             config = config.with_field(f, FieldSchema::pattern());
         }

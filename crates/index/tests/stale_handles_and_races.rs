@@ -6,7 +6,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 
 use common::*;
-use vecseal_index::{Database, Error, Index, IndexConfig, Metric, TrainOptions, UserId};
+use vecseal_index::{Database, Error, Index, Metric, TrainOptions, UserId};
 
 fn v(x: f32) -> Vec<f32> {
     vec![x, 1.0]
@@ -112,7 +112,7 @@ fn two_creations_of_one_name_race_to_one_winner() {
                 let (db, start) = (db.clone(), Arc::clone(&start));
                 thread::spawn(move || {
                     start.wait();
-                    let r = db.create_index("t", owner(k), IndexConfig::default());
+                    let r = db.create_index("t", owner(k), config());
                     (k, r.map(drop))
                 })
             })

@@ -34,9 +34,9 @@ use std::sync::Arc;
 pub use vecseal_index::{
     auto_n_lists, auto_n_probes, AccessError, Credentials, Database, DecodeError, EnvelopeError,
     Error, Field, FieldSchema, Fields, Filter, GetResult, Hit, Index, IndexConfig, IndexInfo, Item,
-    KMeansError, LoadedIndex, MetadataMatches, MetadataQuery, Metric, ProgressFn, QueryOptions,
-    Record, Result, RotateProgress, Rotated, SecretKey, SimdLevel, StorageError, Suite,
-    TrainOptions, TrainProgress, TrainingState, UserEntry, UserId, MAX_CONTENTS_BYTES,
+    KMeansError, LoadedIndex, MetadataMatches, MetadataQuery, Metric, Precision, ProgressFn,
+    QueryOptions, Record, Result, RotateProgress, Rotated, SecretKey, SimdLevel, StorageError,
+    Suite, TrainOptions, TrainProgress, TrainingState, UserEntry, UserId, MAX_CONTENTS_BYTES,
     MAX_ID_BYTES, MAX_METADATA_BYTES, MAX_METADATA_DEPTH, MAX_TOP_K, NAMESPACES,
 };
 use vecseal_pg::PgStore;

@@ -1,7 +1,7 @@
 #![allow(dead_code, unreachable_pub, unused_imports)]
 use std::sync::Arc;
 
-use vecseal_index::{Credentials, Database, Index, IndexConfig, Metric, NAMESPACES};
+use vecseal_index::{Credentials, Database, Index, IndexConfig, Metric, Precision, NAMESPACES};
 use vecseal_pg::PgStore;
 use vecseal_storage::{MemStore, RocksStore, Store};
 
@@ -136,8 +136,22 @@ pub fn test_db() -> (Database, TestStore) {
     (Database::new(Arc::clone(&store.store)), store)
 }
 
+/// The storage precision the index tests run at: `VECSEAL_TEST_PRECISION`
+/// (`cargo xtask ci` runs them again at each compressed one), else float32.
+pub fn precision() -> Precision {
+    match std::env::var("VECSEAL_TEST_PRECISION") {
+        Ok(p) if !p.is_empty() => p.parse().unwrap_or_else(|e| panic!("{e}")),
+        _ => Precision::Float32,
+    }
+}
+
+/// A new index's configuration, at the tests' [`precision`].
+pub fn config() -> IndexConfig {
+    IndexConfig::default().with_storage_precision(precision())
+}
+
 pub fn create(db: &Database, metric: Metric) -> Index {
-    db.create_index("t", owner(1), IndexConfig::default().with_metric(metric))
+    db.create_index("t", owner(1), config().with_metric(metric))
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
