@@ -61,6 +61,22 @@ def ivf(base_path, query_path, nlist, iters, probes, topk, metric):
     t = time.perf_counter()
     index.add(xb)
     add_s = time.perf_counter() - t
+    out = {"exact_qps": len(xq) / exact_s, "train_s": train_s, "add_s": add_s,
+           "add_per_s": len(xb) / add_s, "sweep": sweep_of(index, xq, truth, probes, topk)}
+    # The scalar quantizers at the same number of lists (their own training).
+    for name, qt in [("sq_fp16", faiss.ScalarQuantizer.QT_fp16),
+                     ("sq8", faiss.ScalarQuantizer.QT_8bit)]:
+        q = faiss.IndexFlatIP(d) if mt == faiss.METRIC_INNER_PRODUCT else faiss.IndexFlatL2(d)
+        sq = faiss.IndexIVFScalarQuantizer(q, d, nlist, qt, mt)
+        sq.cp.niter = iters
+        sq.train(xb)
+        sq.add(xb)
+        out[name] = sweep_of(sq, xq, truth, probes, topk)
+    return out
+
+
+def sweep_of(index, xq, truth, probes, topk):
+    """Recall@topk and QPS (fastest of REPEATS) at each number of probes."""
     sweep = []
     for p in probes:
         index.nprobe = p
@@ -72,8 +88,7 @@ def ivf(base_path, query_path, nlist, iters, probes, topk, metric):
         hits = sum(len(set(g) & set(e)) for g, e in zip(got.tolist(), truth.tolist()))
         sweep.append({"n_probes": p, "recall_at_10": hits / (len(xq) * topk),
                       "qps": len(xq) / s})
-    return {"exact_qps": len(xq) / exact_s, "train_s": train_s, "add_s": add_s,
-            "add_per_s": len(xb) / add_s, "sweep": sweep}
+    return sweep
 
 
 def main():

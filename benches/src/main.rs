@@ -21,7 +21,7 @@ use anyhow::{bail, Context, Result};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use vecseal::{
-    Client, Credentials, FieldSchema, Filter, IndexConfig, Item, MetadataQuery, Metric,
+    Client, Credentials, FieldSchema, Filter, IndexConfig, Item, MetadataQuery, Metric, Precision,
     QueryOptions, SecretKey, StorageConfig, TrainOptions,
 };
 use vecseal_cli::npy::{read_npy, write_npy};
@@ -246,15 +246,49 @@ fn index_data(n: usize) -> (Vec<f32>, Vec<f32>, usize, String) {
             (synthetic(n, 50, 1000, 1), 50, "synthetic clusters")
         }
     };
+    // The first `n` rows; 1000 of them, drawn at random (seeded), are the
+    // held-out queries and the rest the base.
     let rows = (data.len() / d).min(n);
     let nq = 1000.min(rows / 10);
-    let base = rows - nq;
-    (
-        data[..base * d].to_vec(),
-        data[base * d..rows * d].to_vec(),
-        d,
-        name.to_owned(),
-    )
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let mut held = rand::seq::index::sample(&mut rng, rows, nq).into_vec();
+    held.sort_unstable();
+    let (mut base, mut queries) = (
+        Vec::with_capacity((rows - nq) * d),
+        Vec::with_capacity(nq * d),
+    );
+    let mut next = held.iter().peekable();
+    for (i, row) in data[..rows * d].chunks_exact(d).enumerate() {
+        if next.peek() == Some(&&i) {
+            next.next();
+            queries.extend_from_slice(row);
+        } else {
+            base.extend_from_slice(row);
+        }
+    }
+    (base, queries, d, name.to_owned())
+}
+
+/// The storage precisions the index suite measures:
+/// `VECSEAL_BENCH_PRECISIONS=float32,tq8` narrows it; by default all four.
+fn precisions() -> Result<Vec<Precision>> {
+    match std::env::var("VECSEAL_BENCH_PRECISIONS") {
+        Ok(s) => s
+            .split(',')
+            .map(|p| p.trim().parse().map_err(anyhow::Error::from))
+            .collect(),
+        Err(_) => Ok(Precision::ALL.to_vec()),
+    }
+}
+
+/// Bytes of sealed search blocks per vector in `store` (every index).
+fn block_bytes_per_vector(store: &MemStore, n: usize) -> Result<f64> {
+    let mut bytes = 0usize;
+    for kv in store.scan_prefix("blocks", b"")? {
+        let (k, v) = kv?;
+        bytes += k.len() + v.len();
+    }
+    Ok(bytes as f64 / n.max(1) as f64)
 }
 
 fn rows(data: &[f32], d: usize) -> Vec<Vec<f32>> {
@@ -331,10 +365,14 @@ fn bench_index_on(
     faiss: Option<&Faiss>,
 ) -> Result<Value> {
     const ITERS: u32 = 20;
-    let probes_sweep = probes_sweep()?;
     let nb = base.len() / d;
     let nq = queries.len() / d;
     let n_lists = vecseal::auto_n_lists(nb);
+    // The sweep, and the default number of probes.
+    let mut probes_sweep = probes_sweep()?;
+    probes_sweep.push(vecseal::auto_n_probes(n_lists));
+    probes_sweep.sort_unstable();
+    probes_sweep.dedup();
     println!("\nindex: {name}, {nb} vectors, d = {d}, {nq} held-out queries, cosine, top 10, {n_lists} lists, {ITERS} k-means iterations");
     let ids: Vec<String> = (0..nb).map(|i| i.to_string()).collect();
     let vectors = rows(base, d);
@@ -360,57 +398,38 @@ fn bench_index_on(
         }
         None => None,
     };
-    let mut out = serde_json::Map::new();
-    for cache in [0usize, 1 << 30] {
-        let client = Client::open(StorageConfig::InMemory)?.with_list_cache(cache);
+    // The truth: exact search (an untrained float32 index).
+    let exact = {
+        let client = Client::open(StorageConfig::InMemory)?;
         let index = client.create_index(
-            "bench",
+            "truth",
             Credentials::owner(SecretKey::generate()?),
             IndexConfig::default().with_metric(Metric::Cosine),
         )?;
-        let upsert = timed_upserts(&index, &ids, &vectors)?;
-        let opts = QueryOptions::default().with_top_k(10);
-        let t = Instant::now();
-        let exact = index.query(&qs, &opts)?;
-        let exact_qps = nq as f64 / t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        index.train(
-            &TrainOptions::default()
-                .with_n_lists(n_lists)
-                .with_max_iters(ITERS),
-        )?;
-        let train_s = t.elapsed().as_secs_f64();
-        println!("\nvecseal, list cache {} MB: upsert {upsert:.0} vectors/s, untrained (exact, encrypted exhaustive) {exact_qps:.0} QPS at recall@10 1.0, train {train_s:.1} s", cache >> 20);
-        if let Some(f) = &theirs {
-            println!(
-                "faiss (plaintext): add {:.0} vectors/s, exact (IndexFlatIP) {:.0} QPS, train {:.1} s",
-                f["add_per_s"].as_f64().unwrap_or(0.0),
-                f["exact_qps"].as_f64().unwrap_or(0.0),
-                f["train_s"].as_f64().unwrap_or(0.0)
-            );
+        index.upsert_vectors(&ids, &vectors)?;
+        index.query(&qs, &QueryOptions::default().with_top_k(10))?
+    };
+    let mut out = serde_json::Map::new();
+    for precision in precisions()? {
+        for cache in [0usize, 1 << 30] {
+            let data = Data {
+                ids: &ids,
+                vectors: &vectors,
+                queries: &qs,
+                exact: &exact,
+                d,
+            };
+            let run = bench_precision(
+                precision,
+                cache,
+                &data,
+                n_lists,
+                ITERS,
+                &probes_sweep,
+                theirs.as_ref(),
+            )?;
+            out.insert(format!("{precision}_cache_{}", cache >> 20), run);
         }
-        println!("| n_probes | vecseal recall@10 | vecseal QPS | faiss recall@10 | faiss QPS | QPS ratio |");
-        println!("|---|---|---|---|---|---|");
-        let mut sweep = Vec::new();
-        for (i, &probes) in probes_sweep.iter().enumerate() {
-            let (ann, secs) = best_of(REPEATS, || {
-                index.query(&qs, &opts.clone().with_n_probes(probes))
-            })?;
-            let qps = nq as f64 / secs;
-            let r = recall(&exact, &ann);
-            let f = theirs.as_ref().map(|f| &f["sweep"][i]);
-            let fr = f.and_then(|f| f["recall_at_10"].as_f64()).unwrap_or(0.0);
-            let fq = f.and_then(|f| f["qps"].as_f64()).unwrap_or(0.0);
-            println!(
-                "| {probes} | {r:.4} | {qps:.0} | {fr:.4} | {fq:.0} | {} |",
-                ratio(qps, fq)
-            );
-            sweep.push(json!({"n_probes": probes, "recall_at_10": r, "qps": qps}));
-        }
-        out.insert(
-            format!("cache_{}", cache >> 20),
-            json!({"upsert_per_s": upsert, "exact_qps": exact_qps, "train_s": train_s, "sweep": sweep}),
-        );
     }
     out.insert("faiss".into(), theirs.unwrap_or(Value::Null));
     out.insert(
@@ -418,6 +437,122 @@ fn bench_index_on(
         json!({"name": name, "n": nb, "d": d, "queries": nq, "n_lists": n_lists}),
     );
     Ok(Value::Object(out))
+}
+
+/// The data of one index benchmark.
+#[derive(Clone, Copy)]
+struct Data<'a> {
+    ids: &'a [String],
+    vectors: &'a [Vec<f32>],
+    queries: &'a [Vec<f32>],
+    /// Exact top 10 of each query.
+    exact: &'a [Vec<vecseal::Hit>],
+    d: usize,
+}
+
+/// One precision and list cache of the index suite: upsert, exact query,
+/// train, then the n_probes sweep next to faiss (the flat IVF, and the
+/// scalar quantizer at the same precision when there is one).
+fn bench_precision(
+    precision: Precision,
+    cache: usize,
+    data: &Data<'_>,
+    n_lists: usize,
+    iters: u32,
+    probes_sweep: &[usize],
+    theirs: Option<&Value>,
+) -> Result<Value> {
+    let Data {
+        ids,
+        vectors,
+        queries: qs,
+        exact,
+        d,
+    } = *data;
+    let nq = qs.len();
+    let store = Arc::new(MemStore::new(vecseal::NAMESPACES));
+    let db = vecseal::Database::new(Arc::clone(&store) as Arc<dyn Store>).with_list_cache(cache);
+    let index = db.create_index(
+        "bench",
+        Credentials::owner(SecretKey::generate()?),
+        IndexConfig::default()
+            .with_metric(Metric::Cosine)
+            .with_storage_precision(precision),
+    )?;
+    let upsert = timed_upserts(&index, ids, vectors)?;
+    let opts = QueryOptions::default().with_top_k(10);
+    let t = Instant::now();
+    let untrained = index.query(qs, &opts)?;
+    let exact_qps = nq as f64 / t.elapsed().as_secs_f64();
+    let exact_recall = recall(exact, &untrained);
+    let t = Instant::now();
+    index.train(
+        &TrainOptions::default()
+            .with_n_lists(n_lists)
+            .with_max_iters(iters),
+    )?;
+    let train_s = t.elapsed().as_secs_f64();
+    let block_bytes = block_bytes_per_vector(&store, vectors.len())?;
+    let default_probes = vecseal::auto_n_probes(n_lists);
+    println!(
+        "\nvecseal {precision}, list cache {} MB: upsert {upsert:.0} vectors/s, untrained (encrypted exhaustive) {exact_qps:.0} QPS at recall@10 {exact_recall:.4}, train {train_s:.1} s, {block_bytes:.1} bytes of search blocks per vector (float32 vectors: {} bytes); rerank_mult {}",
+        cache >> 20,
+        4 * d,
+        precision.default_rerank_mult()
+    );
+    let sq = match precision {
+        Precision::Float16 => Some("sq_fp16"),
+        Precision::Tq8 => Some("sq8"),
+        _ => None,
+    };
+    if let Some(f) = theirs {
+        println!(
+            "faiss (plaintext): add {:.0} vectors/s, exact (IndexFlatIP) {:.0} QPS, train {:.1} s",
+            f["add_per_s"].as_f64().unwrap_or(0.0),
+            f["exact_qps"].as_f64().unwrap_or(0.0),
+            f["train_s"].as_f64().unwrap_or(0.0)
+        );
+    }
+    let sq_name = sq.unwrap_or("—");
+    println!("| n_probes | vecseal recall@10 | vecseal QPS | faiss IVFFlat recall@10 | faiss IVFFlat QPS | ratio | faiss {sq_name} recall@10 | faiss {sq_name} QPS | ratio |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let mut sweep = Vec::new();
+    for &probes in probes_sweep {
+        let (ann, secs) = best_of(REPEATS, || {
+            index.query(qs, &opts.clone().with_n_probes(probes))
+        })?;
+        let qps = nq as f64 / secs;
+        let r = recall(exact, &ann);
+        let theirs_at = |family: &str| {
+            theirs
+                .and_then(|f| f[family].as_array())
+                .and_then(|s| s.iter().find(|x| x["n_probes"] == probes))
+                .map(|x| {
+                    (
+                        x["recall_at_10"].as_f64().unwrap_or(0.0),
+                        x["qps"].as_f64().unwrap_or(0.0),
+                    )
+                })
+        };
+        let (fr, fq) = theirs_at("sweep").unwrap_or_default();
+        let (sr, sqps) = sq.and_then(theirs_at).unwrap_or_default();
+        let mark = if probes == default_probes {
+            " (default)"
+        } else {
+            ""
+        };
+        println!(
+            "| {probes}{mark} | {r:.4} | {qps:.0} | {fr:.4} | {fq:.0} | {} | {sr:.4} | {sqps:.0} | {} |",
+            ratio(qps, fq),
+            ratio(qps, sqps)
+        );
+        sweep.push(json!({"n_probes": probes, "recall_at_10": r, "qps": qps}));
+    }
+    Ok(
+        json!({"upsert_per_s": upsert, "exact_qps": exact_qps, "exact_recall": exact_recall, "train_s": train_s,
+              "block_bytes_per_vector": block_bytes, "default_n_probes": default_probes,
+              "rerank_mult": precision.default_rerank_mult(), "sweep": sweep}),
+    )
 }
 
 fn bench_filters(n: usize, report: &mut serde_json::Map<String, Value>) -> Result<()> {

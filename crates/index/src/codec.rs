@@ -363,7 +363,6 @@ impl Block {
     }
 
     /// A block decoded from its plaintext (copied).
-    #[cfg(test)]
     pub(crate) fn decode(plain: &[u8], dim: usize) -> Result<Self> {
         let mut b = Self::default();
         b.open_into(plain, dim, |p| Ok(0..p.len()))?;

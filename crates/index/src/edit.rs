@@ -37,6 +37,9 @@ pub(crate) struct Edit {
     pub(crate) digest: Digest,
 }
 
+/// A block's storage key, sealed value and, compressed, the block as sealed.
+type Sealed = (Vec<u8>, Vec<u8>, Option<Block>);
+
 pub(crate) struct Committed {
     pub(crate) lists: Lists,
     pub(crate) next_seq: u64,
@@ -195,23 +198,29 @@ impl Edit {
             self.blocks += 1;
             renumbered.push((place(list, new_seq), block));
         }
-        let sealed: Vec<Result<(Vec<u8>, Vec<u8>)>> = renumbered
+        // A compressed block is cached as it was sealed (its codes), not
+        // as edited (codes and exact vectors).
+        let sealed: Vec<Result<Sealed>> = renumbered
             .par_iter()
             .map(|(place, block)| {
                 let key = keys.block_key(place.seq);
-                let value = keys.seal(Kind::Block, &key, &block.encode(self.dim, *place))?;
-                Ok((key, value))
+                let plain = block.encode(self.dim, *place);
+                let coded = if block.precision().is_compressed() {
+                    Some(Block::decode(&plain, self.dim)?)
+                } else {
+                    None
+                };
+                let value = keys.seal(Kind::Block, &key, &plain)?;
+                Ok((key, value, coded))
             })
             .collect();
-        for kv in sealed {
-            let (k, v) = kv?;
-            batch.put_owned(NS_BLOCKS, k, v);
-        }
         let mut moved = Vec::new();
         let mut new_blocks = Vec::with_capacity(renumbered.len());
-        for (place, block) in renumbered {
+        for (kv, (place, block)) in sealed.into_iter().zip(renumbered) {
+            let (k, v, coded) = kv?;
+            batch.put_owned(NS_BLOCKS, k, v);
             moved.extend(block.ids().iter().map(|id| (id.to_owned(), place.seq)));
-            new_blocks.push((place.seq, Arc::new(block)));
+            new_blocks.push((place.seq, Arc::new(coded.unwrap_or(block))));
         }
         Ok(Committed {
             lists: self.lists,

@@ -18,7 +18,7 @@
 //! | `meta` | index id ‖ blind("centroids", generation) | sealed centroids |
 //! | `items` | index id ‖ blind(item id) | sealed item (vector, contents, metadata) |
 //! | `meta` | index id ‖ `rotation` | empty: a data-key rotation is in progress (records of two data keys may coexist) |
-//! | `blocks` | index id ‖ blind(block number) | sealed block of up to ~128 KiB of search vectors of one list, with its list, generation and number |
+//! | `blocks` | index id ‖ blind(block number) | sealed block of up to ~128 KiB of search vectors of one list (float32, or at a compressed [`Precision`] a per-dimension range and codes), with its list, generation and number |
 //!
 //! Every sealed value's associated data is its kind and its full storage key,
 //! which begins with the index id: a value moved to another item, kind or
@@ -53,7 +53,9 @@
 //! queries with the same rounding for every pair; for many queries a GEMM
 //! gives rigorous lower bounds and only the pairs that may enter a top-k are
 //! rescored by that kernel. Results (distances and ties, broken by id) equal
-//! brute force over the scanned vectors.
+//! brute force over the scanned vectors. At a compressed [`Precision`] the
+//! scan is of decoded codes and keeps `top_k × rerank_mult` candidates,
+//! which are rescored exactly from their items.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 

@@ -276,7 +276,7 @@ pub(crate) fn f16_bits(x: f32) -> u16 {
         return sign | (a * 16_777_216.0).round_ties_even() as u16;
     }
     let b = a.to_bits();
-    let mut h = ((b >> 13) - ((127 - 15) << 10)) as u32;
+    let mut h = (b >> 13) - ((127 - 15) << 10);
     let rest = b & 0x1fff;
     if rest > 0x1000 || (rest == 0x1000 && h & 1 == 1) {
         h += 1;

@@ -485,7 +485,7 @@ impl Shared {
         keys: &Keys,
         ids: &[String],
     ) -> Result<Vec<Option<ItemRecord>>> {
-        let item_keys: Vec<Vec<u8>> = ids.iter().map(|id| keys.item_key(id)).collect();
+        let item_keys: Vec<Vec<u8>> = ids.par_iter().map(|id| keys.item_key(id)).collect();
         let raws = match view {
             Some(view) => item_keys
                 .iter()

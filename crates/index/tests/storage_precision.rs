@@ -1,0 +1,139 @@
+//! Compressed search blocks: at every precision, with the list cache off
+//! and on, upserts (batches and one at a time), deletes and training keep
+//! every vector findable; a query whose candidates cover the index returns
+//! exact brute force; the default rerank finds nearly all of it; and the
+//! blocks shrink with the precision.
+
+mod common;
+use std::sync::Arc;
+
+use common::*;
+use vecseal_index::{Database, IndexConfig, Metric, Precision, QueryOptions, TrainOptions};
+use vecseal_storage::{MemStore, Store};
+
+const DIM: usize = 24;
+
+/// Bytes of sealed blocks in `store`.
+fn block_bytes(store: &MemStore) -> usize {
+    store
+        .scan_prefix("blocks", b"")
+        .unwrap()
+        .map(|kv| kv.map(|(k, v)| k.len() + v.len()).unwrap())
+        .sum()
+}
+
+fn ids_of(hits: &[vecseal_index::Hit]) -> Vec<String> {
+    hits.iter().map(|h| h.id.clone()).collect()
+}
+
+#[test]
+fn every_precision_answers_like_brute_force_over_its_candidates() {
+    let data = clustered(12_000, DIM, 12, 5);
+    let all_ids = ids(data.len());
+    let queries: Vec<Vec<f32>> = clustered(40, DIM, 12, 6);
+    let mut float32_bytes = 0;
+    for precision in Precision::ALL {
+        for cache in [0, 4 << 20] {
+            let store = Arc::new(MemStore::new(vecseal_index::NAMESPACES));
+            let db = Database::new(Arc::clone(&store) as Arc<dyn Store>).with_list_cache(cache);
+            let index = db
+                .create_index(
+                    "t",
+                    owner(1),
+                    IndexConfig::default()
+                        .with_metric(Metric::SquaredEuclidean)
+                        .with_storage_precision(precision),
+                )
+                .unwrap();
+            assert_eq!(index.info().unwrap().storage_precision, precision);
+            // One batch, then one item at a time (stored blocks appended
+            // to, their ranges widened), then deletes.
+            index
+                .upsert_vectors(&all_ids[..11_600], &data[..11_600])
+                .unwrap();
+            for (id, v) in all_ids[11_600..].iter().zip(&data[11_600..]) {
+                // Far outside the first batch's range, half of them.
+                let v: Vec<f32> = v.iter().map(|x| x * 3.0).collect();
+                index.upsert_vectors(&[id.clone()], &[v]).unwrap();
+            }
+            let deleted: Vec<String> = all_ids.iter().step_by(7).cloned().collect();
+            index.delete(&deleted).unwrap();
+            let model: Vec<(String, Vec<f32>)> = all_ids
+                .iter()
+                .zip(&data)
+                .enumerate()
+                .filter(|(i, _)| i % 7 != 0)
+                .map(|(i, (id, v))| {
+                    let v = if i >= 11_600 {
+                        v.iter().map(|x| x * 3.0).collect()
+                    } else {
+                        v.clone()
+                    };
+                    (id.clone(), v)
+                })
+                .collect();
+            let every = QueryOptions::default()
+                .with_top_k(10)
+                .with_rerank_mult(model.len());
+            let check = |opts: &QueryOptions, what: &str| {
+                let got = index.query(&queries, opts).unwrap();
+                for (q, hits) in queries.iter().zip(&got) {
+                    assert_eq!(
+                        ids_of(hits),
+                        brute(&model, q, 10),
+                        "{precision}, cache {cache}: {what}"
+                    );
+                    for h in hits {
+                        let exact = model
+                            .iter()
+                            .find(|(id, _)| *id == h.id)
+                            .map(|(_, v)| sq(q, v));
+                        assert_eq!(h.distance, exact, "{precision}: distances are exact");
+                    }
+                }
+            };
+            check(&every, "untrained");
+            // The default rerank: nearly all of the exact top 10.
+            let got = index
+                .query(&queries, &QueryOptions::default().with_top_k(10))
+                .unwrap();
+            let found: usize = queries
+                .iter()
+                .zip(&got)
+                .map(|(q, hits)| {
+                    let want = brute(&model, q, 10);
+                    hits.iter().filter(|h| want.contains(&h.id)).count()
+                })
+                .sum();
+            assert!(
+                found * 100 >= 95 * queries.len() * 10,
+                "{precision}: recall {found} of 400"
+            );
+            // A second query reads the blocks from the cache when it is on.
+            check(&every, "untrained, again");
+            index
+                .train(&TrainOptions::default().with_n_lists(8).with_seed(3))
+                .unwrap();
+            check(&every.clone().with_n_probes(8), "trained, every list");
+            check(
+                &every.clone().with_n_probes(8),
+                "trained, every list, again",
+            );
+            let bytes = block_bytes(&store);
+            if precision == Precision::Float32 {
+                float32_bytes = bytes;
+            } else {
+                // Codes plus ids and (8/4-bit) ranges: well under float32.
+                let most = match precision {
+                    Precision::Float16 => 0.6,
+                    Precision::Tq8 => 0.4,
+                    _ => 0.3,
+                };
+                assert!(
+                    (bytes as f64) < most * float32_bytes as f64,
+                    "{precision}: {bytes} bytes of blocks against {float32_bytes} at float32"
+                );
+            }
+        }
+    }
+}
