@@ -17,8 +17,8 @@ const DIM: usize = 24;
 fn block_bytes(store: &MemStore) -> usize {
     store
         .scan_prefix("blocks", b"")
-        .unwrap()
-        .map(|kv| kv.map(|(k, v)| k.len() + v.len()).unwrap())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .map(|kv| kv.map_or_else(|e| panic!("{e}"), |(k, v)| k.len() + v.len()))
         .sum()
 }
 
@@ -54,7 +54,9 @@ fn every_precision_answers_like_brute_force_over_its_candidates() {
             for (id, v) in all_ids[11_600..].iter().zip(&data[11_600..]) {
                 // Far outside the first batch's range, half of them.
                 let v: Vec<f32> = v.iter().map(|x| x * 3.0).collect();
-                index.upsert_vectors(&[id.clone()], &[v]).unwrap();
+                index
+                    .upsert_vectors(std::slice::from_ref(id), &[v])
+                    .unwrap();
             }
             let deleted: Vec<String> = all_ids.iter().step_by(7).cloned().collect();
             index.delete(&deleted).unwrap();
