@@ -480,7 +480,15 @@ fn bench_precision(
             .with_storage_precision(precision),
     )?;
     let upsert = timed_upserts(&index, ids, vectors)?;
-    let opts = QueryOptions::default().with_top_k(10);
+    // VECSEAL_BENCH_RERANK=N measures another rerank multiplier than the
+    // precision's default.
+    let mult = std::env::var("VECSEAL_BENCH_RERANK")
+        .ok()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| precision.default_rerank_mult());
+    let opts = QueryOptions::default()
+        .with_top_k(10)
+        .with_rerank_mult(mult);
     let t = Instant::now();
     let untrained = index.query(qs, &opts)?;
     let exact_qps = nq as f64 / t.elapsed().as_secs_f64();
@@ -498,7 +506,7 @@ fn bench_precision(
         "\nvecseal {precision}, list cache {} MB: upsert {upsert:.0} vectors/s, untrained (encrypted exhaustive) {exact_qps:.0} QPS at recall@10 {exact_recall:.4}, train {train_s:.1} s, {block_bytes:.1} bytes of search blocks per vector (float32 vectors: {} bytes); rerank_mult {}",
         cache >> 20,
         4 * d,
-        precision.default_rerank_mult()
+        mult
     );
     let sq = match precision {
         Precision::Float16 => Some("sq_fp16"),

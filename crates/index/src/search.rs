@@ -41,6 +41,9 @@ pub(crate) const GEMM_MIN_QUERIES: usize = 32;
 /// of the vectors its probes would scan: reading one item costs about as
 /// much as scanning this many block vectors.
 pub(crate) const DIRECT_COST: usize = 4;
+/// The most candidates a query at a compressed precision reranks
+/// (`top_k × rerank_mult` is cut to this).
+pub(crate) const MAX_CANDIDATES: usize = 16 * MAX_TOP_K;
 
 impl Index {
     /// Nearest neighbours of each query, sorted by distance then id.
@@ -140,7 +143,7 @@ impl Index {
             metric,
             dim,
             top_k: if rerank {
-                top_k.saturating_mul(mult).min(MAX_TOP_K * 64)
+                top_k.saturating_mul(mult).min(MAX_CANDIDATES)
             } else {
                 top_k
             },

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
-use vecseal::{FieldSchema, IndexConfig, Metric, TrainOptions, TrainingState, UserId};
+use vecseal::{FieldSchema, IndexConfig, Metric, Precision, TrainOptions, TrainingState, UserId};
 
 use crate::auth::owner_credentials;
 use crate::error::ApiError;
@@ -133,20 +133,25 @@ fn index_config(req: &CreateIndex) -> Result<IndexConfig, ApiError> {
             "text_fields, bm25_k1, bm25_b: full-text (BM25) search is not supported by vecseal",
         ));
     }
-    match req.storage_precision.as_deref() {
-        None | Some("float32") => {}
-        Some(p @ ("float16" | "tq12" | "tq8" | "tq6" | "tq4")) => {
+    let precision = match req.storage_precision.as_deref() {
+        None => Precision::Float32,
+        Some(p @ ("tq12" | "tq6")) => {
             return Err(ApiError::bad_request(format!(
-                "storage_precision {p:?} is not supported yet; supported: float32"
+                "storage_precision {p:?} is not supported; supported: float32, float16, tq8, tq4"
             )))
         }
+        Some(p @ ("float32" | "float16" | "tq8" | "tq4")) => p
+            .parse()
+            .map_err(|e| ApiError::engine("Failed to create index", e))?,
         Some(p) => {
             return Err(ApiError::unprocessable(format!(
                 "storage_precision {p:?} is not one of float32, float16, tq12, tq8, tq6, tq4"
             )))
         }
-    }
-    let mut config = IndexConfig::default().with_metric(metric(req.metric.as_deref())?);
+    };
+    let mut config = IndexConfig::default()
+        .with_metric(metric(req.metric.as_deref())?)
+        .with_storage_precision(precision);
     match req.dimension {
         None | Some(0) => {}
         Some(d) if d < 0 => {

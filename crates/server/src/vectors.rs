@@ -169,6 +169,15 @@ fn options(k: &Knobs) -> Result<(QueryOptions, bool, bool), ApiError> {
             )))
         }
     }
+    match k.rerank_mult {
+        None | Some(0) => {}
+        Some(m) if m > 0 => opts = opts.with_rerank_mult(m as usize),
+        Some(m) => {
+            return Err(ApiError::bad_request(format!(
+                "rerank_mult must be positive (or 0/null for the default); got {m}"
+            )))
+        }
+    }
     if let Some(filter) = parse_filter(k.filters.as_ref(), "Failed to query")? {
         opts = opts.with_filter(filter);
     }

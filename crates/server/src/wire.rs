@@ -114,8 +114,7 @@ pub(crate) struct UpsertBinary {
 pub(crate) struct Knobs {
     pub(crate) top_k: Option<i64>,
     pub(crate) n_probes: Option<i64>,
-    /// Accepted and ignored: vecseal scores every candidate exactly.
-    #[allow(dead_code)]
+    /// Candidates per result at a compressed storage precision.
     pub(crate) rerank_mult: Option<i64>,
     /// Accepted and ignored.
     #[allow(dead_code)]

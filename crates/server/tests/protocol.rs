@@ -161,6 +161,47 @@ fn queries_nest_results_by_the_number_of_query_vectors_and_follow_include() {
     );
 }
 
+/// `storage_precision` creates a compressed index; queries rerank exactly
+/// (`rerank_mult` honoured, a negative one refused).
+#[test]
+fn compressed_indexes_answer_exact_distances() {
+    let s = TestServer::start();
+    let key = key_hex();
+    create(
+        &s,
+        "q",
+        &key,
+        json!({"storage_precision": "tq4", "metric": "squared_euclidean"}),
+    );
+    let items: Vec<Value> = (0..50)
+        .map(|i| json!({"id": i.to_string(), "vector": [i, 50 - i, 0, 1]}))
+        .collect();
+    let (st, b) = s.post(
+        "/v1/vectors/upsert",
+        json!({"index_name": "q", "index_key": key, "items": items}),
+        R,
+    );
+    assert_eq!(st, 200, "{b}");
+    let query = |mult: Value| {
+        s.post(
+            "/v1/vectors/query",
+            json!({"index_name": "q", "index_key": key, "query_vectors": [7, 43, 0, 1],
+                   "top_k": 2, "rerank_mult": mult, "include": ["distance"]}),
+            R,
+        )
+    };
+    let (st, b) = query(json!(25));
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(
+        b["results"],
+        json!([{"id": "7", "distance": 0.0}, {"id": "6", "distance": 2.0}])
+    );
+    assert_eq!(query(Value::Null).0, 200);
+    let (st, b) = query(json!(-1));
+    assert_eq!(st, 400, "{b}");
+    assert!(b["detail"].as_str().unwrap().contains("rerank_mult"), "{b}");
+}
+
 #[test]
 fn get_delete_list_ids_count_and_metadata_queries() {
     let s = TestServer::start();
@@ -375,7 +416,8 @@ fn every_error_is_a_json_detail_with_the_documented_status() {
     };
     assert_eq!(c(json!({"metric": "manhattan"})), 400);
     assert_eq!(c(json!({"dimension": -3})), 400);
-    assert_eq!(c(json!({"storage_precision": "tq8"})), 400);
+    assert_eq!(c(json!({"storage_precision": "tq6"})), 400);
+    assert_eq!(c(json!({"storage_precision": "tq12"})), 400);
     assert_eq!(c(json!({"storage_precision": "fp64"})), 422);
     assert_eq!(c(json!({"kms_name": "slot"})), 400);
     assert_eq!(c(json!({"embedding_model": "all-MiniLM-L6-v2"})), 400);

@@ -1,0 +1,181 @@
+use super::*;
+use proptest::prelude::*;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+    #[test]
+    fn item_round_trip(id in ".{1,20}", v in proptest::collection::vec(-1e6f32..1e6, 0..40),
+                       c in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..50)),
+                       m in proptest::option::of(".{0,30}")) {
+        let rec = ItemRecord { id, vector: v, contents: c, metadata: m };
+        prop_assert_eq!(ItemRecord::decode(&rec.encode()).ok(), Some(rec.clone()));
+        let enc = rec.encode();
+        for cut in 0..enc.len() {
+            prop_assert!(ItemRecord::decode(&enc[..cut]).is_err());
+        }
+    }
+
+    #[test]
+    fn block_round_trip_and_remove(n in 0usize..20, d in 1usize..6) {
+        let mut b = Block::default();
+        for i in 0..n {
+            let v: Vec<f32> = (i * d..(i + 1) * d).map(|x| x as f32).collect();
+            b.push(&format!("id{i}"), &v);
+        }
+        let place = Place { list: n as u32, generation: d as u64, seq: (n * d) as u64 };
+        let enc = b.encode(d, place);
+        let back = Block::decode(&enc, d);
+        prop_assert_eq!(back.as_ref().ok().and_then(Block::place), Some(place));
+        prop_assert_eq!(back.ok(), Some(b.clone()));
+        for cut in 0..enc.len() {
+            prop_assert!(Block::decode(&enc[..cut], d).is_err());
+        }
+        prop_assert!(Block::decode(&enc, d + 1).is_err());
+        if n > 0 {
+            let victim = format!("id{}", n / 2);
+            prop_assert!(b.remove(&victim, d));
+            prop_assert!(!b.remove(&victim, d));
+            prop_assert_eq!(b.len(), n - 1);
+            prop_assert_eq!(b.vectors().len(), (n - 1) * d);
+            for (i, id) in b.ids().iter().enumerate() {
+                let orig: usize = id[2..].parse().unwrap_or(usize::MAX);
+                prop_assert_eq!(b.vectors()[i * d], (orig * d) as f32);
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+    /// Every decoder of this module, and the catalog's, on arbitrary
+    /// bytes behind a valid version byte (so the fields are reached):
+    /// a clean error or a value that encodes back to the same bytes;
+    /// never a panic.
+    #[test]
+    fn arbitrary_bytes_are_an_error_or_a_canonical_record(
+        tail in proptest::collection::vec(any::<u8>(), 0..256),
+        dim in 1usize..4,
+        n_lists in 1usize..4,
+    ) {
+        let item = [&[ITEM_VERSION][..], &tail].concat();
+        if let Ok(rec) = ItemRecord::decode(&item) {
+            prop_assert_eq!(rec.encode(), item);
+        }
+        let block = [&[BLOCK_VERSION, 0][..], &tail].concat();
+        if let Ok(b) = Block::decode(&block, dim) {
+            let place = b.place();
+            prop_assert!(place.is_some());
+            prop_assert_eq!(b.encode(dim, place.unwrap_or(PLACE)), block);
+        }
+        for version in [1u8, 2] {
+            // Older layouts: decode without panicking.
+            let _ = Block::decode(&[&[version][..], &tail].concat(), dim);
+        }
+        let centroids = [&[CENTROIDS_VERSION][..], &tail].concat();
+        for bytes in [&centroids, &tail] {
+            if let Ok(c) = decode_centroids(bytes, n_lists, dim) {
+                prop_assert_eq!(c.len(), n_lists * dim);
+            }
+        }
+        for version in [1u8, 2] {
+            let catalog = [&[version][..], &tail].concat();
+            if let Ok(entry) = crate::catalog::Entry::decode(&catalog) {
+                prop_assert_eq!(entry.encode(), catalog);
+            }
+        }
+    }
+}
+
+#[test]
+fn centroids_round_trip_and_the_first_layout_still_reads() {
+    let c: Vec<f32> = (0..12).map(|x| x as f32 - 3.5).collect();
+    let enc = encode_centroids(&c, 4);
+    assert_eq!(decode_centroids(&enc, 3, 4).ok(), Some(c.clone()));
+    let bare: Vec<u8> = c.iter().flat_map(|x| x.to_le_bytes()).collect();
+    assert_eq!(decode_centroids(&bare, 3, 4).ok(), Some(c));
+    assert!(matches!(
+        decode_centroids(&enc, 4, 3),
+        Err(crate::Error::Decode(vecseal_codec::Error::Invalid {
+            record: Record::Centroids,
+            field: "number of lists",
+            found: 3,
+            ..
+        }))
+    ));
+    // Every cut is an error, but the one of the first layout's length
+    // (which only a broken seal could produce: records are
+    // authenticated before they are decoded).
+    for cut in (0..enc.len()).filter(|&c| c != 12 * 4) {
+        assert!(decode_centroids(&enc[..cut], 3, 4).is_err(), "cut {cut}");
+    }
+}
+
+/// The version-1 layout (ids first, vectors at any alignment).
+fn encode_v1(b: &Block, dim: usize) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(1).len_u32(b.len()).len_u32(dim);
+    for id in b.ids().iter() {
+        w.str(id);
+    }
+    w.f32s(b.vectors());
+    w.into_vec()
+}
+
+fn sample(n: usize, dim: usize) -> Block {
+    let mut b = Block::default();
+    for i in 0..n {
+        let v: Vec<f32> = (0..dim).map(|j| (i * dim + j) as f32 * 0.5).collect();
+        b.push(&format!("item-{i}"), &v);
+    }
+    b
+}
+
+#[test]
+fn version_1_blocks_still_read() {
+    let b = sample(7, 5);
+    // "item-0" … : ids end 9 + 7 × 10 bytes in, so the vectors are not
+    // 4-byte aligned and are moved before use.
+    assert_eq!(Block::decode(&encode_v1(&b, 5), 5).ok(), Some(b));
+}
+
+const PLACE: Place = Place {
+    list: 3,
+    generation: 1,
+    seq: 42,
+};
+
+#[test]
+fn sealed_blocks_are_scanned_where_they_were_decrypted() {
+    use crate::keys::{Keys, Kind};
+    use vecseal_envelope::{SecretKey, Suite, TAG_LEN};
+    let b = sample(9, 3);
+    let key = SecretKey::from_bytes(&[7; 32]).unwrap_or_else(|e| panic!("{e}"));
+    for suite in [Suite::Aes256Gcm, Suite::XChaCha20Poly1305] {
+        let keys = Keys::derive(&key, vecseal_keyring::IndexId([1; 16]), suite);
+        let sealed = keys
+            .seal(Kind::Block, b"k", &b.encode(3, PLACE))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let open = |buf: &mut [u8]| keys.open_in_place(Kind::Block, b"k", buf);
+        let mut got = Block::default();
+        got.open_into(&sealed, 3, open)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(got, b, "{suite:?}");
+        // No copy: the vectors are used where they were decrypted.
+        let plain_at = suite.overhead() - TAG_LEN;
+        assert_eq!(got.at * 4, plain_at + BLOCK_VECTORS_AT, "{suite:?}");
+        // The buffer is reused for the next block.
+        let cap = got.data.capacity();
+        got.open_into(&sealed, 3, open)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((got.data.capacity(), &got), (cap, &b));
+    }
+}
+
+#[test]
+fn a_block_that_fails_to_open_is_left_empty() {
+    let mut got = sample(4, 2);
+    let enc = sample(3, 2).encode(2, PLACE);
+    let r = got.open_into(&enc[..enc.len() - 1], 2, |p| Ok(0..p.len()));
+    assert!(r.is_err());
+    assert_eq!((got.len(), got.vectors().len()), (0, 0));
+}
