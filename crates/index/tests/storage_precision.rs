@@ -95,7 +95,8 @@ fn every_precision_answers_like_brute_force_over_its_candidates() {
                 }
             };
             check(&every, "untrained");
-            // The default rerank: nearly all of the exact top 10.
+            // The default rerank: nearly all of the exact top 10 (tq4, 16
+            // levels per coordinate, a little less).
             let got = index
                 .query(&queries, &QueryOptions::default().with_top_k(10))
                 .unwrap();
@@ -107,8 +108,9 @@ fn every_precision_answers_like_brute_force_over_its_candidates() {
                     hits.iter().filter(|h| want.contains(&h.id)).count()
                 })
                 .sum();
+            let least = if precision == Precision::Tq4 { 85 } else { 95 };
             assert!(
-                found * 100 >= 95 * queries.len() * 10,
+                found * 100 >= least * queries.len() * 10,
                 "{precision}: recall {found} of 400"
             );
             // A second query reads the blocks from the cache when it is on.
