@@ -547,24 +547,12 @@ impl Shared {
         unique.sort_unstable();
         unique.dedup();
         let ids: Vec<String> = unique.into_iter().map(str::to_owned).collect();
-        let recs = self.read_items_in(s.view, s.keys, &ids)?;
-        let mut exact: HashMap<&str, Vec<f32>> = HashMap::with_capacity(ids.len());
-        for (id, rec) in ids.iter().zip(recs) {
-            let mut rec = rec.ok_or_else(|| Error::Corrupt {
-                what: vecseal_codec::Record::Block,
-                reason: format!("a block holds item {id:?}, which has no record"),
-            })?;
-            if rec.vector.len() != dim {
-                return Err(Error::Corrupt {
-                    what: vecseal_codec::Record::Item,
-                    reason: format!("a vector of {} dimensions, not {dim}", rec.vector.len()),
-                });
-            }
-            if s.metric == Metric::Cosine {
-                normalize(&mut rec.vector);
-            }
-            exact.insert(id, rec.vector);
-        }
+        let vectors = self.exact_items(s.view, s.keys, &ids, (dim, s.metric))?;
+        let exact: HashMap<&str, &[f32]> = ids
+            .iter()
+            .map(String::as_str)
+            .zip(vectors.iter().map(Vec::as_slice))
+            .collect();
         Ok(hits
             .into_par_iter()
             .zip(chunk.par_chunks_exact(dim))

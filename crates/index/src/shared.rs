@@ -447,29 +447,50 @@ impl Shared {
             return Ok(block.vectors());
         }
         let ids: Vec<String> = block.ids().iter().map(str::to_owned).collect();
-        let cosine = self.live.read().p.metric == Metric::Cosine;
+        // Training only, which holds no guard of the live state here.
+        let metric = self.live.read().p.metric;
         buf.clear();
-        for (rec, id) in self.read_items(keys, &ids)?.into_iter().zip(&ids) {
-            let mut rec = rec.ok_or_else(|| Error::Corrupt {
-                what: Record::Block,
-                reason: format!("block holds item {id:?}, which has no record"),
-            })?;
-            if rec.vector.len() != dim {
-                return Err(Error::Corrupt {
-                    what: Record::Item,
-                    reason: format!("a vector of {} dimensions, not {dim}", rec.vector.len()),
-                });
-            }
-            if cosine {
-                normalize(&mut rec.vector);
-            }
-            buf.extend_from_slice(&rec.vector);
+        for v in self.exact_items(None, keys, &ids, (dim, metric))? {
+            buf.extend_from_slice(&v);
         }
         Ok(buf)
     }
 }
 
 impl Shared {
+    /// The exact search vectors (unit length for cosine) of the items
+    /// `ids`, read from `view` when given; each must exist (a block or a
+    /// candidate names it) with the index's dimension.
+    pub(crate) fn exact_items(
+        &self,
+        view: Option<&dyn Snapshot>,
+        keys: &Keys,
+        ids: &[String],
+        (dim, metric): (usize, Metric),
+    ) -> Result<Vec<Vec<f32>>> {
+        let cosine = metric == Metric::Cosine;
+        self.read_items_in(view, keys, ids)?
+            .into_par_iter()
+            .zip(ids.par_iter())
+            .map(|(rec, id)| {
+                let mut rec = rec.ok_or_else(|| Error::Corrupt {
+                    what: Record::Block,
+                    reason: format!("a block holds item {id:?}, which has no record"),
+                })?;
+                if rec.vector.len() != dim {
+                    return Err(Error::Corrupt {
+                        what: Record::Item,
+                        reason: format!("a vector of {} dimensions, not {dim}", rec.vector.len()),
+                    });
+                }
+                if cosine {
+                    normalize(&mut rec.vector);
+                }
+                Ok(rec.vector)
+            })
+            .collect()
+    }
+
     pub(crate) fn read_items(
         &self,
         keys: &Keys,

@@ -5,6 +5,14 @@ mod common;
 use common::*;
 use vecseal_index::{Error, Hit, Item, Metric, QueryOptions, TrainOptions, TrainingState};
 
+/// Query options. At a compressed precision (`VECSEAL_TEST_PRECISION`)
+/// 32 candidates per result are reranked, so that the comparisons with
+/// exact search below hold there too; the default multipliers are
+/// measured by the recall benchmarks (docs/BENCHMARKS.md).
+fn query_opts() -> QueryOptions {
+    QueryOptions::default().with_rerank_mult(32)
+}
+
 fn load(index: &vecseal_index::Index, data: &[Vec<f32>]) {
     let ids = ids(data.len());
     for (i, c) in data.chunks(5000).enumerate() {
@@ -36,7 +44,7 @@ fn recall_after_training_and_exact_at_full_probes() {
         .take(200)
         .map(|d| d.iter().map(|v| v + 0.05).collect())
         .collect();
-    let opts = QueryOptions::default().with_top_k(10);
+    let opts = query_opts().with_top_k(10);
     let exact = index
         .query(&queries, &opts)
         .unwrap_or_else(|e| panic!("{e}"));
@@ -61,7 +69,7 @@ fn recall_after_training_and_exact_at_full_probes() {
         .upsert(vec![Item::new("new", vec![1000.0; 16])])
         .unwrap_or_else(|e| panic!("{e}"));
     let hit = index
-        .query(&[vec![1000.0; 16]], &QueryOptions::default().with_top_k(1))
+        .query(&[vec![1000.0; 16]], &query_opts().with_top_k(1))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(hit[0][0].id, "new");
     // Retrain keeps every item.
@@ -80,10 +88,7 @@ fn recall_after_training_and_exact_at_full_probes() {
             .query(&queries, &opts.with_n_probes(32))
             .unwrap_or_default(),
         index
-            .query(
-                &queries,
-                &QueryOptions::default().with_top_k(10).with_n_probes(32)
-            )
+            .query(&queries, &query_opts().with_top_k(10).with_n_probes(32))
             .unwrap_or_default()
     );
 }
@@ -139,10 +144,7 @@ fn every_dimension_trains_and_queries() {
             .train(&TrainOptions::default().with_n_lists(16).with_max_iters(5))
             .unwrap_or_else(|e| panic!("d={d}: {e}"));
         let hits = index
-            .query(
-                &data[..3],
-                &QueryOptions::default().with_top_k(5).with_n_probes(16),
-            )
+            .query(&data[..3], &query_opts().with_top_k(5).with_n_probes(16))
             .unwrap_or_else(|e| panic!("{e}"));
         for h in &hits {
             assert_eq!(h.len(), 5, "d={d}");
@@ -190,7 +192,7 @@ fn bad_vectors_are_rejected_and_nothing_is_lost() {
         Err(Error::BadMetadata(_))
     ));
     assert!(matches!(
-        index.query(&[vec![1.0]], &QueryOptions::default()),
+        index.query(&[vec![1.0]], &query_opts()),
         Err(Error::DimensionMismatch {
             expected: 2,
             got: 1,
@@ -198,7 +200,7 @@ fn bad_vectors_are_rejected_and_nothing_is_lost() {
         })
     ));
     assert!(matches!(
-        index.query(&[vec![1.0, 1.0]], &QueryOptions::default().with_top_k(0)),
+        index.query(&[vec![1.0, 1.0]], &query_opts().with_top_k(0)),
         Err(Error::InvalidParameter { .. })
     ));
     assert_eq!(index.list_ids().unwrap(), vec!["a".to_owned()]);
@@ -220,7 +222,7 @@ fn training_within_max_memory_streams_and_keeps_everything() {
         .step_by(60)
         .map(|d| d.iter().map(|v| v + 0.05).collect())
         .collect();
-    let opts = QueryOptions::default().with_top_k(10);
+    let opts = query_opts().with_top_k(10);
     let exact = index
         .query(&queries, &opts)
         .unwrap_or_else(|e| panic!("{e}"));
@@ -248,10 +250,7 @@ fn training_within_max_memory_streams_and_keeps_everything() {
     // one-probe query for it finds it at distance 0.
     let own: Vec<Vec<f32>> = data.iter().step_by(97).cloned().collect();
     let hits = index
-        .query(
-            &own,
-            &QueryOptions::default().with_top_k(1).with_n_probes(1),
-        )
+        .query(&own, &query_opts().with_top_k(1).with_n_probes(1))
         .unwrap_or_else(|e| panic!("{e}"));
     for h in &hits {
         assert_eq!(h[0].distance, Some(0.0));
@@ -275,7 +274,7 @@ fn the_list_cache_changes_no_result() {
         .train(&TrainOptions::default().with_n_lists(40).with_seed(1))
         .unwrap_or_else(|e| panic!("{e}"));
     let queries: Vec<Vec<f32>> = data.iter().step_by(97).cloned().collect();
-    let opts = QueryOptions::default().with_top_k(10).with_n_probes(6);
+    let opts = query_opts().with_top_k(10).with_n_probes(6);
     let query =
         |ix: &vecseal_index::Index| ix.query(&queries, &opts).unwrap_or_else(|e| panic!("{e}"));
     // About two blocks of 100-d vectors fit: most reads evict.

@@ -160,28 +160,24 @@ fn options(k: &Knobs) -> Result<(QueryOptions, bool, bool), ApiError> {
         .with_top_k(top_k)
         .with_distance(distance)
         .with_metadata(metadata);
-    match k.n_probes {
-        None | Some(0) => {}
-        Some(p) if p > 0 => opts = opts.with_n_probes(p as usize),
-        Some(p) => {
-            return Err(ApiError::bad_request(format!(
-                "n_probes must be positive (or 0/null for automatic); got {p}"
-            )))
-        }
-    }
-    match k.rerank_mult {
-        None | Some(0) => {}
-        Some(m) if m > 0 => opts = opts.with_rerank_mult(m as usize),
-        Some(m) => {
-            return Err(ApiError::bad_request(format!(
-                "rerank_mult must be positive (or 0/null for the default); got {m}"
-            )))
-        }
-    }
+    opts.n_probes = optional_count("n_probes", k.n_probes, "automatic")?;
+    opts.rerank_mult = optional_count("rerank_mult", k.rerank_mult, "the default")?;
     if let Some(filter) = parse_filter(k.filters.as_ref(), "Failed to query")? {
         opts = opts.with_filter(filter);
     }
     Ok((opts, distance, metadata))
+}
+
+/// A count knob: null or 0 is `None` (`unset` says what that means), a
+/// positive value is itself, a negative one is a 400 naming `name`.
+fn optional_count(name: &str, v: Option<i64>, unset: &str) -> Result<Option<usize>, ApiError> {
+    match v {
+        None | Some(0) => Ok(None),
+        Some(n) if n > 0 => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
+        Some(n) => Err(ApiError::bad_request(format!(
+            "{name} must be positive (or 0/null for {unset}); got {n}"
+        ))),
+    }
 }
 
 /// A filter; `null` or `{}` is none.
