@@ -163,12 +163,17 @@ impl Range {
         Self::between(&lo, &hi, levels)
     }
 
+    /// `levels` steps from `lo` to at least `hi`; bounds beyond the finite
+    /// floats are cut to them, and the step is computed in f64, so that a
+    /// range over huge coordinates still has a finite step.
     fn between(lo: &[f32], hi: &[f32], levels: u32) -> Self {
+        let lo: Vec<f32> = lo.iter().map(|l| l.max(-f32::MAX)).collect();
         let step = lo
             .iter()
             .zip(hi)
             .map(|(&l, &h)| {
-                let s = (h - l) / levels as f32;
+                let h = h.min(f32::MAX);
+                let s = ((f64::from(h) - f64::from(l)) / f64::from(levels)) as f32;
                 // Rounding may leave `lo + L·step` just below `hi`: the
                 // next float up covers it.
                 if l + s * (levels as f32) < h {
@@ -178,10 +183,7 @@ impl Range {
                 }
             })
             .collect();
-        Self {
-            lo: lo.to_vec(),
-            step,
-        }
+        Self { lo, step }
     }
 
     fn hi(&self, i: usize, levels: u32) -> f32 {

@@ -174,6 +174,28 @@ fn widening_a_range_keeps_old_codes_close_and_codes_new_ones() {
     }
 }
 
+/// Coordinates near the largest floats: ranges stay finite, codes decode
+/// to numbers (never NaN), within half a step.
+#[test]
+fn huge_coordinates_keep_a_finite_range() {
+    let dim = 3;
+    let exact = vec![-3e38f32, 0.0, 3e38, 3e38, 1.0, -3e38, 0.0, -1.0, 1e38];
+    for p in [Precision::Tq8, Precision::Tq4] {
+        let (range, codes) = Pending {
+            exact: exact.clone(),
+            ..Pending::default()
+        }
+        .finish(p, dim);
+        let r = range.clone().expect("a range");
+        assert!(r.step.iter().all(|s| s.is_finite()), "{p}: {:?}", r.step);
+        let got = decode(p, &range, &codes, dim);
+        assert!(got.iter().all(|x| !x.is_nan()), "{p}: {got:?}");
+        // Widening far beyond: still finite.
+        let wide = r.widened(&[f32::MAX, -f32::MAX, f32::MAX], dim, p.levels());
+        assert!(wide.step.iter().all(|s| s.is_finite()) && wide.lo.iter().all(|l| l.is_finite()));
+    }
+}
+
 #[test]
 fn compressed_blocks_round_trip_and_edit() {
     let dim = 7;
