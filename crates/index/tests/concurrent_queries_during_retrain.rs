@@ -28,7 +28,10 @@ fn queries_see_a_consistent_state_during_writes_and_retrain() {
                     let hits = index
                         .query(
                             std::slice::from_ref(&q),
-                            &QueryOptions::default().with_top_k(10).with_n_probes(32),
+                            &QueryOptions::default()
+                                .with_top_k(10)
+                                .with_n_probes(32)
+                                .with_rerank_mult(EXACT_RERANK),
                         )
                         .unwrap_or_else(|e| panic!("{e}"));
                     // Exact at full probes: the query's own vector is first, every time.

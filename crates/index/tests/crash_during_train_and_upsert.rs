@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{child_test, config, owner};
+use common::{child_test, config, owner, EXACT_RERANK};
 use rand::{Rng, SeedableRng};
 use vecseal_index::{Database, Fields, Index, Item, QueryOptions, Store, TrainOptions, NAMESPACES};
 use vecseal_storage::RocksStore;
@@ -165,7 +165,10 @@ fn killed_during_upsert_or_train_loses_nothing_acknowledged() {
         let n_lists = index.n_lists();
         for &b in present.iter().rev().take(3) {
             let queries: Vec<Vec<f32>> = (0..BATCH).step_by(7).map(|j| vector(b, j)).collect();
-            let opts = QueryOptions::default().with_top_k(1).with_n_probes(n_lists);
+            let opts = QueryOptions::default()
+                .with_top_k(1)
+                .with_n_probes(n_lists)
+                .with_rerank_mult(EXACT_RERANK);
             let hits = index
                 .query(&queries, &opts)
                 .unwrap_or_else(|e| panic!("{e}"));

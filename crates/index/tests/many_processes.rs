@@ -180,7 +180,10 @@ fn a_training_in_one_process_while_the_other_upserts_and_queries() {
         assert_eq!(index.training_state(), TrainingState::Trained);
         // Every late vector sits in the first list a query equal to it
         // probes, whether it came before the training or after it.
-        let opts = QueryOptions::default().with_top_k(1).with_n_probes(1);
+        let opts = QueryOptions::default()
+            .with_top_k(1)
+            .with_n_probes(1)
+            .with_rerank_mult(EXACT_RERANK);
         let hits = index.query(&late, &opts).unwrap_or_else(|e| panic!("{e}"));
         for (i, h) in hits.iter().enumerate() {
             assert_eq!(h[0].id, format!("late{i:02}"));

@@ -145,6 +145,12 @@ pub fn precision() -> Precision {
     }
 }
 
+/// Candidates per result for queries whose assertions are exact (the
+/// vector itself first): at a compressed precision many near vectors share
+/// a code, so the default rerank may miss the exact one; this many do not
+/// on the tests' data. Ignored at float32.
+pub const EXACT_RERANK: usize = 256;
+
 /// A new index's configuration, at the tests' [`precision`].
 pub fn config() -> IndexConfig {
     IndexConfig::default().with_storage_precision(precision())
