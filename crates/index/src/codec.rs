@@ -167,6 +167,10 @@ impl Block {
     /// The vectors, row-major, one per id (float32 blocks; empty for a
     /// compressed one).
     pub(crate) fn vectors(&self) -> &[f32] {
+        debug_assert!(
+            !self.precision.is_compressed(),
+            "the vectors of a compressed block are its items' (see Block::codes)"
+        );
         if self.precision.is_compressed() {
             return &[];
         }

@@ -136,6 +136,8 @@ impl Index {
             .rerank_mult
             .filter(|&m| m > 0)
             .unwrap_or_else(|| precision.default_rerank_mult());
+        let with_records = opts.include_metadata || opts.include_contents;
+        let mut reranked: HashMap<String, ItemRecord> = HashMap::new();
         let search = Search {
             live,
             view,
@@ -160,14 +162,16 @@ impl Index {
             for chunk in prepared.chunks(QUERY_CHUNK * dim) {
                 let hits = ix.search_chunk(&search, chunk)?;
                 if rerank {
-                    results.extend(ix.rerank(&search, chunk, hits, top_k)?);
+                    let (hits, records) = ix.rerank(&search, chunk, hits, top_k, with_records)?;
+                    results.extend(hits);
+                    reranked.extend(records);
                 } else {
                     results.extend(hits);
                 }
             }
             results
         };
-        if !(opts.include_metadata || opts.include_contents) {
+        if !with_records {
             return Ok(results
                 .into_iter()
                 .map(|r| {
@@ -182,16 +186,22 @@ impl Index {
                 })
                 .collect());
         }
-        let mut all_ids: Vec<String> = results.iter().flatten().map(|(id, _)| id.clone()).collect();
-        all_ids.sort_unstable();
-        all_ids.dedup();
-        // Still under the guard the search ran with: the same data key.
-        let recs = ix.read_items_in(view, &keys, &all_ids)?;
-        let recs: HashMap<String, ItemRecord> = all_ids
-            .into_iter()
-            .zip(recs)
-            .filter_map(|(i, r)| r.map(|r| (i, r)))
-            .collect();
+        // The rerank already read the items of its results.
+        let recs: HashMap<String, ItemRecord> = if rerank {
+            reranked
+        } else {
+            let mut all_ids: Vec<String> =
+                results.iter().flatten().map(|(id, _)| id.clone()).collect();
+            all_ids.sort_unstable();
+            all_ids.dedup();
+            // Still under the guard the search ran with: the same data key.
+            let recs = ix.read_items_in(view, &keys, &all_ids)?;
+            all_ids
+                .into_iter()
+                .zip(recs)
+                .filter_map(|(i, r)| r.map(|r| (i, r)))
+                .collect()
+        };
         results
             .into_iter()
             .map(|r| {
@@ -534,26 +544,29 @@ impl Shared {
 
     /// Rescores each query's candidates (from compressed blocks) exactly,
     /// from their items' vectors, and keeps the best `top_k`: results are
-    /// exact distances, as at float32, over the candidates.
+    /// exact distances, as at float32, over the candidates. With
+    /// `with_records`, also the item records of the results (for their
+    /// metadata and contents, so they are not read twice).
     pub(crate) fn rerank(
         &self,
         s: &Search<'_>,
         chunk: &[f32],
         hits: Vec<Vec<(String, f32)>>,
         top_k: usize,
-    ) -> Result<Vec<Vec<(String, f32)>>> {
+        with_records: bool,
+    ) -> Result<Reranked> {
         let dim = s.dim;
         let mut unique: Vec<&str> = hits.iter().flatten().map(|(id, _)| id.as_str()).collect();
         unique.sort_unstable();
         unique.dedup();
         let ids: Vec<String> = unique.into_iter().map(str::to_owned).collect();
-        let vectors = self.exact_items(s.view, s.keys, &ids, (dim, s.metric))?;
+        let records = self.exact_items(s.view, s.keys, &ids, (dim, s.metric))?;
         let exact: HashMap<&str, &[f32]> = ids
             .iter()
             .map(String::as_str)
-            .zip(vectors.iter().map(Vec::as_slice))
+            .zip(records.iter().map(|r| r.vector.as_slice()))
             .collect();
-        Ok(hits
+        let best: Vec<Vec<(String, f32)>> = hits
             .into_par_iter()
             .zip(chunk.par_chunks_exact(dim))
             .map(|(candidates, q)| {
@@ -565,6 +578,20 @@ impl Shared {
                 }
                 top.into_hits()
             })
-            .collect())
+            .collect();
+        drop(exact);
+        let kept: HashMap<String, ItemRecord> = if with_records {
+            let results: HashSet<&str> = best.iter().flatten().map(|(id, _)| id.as_str()).collect();
+            ids.into_iter()
+                .zip(records)
+                .filter(|(id, _)| results.contains(id.as_str()))
+                .collect()
+        } else {
+            HashMap::new()
+        };
+        Ok((best, kept))
     }
 }
+
+/// Reranked results, and the item records of the results when asked for.
+pub(crate) type Reranked = (Vec<Vec<(String, f32)>>, HashMap<String, ItemRecord>);

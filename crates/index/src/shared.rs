@@ -427,9 +427,13 @@ impl Shared {
     ) -> Result<()> {
         let mut buf = Block::default();
         let mut exact = Vec::new();
+        let metric = self.live.read().p.metric;
         for &seq in seqs {
             self.read_block(keys, seq, dim, &mut buf)?;
-            f(buf.ids(), self.exact_vectors(keys, &buf, dim, &mut exact)?);
+            f(
+                buf.ids(),
+                self.exact_vectors(keys, &buf, (dim, metric), &mut exact)?,
+            );
         }
         Ok(())
     }
@@ -440,26 +444,24 @@ impl Shared {
         &self,
         keys: &Keys,
         block: &'a Block,
-        dim: usize,
+        shape: (usize, Metric),
         buf: &'a mut Vec<f32>,
     ) -> Result<&'a [f32]> {
         if !block.precision().is_compressed() {
             return Ok(block.vectors());
         }
         let ids: Vec<String> = block.ids().iter().map(str::to_owned).collect();
-        // Training only, which holds no guard of the live state here.
-        let metric = self.live.read().p.metric;
         buf.clear();
-        for v in self.exact_items(None, keys, &ids, (dim, metric))? {
-            buf.extend_from_slice(&v);
+        for rec in self.exact_items(None, keys, &ids, shape)? {
+            buf.extend_from_slice(&rec.vector);
         }
         Ok(buf)
     }
 }
 
 impl Shared {
-    /// The exact search vectors (unit length for cosine) of the items
-    /// `ids`, read from `view` when given; each must exist (a block or a
+    /// The items `ids`, read from `view` when given, with their vectors
+    /// as searched (unit length for cosine); each must exist (a block or a
     /// candidate names it) with the index's dimension.
     pub(crate) fn exact_items(
         &self,
@@ -467,7 +469,7 @@ impl Shared {
         keys: &Keys,
         ids: &[String],
         (dim, metric): (usize, Metric),
-    ) -> Result<Vec<Vec<f32>>> {
+    ) -> Result<Vec<ItemRecord>> {
         let cosine = metric == Metric::Cosine;
         self.read_items_in(view, keys, ids)?
             .into_par_iter()
@@ -486,7 +488,7 @@ impl Shared {
                 if cosine {
                     normalize(&mut rec.vector);
                 }
-                Ok(rec.vector)
+                Ok(rec)
             })
             .collect()
     }

@@ -416,10 +416,11 @@ impl Shared {
         let mut offset = 0;
         let mut block = Block::default();
         let mut exact = Vec::new();
+        let metric = self.live.read().p.metric;
         for (&seq, &n) in seqs.iter().zip(&counts) {
             if next.peek().is_some_and(|&&i| i < offset + n) {
                 self.read_block(keys, seq, dim, &mut block)?;
-                let vectors = self.exact_vectors(keys, &block, dim, &mut exact)?;
+                let vectors = self.exact_vectors(keys, &block, (dim, metric), &mut exact)?;
                 while let Some(&&i) = next.peek().filter(|&&&i| i < offset + n) {
                     let r = i - offset;
                     sample.extend_from_slice(&vectors[r * dim..(r + 1) * dim]);

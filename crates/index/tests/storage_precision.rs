@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use vecseal_index::{Database, IndexConfig, Metric, Precision, QueryOptions, TrainOptions};
+use vecseal_index::{Database, IndexConfig, Item, Metric, Precision, QueryOptions, TrainOptions};
 use vecseal_storage::{MemStore, Store};
 
 const DIM: usize = 24;
@@ -115,6 +115,29 @@ fn every_precision_answers_like_brute_force_over_its_candidates() {
             );
             // A second query reads the blocks from the cache when it is on.
             check(&every, "untrained, again");
+            // Metadata and contents of reranked results come with them.
+            let probe = vec![1000.0; DIM];
+            index
+                .upsert(vec![Item::new("probe", probe.clone())
+                    .with_contents(b"probe contents".to_vec())
+                    .with_metadata(serde_json::json!({"k": precision.name()}))])
+                .unwrap();
+            let got = index
+                .query(
+                    &[probe],
+                    &QueryOptions::default()
+                        .with_top_k(1)
+                        .with_metadata(true)
+                        .with_contents(true),
+                )
+                .unwrap();
+            assert_eq!(got[0][0].id, "probe");
+            assert_eq!(got[0][0].contents.as_deref(), Some(&b"probe contents"[..]));
+            assert_eq!(
+                got[0][0].metadata,
+                Some(serde_json::json!({"k": precision.name()}))
+            );
+            index.delete(&["probe".to_owned()]).unwrap();
             index
                 .train(&TrainOptions::default().with_n_lists(8).with_seed(3))
                 .unwrap();
