@@ -473,11 +473,12 @@ impl Shared {
         let cosine = metric == Metric::Cosine;
         self.read_items_in(view, keys, ids)?
             .into_par_iter()
-            .zip(ids.par_iter())
-            .map(|(rec, id)| {
+            .map(|rec| {
+                // Item ids stay out of errors (they may be logged), as
+                // everywhere in this crate.
                 let mut rec = rec.ok_or_else(|| Error::Corrupt {
                     what: Record::Block,
-                    reason: format!("a block holds item {id:?}, which has no record"),
+                    reason: "a block names an item that has no item record".into(),
                 })?;
                 if rec.vector.len() != dim {
                     return Err(Error::Corrupt {
