@@ -20,12 +20,26 @@ pub struct Index {
 
 /// An index kept in memory with no credentials attached (see
 /// [`Index::keep_loaded`]). It can do nothing by itself: every operation
-/// goes through an [`Index`] from [`crate::Database::load_index`], which
-/// checks the key it is given.
+/// goes through an [`Index`] that carries credentials, and checks them.
 #[derive(Clone)]
 pub struct LoadedIndex(Arc<Shared>);
 
 impl LoadedIndex {
+    /// A handle on this loaded index that acts with `cred`, for services
+    /// that keep indexes loaded and take credentials per request. It
+    /// checks nothing when made: each of its calls authorizes `cred`, as
+    /// every call of an [`Index`] does, so a request costs one check
+    /// instead of one for loading and one for the call. A wrong key fails
+    /// the first call; so does a stale index (deleted, or replaced under
+    /// its name by another process): [`crate::Error::NotFound`] or
+    /// [`crate::Error::StaleHandle`], after which
+    /// [`crate::Database::load_index`] loads what the name holds now.
+    /// ([`Index::name`], [`Index::n_lists`] and [`Index::training_state`]
+    /// read the loaded state and take no credentials.)
+    pub fn using(&self, cred: Credentials) -> Index {
+        Index::from_shared(Arc::clone(&self.0), cred)
+    }
+
     /// The index name.
     pub fn name(&self) -> &str {
         &self.0.name
@@ -56,6 +70,12 @@ impl Index {
             shared: Arc::clone(&self.shared),
             cred,
         }
+    }
+
+    /// The credentials this handle acts with, handed back (to load the
+    /// index again after a call found this handle stale).
+    pub fn into_credentials(self) -> Credentials {
+        self.cred
     }
 
     /// Keeps this index loaded without keeping its credentials: while a

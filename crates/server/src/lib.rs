@@ -125,6 +125,47 @@ impl Server {
         Ok(index)
     }
 
+    /// Runs `read` on index `name` with `cred`, checking them once: on the
+    /// index kept loaded if there is one (the call itself authorizes, see
+    /// [`LoadedIndex::using`]), else on one loaded (and checked) now. A
+    /// kept index found stale (deleted, or replaced under its name by
+    /// another process) is dropped, and `read` runs again on what the name
+    /// holds now. Reads only: a write consumes its items, so writes load
+    /// with [`Server::index`].
+    fn read<T>(
+        &self,
+        name: &str,
+        cred: Credentials,
+        read: impl Fn(&Index) -> Result<T, vecseal::Error>,
+    ) -> Result<T, vecseal::Error> {
+        let kept = {
+            let mut open = self.open.lock();
+            open.tick += 1;
+            let tick = open.tick;
+            open.by_name.get_mut(name).map(|(loaded, t)| {
+                *t = tick;
+                loaded.clone()
+            })
+        };
+        let cred = match kept {
+            Some(loaded) => {
+                let index = loaded.using(cred);
+                match read(&index) {
+                    Err(vecseal::Error::NotFound(_) | vecseal::Error::StaleHandle(_)) => {
+                        let mut open = self.open.lock();
+                        if open.by_name.get(name).is_some_and(|(l, _)| l.holds(&index)) {
+                            open.by_name.remove(name);
+                        }
+                        index.into_credentials()
+                    }
+                    done => return done,
+                }
+            }
+            None => cred,
+        };
+        read(&self.index(name, cred)?)
+    }
+
     /// Keeps `index` loaded (without its credentials), dropping the least
     /// recently used index beyond `max_open_indexes`.
     fn keep(&self, index: &Index) {
@@ -189,20 +230,19 @@ async fn reading<T: Send + 'static>(
     }
 }
 
-/// Loads index `name` with `cred` and runs `f` on it, as a read (see
-/// [`reading`]); an engine error becomes an [`ApiError`] that starts with
-/// `context`.
+/// Runs `f` on index `name` with `cred` ([`Server::read`]: one check of
+/// them), as a read (see [`reading`]); an engine error becomes an
+/// [`ApiError`] that starts with `context`.
 async fn read_index<T: Send + 'static>(
     server: Arc<Server>,
     name: String,
     cred: Credentials,
     context: &'static str,
-    f: impl FnOnce(&Index) -> Result<T, vecseal::Error> + Send + 'static,
+    f: impl Fn(&Index) -> Result<T, vecseal::Error> + Send + 'static,
 ) -> Result<T, ApiError> {
     reading(move || {
         server
-            .index(&name, cred)
-            .and_then(|index| f(&index))
+            .read(&name, cred, f)
             .map_err(|e| ApiError::engine(context, e))
     })
     .await

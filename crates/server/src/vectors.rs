@@ -302,8 +302,7 @@ pub(crate) async fn get_items(
     };
     reading(move || {
         let got = s
-            .index(&req.index_name, cred)
-            .and_then(|i| i.get(&req.ids, fields))
+            .read(&req.index_name, cred, |i| i.get(&req.ids, fields))
             .map_err(|e| ApiError::engine("Failed to get", e))?;
         let results: Vec<Value> = got
             .items
@@ -440,8 +439,7 @@ pub(crate) async fn query_metadata(
     }
     reading(move || {
         let found = s
-            .index(&req.index_name, cred)
-            .and_then(|i| i.query_metadata(&filter, &q))
+            .read(&req.index_name, cred, |i| i.query_metadata(&filter, &q))
             .map_err(|e| ApiError::engine(context, e))?;
         let results: Vec<Value> = found.ids.iter().map(|id| json!({ "id": id })).collect();
         Ok(Json(json!({

@@ -589,3 +589,131 @@ fn a_body_over_the_limit_is_413_naming_the_limit() {
     );
     assert_eq!(st, 200, "{b}");
 }
+
+/// A store that counts reads of catalog entries.
+struct CountingCatalog {
+    inner: vecseal_storage::MemStore,
+    catalog_reads: std::sync::atomic::AtomicUsize,
+}
+
+impl vecseal_storage::Store for CountingCatalog {
+    fn get(&self, ns: &str, key: &[u8]) -> vecseal_storage::Result<Option<Vec<u8>>> {
+        if ns == "catalog" {
+            self.catalog_reads
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.inner.get(ns, key)
+    }
+    fn write(
+        &self,
+        batch: vecseal_storage::WriteBatch,
+        durability: vecseal_storage::Durability,
+    ) -> vecseal_storage::Result<()> {
+        self.inner.write(batch, durability)
+    }
+    fn write_if(
+        &self,
+        expect: vecseal_storage::Expect<'_>,
+        batch: vecseal_storage::WriteBatch,
+        durability: vecseal_storage::Durability,
+    ) -> vecseal_storage::Result<bool> {
+        self.inner.write_if(expect, batch, durability)
+    }
+    fn scan_prefix<'a>(
+        &'a self,
+        ns: &str,
+        prefix: &[u8],
+    ) -> vecseal_storage::Result<vecseal_storage::Scan<'a>> {
+        self.inner.scan_prefix(ns, prefix)
+    }
+    fn snapshot(&self) -> vecseal_storage::Result<Box<dyn vecseal_storage::Snapshot + '_>> {
+        self.inner.snapshot()
+    }
+    fn namespaces(&self) -> Vec<String> {
+        self.inner.namespaces()
+    }
+}
+
+/// A read of a loaded index checks the caller's key once: one read of the
+/// catalog entry per request (loading and then calling checked it twice,
+/// reading the entry three times). A wrong key is still refused, and an
+/// index deleted and created again is found anew.
+#[test]
+fn a_read_checks_its_credentials_once() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let store = std::sync::Arc::new(CountingCatalog {
+        inner: vecseal_storage::MemStore::new(vecseal::NAMESPACES),
+        catalog_reads: Default::default(),
+    });
+    let db = vecseal::Database::new(store.clone());
+    let other = db.clone();
+    let s = TestServer::with(
+        vecseal::Client::from_database(db),
+        vecseal_server::Config {
+            root_key: Some(ROOT.into()),
+            ..vecseal_server::Config::default()
+        },
+    );
+    let key = key_hex();
+    let (st, b) = s.post(
+        "/v1/indexes/create",
+        json!({"index_name": "c", "index_key": key, "dimension": 4}),
+        R,
+    );
+    assert_eq!(st, 200, "{b}");
+    let (st, b) = s.post(
+        "/v1/vectors/upsert_binary",
+        json!({"index_name": "c", "index_key": key,
+               "batch": {"ids": ["a", "b"], "vectors_b64": b64(&vectors(2, 4, 1)), "dimension": 4}}),
+        R,
+    );
+    assert_eq!(st, 200, "{b}");
+    let query = json!({"index_name": "c", "index_key": key, "query_vectors": [0.0, 0.0, 0.0, 0.0], "top_k": 1});
+    let reads = || store.catalog_reads.load(SeqCst);
+    for (path, body) in [
+        ("/v1/vectors/query", query.clone()),
+        (
+            "/v1/vectors/get",
+            json!({"index_name": "c", "index_key": key, "ids": ["a"]}),
+        ),
+        (
+            "/v1/vectors/list_ids",
+            json!({"index_name": "c", "index_key": key}),
+        ),
+    ] {
+        let before = reads();
+        let (st, b) = s.post(path, body, R);
+        assert_eq!(st, 200, "{path}: {b}");
+        assert_eq!(reads() - before, 1, "catalog reads of {path}");
+    }
+    let wrong =
+        json!({"index_name": "c", "index_key": key_hex(), "query_vectors": [0.0, 0.0, 0.0, 0.0]});
+    let (st, b) = s.post("/v1/vectors/query", wrong, R);
+    assert_eq!(st, 401, "{b}");
+
+    // Deleted and created again behind the server's back (as another
+    // server over a shared store would): the kept index is stale, and the
+    // next read finds the new one.
+    let owner = |key: &str| {
+        let bytes = hex::decode(key).unwrap();
+        vecseal::Credentials::owner(vecseal::SecretKey::from_bytes(&bytes).unwrap())
+    };
+    other.delete_index("c", &owner(&key)).unwrap();
+    let key2 = key_hex();
+    other
+        .create_index(
+            "c",
+            owner(&key2),
+            vecseal::IndexConfig::default().with_dimension(4),
+        )
+        .unwrap();
+    let (st, b) = s.post(
+        "/v1/vectors/list_ids",
+        json!({"index_name": "c", "index_key": key2}),
+        R,
+    );
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(b["ids"], json!([]));
+    let (st, b) = s.post("/v1/vectors/query", query, R);
+    assert_eq!(st, 401, "the old key: {b}");
+}

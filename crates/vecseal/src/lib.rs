@@ -55,9 +55,8 @@ pub enum StorageConfig {
     InMemory,
     /// PostgreSQL: a `postgres://user@host/db` URL or `key=value`
     /// settings (tables in the connection's schema; pick one with
-    /// `options=-csearch_path=NAME`). Several vecseal processes over one
-    /// database are the PostgreSQL issue's work: for now, one process
-    /// writes an index at a time.
+    /// `options=-csearch_path=NAME`). Several vecseal processes may share
+    /// one database (see docs/DEPLOYMENT.md).
     Postgres(String),
 }
 
@@ -105,6 +104,13 @@ impl Client {
         Ok(Self {
             db: Database::new(store),
         })
+    }
+
+    /// A client over `db`: a [`Database`] on any engine that implements
+    /// vecseal-storage's `Store` (one of your own, or a wrapper around one
+    /// of vecseal's).
+    pub fn from_database(db: Database) -> Self {
+        Self { db }
     }
 
     /// Indexes loaded or created from now on keep a bounded cache of
