@@ -702,6 +702,32 @@ impl<'a> Centroids<'a> {
     }
 }
 
+/// Up to this `n`, [`nth_smallest`] finds the `n`-th smallest screened
+/// value (a few probes); beyond it, a selection over a copy.
+const SMALL_N: usize = 32;
+
+/// The `n`-th smallest of the values that are not NaN (infinite if there
+/// are fewer than `n`: then every centroid is a candidate), by insertion
+/// into the `n` smallest seen so far: most values lose one comparison with
+/// the largest of them. `n` is at most [`SMALL_N`].
+#[inline(always)]
+fn nth_smallest(values: &[f32], n: usize) -> f32 {
+    let mut best = [f32::INFINITY; SMALL_N];
+    let best = &mut best[..n];
+    for &v in values {
+        // A NaN is never less: it stays a candidate through the keep test.
+        if v < best[n - 1] {
+            let mut i = n - 1;
+            while i > 0 && v < best[i - 1] {
+                best[i] = best[i - 1];
+                i -= 1;
+            }
+            best[i] = v;
+        }
+    }
+    best[n - 1]
+}
+
 /// [`Centroids::candidates`], dispatched so that its lane loops vectorise.
 struct Candidates<'a> {
     centroids: &'a Centroids<'a>,
@@ -743,6 +769,8 @@ impl WithSimd for Candidates<'_> {
                     .iter()
                     .chain(&values[tail..])
                     .fold(f32::INFINITY, |a, &v| if v < a { v } else { a })
+            } else if self.n <= SMALL_N {
+                nth_smallest(values, self.n)
             } else {
                 let mut sorted = values.clone();
                 let at = self.n - 1;

@@ -181,3 +181,26 @@ fn kept_norms_route_as_fresh_ones() {
         );
     }
 }
+
+proptest! {
+    /// The small-`n` selection of the probe screen finds what sorting
+    /// finds: the `n`-th smallest value that is not NaN (infinite if
+    /// there are fewer), duplicates counted.
+    #[test]
+    fn nth_smallest_is_the_sorted_nth(
+        values in prop::collection::vec(
+            prop_oneof![
+                8 => (-4i32..4).prop_map(|v| v as f32 * 0.5),
+                1 => Just(f32::NAN),
+                1 => Just(f32::NEG_INFINITY),
+            ],
+            0..200,
+        ),
+        n in 1usize..=SMALL_N,
+    ) {
+        let mut sorted: Vec<f32> = values.iter().copied().filter(|v| !v.is_nan()).collect();
+        sorted.sort_by(f32::total_cmp);
+        let expected = sorted.get(n - 1).copied().unwrap_or(f32::INFINITY);
+        prop_assert_eq!(nth_smallest(&values, n), expected);
+    }
+}
