@@ -88,6 +88,46 @@ pub(crate) fn sdk_python() -> Result<PathBuf> {
     venv("sdk-venv", &[&with_langchain, "numpy"])
 }
 
+/// The pinned JavaScript/TypeScript SDK (the only version on npm) and the
+/// `@langchain/core` its bundle loads at start.
+pub(crate) const SDK_JS: &[&str] = &["cyborgdb@0.14.0", "@langchain/core@1.4.0"];
+
+/// A `node_modules` folder holding the JavaScript/TypeScript SDK
+/// ([`SDK_JS`]), installed with npm on first use; needs Node.js and npm.
+pub(crate) fn sdk_node_modules() -> Result<PathBuf> {
+    let dir = cache_dir("sdk-npm")?;
+    let modules = dir.join("node_modules");
+    let ready = dir.join(format!(".installed-{}", SDK_JS.join("+").replace('/', "_")));
+    if ready.exists() {
+        return Ok(modules);
+    }
+    eprintln!(
+        "xtask: installing {} with npm into {}",
+        SDK_JS.join(" "),
+        dir.display()
+    );
+    let ok = Command::new("npm")
+        .args([
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+            "--prefix",
+        ])
+        .arg(&dir)
+        .args(SDK_JS)
+        .status()
+        .is_ok_and(|s| s.success());
+    anyhow::ensure!(
+        ok,
+        "could not install {} with npm into {} (Node.js and npm are needed: apt-get install nodejs npm)",
+        SDK_JS.join(" "),
+        dir.display()
+    );
+    std::fs::write(&ready, b"")?;
+    Ok(modules)
+}
+
 /// The `bin` folder of a virtual environment holding the reference service
 /// ([`REFERENCE_SERVICE`]), created with pip on first use.
 pub(crate) fn reference_service_bin() -> Result<PathBuf> {

@@ -354,6 +354,21 @@ fn ensure_apt(pkg: &str) -> Result<()> {
     run(Command::new("apt-get").args(["install", "-y", "-qq", pkg]))
 }
 
+/// Installs Debian package `pkg` (see [`ensure_apt`]) unless `command`
+/// already runs (from whatever package or installer it came).
+fn ensure_command(command: &str, pkg: &str) -> Result<()> {
+    let runs = Command::new(command)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if runs {
+        return Ok(());
+    }
+    ensure_apt(pkg)
+}
+
 /// Builds one binary of the workspace (see [`built`]) and runs it.
 fn run_built(bin: &str, args: &[String]) -> Result<()> {
     run(built(bin)?.args(args))
@@ -454,19 +469,30 @@ impl Served {
 /// Starts `vecseal serve` on an ephemeral loopback port over a fresh data
 /// folder and drives the unmodified `cyborgdb` Python SDK through every
 /// call it has (`xtask/sdk/drive_sdk.py`) and through its LangChain
-/// integration (`xtask/sdk/drive_langchain.py`), then stops the server with
+/// integration (`xtask/sdk/drive_langchain.py`), and the unmodified
+/// JavaScript/TypeScript SDK through every call it has and its LangChain
+/// integration (`xtask/sdk/drive_sdk_ts.cjs`, `drive_langchain_ts.cjs`, on
+/// Node.js), then stops the server with
 /// SIGTERM and checks that it shut down cleanly.
 fn sdk() -> Result<()> {
     let python = fetch::sdk_python()?;
+    ensure_command("node", "nodejs")?;
+    ensure_command("npm", "npm")?;
+    let node_modules = fetch::sdk_node_modules()?;
     let root_key = format!("sdk-root-{}", std::process::id());
     let served = Served::start("sdk", &root_key, &[])?;
-    let drive = |script: &str| {
-        run(Command::new(&python)
+    let drive = |program: &Path, script: &str| {
+        run(Command::new(program)
             .arg(root().join("xtask/sdk").join(script))
             .env("VECSEAL_URL", &served.url)
-            .env("VECSEAL_ROOT", &root_key))
+            .env("VECSEAL_ROOT", &root_key)
+            .env("NODE_PATH", &node_modules))
     };
-    let driven = drive("drive_sdk.py").and_then(|()| drive("drive_langchain.py"));
+    let node = Path::new("node");
+    let driven = drive(&python, "drive_sdk.py")
+        .and_then(|()| drive(&python, "drive_langchain.py"))
+        .and_then(|()| drive(node, "drive_sdk_ts.cjs"))
+        .and_then(|()| drive(node, "drive_langchain_ts.cjs"));
     let stopped = served.stop();
     driven?;
     stopped

@@ -149,10 +149,41 @@ fn index_config(req: &CreateIndex) -> Result<IndexConfig, ApiError> {
             )))
         }
     };
+    let legacy = req.index_config.as_ref();
+    if let Some(kind) = legacy.and_then(|c| c.kind.as_deref()) {
+        if !matches!(
+            kind.to_ascii_lowercase().as_str(),
+            "ivf" | "ivfflat" | "ivf_flat"
+        ) {
+            return Err(ApiError::bad_request(format!(
+                "index_config.type {kind:?} is not supported: vecseal indexes are IVF with \
+                 exact vectors (\"ivfflat\"); for compressed vectors use storage_precision \
+                 (float16, tq8, tq4)"
+            )));
+        }
+    }
+    let legacy_metric = legacy.and_then(|c| c.metric.as_deref());
+    let legacy_dimension = legacy.and_then(|c| c.dimension);
+    let metric_name = match (req.metric.as_deref(), legacy_metric) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(ApiError::bad_request(format!(
+                "metric {a:?} and index_config.metric {b:?} differ; give one"
+            )))
+        }
+        (a, b) => a.or(b),
+    };
+    let dimension = match (req.dimension, legacy_dimension) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(ApiError::bad_request(format!(
+                "dimension {a} and index_config.dimension {b} differ; give one"
+            )))
+        }
+        (a, b) => a.or(b),
+    };
     let mut config = IndexConfig::default()
-        .with_metric(metric(req.metric.as_deref())?)
+        .with_metric(metric(metric_name)?)
         .with_storage_precision(precision);
-    match req.dimension {
+    match dimension {
         None | Some(0) => {}
         Some(d) if d < 0 => {
             return Err(ApiError::bad_request(format!(
@@ -222,6 +253,16 @@ pub(crate) async fn describe(
         "n_lists": info.n_lists,
         "metadata_schema": schema,
         "bm25": null,
+        // The earlier protocol's fields, which the JavaScript/TypeScript
+        // SDK 0.14 reads when it loads an index (the Python SDK ignores
+        // fields it does not know).
+        "index_type": "ivfflat",
+        "index_config": {
+            "type": "ivfflat",
+            "dimension": info.dimension.unwrap_or(0),
+            "metric": metric_name(info.metric),
+            "n_lists": info.n_lists,
+        },
     })))
 }
 

@@ -65,6 +65,18 @@ pub(crate) struct CreateIndex {
     pub(crate) text_fields: Option<Vec<String>>,
     pub(crate) bm25_k1: Option<f64>,
     pub(crate) bm25_b: Option<f64>,
+    /// The earlier protocol's form (the JavaScript/TypeScript SDK 0.14
+    /// sends it): the dimension, the metric and an index type.
+    pub(crate) index_config: Option<LegacyIndexConfig>,
+}
+
+/// `index_config` of a create request in the earlier protocol.
+#[derive(Deserialize)]
+pub(crate) struct LegacyIndexConfig {
+    pub(crate) dimension: Option<i64>,
+    pub(crate) metric: Option<String>,
+    #[serde(rename = "type")]
+    pub(crate) kind: Option<String>,
 }
 
 #[derive(Deserialize)]

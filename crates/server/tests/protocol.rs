@@ -717,3 +717,50 @@ fn a_read_checks_its_credentials_once() {
     let (st, b) = s.post("/v1/vectors/query", query, R);
     assert_eq!(st, 401, "the old key: {b}");
 }
+
+/// The earlier protocol's `index_config` (the JavaScript/TypeScript SDK
+/// 0.14 sends it on create and reads it from describe).
+#[test]
+fn index_config_of_the_earlier_protocol() {
+    let s = TestServer::start();
+    let key = key_hex();
+    let create = |body: Value| s.post("/v1/indexes/create", body, R);
+    let (st, b) = create(json!({"index_name": "js", "index_key": key,
+        "index_config": {"dimension": 3, "type": "ivfflat", "metric": "cosine"}}));
+    assert_eq!(st, 200, "{b}");
+    let (st, b) = s.post(
+        "/v1/indexes/describe",
+        json!({"index_name": "js", "index_key": key}),
+        R,
+    );
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(b["dimension"], 3);
+    assert_eq!(b["metric"], "cosine");
+    assert_eq!(b["index_type"], "ivfflat");
+    assert_eq!(
+        b["index_config"],
+        json!({"type": "ivfflat", "dimension": 3, "metric": "cosine", "n_lists": 1})
+    );
+    for (body, says) in [
+        (
+            json!({"index_name": "pq", "index_key": key_hex(), "index_config": {"type": "ivfpq", "dimension": 3}}),
+            "index_config.type",
+        ),
+        (
+            json!({"index_name": "d", "index_key": key_hex(), "dimension": 4, "index_config": {"dimension": 3}}),
+            "differ",
+        ),
+        (
+            json!({"index_name": "m", "index_key": key_hex(), "metric": "euclidean", "index_config": {"metric": "cosine"}}),
+            "differ",
+        ),
+    ] {
+        let (st, b) = create(body);
+        assert_eq!(st, 400, "{b}");
+        let detail = b["detail"].as_str().unwrap();
+        assert!(detail.contains(says), "{detail}");
+    }
+    let (st, b) = s.get("/v1/indexes/list", R);
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(b["indexes"], json!(["js"]), "nothing refused was created");
+}
