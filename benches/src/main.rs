@@ -556,11 +556,42 @@ fn bench_precision(
         );
         sweep.push(json!({"n_probes": probes, "recall_at_10": r, "qps": qps}));
     }
+    let single = one_at_a_time(&index, qs, exact, &opts.clone().with_n_probes(default_probes))?;
     Ok(
         json!({"upsert_per_s": upsert, "exact_qps": exact_qps, "exact_recall": exact_recall, "train_s": train_s,
               "block_bytes_per_vector": block_bytes, "default_n_probes": default_probes,
-              "rerank_mult": precision.default_rerank_mult(), "sweep": sweep}),
+              "rerank_mult": precision.default_rerank_mult(), "sweep": sweep, "one_at_a_time": single}),
     )
+}
+
+/// Queries one at a time, as a service receives them: each call reads
+/// and decrypts (or finds in the list cache) the blocks of its own probes,
+/// where a batch reads each block once for all its queries. The first
+/// `VECSEAL_BENCH_SINGLE` queries (default 200), in order, on this thread
+/// (each call spreads its blocks over the pool); fastest of [`REPEATS`].
+fn one_at_a_time(
+    index: &vecseal::Index,
+    qs: &[Vec<f32>],
+    exact: &[Vec<vecseal::Hit>],
+    opts: &QueryOptions,
+) -> Result<Value> {
+    let n: usize = std::env::var("VECSEAL_BENCH_SINGLE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200)
+        .min(qs.len());
+    let (hits, secs) = best_of(REPEATS, || {
+        qs[..n]
+            .iter()
+            .map(|q| index.query(std::slice::from_ref(q), opts).map(|mut h| h.remove(0)))
+            .collect::<vecseal::Result<Vec<_>>>()
+    })?;
+    let qps = n as f64 / secs;
+    let r = recall(&exact[..n], &hits);
+    println!(
+        "one query at a time ({n} queries, default n_probes): {qps:.0} QPS, recall@10 {r:.4}"
+    );
+    Ok(json!({"queries": n, "qps": qps, "recall_at_10": r}))
 }
 
 fn bench_filters(n: usize, report: &mut serde_json::Map<String, Value>) -> Result<()> {
