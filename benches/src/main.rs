@@ -556,7 +556,12 @@ fn bench_precision(
         );
         sweep.push(json!({"n_probes": probes, "recall_at_10": r, "qps": qps}));
     }
-    let single = one_at_a_time(&index, qs, exact, &opts.clone().with_n_probes(default_probes))?;
+    let single = one_at_a_time(
+        &index,
+        qs,
+        exact,
+        &opts.clone().with_n_probes(default_probes),
+    )?;
     Ok(
         json!({"upsert_per_s": upsert, "exact_qps": exact_qps, "exact_recall": exact_recall, "train_s": train_s,
               "block_bytes_per_vector": block_bytes, "default_n_probes": default_probes,
@@ -583,14 +588,16 @@ fn one_at_a_time(
     let (hits, secs) = best_of(REPEATS, || {
         qs[..n]
             .iter()
-            .map(|q| index.query(std::slice::from_ref(q), opts).map(|mut h| h.remove(0)))
+            .map(|q| {
+                index
+                    .query(std::slice::from_ref(q), opts)
+                    .map(|mut h| h.remove(0))
+            })
             .collect::<vecseal::Result<Vec<_>>>()
     })?;
     let qps = n as f64 / secs;
     let r = recall(&exact[..n], &hits);
-    println!(
-        "one query at a time ({n} queries, default n_probes): {qps:.0} QPS, recall@10 {r:.4}"
-    );
+    println!("one query at a time ({n} queries, default n_probes): {qps:.0} QPS, recall@10 {r:.4}");
     Ok(json!({"queries": n, "qps": qps, "recall_at_10": r}))
 }
 

