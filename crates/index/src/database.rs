@@ -194,9 +194,23 @@ impl Database {
     /// loaded by this database (or a clone of it).
     pub fn load_index(&self, name: &str, cred: Credentials) -> Result<Index> {
         let mut loaded = self.registry.loaded.lock();
+        loaded.retain(|_, w| w.strong_count() > 0);
+        // An index of this name already loaded: authorizing reads its
+        // catalog entry (one read, not two), and says if the name now
+        // holds another index (stale: then it is looked up anew below).
+        let kept = loaded
+            .values()
+            .filter_map(Weak::upgrade)
+            .find(|s| s.name == name);
+        if let Some(shared) = kept {
+            match shared.authorize(&cred) {
+                Ok(_) => return Ok(Index::from_shared(shared, cred)),
+                Err(Error::StaleHandle(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
         // Read under the lock: a deletion holds it while it removes records.
         let id = read_catalog(&self.store, name)?.id;
-        loaded.retain(|_, w| w.strong_count() > 0);
         if let Some(shared) = loaded.get(&id).and_then(Weak::upgrade) {
             shared.authorize(&cred)?;
             return Ok(Index::from_shared(shared, cred));

@@ -636,8 +636,9 @@ impl vecseal_storage::Store for CountingCatalog {
 
 /// A read of a loaded index checks the caller's key once: one read of the
 /// catalog entry per request (loading and then calling checked it twice,
-/// reading the entry three times). A wrong key is still refused, and an
-/// index deleted and created again is found anew.
+/// reading the entry three times), and loading a loaded index reads it
+/// once (it read it twice). A wrong key is still refused, and an index
+/// deleted and created again is found anew.
 #[test]
 fn a_read_checks_its_credentials_once() {
     use std::sync::atomic::Ordering::SeqCst;
@@ -690,14 +691,19 @@ fn a_read_checks_its_credentials_once() {
         json!({"index_name": "c", "index_key": key_hex(), "query_vectors": [0.0, 0.0, 0.0, 0.0]});
     let (st, b) = s.post("/v1/vectors/query", wrong, R);
     assert_eq!(st, 401, "{b}");
-
-    // Deleted and created again behind the server's back (as another
-    // server over a shared store would): the kept index is stale, and the
-    // next read finds the new one.
     let owner = |key: &str| {
         let bytes = hex::decode(key).unwrap();
         vecseal::Credentials::owner(vecseal::SecretKey::from_bytes(&bytes).unwrap())
     };
+    // Loading an index that is loaded (what writes do) checks the key with
+    // one read of the entry too.
+    let before = reads();
+    drop(other.load_index("c", owner(&key)).unwrap());
+    assert_eq!(reads() - before, 1, "catalog reads of load_index");
+
+    // Deleted and created again behind the server's back (as another
+    // server over a shared store would): the kept index is stale, and the
+    // next read finds the new one.
     other.delete_index("c", &owner(&key)).unwrap();
     let key2 = key_hex();
     other
