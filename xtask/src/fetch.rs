@@ -97,36 +97,16 @@ pub(crate) const SDK_JS: &[&str] = &["cyborgdb@0.14.0", "@langchain/core@1.4.0"]
 /// ([`SDK_JS`]), installed with npm on first use; needs Node.js and npm.
 pub(crate) fn sdk_node_modules() -> Result<PathBuf> {
     let dir = cache_dir("sdk-npm")?;
-    let modules = dir.join("node_modules");
-    let ready = dir.join(format!(".installed-{}", SDK_JS.join("+").replace('/', "_")));
-    if ready.exists() {
-        return Ok(modules);
-    }
-    eprintln!(
-        "xtask: installing {} with npm into {}",
-        SDK_JS.join(" "),
-        dir.display()
-    );
-    let ok = Command::new("npm")
-        .args([
-            "install",
-            "--no-audit",
-            "--no-fund",
-            "--loglevel=error",
-            "--prefix",
-        ])
-        .arg(&dir)
-        .args(SDK_JS)
-        .status()
-        .is_ok_and(|s| s.success());
-    anyhow::ensure!(
-        ok,
-        "could not install {} with npm into {} (Node.js and npm are needed: apt-get install nodejs npm)",
-        SDK_JS.join(" "),
-        dir.display()
-    );
-    std::fs::write(&ready, b"")?;
-    Ok(modules)
+    install_once(&dir, "npm", SDK_JS, || {
+        Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--loglevel=error"])
+            .arg("--prefix")
+            .arg(&dir)
+            .args(SDK_JS)
+            .status()
+            .is_ok_and(|s| s.success())
+    })?;
+    Ok(dir.join("node_modules"))
 }
 
 /// The `bin` folder of a virtual environment holding the reference service
@@ -137,35 +117,51 @@ pub(crate) fn reference_service_bin() -> Result<PathBuf> {
 }
 
 /// A virtual environment in the cache folder `name` with `packages`
-/// installed (once: a marker file names what was installed); its Python.
+/// installed (once, see [`install_once`]); its Python.
 fn venv(name: &str, packages: &[&str]) -> Result<PathBuf> {
     let dir = cache_dir(name)?;
     let python = dir.join("bin/python");
-    let ready = dir.join(format!(".installed-{}", packages[0]));
+    install_once(&dir, "pip", packages, || {
+        Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success())
+            && Command::new(&python)
+                .args(["-m", "pip", "install", "--quiet"])
+                .args(packages)
+                .status()
+                .is_ok_and(|s| s.success())
+    })?;
+    Ok(python)
+}
+
+/// Runs `install` (which installs `packages` into `dir` with `tool`) unless
+/// a marker file in `dir` says these packages were installed; writes the
+/// marker when it succeeds.
+fn install_once(
+    dir: &Path,
+    tool: &str,
+    packages: &[&str],
+    install: impl FnOnce() -> bool,
+) -> Result<()> {
+    let ready = dir.join(format!(
+        ".installed-{}",
+        packages.join("+").replace('/', "_")
+    ));
     if ready.exists() {
-        return Ok(python);
+        return Ok(());
     }
+    let what = packages.join(" ");
     eprintln!(
-        "xtask: installing {} with pip into {}",
-        packages.join(" "),
+        "xtask: installing {what} with {tool} into {}",
         dir.display()
     );
-    let ok = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&dir)
-        .status()
-        .is_ok_and(|s| s.success())
-        && Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet"])
-            .args(packages)
-            .status()
-            .is_ok_and(|s| s.success());
     anyhow::ensure!(
-        ok,
-        "could not install {} with pip into {}",
-        packages.join(" "),
+        install(),
+        "could not install {what} with {tool} into {}",
         dir.display()
     );
     std::fs::write(&ready, b"")?;
-    Ok(python)
+    Ok(())
 }
