@@ -289,3 +289,34 @@ proptest! {
         }
     }
 }
+
+/// A buffer reused for blocks of every size (the scan's) decodes each the
+/// same as a fresh one: it only grows, and nothing of a larger block before
+/// leaks into a smaller one's values.
+#[test]
+fn a_reused_buffer_decodes_blocks_of_every_size() {
+    let dim = 9;
+    for p in [Precision::Float16, Precision::Tq8, Precision::Tq4] {
+        let mut buf = Vec::new();
+        for (i, n) in [30usize, 3, 17, 30, 1].into_iter().enumerate() {
+            let exact = sample(n, dim, 100 + i as u64);
+            let (range, codes) = Pending {
+                exact,
+                ..Pending::default()
+            }
+            .finish(p, dim);
+            let fresh = decode(p, &range, &codes, dim);
+            let r = range.unwrap_or_default();
+            let got = Codes {
+                precision: p,
+                lo: &r.lo,
+                step: &r.step,
+                bytes: &codes,
+            }
+            .decode_in(dim, &mut buf);
+            assert_eq!(got, &fresh[..], "{p}: block {i} of {n} vectors");
+            // Grown once, to the first (largest) block, and never shrunk.
+            assert_eq!(buf.len(), 30 * dim, "{p}: block {i}");
+        }
+    }
+}
