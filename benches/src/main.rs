@@ -780,7 +780,21 @@ fn filled_index(store: Arc<dyn Store>, n: usize, d: usize, seed: u64) -> Result<
 /// p99) and bytes written per upsert. In memory (a counting `MemStore`), so
 /// the numbers are the engine's work, not a disk's sync.
 fn bench_upserts(report: &mut serde_json::Map<String, Value>) -> Result<()> {
-    const UPSERTS: usize = 200;
+    let upserts: usize = std::env::var("VECSEAL_BENCH_UPSERTS")
+        .map_or(Ok(200), |v| v.parse())
+        .context("VECSEAL_BENCH_UPSERTS: a number of upserts of at least 100")?;
+    if upserts < 100 {
+        bail!("VECSEAL_BENCH_UPSERTS: {upserts}, want at least 100 (a p99 needs them)");
+    }
+    let dims: Vec<usize> = std::env::var("VECSEAL_BENCH_UPSERT_DIMS")
+        .unwrap_or_else(|_| "50,768".into())
+        .split(',')
+        .map(|s| {
+            s.trim()
+                .parse()
+                .context("VECSEAL_BENCH_UPSERT_DIMS: a comma-separated list of dimensions")
+        })
+        .collect::<Result<_>>()?;
     let sizes: Vec<usize> = std::env::var("VECSEAL_BENCH_UPSERT_SIZES")
         .unwrap_or_else(|_| "10000,100000,1000000".into())
         .split(',')
@@ -790,11 +804,11 @@ fn bench_upserts(report: &mut serde_json::Map<String, Value>) -> Result<()> {
                 .context("VECSEAL_BENCH_UPSERT_SIZES: a comma-separated list of sizes")
         })
         .collect::<Result<_>>()?;
-    println!("\none-item upserts into a trained index (synthetic clusters, squared L2, automatic n_lists, {UPSERTS} upserts of new ids, in memory)");
+    println!("\none-item upserts into a trained index (synthetic clusters, squared L2, automatic n_lists, {upserts} upserts of new ids, in memory)");
     println!("| d | items | n_lists | p50 µs | p99 µs | bytes written per upsert |");
     println!("|---|---|---|---|---|---|");
     let mut out = Vec::new();
-    for d in [50usize, 768] {
+    for &d in &dims {
         for &n in &sizes {
             let store = Arc::new(CountingStore {
                 inner: MemStore::new(vecseal::NAMESPACES),
@@ -806,19 +820,20 @@ fn bench_upserts(report: &mut serde_json::Map<String, Value>) -> Result<()> {
                     .with_max_iters(5)
                     .with_max_memory(2048),
             )?;
-            let fresh = synthetic(UPSERTS, d, 1000, 7);
+            let fresh = synthetic(upserts, d, 1000, 7);
+            eprintln!("{n} × {d}: filled and trained; timing {upserts} upserts");
             let before = store.written.load(std::sync::atomic::Ordering::Relaxed);
-            let mut micros = Vec::with_capacity(UPSERTS);
+            let mut micros = Vec::with_capacity(upserts);
             for (i, v) in fresh.chunks(d).enumerate() {
                 let t = Instant::now();
                 index.upsert_vectors(&[format!("new-{i}")], &[v.to_vec()])?;
                 micros.push(t.elapsed().as_secs_f64() * 1e6);
             }
             let bytes = (store.written.load(std::sync::atomic::Ordering::Relaxed) - before)
-                / UPSERTS as u64;
+                / upserts as u64;
             micros.sort_by(f64::total_cmp);
-            let p50 = micros[UPSERTS / 2];
-            let p99 = micros[UPSERTS * 99 / 100];
+            let p50 = micros[upserts / 2];
+            let p99 = micros[upserts * 99 / 100];
             let n_lists = index.n_lists();
             println!("| {d} | {n} | {n_lists} | {p50:.0} | {p99:.0} | {bytes} |");
             out.push(json!({"d": d, "items": n, "n_lists": n_lists, "p50_us": p50, "p99_us": p99, "bytes_per_upsert": bytes}));

@@ -1,9 +1,8 @@
 //! Copy-on-write edits of the blocks of an index, and their commit.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use rayon::prelude::*;
 use vecseal_keyring::WriteCap;
 use vecseal_storage::{Durability, WriteBatch};
 
@@ -15,11 +14,14 @@ use crate::keys::{Keys, Kind};
 use crate::precision::Precision;
 use crate::shared::Shared;
 use crate::state::{append_capacity, block_capacity, BlockRef, Digest, Lists, Persisted};
-use crate::{Error, Result};
+use crate::{map_pooled, Error, Result};
 
 /// Pending copy-on-write changes to the blocks of an index.
 pub(crate) struct Edit {
-    pub(crate) lists: Lists,
+    /// The lists as the edit found them (shared with the live state, not
+    /// copied) and, copied on first change, those it changes.
+    base: Arc<Lists>,
+    changed: BTreeMap<u32, Vec<BlockRef>>,
     pub(crate) next_seq: u64,
     pub(crate) dirty: HashMap<u64, (u32, Block)>,
     pub(crate) fresh: HashSet<u64>,
@@ -41,7 +43,8 @@ pub(crate) struct Edit {
 type Sealed = (Vec<u8>, Vec<u8>, Option<Block>);
 
 pub(crate) struct Committed {
-    pub(crate) lists: Lists,
+    /// The lists the edit changed, whole.
+    pub(crate) changed: BTreeMap<u32, Vec<BlockRef>>,
     pub(crate) next_seq: u64,
     pub(crate) blocks: u64,
     pub(crate) digest: Digest,
@@ -54,7 +57,8 @@ pub(crate) struct Committed {
 impl Edit {
     pub(crate) fn new(p: &Persisted, dim: usize) -> Self {
         Self {
-            lists: p.lists.clone(),
+            base: Arc::clone(&p.lists),
+            changed: BTreeMap::new(),
             next_seq: p.next_seq,
             dirty: HashMap::new(),
             fresh: HashSet::new(),
@@ -69,11 +73,27 @@ impl Edit {
         }
     }
 
+    /// The block references of `list` as this edit has them.
+    fn list(&self, list: u32) -> &[BlockRef] {
+        self.changed
+            .get(&list)
+            .map_or_else(|| self.base[list as usize].as_slice(), Vec::as_slice)
+    }
+
+    /// The block references of `list`, copied into `changed` from `base`
+    /// on first use (fields, not `self`: the caller goes on using others).
+    fn list_mut<'a>(
+        changed: &'a mut BTreeMap<u32, Vec<BlockRef>>,
+        base: &Lists,
+        list: u32,
+    ) -> &'a mut Vec<BlockRef> {
+        changed
+            .entry(list)
+            .or_insert_with(|| base[list as usize].to_vec())
+    }
+
     pub(crate) fn list_of(&self, seq: u64) -> Option<u32> {
-        self.lists
-            .iter()
-            .position(|l| l.iter().any(|b| b.seq == seq))
-            .map(|i| i as u32)
+        (0..self.base.len() as u32).find(|&l| self.list(l).iter().any(|b| b.seq == seq))
     }
 
     /// Takes block `seq` (of `list`, when the caller knows it) into the
@@ -91,7 +111,7 @@ impl Edit {
             // of every list is for older blocks only.
             let list = list
                 .or_else(|| block.place().map(|p| p.list))
-                .filter(|&l| (l as usize) < self.lists.len())
+                .filter(|&l| (l as usize) < self.base.len())
                 .or_else(|| self.list_of(seq))
                 .ok_or_else(|| Error::Corrupt {
                     what: Record::State,
@@ -119,7 +139,7 @@ impl Edit {
         id: &str,
         v: &[f32],
     ) -> Result<()> {
-        let tail = self.lists[list as usize].last().copied();
+        let tail = self.list(list).last().copied();
         // A block this edit created fills up to the block capacity; a
         // stored one takes more only while it is small (see `append_cap`).
         let room = |t: BlockRef| {
@@ -138,7 +158,8 @@ impl Edit {
             _ => {
                 let seq = self.next_seq;
                 self.next_seq += 1;
-                Arc::make_mut(&mut self.lists[list as usize]).push(BlockRef { seq, count: 0 });
+                Self::list_mut(&mut self.changed, &self.base, list)
+                    .push(BlockRef { seq, count: 0 });
                 self.dirty.insert(seq, (list, Block::new(self.precision)));
                 self.fresh.insert(seq);
                 seq
@@ -164,7 +185,7 @@ impl Edit {
         };
         for (seq, (list, block)) in dirty {
             let fresh = self.fresh.contains(&seq);
-            let refs = Arc::make_mut(&mut self.lists[list as usize]);
+            let refs = Self::list_mut(&mut self.changed, &self.base, list);
             let pos = refs.iter().position(|r| r.seq == seq).unwrap_or(refs.len());
             if !fresh {
                 batch.delete(NS_BLOCKS, &keys.block_key(seq));
@@ -200,20 +221,17 @@ impl Edit {
         }
         // A compressed block is cached as it was sealed (its codes), not
         // as edited (codes and exact vectors).
-        let sealed: Vec<Result<Sealed>> = renumbered
-            .par_iter()
-            .map(|(place, block)| {
-                let key = keys.block_key(place.seq);
-                let plain = block.encode(self.dim, *place);
-                let coded = if block.precision().is_compressed() {
-                    Some(Block::decode(&plain, self.dim)?)
-                } else {
-                    None
-                };
-                let value = keys.seal(Kind::Block, &key, &plain)?;
-                Ok((key, value, coded))
-            })
-            .collect();
+        let sealed: Vec<Result<Sealed>> = map_pooled(&renumbered, |(place, block)| {
+            let key = keys.block_key(place.seq);
+            let plain = block.encode(self.dim, *place);
+            let coded = if block.precision().is_compressed() {
+                Some(Block::decode(&plain, self.dim)?)
+            } else {
+                None
+            };
+            let value = keys.seal(Kind::Block, &key, &plain)?;
+            Ok((key, value, coded))
+        });
         let mut moved = Vec::new();
         let mut new_blocks = Vec::with_capacity(renumbered.len());
         for (kv, (place, block)) in sealed.into_iter().zip(renumbered) {
@@ -223,7 +241,7 @@ impl Edit {
             new_blocks.push((place.seq, Arc::new(coded.unwrap_or(block))));
         }
         Ok(Committed {
-            lists: self.lists,
+            changed: self.changed,
             next_seq: self.next_seq,
             blocks: self.blocks,
             digest: self.digest,
@@ -249,7 +267,6 @@ impl Shared {
         meta: Vec<(String, Option<serde_json::Value>)>,
     ) -> Result<()> {
         let c = edit.commit(keys, &mut batch)?;
-        p.lists = c.lists;
         p.next_seq = c.next_seq;
         p.blocks = c.blocks;
         p.digest = c.digest;
@@ -258,6 +275,14 @@ impl Shared {
         batch.put_owned(NS_META, sk, sealed.clone());
         let mut live = self.live.write();
         self.write_state(cap, &mut live, batch, Durability::Sync, sealed)?;
+        // The edit's reference to the lists is gone, and `p`'s (which gave
+        // the record its number of lists) goes here: unless a reader holds
+        // them, the changed lists are replaced in place.
+        p.lists = std::mem::take(&mut live.p.lists);
+        let lists = Arc::make_mut(&mut p.lists);
+        for (l, refs) in c.changed {
+            lists[l as usize] = Arc::new(refs);
+        }
         live.p = p;
         for id in &c.removed {
             live.locations.remove(id);
@@ -281,3 +306,6 @@ impl Shared {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -99,6 +99,21 @@ pub use options::{
 };
 pub use precision::Precision;
 pub use rotate::{RotateProgress, Rotated};
+
+/// `f` over `items` on the rayon pool, or on this thread when there is
+/// only one: from a thread outside the pool, handing work to it costs a
+/// wake-up (tens of µs), more than a one-item write's sealing.
+pub(crate) fn map_pooled<T: Sync, R: Send>(
+    items: &[T],
+    f: impl Fn(&T) -> R + Sync + Send,
+) -> Vec<R> {
+    use rayon::prelude::*;
+    if items.len() <= 1 {
+        items.iter().map(f).collect()
+    } else {
+        items.par_iter().map(f).collect()
+    }
+}
 pub use vecseal_codec::Error as DecodeError;
 pub use vecseal_codec::Record;
 pub use vecseal_envelope::Error as EnvelopeError;

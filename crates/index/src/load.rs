@@ -228,7 +228,7 @@ fn rebuild_locations(
     for l in &mut lists {
         l.sort_unstable_by_key(|r| r.seq);
     }
-    live.p.lists = lists.into_iter().map(Arc::new).collect();
+    live.p.lists = Arc::new(lists.into_iter().map(Arc::new).collect());
     live.locations = locations;
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! all ranked by one kernel.
 
 use rayon::prelude::*;
-use vecseal_kmeans::kernel::Centroids;
+use vecseal_kmeans::kernel::{Centroids, Coded};
 
 use crate::distance::normalize;
 use crate::Metric;
@@ -16,7 +16,12 @@ pub(crate) fn prepare<'a>(
 ) -> Vec<f32> {
     let mut out: Vec<f32> = rows.flatten().copied().collect();
     if metric == Metric::Cosine {
-        out.par_chunks_exact_mut(dim.max(1)).for_each(normalize);
+        // One row (one routed vector or query) stays on this thread.
+        if out.len() <= dim {
+            out.chunks_exact_mut(dim.max(1)).for_each(normalize);
+        } else {
+            out.par_chunks_exact_mut(dim.max(1)).for_each(normalize);
+        }
     }
     out
 }
@@ -52,23 +57,34 @@ pub(crate) fn lists_by_distance(centroids: &[f32], dim: usize, q: &[f32]) -> Vec
 /// kernel ([`Centroids`]: canonical distances, ties to the lower list), so
 /// a vector sits in the first list a query equal to it probes. Not `Debug`:
 /// centroids are decrypted summaries of the data.
+///
+/// The centroids are also kept coded to 16 bits ([`Coded`]): routing one
+/// vector, or picking one query's probes, screens those (half the bytes of
+/// the `f32` centroids, which at 2000 lists of 768 dimensions no longer
+/// fit a core's cache) and rescores the candidates exactly; the lists
+/// chosen do not change.
 #[derive(Clone, Default)]
 pub(crate) struct Routes {
     centroids: Vec<f32>,
     norms: Vec<f32>,
+    coded: Option<Coded>,
     dim: usize,
 }
 
 impl Routes {
     pub(crate) fn new(centroids: Vec<f32>, dim: usize) -> Self {
-        let norms = if centroids.is_empty() {
-            Vec::new()
+        let (norms, coded) = if centroids.is_empty() {
+            (Vec::new(), None)
         } else {
-            Centroids::new(&centroids, dim).norms().to_vec()
+            (
+                Centroids::new(&centroids, dim).norms().to_vec(),
+                Some(Coded::new(&centroids, dim)),
+            )
         };
         Self {
             centroids,
             norms,
+            coded,
             dim,
         }
     }
@@ -84,7 +100,11 @@ impl Routes {
     }
 
     fn kernel(&self) -> Centroids<'_> {
-        Centroids::with_norms(&self.centroids, self.dim, &self.norms)
+        let kernel = Centroids::with_norms(&self.centroids, self.dim, &self.norms);
+        match &self.coded {
+            Some(coded) => kernel.with_coded(coded),
+            None => kernel,
+        }
     }
 
     /// The nearest list of every row: where upserts and training put a

@@ -353,7 +353,7 @@ impl Shared {
         }
         let tasks: Vec<(Source<'_>, &[u32])> = askers
             .iter()
-            .zip(&live.p.lists)
+            .zip(live.p.lists.iter())
             .filter(|(qs, _)| !qs.is_empty())
             .flat_map(|(qs, blocks)| {
                 blocks

@@ -30,8 +30,11 @@ pub(crate) struct BlockRef {
     pub(crate) count: u32,
 }
 
-/// The block references of every list. Shared, so that a write copies only
-/// the lists it changes (`Arc::make_mut`), not all of them.
+/// The block references of every list. Each list is shared, so a write
+/// replaces only the lists it changes; the whole is shared too
+/// ([`Persisted::lists`]), so a write does not copy (or count references
+/// to) every list either: at 2000 lists that was a third of a one-item
+/// upsert.
 pub(crate) type Lists = Vec<Arc<Vec<BlockRef>>>;
 
 /// The version of state records written now.
@@ -89,7 +92,7 @@ pub(crate) struct Persisted {
     pub(crate) next_seq: u64,
     /// The block references of every list: in memory, rebuilt from the
     /// blocks when the index opens; stored only in version-1 records.
-    pub(crate) lists: Lists,
+    pub(crate) lists: Arc<Lists>,
     /// Number of lists.
     pub(crate) n_lists: usize,
     /// Number of live blocks (from version 2).
@@ -143,7 +146,7 @@ impl Persisted {
             trained: false,
             generation: 0,
             next_seq: 0,
-            lists: vec![Arc::default()],
+            lists: Arc::new(vec![Arc::default()]),
             n_lists: 1,
             blocks: 0,
             digest: Digest::default(),
@@ -155,12 +158,12 @@ impl Persisted {
         }
     }
 
-    /// A copy without the lists (which a write takes into its edit and
-    /// hands back at commit): copying every list's reference once more for
-    /// each one-item write would cost O(n_lists).
+    /// A copy for a write to change and commit. It shares the lists (one
+    /// reference, not a copy of each list's): the write's edit holds the
+    /// changes, and the commit puts them into the live lists.
     pub(crate) fn header(&self) -> Self {
         Self {
-            lists: Vec::new(),
+            lists: Arc::clone(&self.lists),
             unindexed_fields: self.unindexed_fields.clone(),
             fields: self.fields.clone(),
             ..*self
@@ -303,7 +306,7 @@ impl Persisted {
             trained,
             generation,
             next_seq,
-            lists: vec![Arc::default(); n_lists],
+            lists: Arc::new(vec![Arc::default(); n_lists]),
             n_lists,
             blocks,
             digest,
@@ -413,7 +416,7 @@ pub(crate) mod legacy {
             trained: j.trained,
             generation: j.generation,
             next_seq: j.next_seq,
-            lists,
+            lists: Arc::new(lists),
             n_lists,
             blocks: j.blocks,
             digest: Digest(j.digest),
@@ -454,7 +457,7 @@ mod tests {
         p.trained = true;
         p.generation = 7;
         p.next_seq = 1 << 40;
-        p.lists = vec![Arc::default(); 300];
+        p.lists = Arc::new(vec![Arc::default(); 300]);
         p.n_lists = 300;
         p.blocks = 12_345;
         p.digest = Digest([1, u64::MAX, 3, 4]);

@@ -2,7 +2,6 @@
 
 use std::collections::{HashMap, HashSet};
 
-use rayon::prelude::*;
 use vecseal_storage::WriteBatch;
 
 use crate::catalog::NS_ITEMS;
@@ -16,7 +15,7 @@ use crate::options::{
 };
 use crate::route::prepare;
 use crate::shared::check_vector;
-use crate::{Error, Result};
+use crate::{map_pooled, Error, Result};
 
 impl Index {
     /// Upserts ids with vectors (no contents or metadata).
@@ -92,24 +91,22 @@ impl Index {
 
         let search = prepare(items.iter().map(|it| it.vector), metric, dim);
         let mut batch = WriteBatch::new();
-        let sealed: Vec<Result<(Vec<u8>, Vec<u8>)>> = items
-            .par_iter()
-            .map(|it| {
-                let metadata = it.metadata.map(serde_json::Value::to_string);
-                if let Some(m) = metadata.as_ref().filter(|m| m.len() > MAX_METADATA_BYTES) {
-                    return Err(too_big(
-                        it.id,
-                        "metadata",
-                        m.len(),
-                        "at most 1 MiB of compact JSON (MAX_METADATA_BYTES)",
-                    ));
-                }
-                let plain = encode_item(it.id, it.vector, it.contents, metadata.as_deref());
-                let key = keys.item_key(it.id);
-                let value = keys.seal(Kind::Item, &key, &plain)?;
-                Ok((key, value))
-            })
-            .collect();
+        let seal = |it: &&ItemRef<'_>| {
+            let metadata = it.metadata.map(serde_json::Value::to_string);
+            if let Some(m) = metadata.as_ref().filter(|m| m.len() > MAX_METADATA_BYTES) {
+                return Err(too_big(
+                    it.id,
+                    "metadata",
+                    m.len(),
+                    "at most 1 MiB of compact JSON (MAX_METADATA_BYTES)",
+                ));
+            }
+            let plain = encode_item(it.id, it.vector, it.contents, metadata.as_deref());
+            let key = keys.item_key(it.id);
+            let value = keys.seal(Kind::Item, &key, &plain)?;
+            Ok((key, value))
+        };
+        let sealed: Vec<Result<(Vec<u8>, Vec<u8>)>> = map_pooled(&items, seal);
         for kv in sealed {
             let (k, v) = kv?;
             batch.put_owned(NS_ITEMS, k, v);

@@ -25,6 +25,10 @@
 //! centroid that may be the nearest (within a rigorous bound on the GEMM's
 //! rounding) is rescored in the canonical order, so the choice of list is
 //! as CPU-independent as the distances. Ties go to the lower centroid.
+//! For a few rows at a time (one routed vector, one query's probes), a
+//! [`Coded`] copy of the centroids in 16-bit integers can replace the GEMM
+//! as the screen: half the bytes to read, a bound of its own, the same
+//! answers.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -35,6 +39,14 @@ use faer::{Accum, MatMut, MatRef, Par};
 use pulp::{Simd, WithSimd};
 
 use crate::Error;
+
+mod coded;
+pub use coded::Coded;
+
+/// Up to this many rows at a time, a [`Coded`] copy of the centroids
+/// screens them (a pass over the codes per row); more rows share the
+/// GEMM's pass over the `f32` centroids.
+const CODED_ROWS: usize = 4;
 
 /// The number of accumulators of the canonical order.
 pub const LANES: usize = 16;
@@ -476,12 +488,14 @@ fn tiles<S: Simd, T: Term, F: Fn(f32) -> f32 + Copy, const B: usize>(
 /// A GEMM (`‖x‖² + ‖c‖² − 2·x·c`) screens the centroids; it rounds in an
 /// order of its own, so every centroid whose screened value is within a
 /// rigorous bound of the cut-off is rescored in the canonical order, and
-/// only canonical values decide.
+/// only canonical values decide. With [`Centroids::with_coded`], a few
+/// rows at a time are screened from 16-bit codes instead (see [`Coded`]).
 pub struct Centroids<'a> {
     data: &'a [f32],
     dim: usize,
     norms: std::borrow::Cow<'a, [f32]>,
     max_norm: f32,
+    coded: Option<&'a Coded>,
 }
 
 /// Scratch space that [`Centroids`] reuses between calls.
@@ -491,6 +505,10 @@ pub struct Scratch {
     norms: Vec<f32>,
     values: Vec<f32>,
     candidates: Vec<(u32, u32)>,
+    /// Per row of the last screen: how far its screened dot products may
+    /// be from the exact ones beyond what the GEMM's rounding allows (the
+    /// coding error of a [`Coded`] screen; 0 after the GEMM).
+    extra: Vec<f32>,
 }
 
 impl<'a> Centroids<'a> {
@@ -529,7 +547,24 @@ impl<'a> Centroids<'a> {
             dim,
             norms,
             max_norm,
+            coded: None,
         }
+    }
+
+    /// Screens a few rows at a time (up to 4) with `coded`, the centroids
+    /// coded to 16 bits: half the bytes of the GEMM's pass. The answers
+    /// do not change (see [`Coded`]).
+    ///
+    /// # Panics
+    /// If `coded` was not made from centroids of this number and
+    /// dimension.
+    pub fn with_coded(mut self, coded: &'a Coded) -> Self {
+        assert!(
+            coded.len() == self.len() && coded.dim() == self.dim,
+            "coded centroids of another shape"
+        );
+        self.coded = Some(coded);
+        self
     }
 
     /// The squared norm of every centroid (canonical dot products), to keep
@@ -552,22 +587,35 @@ impl<'a> Centroids<'a> {
         &self.data[j * self.dim..(j + 1) * self.dim]
     }
 
-    /// The GEMM screen of `rows`: their dot products with every centroid
-    /// and their squared norms, from which [`Self::candidates`] derives
-    /// bounds.
+    /// The screen of `rows`: their dot products with every centroid and
+    /// their squared norms, from which [`Self::candidates`] derives
+    /// bounds. A few rows go through the [`Coded`] centroids when there
+    /// are some and every row can be coded; otherwise a GEMM.
     fn screen(&self, rows: &[f32], scratch: &mut Scratch) {
         let (dim, k) = (self.dim, self.len());
         let m = rows.len() / dim;
         scratch.dots.clear();
         scratch.dots.resize(m * k, 0.0);
-        let dst = MatMut::from_row_major_slice_mut(scratch.dots.as_mut_slice(), m, k);
-        let lhs = MatRef::from_row_major_slice(rows, m, dim);
-        let rhs = MatRef::from_row_major_slice(self.data, k, dim);
-        faer::linalg::matmul::matmul(dst, Accum::Replace, lhs, rhs.transpose(), 1.0f32, Par::Seq);
+        scratch.extra.clear();
         scratch.norms.clear();
         scratch
             .norms
             .extend(rows.chunks_exact(dim).map(|r| sum(Sum::Dot, r, r)));
+        if let Some(coded) = self.coded.filter(|_| m <= CODED_ROWS) {
+            let coded_rows: Option<Vec<_>> = rows.chunks_exact(dim).map(|r| coded.row(r)).collect();
+            if let Some(coded_rows) = coded_rows {
+                for (row, dots) in coded_rows.iter().zip(scratch.dots.chunks_exact_mut(k)) {
+                    coded.screen(row, dots);
+                    scratch.extra.push(coded.bound(row));
+                }
+                return;
+            }
+        }
+        scratch.extra.resize(m, 0.0);
+        let dst = MatMut::from_row_major_slice_mut(scratch.dots.as_mut_slice(), m, k);
+        let lhs = MatRef::from_row_major_slice(rows, m, dim);
+        let rhs = MatRef::from_row_major_slice(self.data, k, dim);
+        faer::linalg::matmul::matmul(dst, Accum::Replace, lhs, rhs.transpose(), 1.0f32, Par::Seq);
     }
 
     /// How far a screened value (`‖c‖² − 2g`, `g` the GEMM's `x·c`) plus
@@ -639,12 +687,18 @@ impl<'a> Centroids<'a> {
         }
     }
 
-    /// The nearest centroid of every row (parallel over groups of rows).
+    /// The nearest centroid of every row (parallel over groups of rows;
+    /// one group, such as one routed vector, stays on this thread).
     pub fn nearest(&self, rows: &[f32]) -> Vec<u32> {
         use rayon::prelude::*;
         let m = rows.len() / self.dim;
         let mut out = vec![0u32; m];
         const GROUP: usize = 64;
+        if m <= GROUP {
+            let mut distances = vec![0f32; m];
+            self.nearest_into(rows, &mut out, &mut distances, &mut Scratch::default());
+            return out;
+        }
         out.par_chunks_mut(GROUP)
             .zip(rows.par_chunks(GROUP * self.dim))
             .for_each_init(
@@ -657,39 +711,45 @@ impl<'a> Centroids<'a> {
     }
 
     /// The `n` nearest centroids of every row, nearest first (parallel over
-    /// groups of rows). Ties go to the lower index, as in [`Self::nearest`].
+    /// groups of rows; one group, such as one query, stays on this thread).
+    /// Ties go to the lower index, as in [`Self::nearest`].
     pub fn nearest_n(&self, rows: &[f32], n: usize) -> Vec<Vec<u32>> {
         use rayon::prelude::*;
         const GROUP: usize = 64;
         let n = n.min(self.len());
+        if rows.len() <= GROUP * self.dim {
+            return self.nearest_n_group(rows, n);
+        }
         rows.par_chunks(GROUP * self.dim)
-            .flat_map_iter(|group| {
-                let m = group.len() / self.dim;
-                let mut out = vec![Vec::new(); m];
-                if n == 0 {
-                    return out;
-                }
-                let mut scratch = Scratch::default();
-                self.screen(group, &mut scratch);
-                self.candidates(m, n, &mut scratch);
-                let mut scored: Vec<Vec<(f32, u32)>> = vec![Vec::new(); m];
-                for &(i, j) in &scratch.candidates {
-                    let row = &group[i as usize * self.dim..(i as usize + 1) * self.dim];
-                    let d = sum(Sum::SquaredL2, row, self.centroid(j as usize));
-                    scored[i as usize].push((d, j));
-                }
-                let by = |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
-                for (o, mut s) in out.iter_mut().zip(scored) {
-                    if s.len() > n {
-                        s.select_nth_unstable_by(n - 1, by);
-                        s.truncate(n);
-                    }
-                    s.sort_unstable_by(by);
-                    *o = s.into_iter().map(|(_, j)| j).collect();
-                }
-                out
-            })
+            .flat_map_iter(|group| self.nearest_n_group(group, n))
             .collect()
+    }
+
+    fn nearest_n_group(&self, group: &[f32], n: usize) -> Vec<Vec<u32>> {
+        let m = group.len() / self.dim;
+        let mut out = vec![Vec::new(); m];
+        if n == 0 {
+            return out;
+        }
+        let mut scratch = Scratch::default();
+        self.screen(group, &mut scratch);
+        self.candidates(m, n, &mut scratch);
+        let mut scored: Vec<Vec<(f32, u32)>> = vec![Vec::new(); m];
+        for &(i, j) in &scratch.candidates {
+            let row = &group[i as usize * self.dim..(i as usize + 1) * self.dim];
+            let d = sum(Sum::SquaredL2, row, self.centroid(j as usize));
+            scored[i as usize].push((d, j));
+        }
+        let by = |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+        for (o, mut s) in out.iter_mut().zip(scored) {
+            if s.len() > n {
+                s.select_nth_unstable_by(n - 1, by);
+                s.truncate(n);
+            }
+            s.sort_unstable_by(by);
+            *o = s.into_iter().map(|(_, j)| j).collect();
+        }
+        out
     }
 
     /// Every centroid, nearest to `row` first.
@@ -779,7 +839,10 @@ impl WithSimd for Candidates<'_> {
             };
             // A NaN value (overflow) is always a candidate; a NaN limit
             // makes every centroid one.
-            let limit = nth + 2.0 * c.slack(self.scratch.norms[i]);
+            // The screen's own error (0 for the GEMM) moves each screened
+            // `‖c‖² − 2g` by up to twice the dot product's bound.
+            let bound = c.slack(self.scratch.norms[i]) + 2.0 * self.scratch.extra[i];
+            let limit = nth + 2.0 * bound;
             let all = limit.is_nan();
             let keep = |v: f32| (v <= limit) | v.is_nan() | all;
             for (base, chunk) in values.chunks(L).enumerate() {

@@ -103,9 +103,23 @@ fn check_ranking(centroids: &[f32], dim: usize, rows: &[f32], n: usize) {
     let c = Centroids::new(centroids, dim);
     let nearest = c.nearest(rows);
     let heads = c.nearest_n(rows, n);
+    // The 16-bit screen, one row and a few rows at a time.
+    let coded = Coded::new(centroids, dim);
+    let screened = Centroids::new(centroids, dim).with_coded(&coded);
+    let few: Vec<u32> = rows
+        .chunks(3 * dim)
+        .flat_map(|r| screened.nearest(r))
+        .collect();
     for (i, row) in rows.chunks_exact(dim).enumerate() {
         let want = oracle_order(centroids, dim, row);
         assert_eq!(nearest[i], want[0], "row {i}");
+        assert_eq!(few[i], want[0], "row {i}, coded screen of 3 rows");
+        assert_eq!(screened.nearest(row), [want[0]], "row {i}, coded screen");
+        assert_eq!(
+            screened.nearest_n(row, n),
+            [&want[..n.min(want.len())]],
+            "row {i}, coded screen"
+        );
         assert_eq!(heads[i], want[..n.min(want.len())], "row {i}");
         assert_eq!(c.ranked(row), want, "row {i}");
     }
@@ -202,5 +216,114 @@ proptest! {
         sorted.sort_by(f32::total_cmp);
         let expected = sorted.get(n - 1).copied().unwrap_or(f32::INFINITY);
         prop_assert_eq!(nth_smallest(&values, n), expected);
+    }
+}
+
+/// Near-ties in many dimensions, where the 16-bit screen's bound matters:
+/// centroids one unit in the last place apart, duplicates, rows between
+/// them, a zero row and rows of every magnitude. The coded screen picks
+/// exactly what the oracle picks.
+#[test]
+fn the_coded_screen_ranks_near_ties_exactly() {
+    let mut rng = ChaCha8Rng::seed_from_u64(31);
+    for (dim, k, noise) in [(768, 1400, 1e-3), (50, 64, 1e-3), (33, 9, 1e-3)] {
+        let base = random(&mut rng, dim, 1.0);
+        let mut centroids = Vec::with_capacity(k * dim);
+        for j in 0..k {
+            let mut c = base.clone();
+            match j % 4 {
+                // One ulp up in one coordinate, or a duplicate, or noise.
+                0 => c[j % dim] = f32::from_bits(c[j % dim].to_bits() + 1),
+                1 => {}
+                _ => c
+                    .iter_mut()
+                    .for_each(|v| *v += rng.gen_range(-noise..noise)),
+            }
+            centroids.extend(c);
+        }
+        let mut rows = base.clone();
+        rows.extend(std::iter::repeat_n(0.0, dim));
+        for scale in [1e-20f32, 1e-3, 1.0, 1e15] {
+            rows.extend(
+                base.iter()
+                    .map(|v| v * scale + rng.gen_range(-1e-4..1e-4) * scale),
+            );
+        }
+        for _ in 0..50 {
+            rows.extend(base.iter().map(|v| v + rng.gen_range(-noise..noise)));
+        }
+        let coded = Coded::new(&centroids, dim);
+        let screened = Centroids::new(&centroids, dim).with_coded(&coded);
+        for (i, row) in rows.chunks_exact(dim).enumerate() {
+            let want = oracle_order(&centroids, dim, row);
+            assert_eq!(screened.nearest(row), [want[0]], "d={dim} row {i}");
+            assert_eq!(
+                screened.nearest_n(row, 5),
+                [&want[..5.min(k)]],
+                "d={dim} row {i}"
+            );
+        }
+    }
+}
+
+/// In two dimensions the coding error exceeds the GEMM's rounding bound
+/// (it shrinks as `1/√d` relative to it): centroids on a circle around a
+/// row, their distances a few 1e-5 apart, are ranked exactly only because
+/// the screen widens its cut-off by its own bound.
+#[test]
+fn the_coded_screen_widens_by_its_own_bound() {
+    let mut rng = ChaCha8Rng::seed_from_u64(33);
+    let dim = 2;
+    for _ in 0..300 {
+        let row = [rng.gen_range(-1.0f32..1.0), rng.gen_range(-1.0f32..1.0)];
+        let centroids: Vec<f32> = (0..64)
+            .flat_map(|_| {
+                let angle = rng.gen_range(0.0..std::f32::consts::TAU);
+                let radius = 1.0 + rng.gen_range(0.0..3e-5);
+                [row[0] + radius * angle.cos(), row[1] + radius * angle.sin()]
+            })
+            .collect();
+        let coded = Coded::new(&centroids, dim);
+        let screened = Centroids::new(&centroids, dim).with_coded(&coded);
+        let want = oracle_order(&centroids, dim, &row);
+        assert_eq!(screened.nearest(&row), [want[0]], "{row:?}");
+        assert_eq!(screened.nearest_n(&row, 3), [&want[..3]], "{row:?}");
+    }
+}
+
+/// The screen's bound is tight enough to matter: for a row near one of
+/// many well-separated centroids, few candidates are rescored.
+#[test]
+fn the_coded_screen_leaves_few_candidates() {
+    let mut rng = ChaCha8Rng::seed_from_u64(32);
+    let (dim, k) = (768, 500);
+    let centroids = random(&mut rng, k * dim, 1.0);
+    let coded = Coded::new(&centroids, dim);
+    let screened = Centroids::new(&centroids, dim).with_coded(&coded);
+    let mut scratch = Scratch::default();
+    for j in [0, 17, 499] {
+        let row: Vec<f32> = centroids[j * dim..(j + 1) * dim]
+            .iter()
+            .map(|v| v + rng.gen_range(-0.3..0.3))
+            .collect();
+        let (mut nearest, mut distance) = ([0u32], [0f32]);
+        screened.nearest_into(&row, &mut nearest, &mut distance, &mut scratch);
+        assert_eq!(nearest, [j as u32]);
+        assert_eq!(scratch.candidates.len(), 1, "row near centroid {j}");
+        assert!(scratch.extra[0] > 0.0, "the coded screen was used");
+    }
+}
+
+/// Rows the 16-bit screen cannot vouch for (not finite, or so large that
+/// products overflow) go through the GEMM and still rank exactly.
+#[test]
+fn rows_the_coded_screen_refuses_are_ranked_by_the_gemm() {
+    let dim = 2;
+    let centroids = [0.0f32, 0.0, 3e38, 3e38, 1.0, 1.0];
+    let coded = Coded::new(&centroids, dim);
+    let screened = Centroids::new(&centroids, dim).with_coded(&coded);
+    for row in [[0.9f32, 0.9], [-3e38, 3e38], [0.0, 0.0]] {
+        let want = oracle_order(&centroids, dim, &row);
+        assert_eq!(screened.nearest(&row), [want[0]], "{row:?}");
     }
 }

@@ -1,0 +1,226 @@
+//! A screen for a few rows that reads half the bytes: the centroids coded
+//! to 16-bit integers.
+//!
+//! Routing one vector against many centroids reads every centroid once,
+//! and the GEMM screen of [`Centroids`] reads them as `f32`: 6 MB for 2000
+//! centroids of 768 dimensions, more than a core's L2 cache, so one routed
+//! vector waits on memory. [`Coded`] keeps each centroid `c` as `s_c·ĉ`
+//! (`ĉ` in `i16`, `s_c = max|c_j| / 32767`); a row is coded the same way
+//! (`x = s_x·x̂ + e_x`), and the screen sums `x̂·ĉ` as exact 32-bit integer
+//! pairs (what `pmaddwd` computes) into `f32` lanes. Half the bytes are
+//! read; a rigorous bound on the coding and summation errors
+//! ([`Coded::bound`]) keeps every centroid that may be among the nearest
+//! as a candidate, and only canonical distances decide, so the answer is
+//! the one the GEMM screen gives, bit for bit.
+
+use pulp::{Simd, WithSimd};
+
+use super::dispatch;
+
+/// The largest code: `±32767`, never `−32768`, so a pair of products
+/// (`2·32767²`) fits an `i32`.
+const MAX_CODE: f32 = 32767.0;
+
+/// Codes are summed 32 coordinates at a time; rows are padded with zeros.
+const BLOCK: usize = 32;
+
+/// The centroids of a [`Centroids`](super::Centroids), coded to 16 bits a
+/// coordinate for [`Centroids::with_coded`](super::Centroids::with_coded).
+/// Not `Debug`: centroids are summaries of the data.
+#[derive(Clone)]
+pub struct Coded {
+    codes: Vec<i16>,
+    scales: Vec<f32>,
+    dim: usize,
+    stride: usize,
+    /// The largest `‖c − s_c·ĉ‖` over the centroids, rounded up.
+    max_error: f64,
+    /// The largest `‖c‖`, rounded up.
+    max_norm: f64,
+    /// Whether every coordinate is finite (else the screen is not used).
+    usable: bool,
+}
+
+/// A row coded for the screen, with what its bound needs.
+pub(super) struct Row {
+    codes: Vec<i16>,
+    scale: f32,
+    /// `‖x‖` and `‖x − s_x·x̂‖`, rounded up.
+    norm: f64,
+    error: f64,
+}
+
+impl Coded {
+    /// Codes row-major `centroids` of dimension `dim`.
+    ///
+    /// # Panics
+    /// If `dim` is 0.
+    pub fn new(centroids: &[f32], dim: usize) -> Self {
+        assert!(dim > 0, "dimension 0");
+        let stride = dim.div_ceil(BLOCK) * BLOCK;
+        let k = centroids.len() / dim;
+        let mut codes = vec![0i16; k * stride];
+        let mut scales = Vec::with_capacity(k);
+        let (mut max_error, mut max_norm, mut usable) = (0f64, 0f64, true);
+        for (c, out) in centroids
+            .chunks_exact(dim)
+            .zip(codes.chunks_exact_mut(stride))
+        {
+            usable &= c.iter().all(|v| v.is_finite());
+            let (scale, norm, error) = code(c, &mut out[..dim]);
+            scales.push(scale);
+            max_error = max_error.max(error);
+            max_norm = max_norm.max(norm);
+        }
+        Self {
+            codes,
+            scales,
+            dim,
+            stride,
+            max_error,
+            max_norm,
+            usable: usable && max_norm.is_finite(),
+        }
+    }
+
+    /// The number of centroids.
+    pub fn len(&self) -> usize {
+        self.scales.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.scales.is_empty()
+    }
+
+    /// The dimension.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// `row` coded for [`Self::screen`], or `None` when the screen cannot
+    /// vouch for it (a coordinate that is not finite, or magnitudes whose
+    /// products would overflow): then the GEMM screens it.
+    pub(super) fn row(&self, row: &[f32]) -> Option<Row> {
+        if !self.usable || !row.iter().all(|v| v.is_finite()) {
+            return None;
+        }
+        let mut codes = vec![0i16; self.stride];
+        let (scale, norm, error) = code(row, &mut codes[..self.dim]);
+        // Keep every product, bound and screened value far from overflow.
+        let largest = norm * self.max_norm;
+        if largest.is_nan() || largest >= 1e30 {
+            return None;
+        }
+        Some(Row {
+            codes,
+            scale,
+            norm,
+            error,
+        })
+    }
+
+    /// How far a screened dot product may be from the exact `x·c`, for
+    /// every centroid `c`. With `x = s_x·x̂ + e_x` and `c = s_c·ĉ + e_c`,
+    /// `x·c − s_x·s_c·(x̂·ĉ) = x·e_c + e_x·c − e_x·e_c`, at most
+    /// `‖x‖·‖e_c‖ + ‖e_x‖·‖c‖ + ‖e_x‖·‖e_c‖`. The integer pairs are exact;
+    /// their conversions to `f32`, the lane sums, the tree and the two
+    /// scalings round at most `stride/32 + 20` times in a row, each time by
+    /// at most `u` relative to a sum of magnitudes at most
+    /// `s_x·s_c·‖x̂‖·‖ĉ‖ ≤ (‖x‖ + ‖e_x‖)·(‖c‖ + ‖e_c‖)`. Norms and errors
+    /// are rounded up where they are computed (in `f64`), and the result
+    /// is rounded up again.
+    pub(super) fn bound(&self, row: &Row) -> f32 {
+        let u = f64::from(f32::EPSILON) / 2.0;
+        let n = (self.stride / BLOCK + 20) as f64;
+        let gamma = n * u / (1.0 - n * u);
+        let (xn, ex, cn, ec) = (row.norm, row.error, self.max_norm, self.max_error);
+        let coding = xn * ec + ex * cn + ex * ec;
+        let summing = gamma * (xn + ex) * (cn + ec);
+        let bound = (coding + summing) * (1.0 + 1e-6);
+        (bound as f32) * (1.0 + f32::EPSILON) + f32::MIN_POSITIVE
+    }
+
+    /// The screened `x·c` of `row` with every centroid into `dots` (one
+    /// per centroid), on this thread: splitting one row's screen over the
+    /// pool was measured slower (2000 × 768 codes, one-item upserts: the
+    /// hand-off costs more than half the pass saves).
+    pub(super) fn screen(&self, row: &Row, dots: &mut [f32]) {
+        assert_eq!(dots.len(), self.len(), "one dot product per centroid");
+        dispatch(Screen {
+            codes: &self.codes,
+            scales: &self.scales,
+            stride: self.stride,
+            row,
+            dots,
+        });
+    }
+}
+
+/// Codes `v` into `out` (`±32767·v_j / max|v|`, rounded to nearest) and
+/// returns the scale, `‖v‖` and `‖v − scale·code‖`, both rounded up.
+fn code(v: &[f32], out: &mut [i16]) -> (f32, f64, f64) {
+    let max = v.iter().fold(0f32, |a, &x| a.max(x.abs()));
+    let scale = max / MAX_CODE;
+    let (mut norm, mut error) = (0f64, 0f64);
+    for (o, &x) in out.iter_mut().zip(v) {
+        let q = if scale > 0.0 {
+            (x / scale).round().clamp(-MAX_CODE, MAX_CODE)
+        } else {
+            0.0
+        };
+        *o = q as i16;
+        // Products of an f32 and a code are exact in f64; the sums
+        // round by far less than the final margin.
+        let e = f64::from(x) - f64::from(scale) * f64::from(q);
+        norm += f64::from(x) * f64::from(x);
+        error += e * e;
+    }
+    let up = |s: f64| s.sqrt() * (1.0 + 1e-9);
+    (scale, up(norm), up(error))
+}
+
+/// The screen's kernel: `s_x·s_c·Σ x̂·ĉ`, pairs of products summed as
+/// `i32` (exact), then in 16 `f32` lanes in a fixed order.
+struct Screen<'a> {
+    codes: &'a [i16],
+    scales: &'a [f32],
+    stride: usize,
+    row: &'a Row,
+    dots: &'a mut [f32],
+}
+
+impl WithSimd for Screen<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _simd: S) {
+        let q = &self.row.codes;
+        let sx = self.row.scale;
+        for ((c, &sc), dot) in self
+            .codes
+            .chunks_exact(self.stride)
+            .zip(self.scales)
+            .zip(self.dots.iter_mut())
+        {
+            let mut lanes = [0f32; BLOCK / 2];
+            for (c, q) in c.chunks_exact(BLOCK).zip(q.chunks_exact(BLOCK)) {
+                for (l, lane) in lanes.iter_mut().enumerate() {
+                    // |pair| ≤ 2·32767² < 2³¹: no wrap happens; wrapping
+                    // arithmetic only spares the overflow checks.
+                    let pair = i32::from(c[2 * l])
+                        .wrapping_mul(i32::from(q[2 * l]))
+                        .wrapping_add(
+                            i32::from(c[2 * l + 1]).wrapping_mul(i32::from(q[2 * l + 1])),
+                        );
+                    *lane += pair as f32;
+                }
+            }
+            let mut sum = 0f32;
+            for v in lanes {
+                sum += v;
+            }
+            *dot = sx * sc * sum;
+        }
+    }
+}
