@@ -776,6 +776,19 @@ fn filled_index(store: Arc<dyn Store>, n: usize, d: usize, seed: u64) -> Result<
     Ok(index)
 }
 
+/// The comma-separated positive numbers of environment variable `name`,
+/// or of `default` when it is unset.
+fn sizes_from_env(name: &str, default: &str) -> Result<Vec<usize>> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .map(|s| match s.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => bail!("{name}: {s:?} is not a positive integer (expected e.g. {default})"),
+        })
+        .collect()
+}
+
 /// One-item upserts into trained indexes of growing size: latency (p50,
 /// p99) and bytes written per upsert. In memory (a counting `MemStore`), so
 /// the numbers are the engine's work, not a disk's sync.
@@ -786,24 +799,8 @@ fn bench_upserts(report: &mut serde_json::Map<String, Value>) -> Result<()> {
     if upserts < 100 {
         bail!("VECSEAL_BENCH_UPSERTS: {upserts}, want at least 100 (a p99 needs them)");
     }
-    let dims: Vec<usize> = std::env::var("VECSEAL_BENCH_UPSERT_DIMS")
-        .unwrap_or_else(|_| "50,768".into())
-        .split(',')
-        .map(|s| {
-            s.trim()
-                .parse()
-                .context("VECSEAL_BENCH_UPSERT_DIMS: a comma-separated list of dimensions")
-        })
-        .collect::<Result<_>>()?;
-    let sizes: Vec<usize> = std::env::var("VECSEAL_BENCH_UPSERT_SIZES")
-        .unwrap_or_else(|_| "10000,100000,1000000".into())
-        .split(',')
-        .map(|s| {
-            s.trim()
-                .parse()
-                .context("VECSEAL_BENCH_UPSERT_SIZES: a comma-separated list of sizes")
-        })
-        .collect::<Result<_>>()?;
+    let dims = sizes_from_env("VECSEAL_BENCH_UPSERT_DIMS", "50,768")?;
+    let sizes = sizes_from_env("VECSEAL_BENCH_UPSERT_SIZES", "10000,100000,1000000")?;
     println!("\none-item upserts into a trained index (synthetic clusters, squared L2, automatic n_lists, {upserts} upserts of new ids, in memory)");
     println!("| d | items | n_lists | p50 µs | p99 µs | bytes written per upsert |");
     println!("|---|---|---|---|---|---|");
