@@ -99,6 +99,16 @@ pub use options::{
 };
 pub use precision::Precision;
 pub use rotate::{RotateProgress, Rotated};
+pub use vecseal_codec::Error as DecodeError;
+pub use vecseal_codec::Record;
+pub use vecseal_envelope::Error as EnvelopeError;
+pub use vecseal_envelope::{SecretKey, Suite};
+pub use vecseal_keyring::Error as AccessError;
+pub use vecseal_keyring::{UserEntry, UserId};
+pub use vecseal_kmeans::kernel::SimdLevel;
+pub use vecseal_kmeans::Error as KMeansError;
+pub use vecseal_storage::Error as StorageError;
+pub use vecseal_storage::Store;
 
 /// `f` over `items` on the rayon pool, or on this thread when there is
 /// only one: from a thread outside the pool, handing work to it costs a
@@ -114,16 +124,6 @@ pub(crate) fn map_pooled<T: Sync, R: Send>(
         items.par_iter().map(f).collect()
     }
 }
-pub use vecseal_codec::Error as DecodeError;
-pub use vecseal_codec::Record;
-pub use vecseal_envelope::Error as EnvelopeError;
-pub use vecseal_envelope::{SecretKey, Suite};
-pub use vecseal_keyring::Error as AccessError;
-pub use vecseal_keyring::{UserEntry, UserId};
-pub use vecseal_kmeans::kernel::SimdLevel;
-pub use vecseal_kmeans::Error as KMeansError;
-pub use vecseal_storage::Error as StorageError;
-pub use vecseal_storage::Store;
 
 impl Error {
     /// `name` was 0 where at least 1 is needed.
