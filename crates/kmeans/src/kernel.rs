@@ -48,6 +48,10 @@ pub use coded::Coded;
 /// GEMM's pass over the `f32` centroids.
 const CODED_ROWS: usize = 4;
 
+/// Rows are ranked in groups of this many on the rayon pool; one group
+/// stays on the calling thread (a hand-off costs a thread wake-up).
+const GROUP: usize = 64;
+
 /// The number of accumulators of the canonical order.
 pub const LANES: usize = 16;
 
@@ -693,7 +697,9 @@ impl<'a> Centroids<'a> {
         use rayon::prelude::*;
         let m = rows.len() / self.dim;
         let mut out = vec![0u32; m];
-        const GROUP: usize = 64;
+        if m == 0 {
+            return out;
+        }
         if m <= GROUP {
             let mut distances = vec![0f32; m];
             self.nearest_into(rows, &mut out, &mut distances, &mut Scratch::default());
@@ -715,7 +721,6 @@ impl<'a> Centroids<'a> {
     /// Ties go to the lower index, as in [`Self::nearest`].
     pub fn nearest_n(&self, rows: &[f32], n: usize) -> Vec<Vec<u32>> {
         use rayon::prelude::*;
-        const GROUP: usize = 64;
         let n = n.min(self.len());
         if rows.len() <= GROUP * self.dim {
             return self.nearest_n_group(rows, n);

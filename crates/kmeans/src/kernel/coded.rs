@@ -100,16 +100,19 @@ impl Coded {
 
     /// `row` coded for [`Self::screen`], or `None` when the screen cannot
     /// vouch for it (a coordinate that is not finite, or magnitudes whose
-    /// products would overflow): then the GEMM screens it.
+    /// products would overflow or fall among the subnormals): then the
+    /// GEMM screens it.
     pub(super) fn row(&self, row: &[f32]) -> Option<Row> {
         if !self.usable || !row.iter().all(|v| v.is_finite()) {
             return None;
         }
         let mut codes = vec![0i16; self.stride];
         let (scale, norm, error) = code(row, &mut codes[..self.dim]);
-        // Keep every product, bound and screened value far from overflow.
+        // Keep every product, bound and screened value far from overflow,
+        // and the bound (at least γ·‖x‖·max‖c‖) far above what a scaling
+        // that underflows to a subnormal can lose (about 2⁻¹⁴⁹·2³⁰·d).
         let largest = norm * self.max_norm;
-        if largest.is_nan() || largest >= 1e30 {
+        if !(1e-25..1e30).contains(&largest) {
             return None;
         }
         Some(Row {
