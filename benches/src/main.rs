@@ -580,11 +580,7 @@ fn one_at_a_time(
     exact: &[Vec<vecseal::Hit>],
     opts: &QueryOptions,
 ) -> Result<Value> {
-    let n: usize = std::env::var("VECSEAL_BENCH_SINGLE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(200)
-        .min(qs.len());
+    let n = number_from_env("VECSEAL_BENCH_SINGLE", 200)?.min(qs.len());
     let (hits, secs) = best_of(REPEATS, || {
         qs[..n]
             .iter()
@@ -776,6 +772,18 @@ fn filled_index(store: Arc<dyn Store>, n: usize, d: usize, seed: u64) -> Result<
     Ok(index)
 }
 
+/// The positive number in environment variable `name`, or `default` when
+/// it is unset.
+fn number_from_env(name: &str, default: usize) -> Result<usize> {
+    match std::env::var(name) {
+        Err(_) => Ok(default),
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => bail!("{name}: {v:?} is not a positive integer (default {default})"),
+        },
+    }
+}
+
 /// The comma-separated positive numbers of environment variable `name`,
 /// or of `default` when it is unset.
 fn sizes_from_env(name: &str, default: &str) -> Result<Vec<usize>> {
@@ -793,9 +801,7 @@ fn sizes_from_env(name: &str, default: &str) -> Result<Vec<usize>> {
 /// p99) and bytes written per upsert. In memory (a counting `MemStore`), so
 /// the numbers are the engine's work, not a disk's sync.
 fn bench_upserts(report: &mut serde_json::Map<String, Value>) -> Result<()> {
-    let upserts: usize = std::env::var("VECSEAL_BENCH_UPSERTS")
-        .map_or(Ok(200), |v| v.parse())
-        .context("VECSEAL_BENCH_UPSERTS: a number of upserts of at least 100")?;
+    let upserts = number_from_env("VECSEAL_BENCH_UPSERTS", 200)?;
     if upserts < 100 {
         bail!("VECSEAL_BENCH_UPSERTS: {upserts}, want at least 100 (a p99 needs them)");
     }
