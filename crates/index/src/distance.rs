@@ -39,7 +39,7 @@ pub(crate) fn distance(metric: Metric, q: &[f32], x: &[f32]) -> f32 {
 /// The metric's distance from a raw sum (a dot product, or a squared
 /// difference), exactly as [`distance`] computes it.
 #[inline(always)]
-fn finish(metric: Metric, sum: f32) -> f32 {
+pub(crate) fn finish(metric: Metric, sum: f32) -> f32 {
     match metric {
         Metric::SquaredEuclidean => sum,
         Metric::Euclidean => sum.sqrt(),

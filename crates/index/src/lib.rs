@@ -73,6 +73,7 @@ mod load;
 mod metaindex;
 mod options;
 mod precision;
+mod quantized;
 mod rotate;
 mod route;
 mod search;

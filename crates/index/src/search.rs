@@ -10,13 +10,14 @@ use vecseal_storage::Snapshot;
 
 use crate::catalog::NS_META;
 use crate::codec::{Block, ItemRecord};
-use crate::distance::{distance, lower_bounds, normalize, scores as scores_into};
+use crate::distance::{distance, finish, lower_bounds, normalize, scores as scores_into};
 use crate::filter::Filter;
 use crate::handle::Index;
 use crate::keys::Keys;
 use crate::load::{parse_meta, Live};
 use crate::options::{auto_n_probes, Hit, MetadataMatches, MetadataQuery, QueryOptions, MAX_TOP_K};
 use crate::precision::Precision;
+use crate::quantized::{self, CodedQuery};
 use crate::route::prepare;
 use crate::shared::{check_vector, Shared};
 use crate::state::block_capacity;
@@ -442,6 +443,8 @@ impl Shared {
             scores: Vec<f32>,
             allowed: Vec<bool>,
             decoded: Decoded,
+            coded: CodedQuery,
+            unpacked: Vec<u8>,
         }
         // Few, large pieces: each piece carries one top-k per query of the
         // chunk, and merging pieces costs a merge per query.
@@ -458,6 +461,8 @@ impl Shared {
                         scores,
                         allowed,
                         decoded,
+                        coded,
+                        unpacked,
                     } = &mut w;
                     let cached;
                     let block: &Block = match source {
@@ -475,20 +480,44 @@ impl Shared {
                     if n == 0 || qs.is_empty() {
                         return Ok((tops, w));
                     }
-                    // A compressed block is scored on its decoded codes.
-                    let block_vectors: &[f32] = match block.codes(dim) {
-                        Some(codes) => codes.decode_in(dim, &mut decoded.0),
-                        None => block.vectors(),
-                    };
                     allowed.clear();
                     if s.allowed.is_some() {
                         allowed.extend(block.ids().iter().map(|id| s.ok(id)));
                     }
+                    let codes = block.codes(dim);
+                    // 8- and 4-bit codes under a dot-product metric: the
+                    // integer pass, query by query (see `quantized`).
+                    let mut left = qs;
+                    let mut refused = Vec::new();
+                    if let Some(codes) = codes.filter(|c| quantized::applies(s.metric, c.precision))
+                    {
+                        for &qi in qs {
+                            if !coded.code(query(qi), &codes, dim) {
+                                refused.push(qi);
+                                continue;
+                            }
+                            coded.dots(&codes, dim, unpacked, scores);
+                            for v in scores.iter_mut() {
+                                *v = finish(s.metric, *v);
+                            }
+                            offer(&mut tops[qi as usize], scores, allowed, block, None);
+                        }
+                        if refused.is_empty() {
+                            return Ok((tops, w));
+                        }
+                        left = &refused;
+                    }
+                    // Otherwise a compressed block is scored on its
+                    // decoded codes.
+                    let block_vectors: &[f32] = match codes {
+                        Some(codes) => codes.decode_in(dim, &mut decoded.0),
+                        None => block.vectors(),
+                    };
                     // Queries in groups, so the scores stay within budget
                     // however many vectors a block holds (small dimensions).
                     let group = (SCORES_BUDGET / n).max(1);
-                    for (g, group_qs) in qs.chunks(group).enumerate() {
-                        let qmat: &[f32] = if qs.len() == nq {
+                    for (g, group_qs) in left.chunks(group).enumerate() {
+                        let qmat: &[f32] = if left.len() == nq {
                             // Every query of the chunk, in order.
                             &chunk[g * group * dim..(g * group + group_qs.len()) * dim]
                         } else {
@@ -506,24 +535,9 @@ impl Shared {
                         } else {
                             scores_into(s.metric, qmat, block_vectors, dim, scores);
                         }
-                        let vectors = block_vectors.chunks_exact(dim);
                         for (row, &qi) in scores.chunks_exact(n).zip(group_qs) {
-                            let top = &mut tops[qi as usize];
-                            let mut bound = top.bound();
-                            for ((j, &score), x) in row.iter().enumerate().zip(vectors.clone()) {
-                                if score > bound || !allowed.get(j).copied().unwrap_or(true) {
-                                    continue;
-                                }
-                                let dist = if screened {
-                                    distance(s.metric, query(qi), x)
-                                } else {
-                                    score
-                                };
-                                if dist <= bound {
-                                    top.offer(dist, block.ids().get(j));
-                                    bound = top.bound();
-                                }
-                            }
+                            let rescore = screened.then(|| (s.metric, query(qi), block_vectors));
+                            offer(&mut tops[qi as usize], row, allowed, block, rescore);
                         }
                     }
                     Ok((tops, w))
@@ -587,6 +601,36 @@ impl Shared {
             HashMap::new()
         };
         Ok((best, kept))
+    }
+}
+
+/// Offers the vectors of `block` whose first-pass distances `row` may
+/// enter `top` (and that the filter allows); with `rescore` (a query and
+/// the block's vectors), `row` holds lower bounds and the distance offered
+/// is computed exactly.
+fn offer(
+    top: &mut TopK,
+    row: &[f32],
+    allowed: &[bool],
+    block: &Block,
+    rescore: Option<(Metric, &[f32], &[f32])>,
+) {
+    let mut bound = top.bound();
+    for (j, &score) in row.iter().enumerate() {
+        if score > bound || !allowed.get(j).copied().unwrap_or(true) {
+            continue;
+        }
+        let dist = match rescore {
+            Some((metric, q, vectors)) => {
+                let dim = q.len();
+                distance(metric, q, &vectors[j * dim..(j + 1) * dim])
+            }
+            None => score,
+        };
+        if dist <= bound {
+            top.offer(dist, block.ids().get(j));
+            bound = top.bound();
+        }
     }
 }
 

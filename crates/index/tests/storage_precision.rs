@@ -164,3 +164,71 @@ fn every_precision_answers_like_brute_force_over_its_candidates() {
         }
     }
 }
+
+/// `(id, distance bits)` of each hit, to compare results exactly.
+fn exact_hits(hits: &[vecseal_index::Hit]) -> Vec<(String, Option<u32>)> {
+    hits.iter()
+        .map(|h| (h.id.clone(), h.distance.map(f32::to_bits)))
+        .collect()
+}
+
+/// Under the dot-product metrics the first pass over 8- and 4-bit codes
+/// runs in integers (float16 and float32 in floating point): at every
+/// precision a batch answers each query exactly as that query sent alone
+/// (the batch has enough queries per block for the GEMM screen), trained
+/// or not; and with every item a candidate the results are float32's,
+/// bit for bit.
+#[test]
+fn dot_product_metrics_answer_a_batch_as_each_query_alone() {
+    let dim = 50;
+    let data = clustered(11_000, dim, 12, 7);
+    let all_ids = ids(data.len());
+    let queries = clustered(64, dim, 12, 8);
+    for metric in [Metric::Cosine, Metric::InnerProduct] {
+        let open = |precision: Precision| {
+            let db = Database::new(Arc::new(MemStore::new(vecseal_index::NAMESPACES)));
+            let index = db
+                .create_index(
+                    "t",
+                    owner(1),
+                    IndexConfig::default()
+                        .with_metric(metric)
+                        .with_storage_precision(precision),
+                )
+                .unwrap();
+            index.upsert_vectors(&all_ids, &data).unwrap();
+            (db, index)
+        };
+        let (_db32, exact) = open(Precision::Float32);
+        let every = QueryOptions::default()
+            .with_top_k(10)
+            .with_rerank_mult(data.len());
+        let want = exact.query(&queries, &every).unwrap();
+        for precision in Precision::ALL {
+            let (_db, index) = open(precision);
+            for trained in [false, true] {
+                if trained {
+                    index.train(&TrainOptions::default()).unwrap();
+                }
+                let what = format!("{metric:?} {precision}, trained {trained}");
+                for opts in [QueryOptions::default().with_top_k(10), every.clone()] {
+                    let batch = index.query(&queries, &opts).unwrap();
+                    for (q, hits) in queries.iter().zip(&batch) {
+                        let alone = index.query(std::slice::from_ref(q), &opts).unwrap();
+                        assert_eq!(exact_hits(&alone[0]), exact_hits(hits), "{what}");
+                    }
+                }
+                if !trained {
+                    let got = index.query(&queries, &every).unwrap();
+                    for (g, w) in got.iter().zip(&want) {
+                        assert_eq!(
+                            exact_hits(g),
+                            exact_hits(w),
+                            "{what}: every item a candidate"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

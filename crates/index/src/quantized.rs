@@ -1,0 +1,233 @@
+//! The first pass over 8- and 4-bit codes in integer arithmetic, for the
+//! metrics that rank by a dot product (cosine, inner product).
+//!
+//! A block's vectors decode as `x̂ = lo + step·c`, so a query's dot product
+//! with one is `q·lo + Σ q_d·step_d·c_d`. The first term is one number per
+//! query and block; the second is a dot product of the codes with the
+//! weights `w_d = q_d·step_d`. The weights are coded to integers with one
+//! scale (`w_d ≈ s·k_d`, `|k_d| ≤ K`) and the sum `Σ k_d·c_d` is taken in
+//! `i32`, exactly: `K` is chosen so that no sum over a row can leave an
+//! `i32` (`L·K·len < 2³¹`, `L` the highest code). No block is decoded, and
+//! the sum is the same on every CPU in any order, so plain loops that the
+//! compiler vectorises (pairs of products, `vpmaddwd`) give every SIMD level
+//! the same bits.
+//!
+//! The coded weights lose at most `s/2` each (`K` is at least
+//! [`MIN_LEVELS`], about 13 bits at 768 dimensions), far below the codes'
+//! own error of half a step; the exact rerank corrects both. Squared
+//! distances need each vector's norm, which this sum does not give: those
+//! metrics, float16, and weights this coding refuses (not finite, or
+//! dimensions so many that `K` would fall below [`MIN_LEVELS`]) decode the
+//! block and score it in floating point instead.
+
+use pulp::{Simd, WithSimd};
+use vecseal_kmeans::kernel::SimdLevel;
+
+use crate::precision::{Codes, Precision};
+use crate::Metric;
+
+/// Pairs of products summed per `i32` lane, in lanes of this many.
+const LANES: usize = 16;
+/// A row is summed in chunks of this many codes (the tail one by one).
+const CHUNK: usize = 2 * LANES;
+/// The fewest levels of coded weights (`K`) the integer pass accepts.
+pub(crate) const MIN_LEVELS: i32 = 1024;
+
+/// Whether the integer pass scores blocks of precision `p` under `metric`.
+pub(crate) fn applies(metric: Metric, p: Precision) -> bool {
+    matches!(p, Precision::Tq8 | Precision::Tq4)
+        && matches!(metric, Metric::Cosine | Metric::InnerProduct)
+}
+
+/// Codes per row as the kernel reads them: `dim` (8-bit), or the unpacked
+/// nibbles of 4-bit rows (`[even dimensions | odd dimensions]`, padded to
+/// a whole chunk).
+fn row_len(p: Precision, dim: usize) -> usize {
+    match p {
+        Precision::Tq4 => (2 * dim.div_ceil(2)).div_ceil(CHUNK) * CHUNK,
+        _ => dim,
+    }
+}
+
+/// The largest coded weight for rows of `len` codes up to `levels`: every
+/// row sum stays below 2³¹ in magnitude.
+fn max_level(levels: u32, len: usize) -> i32 {
+    let bound = i64::from(i32::MAX) / (i64::from(levels.max(1)) * len.max(1) as i64);
+    bound.min(i64::from(i16::MAX)) as i32
+}
+
+/// One query coded against one block's range: `q·x̂ ≈ base + scale·Σ k·c`.
+#[derive(Debug, Default)]
+pub(crate) struct CodedQuery {
+    /// Coded weights in the kernel's order (see [`row_len`]).
+    k: Vec<i16>,
+    scale: f64,
+    base: f64,
+}
+
+impl CodedQuery {
+    /// Codes query `q` against the range of `codes` (8- or 4-bit); `false`
+    /// (and nothing usable) when the weights are not finite or the rows
+    /// too long for [`MIN_LEVELS`] levels.
+    pub(crate) fn code(&mut self, q: &[f32], codes: &Codes<'_>, dim: usize) -> bool {
+        let p = codes.precision;
+        let len = row_len(p, dim);
+        let top = max_level(p.levels(), len);
+        if top < MIN_LEVELS || codes.step.len() != dim || q.len() != dim {
+            return false;
+        }
+        // The base, in f64 in a fixed order.
+        let mut base = 0f64;
+        for (&x, &l) in q.iter().zip(codes.lo) {
+            base += f64::from(x) * f64::from(l);
+        }
+        let mut max = 0f64;
+        for (&x, &s) in q.iter().zip(codes.step) {
+            max = max.max((f64::from(x) * f64::from(s)).abs());
+        }
+        if !base.is_finite() || !max.is_finite() {
+            return false;
+        }
+        let scale = max / f64::from(top);
+        let level = |d: usize| -> i16 {
+            if d >= dim || scale == 0.0 {
+                return 0;
+            }
+            let w = f64::from(q[d]) * f64::from(codes.step[d]);
+            (w / scale).round().clamp(-f64::from(top), f64::from(top)) as i16
+        };
+        self.k.clear();
+        match p {
+            Precision::Tq4 => {
+                let half = dim.div_ceil(2);
+                self.k.extend((0..half).map(|b| level(2 * b)));
+                self.k.extend((0..half).map(|b| level(2 * b + 1)));
+                self.k.resize(len, 0);
+            }
+            _ => self.k.extend((0..dim).map(level)),
+        }
+        (self.scale, self.base) = (scale, base);
+        true
+    }
+
+    /// The approximate dot products of this query with every vector of
+    /// `codes` (coded by [`CodedQuery::code`] against the same range) into
+    /// `out`; `unpacked` is scratch for 4-bit rows.
+    pub(crate) fn dots(
+        &self,
+        codes: &Codes<'_>,
+        dim: usize,
+        unpacked: &mut Vec<u8>,
+        out: &mut Vec<f32>,
+    ) {
+        self.dots_at(SimdLevel::current(), codes, dim, unpacked, out);
+    }
+
+    /// [`CodedQuery::dots`] at `level` (or the best available below it).
+    pub(crate) fn dots_at(
+        &self,
+        level: SimdLevel,
+        codes: &Codes<'_>,
+        dim: usize,
+        unpacked: &mut Vec<u8>,
+        out: &mut Vec<f32>,
+    ) {
+        let cb = codes.precision.code_bytes(dim);
+        let n = codes.bytes.len() / cb.max(1);
+        out.clear();
+        out.resize(n, 0.0);
+        vecseal_kmeans::kernel::dispatch_at(
+            level,
+            Sums {
+                precision: codes.precision,
+                codes: codes.bytes,
+                cb,
+                k: &self.k,
+                unpacked,
+                out,
+                scale: self.scale,
+                base: self.base,
+            },
+        );
+    }
+}
+
+/// The kernel: `base + scale·Σ k·c` per row.
+struct Sums<'a> {
+    precision: Precision,
+    codes: &'a [u8],
+    /// Bytes per row.
+    cb: usize,
+    k: &'a [i16],
+    unpacked: &'a mut Vec<u8>,
+    out: &'a mut [f32],
+    scale: f64,
+    base: f64,
+}
+
+impl WithSimd for Sums<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _simd: S) {
+        let Sums {
+            precision,
+            codes,
+            cb,
+            k,
+            unpacked,
+            out,
+            scale,
+            base,
+        } = self;
+        let finish = |sum: i32| (base + scale * f64::from(sum)) as f32;
+        if precision == Precision::Tq4 {
+            unpacked.clear();
+            unpacked.resize(k.len(), 0);
+            for (row, o) in codes.chunks_exact(cb).zip(out.iter_mut()) {
+                let (even, odd) = unpacked.split_at_mut(cb);
+                for (u, &c) in even.iter_mut().zip(row) {
+                    *u = c & 15;
+                }
+                for (u, &c) in odd.iter_mut().zip(row) {
+                    *u = c >> 4;
+                }
+                *o = finish(row_sum(unpacked, k));
+            }
+        } else {
+            for (row, o) in codes.chunks_exact(cb).zip(out.iter_mut()) {
+                *o = finish(row_sum(row, k));
+            }
+        }
+    }
+}
+
+/// `Σ c·k` over a row, exact in `i32` ([`max_level`] keeps every partial
+/// sum in range; wrapping arithmetic only spares the overflow checks).
+#[inline(always)]
+fn row_sum(row: &[u8], k: &[i16]) -> i32 {
+    let body = row.len() / CHUNK * CHUNK;
+    let mut lanes = [0i32; LANES];
+    for (c, k) in row[..body]
+        .chunks_exact(CHUNK)
+        .zip(k[..body].chunks_exact(CHUNK))
+    {
+        for (l, lane) in lanes.iter_mut().enumerate() {
+            let pair = i32::from(c[2 * l])
+                .wrapping_mul(i32::from(k[2 * l]))
+                .wrapping_add(i32::from(c[2 * l + 1]).wrapping_mul(i32::from(k[2 * l + 1])));
+            *lane = lane.wrapping_add(pair);
+        }
+    }
+    let mut sum = 0i32;
+    for lane in lanes {
+        sum = sum.wrapping_add(lane);
+    }
+    for (&c, &k) in row[body..].iter().zip(&k[body..]) {
+        sum = sum.wrapping_add(i32::from(c).wrapping_mul(i32::from(k)));
+    }
+    sum
+}
+
+#[cfg(test)]
+mod tests;

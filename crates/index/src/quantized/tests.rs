@@ -1,0 +1,183 @@
+use rand::{Rng, SeedableRng};
+
+use super::*;
+use crate::precision::Range;
+
+/// Random codes for `n` rows of `dim` at precision `p`, in a range fitted
+/// to random vectors (so `lo` and `step` vary by dimension).
+fn block(p: Precision, n: usize, dim: usize, seed: u64) -> (Range, Vec<u8>) {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let vectors: Vec<f32> = (0..n * dim)
+        .map(|i| rng.gen_range(-1.0f32..1.0) * (1.0 + (i % dim) as f32 / 8.0))
+        .collect();
+    let range = Range::fit(&vectors, dim, p.levels());
+    let mut codes = Vec::new();
+    range.encode(p, &vectors, dim, &mut codes);
+    (range, codes)
+}
+
+fn codes_of<'a>(p: Precision, range: &'a Range, bytes: &'a [u8]) -> Codes<'a> {
+    Codes {
+        precision: p,
+        lo: &range.lo,
+        step: &range.step,
+        bytes,
+    }
+}
+
+/// The code of row `j`, dimension `d`.
+fn code_at(p: Precision, bytes: &[u8], dim: usize, j: usize, d: usize) -> u32 {
+    let cb = p.code_bytes(dim);
+    let b = bytes[j * cb + if p == Precision::Tq4 { d / 2 } else { d }];
+    u32::from(match (p, d % 2) {
+        (Precision::Tq4, 0) => b & 15,
+        (Precision::Tq4, _) => b >> 4,
+        _ => b,
+    })
+}
+
+/// The integer pass is within its stated error of the exact dot product
+/// with the decoded vectors (`q·lo + Σ q·step·c`, in f64), the error being
+/// half a coded level per unit of code; and every SIMD level gives the same
+/// bits.
+#[test]
+fn integer_dots_are_close_to_the_decoded_and_equal_on_every_level() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    for p in [Precision::Tq8, Precision::Tq4] {
+        for dim in [1, 2, 7, 31, 32, 33, 50, 64, 65, 768, 1000] {
+            let n = 37;
+            let (range, bytes) = block(p, n, dim, dim as u64);
+            let codes = codes_of(p, &range, &bytes);
+            let q: Vec<f32> = (0..dim).map(|_| rng.gen_range(-2.0f32..2.0)).collect();
+            let mut coded = CodedQuery::default();
+            assert!(coded.code(&q, &codes, dim), "{p} d={dim}");
+            let mut unpacked = Vec::new();
+            let mut first = Vec::new();
+            coded.dots_at(SimdLevel::Scalar, &codes, dim, &mut unpacked, &mut first);
+            assert_eq!(first.len(), n);
+            for level in SimdLevel::ALL {
+                let mut at = Vec::new();
+                coded.dots_at(level, &codes, dim, &mut unpacked, &mut at);
+                let same = at
+                    .iter()
+                    .zip(&first)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{p} d={dim}: level {level} sums differently");
+            }
+            for (j, &got) in first.iter().enumerate() {
+                let (mut exact, mut codes_sum) = (0f64, 0f64);
+                for (d, &x) in q.iter().enumerate() {
+                    let c = f64::from(code_at(p, &bytes, dim, j, d));
+                    let (l, s) = (f64::from(range.lo[d]), f64::from(range.step[d]));
+                    exact += f64::from(x) * (l + s * c);
+                    codes_sum += c;
+                }
+                let allowed = coded.scale / 2.0 * codes_sum + 1e-6 * (1.0 + exact.abs());
+                assert!(
+                    (f64::from(got) - exact).abs() <= allowed,
+                    "{p} d={dim} row {j}: {got} vs {exact} (allowed {allowed})"
+                );
+            }
+        }
+    }
+}
+
+/// Rows of the highest codes against weights at the largest level sum
+/// without wrapping, at the longest rows the pass accepts.
+#[test]
+fn the_largest_sums_do_not_wrap() {
+    for p in [Precision::Tq8, Precision::Tq4] {
+        let levels = p.levels();
+        // The longest row with at least MIN_LEVELS levels.
+        let mut dim = 1;
+        while max_level(levels, row_len(p, dim + 1)) >= MIN_LEVELS {
+            dim += 1;
+        }
+        let top = max_level(levels, row_len(p, dim));
+        assert!(top >= MIN_LEVELS);
+        assert!(max_level(levels, row_len(p, dim + 1)) < MIN_LEVELS);
+        // Every code at its highest (both nibbles of a 4-bit byte).
+        let bytes = vec![0xff; p.code_bytes(dim)];
+        for sign in [1i16, -1] {
+            let k = vec![sign * top as i16; row_len(p, dim)];
+            let mut unpacked = Vec::new();
+            let mut out = vec![0f32; 1];
+            vecseal_kmeans::kernel::dispatch(Sums {
+                precision: p,
+                codes: &bytes,
+                cb: p.code_bytes(dim),
+                k: &k,
+                unpacked: &mut unpacked,
+                out: &mut out,
+                scale: 1.0,
+                base: 0.0,
+            });
+            // Codes in the row (a 4-bit row of odd length has one more).
+            let n_codes = if p == Precision::Tq4 {
+                2 * dim.div_ceil(2)
+            } else {
+                dim
+            };
+            let want = f64::from(sign) * f64::from(top) * f64::from(levels) * n_codes as f64;
+            assert_eq!(f64::from(out[0]), want as f32 as f64, "{p} d={dim}");
+        }
+    }
+}
+
+/// Weights that are not finite, or rows too long for the levels, are
+/// refused (the block is then decoded and scored in floating point).
+#[test]
+fn weights_the_coding_cannot_hold_are_refused() {
+    let p = Precision::Tq8;
+    let dim = 4;
+    let (range, bytes) = block(p, 3, dim, 1);
+    let codes = codes_of(p, &range, &bytes);
+    let mut coded = CodedQuery::default();
+    assert!(coded.code(&[0.5, -0.25, 1.0, 0.0], &codes, dim));
+    assert!(!coded.code(&[f32::NAN, 0.0, 0.0, 0.0], &codes, dim));
+    assert!(!coded.code(&[f32::INFINITY, 0.0, 0.0, 0.0], &codes, dim));
+    let huge = Range {
+        lo: vec![-f32::MAX; dim],
+        step: vec![f32::MAX / 255.0; dim],
+    };
+    let wide = codes_of(p, &huge, &bytes);
+    assert!(
+        coded.code(&[1.0, 0.0, 0.0, 0.0], &wide, dim),
+        "large but finite"
+    );
+    let long = 9000;
+    let lo = vec![0.0; long];
+    let step = vec![1.0; long];
+    let codes = Codes {
+        precision: p,
+        lo: &lo,
+        step: &step,
+        bytes: &[],
+    };
+    assert!(
+        !coded.code(&vec![1.0; long], &codes, long),
+        "K would fall below MIN_LEVELS"
+    );
+    // A zero query codes to zero weights (no division by a zero scale).
+    let codes = codes_of(p, &range, &bytes);
+    assert!(coded.code(&[0.0; 4], &codes, dim));
+    let mut out = Vec::new();
+    coded.dots(&codes, dim, &mut Vec::new(), &mut out);
+    assert_eq!(out, vec![0.0; 3]);
+}
+
+#[test]
+fn only_dot_product_metrics_at_8_and_4_bits_use_the_integer_pass() {
+    for p in Precision::ALL {
+        for m in [
+            Metric::Cosine,
+            Metric::InnerProduct,
+            Metric::SquaredEuclidean,
+            Metric::Euclidean,
+        ] {
+            let want = matches!(p, Precision::Tq8 | Precision::Tq4)
+                && matches!(m, Metric::Cosine | Metric::InnerProduct);
+            assert_eq!(applies(m, p), want, "{p} {m:?}");
+        }
+    }
+}
