@@ -61,6 +61,8 @@ fn max_level(levels: u32, len: usize) -> i32 {
 pub(crate) struct CodedQuery {
     /// Coded weights in the kernel's order (see [`row_len`]).
     k: Vec<i16>,
+    /// Scratch: the weights `q·step`.
+    w: Vec<f64>,
     scale: f64,
     base: f64,
 }
@@ -70,44 +72,33 @@ impl CodedQuery {
     /// (and nothing usable) when the weights are not finite or the rows
     /// too long for [`MIN_LEVELS`] levels.
     pub(crate) fn code(&mut self, q: &[f32], codes: &Codes<'_>, dim: usize) -> bool {
+        self.code_at(SimdLevel::current(), q, codes, dim)
+    }
+
+    /// [`CodedQuery::code`] at `level` (or the best available below it).
+    pub(crate) fn code_at(
+        &mut self,
+        level: SimdLevel,
+        q: &[f32],
+        codes: &Codes<'_>,
+        dim: usize,
+    ) -> bool {
         let p = codes.precision;
         let len = row_len(p, dim);
         let top = max_level(p.levels(), len);
         if top < MIN_LEVELS || codes.step.len() != dim || q.len() != dim {
             return false;
         }
-        // The base, in f64 in a fixed order.
-        let mut base = 0f64;
-        for (&x, &l) in q.iter().zip(codes.lo) {
-            base += f64::from(x) * f64::from(l);
-        }
-        let mut max = 0f64;
-        for (&x, &s) in q.iter().zip(codes.step) {
-            max = max.max((f64::from(x) * f64::from(s)).abs());
-        }
-        if !base.is_finite() || !max.is_finite() {
-            return false;
-        }
-        let scale = max / f64::from(top);
-        let level = |d: usize| -> i16 {
-            if d >= dim || scale == 0.0 {
-                return 0;
-            }
-            let w = f64::from(q[d]) * f64::from(codes.step[d]);
-            (w / scale).round().clamp(-f64::from(top), f64::from(top)) as i16
-        };
-        self.k.clear();
-        match p {
-            Precision::Tq4 => {
-                let half = dim.div_ceil(2);
-                self.k.extend((0..half).map(|b| level(2 * b)));
-                self.k.extend((0..half).map(|b| level(2 * b + 1)));
-                self.k.resize(len, 0);
-            }
-            _ => self.k.extend((0..dim).map(level)),
-        }
-        (self.scale, self.base) = (scale, base);
-        true
+        vecseal_kmeans::kernel::dispatch_at(
+            level,
+            Code {
+                q,
+                codes,
+                dim,
+                top,
+                into: self,
+            },
+        )
     }
 
     /// The approximate dot products of this query with every vector of
@@ -149,6 +140,91 @@ impl CodedQuery {
                 base: self.base,
             },
         );
+    }
+}
+
+/// Coding a query against a block's range (in the kernel of the SIMD
+/// level in use: element-wise f64 operations and a sum in 8 fixed lanes,
+/// so every level computes the same bits).
+struct Code<'a, 'b> {
+    q: &'a [f32],
+    codes: &'a Codes<'a>,
+    dim: usize,
+    top: i32,
+    into: &'b mut CodedQuery,
+}
+
+impl WithSimd for Code<'_, '_> {
+    type Output = bool;
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _simd: S) -> bool {
+        let Code {
+            q,
+            codes,
+            dim,
+            top,
+            into,
+        } = self;
+        // The base `q·lo`: products exact in f64, summed in 8 lanes.
+        let mut lanes = [0f64; 8];
+        let body = dim / 8 * 8;
+        for (q, lo) in q[..body]
+            .chunks_exact(8)
+            .zip(codes.lo[..body].chunks_exact(8))
+        {
+            for l in 0..8 {
+                lanes[l] += f64::from(q[l]) * f64::from(lo[l]);
+            }
+        }
+        let mut base = 0f64;
+        for lane in lanes {
+            base += lane;
+        }
+        for (&x, &l) in q[body..].iter().zip(&codes.lo[body..]) {
+            base += f64::from(x) * f64::from(l);
+        }
+        // The weights `q·step` (exact in f64) and their largest magnitude.
+        // Plain loops over presized buffers (iterator adapters would be
+        // compiled outside this level's features, `round` a libm call).
+        let w = &mut into.w;
+        w.resize(dim, 0.0);
+        for ((w, &x), &s) in w.iter_mut().zip(q).zip(codes.step) {
+            *w = f64::from(x) * f64::from(s);
+        }
+        let mut max = 0f64;
+        for &x in w.iter() {
+            let a = x.abs();
+            max = if a > max { a } else { max };
+        }
+        if !base.is_finite() || !max.is_finite() {
+            return false;
+        }
+        let top = f64::from(top);
+        let scale = max / top;
+        let inv = if max > 0.0 { top / max } else { 0.0 };
+        #[inline(always)]
+        fn level(x: f64, inv: f64, top: f64) -> i16 {
+            (x * inv).round_ties_even().clamp(-top, top) as i16
+        }
+        let k = &mut into.k;
+        k.clear();
+        k.resize(row_len(codes.precision, dim), 0);
+        if codes.precision == Precision::Tq4 {
+            let (even, odd) = k.split_at_mut(dim.div_ceil(2));
+            for (e, &x) in even.iter_mut().zip(w.iter().step_by(2)) {
+                *e = level(x, inv, top);
+            }
+            for (o, &x) in odd.iter_mut().zip(w.iter().skip(1).step_by(2)) {
+                *o = level(x, inv, top);
+            }
+        } else {
+            for (k, &x) in k.iter_mut().zip(w.iter()) {
+                *k = level(x, inv, top);
+            }
+        }
+        (into.scale, into.base) = (scale, base);
+        true
     }
 }
 

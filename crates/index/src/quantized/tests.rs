@@ -57,6 +57,13 @@ fn integer_dots_are_close_to_the_decoded_and_equal_on_every_level() {
             assert_eq!(first.len(), n);
             for level in SimdLevel::ALL {
                 let mut at = Vec::new();
+                let mut again = CodedQuery::default();
+                assert!(again.code_at(level, &q, &codes, dim));
+                assert_eq!(
+                    (again.k.clone(), again.scale.to_bits(), again.base.to_bits()),
+                    (coded.k.clone(), coded.scale.to_bits(), coded.base.to_bits()),
+                    "{p} d={dim}: level {level} codes the query differently"
+                );
                 coded.dots_at(level, &codes, dim, &mut unpacked, &mut at);
                 let same = at
                     .iter()
