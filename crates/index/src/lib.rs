@@ -76,6 +76,7 @@ mod precision;
 mod quantized;
 mod rotate;
 mod route;
+mod scan;
 mod search;
 mod shared;
 mod state;

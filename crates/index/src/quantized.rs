@@ -65,6 +65,8 @@ pub(crate) struct CodedQuery {
     w: Vec<f64>,
     scale: f64,
     base: f64,
+    /// `Σ|q|·(|lo| + L·step)`: at least `Σ|q·x̂|` for every vector.
+    reach: f64,
 }
 
 impl CodedQuery {
@@ -166,25 +168,37 @@ impl WithSimd for Code<'_, '_> {
             top,
             into,
         } = self;
-        // The base `q·lo`: products exact in f64, summed in 8 lanes.
-        let mut lanes = [0f64; 8];
+        // The base `q·lo` (products exact in f64, summed in 8 lanes), and
+        // `Σ|q|·(|lo| + L·step)`, which bounds `Σ|q·x̂|` for the screen.
+        let levels = f64::from(codes.precision.levels());
+        let (mut lanes, mut spans) = ([0f64; 8], [0f64; 8]);
         let body = dim / 8 * 8;
-        for (q, lo) in q[..body]
+        let span = |q: f32, lo: f32, step: f32| {
+            f64::from(q).abs() * (f64::from(lo).abs() + levels * f64::from(step))
+        };
+        for ((q, lo), step) in q[..body]
             .chunks_exact(8)
             .zip(codes.lo[..body].chunks_exact(8))
+            .zip(codes.step[..body].chunks_exact(8))
         {
             for l in 0..8 {
                 lanes[l] += f64::from(q[l]) * f64::from(lo[l]);
+                spans[l] += span(q[l], lo[l], step[l]);
             }
         }
-        let mut base = 0f64;
-        for lane in lanes {
+        let (mut base, mut reach) = (0f64, 0f64);
+        for (lane, span) in lanes.into_iter().zip(spans) {
             base += lane;
+            reach += span;
         }
-        for (&x, &l) in q[body..].iter().zip(&codes.lo[body..]) {
-            base += f64::from(x) * f64::from(l);
+        for ((&q, &lo), &step) in q[body..]
+            .iter()
+            .zip(&codes.lo[body..])
+            .zip(&codes.step[body..])
+        {
+            base += f64::from(q) * f64::from(lo);
+            reach += span(q, lo, step);
         }
-        // The weights `q·step` (exact in f64) and their largest magnitude.
         // Plain loops over presized buffers (iterator adapters would be
         // compiled outside this level's features, `round` a libm call).
         let w = &mut into.w;
@@ -223,7 +237,7 @@ impl WithSimd for Code<'_, '_> {
                 *k = level(x, inv, top);
             }
         }
-        (into.scale, into.base) = (scale, base);
+        (into.scale, into.base, into.reach) = (scale, base, reach);
         true
     }
 }
@@ -307,3 +321,76 @@ fn row_sum(row: &[u8], k: &[i16]) -> i32 {
 
 #[cfg(test)]
 mod tests;
+
+/// How far the integer pass may be from the floating-point distance of a
+/// query to a decoded vector, for the GEMM screen of many queries: the
+/// screen's lower bounds on the decoded distances, minus [`Slack::of`],
+/// are lower bounds on the integer pass's distances, so a pair screened
+/// out could not have entered a top-k.
+pub(crate) struct Slack {
+    /// Per vector, the sum of its codes.
+    sums: Vec<u32>,
+    dim: usize,
+}
+
+impl Slack {
+    /// The code sums of `codes` (8- or 4-bit).
+    pub(crate) fn new(codes: &Codes<'_>, dim: usize) -> Self {
+        let p = codes.precision;
+        let sums = codes
+            .bytes
+            .chunks_exact(p.code_bytes(dim).max(1))
+            .map(|row| match p {
+                Precision::Tq4 => row
+                    .iter()
+                    .map(|&c| u32::from(c & 15) + u32::from(c >> 4))
+                    .sum(),
+                _ => row.iter().map(|&c| u32::from(c)).sum(),
+            })
+            .collect();
+        Self { sums, dim }
+    }
+
+    /// The bound for the query `coded` and vector `j`, given `v`, the
+    /// decoded distance or a lower bound of it. It covers the coded
+    /// weights (at most `s/2` per unit of code), the roundings of decoding
+    /// and of a float sum (`γ·Σ|q|·(|lo| + L·step)`), and those of both
+    /// distances from their dot products; then doubled, as the terms are
+    /// computed with roundings of their own.
+    pub(crate) fn of(&self, coded: &CodedQuery, j: usize, v: f32) -> f32 {
+        let u = f64::from(f32::EPSILON) / 2.0;
+        let n = self.dim as f64 + 4.0;
+        let gamma = n * u / (1.0 - n * u);
+        let weights = coded.scale / 2.0 * f64::from(self.sums[j]);
+        let floats = (gamma + 4.0 * u) * coded.reach;
+        let finish = 8.0 * u * (f64::from(v).abs() + 2.0);
+        (2.0 * (weights + floats + finish) + f64::from(f32::MIN_POSITIVE)) as f32
+    }
+}
+
+impl CodedQuery {
+    /// The approximate dot product with vector `j` of `codes` alone: the
+    /// same bits as [`CodedQuery::dots`] gives it.
+    pub(crate) fn dot_one(
+        &self,
+        codes: &Codes<'_>,
+        dim: usize,
+        j: usize,
+        unpacked: &mut Vec<u8>,
+    ) -> f32 {
+        let cb = codes.precision.code_bytes(dim);
+        let row = &codes.bytes[j * cb..(j + 1) * cb];
+        let mut out = [0f32];
+        vecseal_kmeans::kernel::dispatch(Sums {
+            precision: codes.precision,
+            codes: row,
+            cb,
+            k: &self.k,
+            unpacked,
+            out: &mut out,
+            scale: self.scale,
+            base: self.base,
+        });
+        out[0]
+    }
+}

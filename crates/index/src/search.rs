@@ -10,15 +10,15 @@ use vecseal_storage::Snapshot;
 
 use crate::catalog::NS_META;
 use crate::codec::{Block, ItemRecord};
-use crate::distance::{distance, finish, lower_bounds, normalize, scores as scores_into};
+use crate::distance::{distance, normalize};
 use crate::filter::Filter;
 use crate::handle::Index;
 use crate::keys::Keys;
 use crate::load::{parse_meta, Live};
 use crate::options::{auto_n_probes, Hit, MetadataMatches, MetadataQuery, QueryOptions, MAX_TOP_K};
 use crate::precision::Precision;
-use crate::quantized::{self, CodedQuery};
 use crate::route::prepare;
+use crate::scan;
 use crate::shared::{check_vector, Shared};
 use crate::state::block_capacity;
 use crate::topk::TopK;
@@ -434,17 +434,12 @@ impl Shared {
     ) -> Result<Vec<Vec<(String, f32)>>> {
         let (dim, top_k) = (s.dim, s.top_k);
         let nq = chunk.len() / dim;
-        let query = |qi: u32| &chunk[qi as usize * dim..(qi as usize + 1) * dim];
         let empty = || -> Vec<TopK> { (0..nq).map(|_| TopK::new(top_k)).collect() };
         #[derive(Default)]
         struct Scratch {
             block: Block,
-            queries: Vec<f32>,
-            scores: Vec<f32>,
             allowed: Vec<bool>,
-            decoded: Decoded,
-            coded: CodedQuery,
-            unpacked: Vec<u8>,
+            scan: scan::Scratch,
         }
         // Few, large pieces: each piece carries one top-k per query of the
         // chunk, and merging pieces costs a merge per query.
@@ -457,12 +452,8 @@ impl Shared {
                 |(mut tops, mut w), &(source, qs)| -> Result<_> {
                     let Scratch {
                         block: buffer,
-                        queries,
-                        scores,
                         allowed,
-                        decoded,
-                        coded,
-                        unpacked,
+                        scan,
                     } = &mut w;
                     let cached;
                     let block: &Block = match source {
@@ -484,62 +475,12 @@ impl Shared {
                     if s.allowed.is_some() {
                         allowed.extend(block.ids().iter().map(|id| s.ok(id)));
                     }
-                    let codes = block.codes(dim);
-                    // 8- and 4-bit codes under a dot-product metric: the
-                    // integer pass, query by query (see `quantized`).
-                    let mut left = qs;
-                    let mut refused = Vec::new();
-                    if let Some(codes) = codes.filter(|c| quantized::applies(s.metric, c.precision))
-                    {
-                        for &qi in qs {
-                            if !coded.code(query(qi), &codes, dim) {
-                                refused.push(qi);
-                                continue;
-                            }
-                            coded.dots(&codes, dim, unpacked, scores);
-                            for v in scores.iter_mut() {
-                                *v = finish(s.metric, *v);
-                            }
-                            offer(&mut tops[qi as usize], scores, allowed, block, None);
-                        }
-                        if refused.is_empty() {
-                            return Ok((tops, w));
-                        }
-                        left = &refused;
-                    }
-                    // Otherwise a compressed block is scored on its
-                    // decoded codes.
-                    let block_vectors: &[f32] = match codes {
-                        Some(codes) => codes.decode_in(dim, &mut decoded.0),
-                        None => block.vectors(),
+                    let on = scan::On {
+                        metric: s.metric,
+                        dim,
+                        chunk,
                     };
-                    // Queries in groups, so the scores stay within budget
-                    // however many vectors a block holds (small dimensions).
-                    let group = (SCORES_BUDGET / n).max(1);
-                    for (g, group_qs) in left.chunks(group).enumerate() {
-                        let qmat: &[f32] = if left.len() == nq {
-                            // Every query of the chunk, in order.
-                            &chunk[g * group * dim..(g * group + group_qs.len()) * dim]
-                        } else {
-                            queries.clear();
-                            for &qi in group_qs {
-                                queries.extend_from_slice(query(qi));
-                            }
-                            queries
-                        };
-                        // Many queries: screen by GEMM and rescore what may
-                        // enter; otherwise score exactly.
-                        let screened = group_qs.len() >= GEMM_MIN_QUERIES;
-                        if screened {
-                            lower_bounds(s.metric, qmat, block_vectors, dim, scores);
-                        } else {
-                            scores_into(s.metric, qmat, block_vectors, dim, scores);
-                        }
-                        for (row, &qi) in scores.chunks_exact(n).zip(group_qs) {
-                            let rescore = screened.then(|| (s.metric, query(qi), block_vectors));
-                            offer(&mut tops[qi as usize], row, allowed, block, rescore);
-                        }
-                    }
+                    scan::score_block(&on, block, qs, allowed, &mut tops, scan);
                     Ok((tops, w))
                 },
             )
@@ -601,71 +542,6 @@ impl Shared {
             HashMap::new()
         };
         Ok((best, kept))
-    }
-}
-
-/// Offers the vectors of `block` whose first-pass distances `row` may
-/// enter `top` (and that the filter allows); with `rescore` (a query and
-/// the block's vectors), `row` holds lower bounds and the distance offered
-/// is computed exactly.
-fn offer(
-    top: &mut TopK,
-    row: &[f32],
-    allowed: &[bool],
-    block: &Block,
-    rescore: Option<(Metric, &[f32], &[f32])>,
-) {
-    let mut bound = top.bound();
-    for (j, &score) in row.iter().enumerate() {
-        if score > bound || !allowed.get(j).copied().unwrap_or(true) {
-            continue;
-        }
-        let dist = match rescore {
-            Some((metric, q, vectors)) => {
-                let dim = q.len();
-                distance(metric, q, &vectors[j * dim..(j + 1) * dim])
-            }
-            None => score,
-        };
-        if dist <= bound {
-            top.offer(dist, block.ids().get(j));
-            bound = top.bound();
-        }
-    }
-}
-
-/// The most decode buffers a worker thread keeps (a thread runs several
-/// pieces of a scan at once when it steals work while it waits).
-const KEPT_DECODED: usize = 8;
-
-thread_local! {
-    /// The decode buffers of each worker thread, kept between scans: a
-    /// fresh one would be zeroed before every decode into it (measured at
-    /// about a tenth of a compressed query one at a time).
-    static DECODED: std::cell::RefCell<Vec<Vec<f32>>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// A decode buffer lent by this thread's [`DECODED`] and given back when
-/// dropped.
-struct Decoded(Vec<f32>);
-
-impl Default for Decoded {
-    fn default() -> Self {
-        Decoded(DECODED.with(|d| d.borrow_mut().pop().unwrap_or_default()))
-    }
-}
-
-impl Drop for Decoded {
-    fn drop(&mut self) {
-        let lent = std::mem::take(&mut self.0);
-        if lent.capacity() > 0 {
-            DECODED.with(|d| {
-                let mut kept = d.borrow_mut();
-                if kept.len() < KEPT_DECODED {
-                    kept.push(lent);
-                }
-            });
-        }
     }
 }
 

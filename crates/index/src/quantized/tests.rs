@@ -188,3 +188,53 @@ fn only_dot_product_metrics_at_8_and_4_bits_use_the_integer_pass() {
         }
     }
 }
+
+/// The screen's slack covers the integer pass's distance from the decoded
+/// vector's float distance, for every pair; the integer pass does fall
+/// below the float distance for some (so a screen without the slack would
+/// drop candidates); and the slack stays small next to distances.
+#[test]
+fn the_screen_slack_covers_the_integer_pass() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+    for p in [Precision::Tq8, Precision::Tq4] {
+        for dim in [7, 50, 768] {
+            for metric in [Metric::Cosine, Metric::InnerProduct] {
+                let n = 200;
+                let (range, bytes) = block(p, n, dim, 5 + dim as u64);
+                let codes = codes_of(p, &range, &bytes);
+                let mut decoded = Vec::new();
+                codes.decode_into(dim, &mut decoded);
+                let slack = Slack::new(&codes, dim);
+                let (mut below, mut widest) = (0, 0f32);
+                let norms = decoded
+                    .chunks_exact(dim)
+                    .map(|x| crate::distance::dot(x, x).sqrt())
+                    .fold(0f32, f32::max);
+                for _ in 0..20 {
+                    let mut q: Vec<f32> = (0..dim).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
+                    crate::distance::normalize(&mut q);
+                    let mut coded = CodedQuery::default();
+                    assert!(coded.code(&q, &codes, dim));
+                    let mut dots = Vec::new();
+                    coded.dots(&codes, dim, &mut Vec::new(), &mut dots);
+                    for (j, x) in decoded.chunks_exact(dim).enumerate() {
+                        let float = crate::distance::distance(metric, &q, x);
+                        let int = crate::distance::finish(metric, dots[j]);
+                        let e = slack.of(&coded, j, float);
+                        assert!(
+                            int >= float - e,
+                            "{p} d={dim} {metric:?} row {j}: {int} < {float} − {e}"
+                        );
+                        below += usize::from(int < float);
+                        widest = widest.max(e);
+                        let one = coded.dot_one(&codes, dim, j, &mut Vec::new());
+                        assert_eq!(one.to_bits(), dots[j].to_bits(), "dot_one agrees");
+                    }
+                }
+                assert!(below > 0, "{p} d={dim}: the integer pass never fell below");
+                // Unit queries: dot products are at most the norms.
+                assert!(widest < 1e-3 * norms, "{p} d={dim}: slack {widest}");
+            }
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! Scoring one decrypted block against the queries that scan it: the
+//! tiled kernel or a GEMM screen over float32 (or decoded) vectors, or the
+//! integer pass over 8- and 4-bit codes (see `quantized`).
+
+use crate::codec::Block;
+use crate::distance::{distance, finish, lower_bounds, scores as scores_into};
+use crate::precision::Codes;
+use crate::quantized::{self, CodedQuery, Slack};
+use crate::search::{GEMM_MIN_QUERIES, SCORES_BUDGET};
+use crate::topk::TopK;
+use crate::Metric;
+
+/// What a scan scores against: the metric, and the chunk of prepared
+/// queries (row-major, `dim` columns) that task query indices point into.
+pub(crate) struct On<'a> {
+    pub(crate) metric: Metric,
+    pub(crate) dim: usize,
+    pub(crate) chunk: &'a [f32],
+}
+
+impl On<'_> {
+    fn query(&self, qi: u32) -> &[f32] {
+        let at = qi as usize * self.dim;
+        &self.chunk[at..at + self.dim]
+    }
+}
+
+/// The buffers of one worker, reused from block to block.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    queries: Vec<f32>,
+    scores: Vec<f32>,
+    decoded: Decoded,
+    coded: CodedQuery,
+    unpacked: Vec<u8>,
+    /// The integer pass's distances of one query.
+    row: Vec<f32>,
+    refused: Vec<u32>,
+}
+
+/// Offers the vectors of `block` that the queries `qs` (indices into the
+/// chunk) may place in their top-k (`tops`, one per query of the chunk),
+/// among those `allowed` (empty: all).
+///
+/// Float32 blocks, and compressed ones outside the integer pass, are scored
+/// by the tiled kernel (few queries) or screened by a GEMM and rescored
+/// with [`distance`] (many): the results of brute force either way. 8- and
+/// 4-bit blocks under a dot-product metric are scored by the integer pass;
+/// with many queries a GEMM over the decoded block screens them first,
+/// with bounds widened by [`Slack`], and only pairs that may enter a top-k
+/// get the integer pass: a query gets the same first-pass distances in a
+/// batch as alone.
+pub(crate) fn score_block(
+    on: &On<'_>,
+    block: &Block,
+    qs: &[u32],
+    allowed: &[bool],
+    tops: &mut [TopK],
+    w: &mut Scratch,
+) {
+    let (dim, metric) = (on.dim, on.metric);
+    let n = block.len();
+    if n == 0 || qs.is_empty() {
+        return;
+    }
+    let Scratch {
+        queries,
+        scores,
+        decoded,
+        coded,
+        unpacked,
+        row: one,
+        refused,
+    } = w;
+    let codes = block.codes(dim);
+    let integer = codes.filter(|c| quantized::applies(metric, c.precision));
+    let mut left = qs;
+    refused.clear();
+    if let Some(codes) = integer.filter(|_| qs.len() < GEMM_MIN_QUERIES) {
+        // Few queries: the integer pass, query by query, no decode.
+        for &qi in qs {
+            if integer_row(on, &codes, qi, coded, unpacked, one) {
+                offer(&mut tops[qi as usize], one, allowed, block, None);
+            } else {
+                refused.push(qi);
+            }
+        }
+        if refused.is_empty() {
+            return;
+        }
+        left = refused;
+    }
+    // Otherwise a compressed block is scored on its decoded codes.
+    let vectors: &[f32] = match codes {
+        Some(codes) => codes.decode_in(dim, &mut decoded.0),
+        None => block.vectors(),
+    };
+    let slack = integer
+        .filter(|_| left.len() >= GEMM_MIN_QUERIES)
+        .map(|c| Slack::new(&c, dim));
+    // Queries in groups, so the scores stay within budget however many
+    // vectors a block holds (small dimensions).
+    let group = (SCORES_BUDGET / n).max(1);
+    let nq = on.chunk.len() / dim;
+    for (g, group_qs) in left.chunks(group).enumerate() {
+        let qmat: &[f32] = if left.len() == nq {
+            // Every query of the chunk, in order.
+            &on.chunk[g * group * dim..(g * group + group_qs.len()) * dim]
+        } else {
+            queries.clear();
+            for &qi in group_qs {
+                queries.extend_from_slice(on.query(qi));
+            }
+            queries
+        };
+        // Many queries: screen by GEMM and rescore what may enter;
+        // otherwise score exactly.
+        let screened = group_qs.len() >= GEMM_MIN_QUERIES;
+        if screened {
+            lower_bounds(metric, qmat, vectors, dim, scores);
+        } else {
+            scores_into(metric, qmat, vectors, dim, scores);
+        }
+        for (row, &qi) in scores.chunks_exact(n).zip(group_qs) {
+            let top = &mut tops[qi as usize];
+            let q = on.query(qi);
+            let float = screened.then_some((metric, q, vectors));
+            match (integer, screened) {
+                (Some(codes), true) => match &slack {
+                    Some(slack) if coded.code(q, &codes, dim) => {
+                        let integer = Integer {
+                            codes: &codes,
+                            slack,
+                            coded,
+                            unpacked,
+                        };
+                        offer_integer(on, top, row, allowed, block, integer);
+                    }
+                    // Refused: as alone, the decoded block's distances.
+                    _ => offer(top, row, allowed, block, float),
+                },
+                (Some(codes), false) if integer_row(on, &codes, qi, coded, unpacked, one) => {
+                    offer(top, one, allowed, block, None);
+                }
+                _ => offer(top, row, allowed, block, float),
+            }
+        }
+    }
+}
+
+/// The integer pass's distances of query `qi` to every vector of `codes`,
+/// into `w.scores`; `false` if it refuses the query.
+fn integer_row(
+    on: &On<'_>,
+    codes: &Codes<'_>,
+    qi: u32,
+    coded: &mut CodedQuery,
+    unpacked: &mut Vec<u8>,
+    out: &mut Vec<f32>,
+) -> bool {
+    if !coded.code(on.query(qi), codes, on.dim) {
+        return false;
+    }
+    coded.dots(codes, on.dim, unpacked, out);
+    for v in out.iter_mut() {
+        *v = finish(on.metric, *v);
+    }
+    true
+}
+
+/// A block's codes, the slack of its screen, and a query coded against it.
+struct Integer<'a> {
+    codes: &'a Codes<'a>,
+    slack: &'a Slack,
+    coded: &'a CodedQuery,
+    unpacked: &'a mut Vec<u8>,
+}
+
+/// Offers, from a GEMM screen's lower bounds `row` of the decoded
+/// distances, the vectors whose integer-pass distance may enter `top`
+/// (`with.coded` holds the query coded against `with.codes`).
+fn offer_integer(
+    on: &On<'_>,
+    top: &mut TopK,
+    row: &[f32],
+    allowed: &[bool],
+    block: &Block,
+    with: Integer<'_>,
+) {
+    let mut bound = top.bound();
+    for (j, &v) in row.iter().enumerate() {
+        if v - with.slack.of(with.coded, j, v) > bound || !allowed.get(j).copied().unwrap_or(true) {
+            continue;
+        }
+        let dot = with.coded.dot_one(with.codes, on.dim, j, with.unpacked);
+        let dist = finish(on.metric, dot);
+        if dist <= bound {
+            top.offer(dist, block.ids().get(j));
+            bound = top.bound();
+        }
+    }
+}
+
+/// Offers the vectors of `block` whose first-pass distances `row` may
+/// enter `top` (and that the filter allows); with `rescore` (the metric,
+/// a query and the block's vectors), `row` holds lower bounds and the
+/// distance offered is computed exactly.
+fn offer(
+    top: &mut TopK,
+    row: &[f32],
+    allowed: &[bool],
+    block: &Block,
+    rescore: Option<(Metric, &[f32], &[f32])>,
+) {
+    let mut bound = top.bound();
+    for (j, &score) in row.iter().enumerate() {
+        if score > bound || !allowed.get(j).copied().unwrap_or(true) {
+            continue;
+        }
+        let dist = match rescore {
+            Some((metric, q, vectors)) => {
+                let dim = q.len();
+                distance(metric, q, &vectors[j * dim..(j + 1) * dim])
+            }
+            None => score,
+        };
+        if dist <= bound {
+            top.offer(dist, block.ids().get(j));
+            bound = top.bound();
+        }
+    }
+}
+
+/// The most decode buffers a worker thread keeps (a thread runs several
+/// pieces of a scan at once when it steals work while it waits).
+const KEPT_DECODED: usize = 8;
+
+thread_local! {
+    /// The decode buffers of each worker thread, kept between scans: a
+    /// fresh one would be zeroed before every decode into it (measured at
+    /// about a tenth of a compressed query one at a time).
+    static DECODED: std::cell::RefCell<Vec<Vec<f32>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A decode buffer lent by this thread's [`DECODED`] and given back when
+/// dropped.
+struct Decoded(Vec<f32>);
+
+impl Default for Decoded {
+    fn default() -> Self {
+        Decoded(DECODED.with(|d| d.borrow_mut().pop().unwrap_or_default()))
+    }
+}
+
+impl Drop for Decoded {
+    fn drop(&mut self) {
+        let lent = std::mem::take(&mut self.0);
+        if lent.capacity() > 0 {
+            DECODED.with(|d| {
+                let mut kept = d.borrow_mut();
+                if kept.len() < KEPT_DECODED {
+                    kept.push(lent);
+                }
+            });
+        }
+    }
+}
