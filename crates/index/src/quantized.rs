@@ -328,16 +328,27 @@ mod tests;
 /// are lower bounds on the integer pass's distances, so a pair screened
 /// out could not have entered a top-k.
 pub(crate) struct Slack {
-    /// Per vector, the sum of its codes.
+    /// Per vector, the sum of its codes, and the largest.
     sums: Vec<u32>,
-    dim: usize,
+    max_sum: u32,
+    /// The largest step, and `Σ(|lo| + L·step)` over dimensions.
+    max_step: f64,
+    span: f64,
+    /// The largest coded weight (`K`).
+    top: f64,
+    /// `γ + 4u`: the relative rounding of decoding and of a float sum of
+    /// `dim` products (`γ = n·u/(1 − n·u)`, `n = dim + 4`).
+    rounding: f64,
 }
 
+/// The unit roundoff of f32.
+const U: f64 = f32::EPSILON as f64 / 2.0;
+
 impl Slack {
-    /// The code sums of `codes` (8- or 4-bit).
+    /// The terms of `codes` (8- or 4-bit).
     pub(crate) fn new(codes: &Codes<'_>, dim: usize) -> Self {
         let p = codes.precision;
-        let sums = codes
+        let sums: Vec<u32> = codes
             .bytes
             .chunks_exact(p.code_bytes(dim).max(1))
             .map(|row| match p {
@@ -348,22 +359,51 @@ impl Slack {
                 _ => row.iter().map(|&c| u32::from(c)).sum(),
             })
             .collect();
-        Self { sums, dim }
+        let levels = f64::from(p.levels());
+        let n = dim as f64 + 4.0;
+        Self {
+            max_sum: sums.iter().copied().max().unwrap_or(0),
+            sums,
+            max_step: codes.step.iter().fold(0f64, |m, &s| m.max(f64::from(s))),
+            span: codes
+                .lo
+                .iter()
+                .zip(codes.step)
+                .map(|(&l, &s)| f64::from(l).abs() + levels * f64::from(s))
+                .sum(),
+            top: f64::from(max_level(p.levels(), row_len(p, dim)).max(1)),
+            rounding: n * U / (1.0 - n * U) + 4.0 * U,
+        }
     }
 
     /// The bound for the query `coded` and vector `j`, given `v`, the
     /// decoded distance or a lower bound of it. It covers the coded
     /// weights (at most `s/2` per unit of code), the roundings of decoding
-    /// and of a float sum (`γ·Σ|q|·(|lo| + L·step)`), and those of both
-    /// distances from their dot products; then doubled, as the terms are
-    /// computed with roundings of their own.
+    /// and of a float sum (`(γ + 4u)·Σ|q|·(|lo| + L·step)`), and those of
+    /// both distances from their dot products (`8u·(|v| + 2)`); then
+    /// doubled, as the terms are computed with roundings of their own.
     pub(crate) fn of(&self, coded: &CodedQuery, j: usize, v: f32) -> f32 {
-        let u = f64::from(f32::EPSILON) / 2.0;
-        let n = self.dim as f64 + 4.0;
-        let gamma = n * u / (1.0 - n * u);
         let weights = coded.scale / 2.0 * f64::from(self.sums[j]);
-        let floats = (gamma + 4.0 * u) * coded.reach;
-        let finish = 8.0 * u * (f64::from(v).abs() + 2.0);
+        Self::total(weights, self.rounding * coded.reach, v)
+    }
+
+    /// Whether no vector of the block can enter a top-k whose bound is
+    /// `bound`, for a query with largest coordinate magnitude `q_inf` and
+    /// the screen's lower bounds `row`, before the query is coded: the
+    /// least bound minus the slack of the largest code sum, weights and
+    /// reach any such query can have (`s ≤ ‖q‖∞·max step/K`,
+    /// `Σ|q|·(|lo| + L·step) ≤ ‖q‖∞·span`) is still above it.
+    pub(crate) fn rules_out(&self, q_inf: f64, row: &[f32], bound: f32) -> bool {
+        let least = row.iter().fold(f32::INFINITY, |m, &v| m.min(v));
+        let scale = q_inf * self.max_step / self.top * (1.0 + 8.0 * U);
+        let weights = scale / 2.0 * f64::from(self.max_sum);
+        let floats = self.rounding * q_inf * self.span * (1.0 + 8.0 * U);
+        // `v − slack(v)` grows with `v`: the least `v` gives the least.
+        least - Self::total(weights, floats, least) > bound
+    }
+
+    fn total(weights: f64, floats: f64, v: f32) -> f32 {
+        let finish = 8.0 * U * (f64::from(v).abs() + 2.0);
         (2.0 * (weights + floats + finish) + f64::from(f32::MIN_POSITIVE)) as f32
     }
 }

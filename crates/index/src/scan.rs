@@ -127,6 +127,8 @@ pub(crate) fn score_block(
             let float = screened.then_some((metric, q, vectors));
             match (integer, screened) {
                 (Some(codes), true) => match &slack {
+                    // Nothing here can enter: no need to code the query.
+                    Some(slack) if slack.rules_out(largest(q), row, top.bound()) => {}
                     Some(slack) if coded.code(q, &codes, dim) => {
                         let integer = Integer {
                             codes: &codes,
@@ -146,6 +148,11 @@ pub(crate) fn score_block(
             }
         }
     }
+}
+
+/// `‖q‖∞`.
+fn largest(q: &[f32]) -> f64 {
+    f64::from(q.iter().fold(0f32, |m, &x| m.max(x.abs())))
 }
 
 /// The integer pass's distances of query `qi` to every vector of `codes`,

@@ -217,6 +217,22 @@ fn the_screen_slack_covers_the_integer_pass() {
                     assert!(coded.code(&q, &codes, dim));
                     let mut dots = Vec::new();
                     coded.dots(&codes, dim, &mut Vec::new(), &mut dots);
+                    let floats: Vec<f32> = decoded
+                        .chunks_exact(dim)
+                        .map(|x| crate::distance::distance(metric, &q, x))
+                        .collect();
+                    let ints: Vec<f32> = dots
+                        .iter()
+                        .map(|&d| crate::distance::finish(metric, d))
+                        .collect();
+                    // A block with a vector at the bound is never ruled
+                    // out; one far below every vector is.
+                    let q_inf = q.iter().fold(0f64, |m, &x| m.max(f64::from(x).abs()));
+                    let least = ints.iter().fold(f32::INFINITY, |m, &v| m.min(v));
+                    assert!(!slack.rules_out(q_inf, &floats, least), "{p} d={dim}");
+                    let far =
+                        floats.iter().fold(f32::INFINITY, |m, &v| m.min(v)) - 1.0 - 4e-3 * norms;
+                    assert!(slack.rules_out(q_inf, &floats, far), "{p} d={dim}");
                     for (j, x) in decoded.chunks_exact(dim).enumerate() {
                         let float = crate::distance::distance(metric, &q, x);
                         let int = crate::distance::finish(metric, dots[j]);
