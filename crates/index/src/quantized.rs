@@ -394,7 +394,8 @@ impl Slack {
     /// reach any such query can have (`s ≤ ‖q‖∞·max step/K`,
     /// `Σ|q|·(|lo| + L·step) ≤ ‖q‖∞·span`) is still above it.
     pub(crate) fn rules_out(&self, q_inf: f64, row: &[f32], bound: f32) -> bool {
-        let least = row.iter().fold(f32::INFINITY, |m, &v| m.min(v));
+        // NaN (never ruled out) if any bound is not finite.
+        let least = crate::scan::least_finite(row);
         let scale = q_inf * self.max_step / self.top * (1.0 + 8.0 * U);
         let weights = scale / 2.0 * f64::from(self.max_sum);
         let floats = self.rounding * q_inf * self.span * (1.0 + 8.0 * U);

@@ -13,12 +13,27 @@ use crate::Metric;
 /// What a scan scores against: the metric, and the chunk of prepared
 /// queries (row-major, `dim` columns) that task query indices point into.
 pub(crate) struct On<'a> {
-    pub(crate) metric: Metric,
-    pub(crate) dim: usize,
-    pub(crate) chunk: &'a [f32],
+    metric: Metric,
+    dim: usize,
+    chunk: &'a [f32],
+    /// `‖q‖∞` of each query (for the integer screen), computed once.
+    largest: Vec<f64>,
 }
 
-impl On<'_> {
+impl<'a> On<'a> {
+    pub(crate) fn new(metric: Metric, dim: usize, chunk: &'a [f32]) -> Self {
+        let largest = chunk
+            .chunks_exact(dim.max(1))
+            .map(|q| q.iter().fold(0f64, |m, &x| m.max(f64::from(x).abs())))
+            .collect();
+        Self {
+            metric,
+            dim,
+            chunk,
+            largest,
+        }
+    }
+
     fn query(&self, qi: u32) -> &[f32] {
         let at = qi as usize * self.dim;
         &self.chunk[at..at + self.dim]
@@ -128,7 +143,7 @@ pub(crate) fn score_block(
             match (integer, screened) {
                 (Some(codes), true) => match &slack {
                     // Nothing here can enter: no need to code the query.
-                    Some(slack) if slack.rules_out(largest(q), row, top.bound()) => {}
+                    Some(slack) if slack.rules_out(on.largest[qi as usize], row, top.bound()) => {}
                     Some(slack) if coded.code(q, &codes, dim) => {
                         let integer = Integer {
                             codes: &codes,
@@ -150,9 +165,32 @@ pub(crate) fn score_block(
     }
 }
 
-/// `‖q‖∞`.
-fn largest(q: &[f32]) -> f64 {
-    f64::from(q.iter().fold(0f32, |m, &x| m.max(x.abs())))
+/// The least of `values` (infinity if none), or NaN if any is not finite
+/// (a screen cannot bound what its GEMM did not compute finitely); in 8
+/// lanes, so that it vectorises (a minimum is exact in any order).
+pub(crate) fn least_finite(values: &[f32]) -> f32 {
+    let mut lanes = [f32::INFINITY; 8];
+    let mut bad = [false; 8];
+    let mut chunks = values.chunks_exact(8);
+    for c in &mut chunks {
+        for ((l, b), &v) in lanes.iter_mut().zip(&mut bad).zip(c) {
+            *l = if v < *l { v } else { *l };
+            *b |= !v.is_finite();
+        }
+    }
+    let mut least = f32::INFINITY;
+    let mut any_bad = bad.contains(&true);
+    for &v in lanes.iter().chain(chunks.remainder()) {
+        least = if v < least { v } else { least };
+    }
+    for &v in chunks.remainder() {
+        any_bad |= !v.is_finite();
+    }
+    if any_bad {
+        f32::NAN
+    } else {
+        least
+    }
 }
 
 /// The integer pass's distances of query `qi` to every vector of `codes`,
@@ -196,7 +234,10 @@ fn offer_integer(
 ) {
     let mut bound = top.bound();
     for (j, &v) in row.iter().enumerate() {
-        if v - with.slack.of(with.coded, j, v) > bound || !allowed.get(j).copied().unwrap_or(true) {
+        // A lower bound that is not finite bounds nothing here.
+        if v.is_finite() && v - with.slack.of(with.coded, j, v) > bound
+            || !allowed.get(j).copied().unwrap_or(true)
+        {
             continue;
         }
         let dot = with.coded.dot_one(with.codes, on.dim, j, with.unpacked);
@@ -272,3 +313,6 @@ impl Drop for Decoded {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

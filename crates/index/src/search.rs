@@ -441,6 +441,7 @@ impl Shared {
             allowed: Vec<bool>,
             scan: scan::Scratch,
         }
+        let on = scan::On::new(s.metric, dim, chunk);
         // Few, large pieces: each piece carries one top-k per query of the
         // chunk, and merging pieces costs a merge per query.
         let pieces = 4 * rayon::current_num_threads();
@@ -475,11 +476,6 @@ impl Shared {
                     if s.allowed.is_some() {
                         allowed.extend(block.ids().iter().map(|id| s.ok(id)));
                     }
-                    let on = scan::On {
-                        metric: s.metric,
-                        dim,
-                        chunk,
-                    };
                     scan::score_block(&on, block, qs, allowed, &mut tops, scan);
                     Ok((tops, w))
                 },
