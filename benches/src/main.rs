@@ -482,10 +482,7 @@ fn bench_precision(
     let upsert = timed_upserts(&index, ids, vectors)?;
     // VECSEAL_BENCH_RERANK=N measures another rerank multiplier than the
     // precision's default.
-    let mult = std::env::var("VECSEAL_BENCH_RERANK")
-        .ok()
-        .and_then(|m| m.parse().ok())
-        .unwrap_or_else(|| precision.default_rerank_mult());
+    let mult = number_from_env("VECSEAL_BENCH_RERANK", precision.default_rerank_mult())?;
     let opts = QueryOptions::default()
         .with_top_k(10)
         .with_rerank_mult(mult);
@@ -850,10 +847,7 @@ fn bench_upserts(report: &mut serde_json::Map<String, Value>) -> Result<()> {
 /// sealed again under a new key and written, then the old ones deleted.
 /// Throughput is sealed bytes read per second of the whole call.
 fn bench_rotation(report: &mut serde_json::Map<String, Value>) -> Result<()> {
-    let n: usize = std::env::var("VECSEAL_BENCH_ROTATION_N")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(100_000);
+    let n = number_from_env("VECSEAL_BENCH_ROTATION_N", 100_000)?;
     let d = 768;
     println!("\ndata-key rotation of a trained index ({n} × {d} synthetic clusters, vectors only, automatic n_lists)");
     println!("| engine | items | blocks | sealed MB | seconds | MB/s | items/s |");
@@ -1165,10 +1159,7 @@ fn main() -> Result<()> {
         }
         args.iter().map(String::as_str).collect()
     };
-    let n: usize = std::env::var("VECSEAL_BENCH_N")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(400_000);
+    let n = number_from_env("VECSEAL_BENCH_N", 400_000)?;
     let faiss = if suites.iter().any(|s| *s == "kmeans" || *s == "index") {
         Faiss::get()
     } else {

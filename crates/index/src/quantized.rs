@@ -324,12 +324,11 @@ mod tests;
 
 /// How far the integer pass may be from the floating-point distance of a
 /// query to a decoded vector, for the GEMM screen of many queries: the
-/// screen's lower bounds on the decoded distances, minus [`Slack::of`],
+/// screen's lower bounds on the decoded distances, minus [`Slack::linear`],
 /// are lower bounds on the integer pass's distances, so a pair screened
 /// out could not have entered a top-k.
 pub(crate) struct Slack {
-    /// Per vector, the sum of its codes, and the largest.
-    sums: Vec<u32>,
+    /// The largest sum of a vector's codes.
     max_sum: u32,
     /// The largest step, and `Σ(|lo| + L·step)` over dimensions.
     max_step: f64,
@@ -348,7 +347,7 @@ impl Slack {
     /// The terms of `codes` (8- or 4-bit).
     pub(crate) fn new(codes: &Codes<'_>, dim: usize) -> Self {
         let p = codes.precision;
-        let sums: Vec<u32> = codes
+        let max_sum = codes
             .bytes
             .chunks_exact(p.code_bytes(dim).max(1))
             .map(|row| match p {
@@ -358,12 +357,12 @@ impl Slack {
                     .sum(),
                 _ => row.iter().map(|&c| u32::from(c)).sum(),
             })
-            .collect();
+            .max()
+            .unwrap_or(0);
         let levels = f64::from(p.levels());
         let n = dim as f64 + 4.0;
         Self {
-            max_sum: sums.iter().copied().max().unwrap_or(0),
-            sums,
+            max_sum,
             max_step: codes.step.iter().fold(0f64, |m, &s| m.max(f64::from(s))),
             span: codes
                 .lo
@@ -376,15 +375,19 @@ impl Slack {
         }
     }
 
-    /// The bound for the query `coded` and vector `j`, given `v`, the
-    /// decoded distance or a lower bound of it. It covers the coded
-    /// weights (at most `s/2` per unit of code), the roundings of decoding
-    /// and of a float sum (`(γ + 4u)·Σ|q|·(|lo| + L·step)`), and those of
-    /// both distances from their dot products (`8u·(|v| + 2)`); then
-    /// doubled, as the terms are computed with roundings of their own.
-    pub(crate) fn of(&self, coded: &CodedQuery, j: usize, v: f32) -> f32 {
-        let weights = coded.scale / 2.0 * f64::from(self.sums[j]);
-        Self::total(weights, self.rounding * coded.reach, v)
+    /// The slack for the query `coded` and any vector of the block, given
+    /// `v`, the decoded distance or a lower bound of it, as `c0 + c1·|v|`
+    /// (a few f32 operations per vector). It covers the coded weights (at
+    /// most `s/2` per unit of code, over the largest code sum), the
+    /// roundings of decoding and of a float sum (`(γ + 4u)·Σ|q|·(|lo| +
+    /// L·step)`), and those of both distances from their dot products
+    /// (`8u·(|v| + 2)`); then doubled, as the terms are computed with
+    /// roundings of their own.
+    pub(crate) fn linear(&self, coded: &CodedQuery) -> (f32, f32) {
+        let weights = coded.scale / 2.0 * f64::from(self.max_sum);
+        let floats = self.rounding * coded.reach;
+        let c0 = 2.0 * (weights + floats + 16.0 * U) + f64::from(f32::MIN_POSITIVE);
+        ((c0 * (1.0 + 1e-6)) as f32, (16.0 * U * (1.0 + 1e-6)) as f32)
     }
 
     /// Whether no vector of the block can enter a top-k whose bound is

@@ -232,10 +232,11 @@ fn offer_integer(
     block: &Block,
     with: Integer<'_>,
 ) {
+    let (c0, c1) = with.slack.linear(with.coded);
     let mut bound = top.bound();
     for (j, &v) in row.iter().enumerate() {
         // A lower bound that is not finite bounds nothing here.
-        if v.is_finite() && v - with.slack.of(with.coded, j, v) > bound
+        if v.is_finite() && v - (c0 + c1 * v.abs()) > bound
             || !allowed.get(j).copied().unwrap_or(true)
         {
             continue;

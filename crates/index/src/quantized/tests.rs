@@ -236,7 +236,8 @@ fn the_screen_slack_covers_the_integer_pass() {
                     for (j, x) in decoded.chunks_exact(dim).enumerate() {
                         let float = crate::distance::distance(metric, &q, x);
                         let int = crate::distance::finish(metric, dots[j]);
-                        let e = slack.of(&coded, j, float);
+                        let (c0, c1) = slack.linear(&coded);
+                        let e = c0 + c1 * float.abs();
                         assert!(
                             int >= float - e,
                             "{p} d={dim} {metric:?} row {j}: {int} < {float} − {e}"
