@@ -19,6 +19,11 @@
 //! metrics, float16, and weights this coding refuses (not finite, or
 //! dimensions so many that `K` would fall below [`MIN_LEVELS`]) decode the
 //! block and score it in floating point instead.
+//!
+//! Many queries on one block go through a GEMM over its decoded vectors
+//! first (see `scan`); [`Slack`] bounds how far the integer pass can be
+//! below the decoded distance, so the GEMM's lower bounds widened by it
+//! drop only pairs that the integer pass would not have placed either.
 
 use pulp::{Simd, WithSimd};
 use vecseal_kmeans::kernel::SimdLevel;
@@ -88,7 +93,7 @@ impl CodedQuery {
         let p = codes.precision;
         let len = row_len(p, dim);
         let top = max_level(p.levels(), len);
-        if top < MIN_LEVELS || codes.step.len() != dim || q.len() != dim {
+        if top < MIN_LEVELS || codes.step.len() != dim || codes.lo.len() != dim || q.len() != dim {
             return false;
         }
         vecseal_kmeans::kernel::dispatch_at(
@@ -319,9 +324,6 @@ fn row_sum(row: &[u8], k: &[i16]) -> i32 {
     sum
 }
 
-#[cfg(test)]
-mod tests;
-
 /// How far the integer pass may be from the floating-point distance of a
 /// query to a decoded vector, for the GEMM screen of many queries: the
 /// screen's lower bounds on the decoded distances, minus [`Slack::linear`],
@@ -438,3 +440,6 @@ impl CodedQuery {
         out[0]
     }
 }
+
+#[cfg(test)]
+mod tests;
