@@ -40,6 +40,10 @@ impl<'a> On<'a> {
     }
 }
 
+/// Bytes of decoded vectors scored at a time when few queries scan a
+/// compressed block in floating point: a piece stays in the nearest cache.
+const PIECE_BYTES: usize = 16 << 10;
+
 /// The buffers of one worker, reused from block to block.
 #[derive(Default)]
 pub(crate) struct Scratch {
@@ -105,6 +109,27 @@ pub(crate) fn score_block(
         }
         left = refused;
     }
+    // Few queries on a compressed block scored in floating point: decode
+    // and score it a piece at a time, so the decoded vectors stay in the
+    // core's nearest cache (the same bits as decoding it whole).
+    if let Some(codes) = codes.filter(|_| left.len() < GEMM_MIN_QUERIES) {
+        let qmat = gather(on, left, queries);
+        let cb = codes.precision.code_bytes(dim);
+        let piece = (PIECE_BYTES / (4 * dim)).max(4).min(n);
+        for first in (0..n).step_by(piece) {
+            let end = (first + piece).min(n);
+            let part = Codes {
+                bytes: &codes.bytes[first * cb..end * cb],
+                ..codes
+            };
+            let vectors = part.decode_in(dim, &mut decoded.0);
+            scores_into(metric, qmat, vectors, dim, scores);
+            for (row, &qi) in scores.chunks_exact(end - first).zip(left) {
+                offer_from(&mut tops[qi as usize], row, first, allowed, block, None);
+            }
+        }
+        return;
+    }
     // Otherwise a compressed block is scored on its decoded codes.
     let vectors: &[f32] = match codes {
         Some(codes) => codes.decode_in(dim, &mut decoded.0),
@@ -122,11 +147,7 @@ pub(crate) fn score_block(
             // Every query of the chunk, in order.
             &on.chunk[g * group * dim..(g * group + group_qs.len()) * dim]
         } else {
-            queries.clear();
-            for &qi in group_qs {
-                queries.extend_from_slice(on.query(qi));
-            }
-            queries
+            gather(on, group_qs, queries)
         };
         // Many queries: screen by GEMM and rescore what may enter;
         // otherwise score exactly.
@@ -163,6 +184,20 @@ pub(crate) fn score_block(
             }
         }
     }
+}
+
+/// The queries `qs` of the chunk, row-major: the chunk itself when they
+/// are all of it in order, else gathered into `into`.
+fn gather<'a>(on: &On<'a>, qs: &[u32], into: &'a mut Vec<f32>) -> &'a [f32] {
+    let nq = on.chunk.len() / on.dim;
+    if qs.len() == nq && qs.iter().enumerate().all(|(i, &q)| q as usize == i) {
+        return on.chunk;
+    }
+    into.clear();
+    for &qi in qs {
+        into.extend_from_slice(on.query(qi));
+    }
+    into
 }
 
 /// The least of `values` (infinity if none), or NaN if any is not finite
@@ -261,15 +296,29 @@ fn offer(
     block: &Block,
     rescore: Option<(Metric, &[f32], &[f32])>,
 ) {
+    offer_from(top, row, 0, allowed, block, rescore);
+}
+
+/// [`offer`] for a `row` of the block's vectors from `first` on (the
+/// vectors of `rescore` are those of the row).
+fn offer_from(
+    top: &mut TopK,
+    row: &[f32],
+    first: usize,
+    allowed: &[bool],
+    block: &Block,
+    rescore: Option<(Metric, &[f32], &[f32])>,
+) {
     let mut bound = top.bound();
-    for (j, &score) in row.iter().enumerate() {
+    for (i, &score) in row.iter().enumerate() {
+        let j = first + i;
         if score > bound || !allowed.get(j).copied().unwrap_or(true) {
             continue;
         }
         let dist = match rescore {
             Some((metric, q, vectors)) => {
                 let dim = q.len();
-                distance(metric, q, &vectors[j * dim..(j + 1) * dim])
+                distance(metric, q, &vectors[i * dim..(i + 1) * dim])
             }
             None => score,
         };
