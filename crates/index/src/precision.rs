@@ -339,6 +339,37 @@ impl Codes<'_> {
         &buf[..len]
     }
 
+    /// The sums of query `q` with every vector of these float16 codes, as
+    /// [`vecseal_kmeans::kernel::sum`] gives them over the decoded vectors
+    /// (the same bits), without a decoded copy: `Σ q·x`, or `Σ (q − x)²`
+    /// with `squared`.
+    pub(crate) fn f16_sums(&self, q: &[f32], squared: bool, out: &mut Vec<f32>) {
+        self.f16_sums_at(SimdLevel::current(), q, squared, out);
+    }
+
+    /// [`Codes::f16_sums`] at `level` (or the best available below it).
+    pub(crate) fn f16_sums_at(
+        &self,
+        level: SimdLevel,
+        q: &[f32],
+        squared: bool,
+        out: &mut Vec<f32>,
+    ) {
+        debug_assert_eq!(self.precision, Precision::Float16);
+        let n = self.bytes.len() / (2 * q.len()).max(1);
+        out.clear();
+        out.resize(n, 0.0);
+        let bytes = self.bytes;
+        if q.is_empty() {
+            return;
+        }
+        if squared {
+            vecseal_kmeans::kernel::dispatch_at(level, F16Sums::<true> { bytes, q, out });
+        } else {
+            vecseal_kmeans::kernel::dispatch_at(level, F16Sums::<false> { bytes, q, out });
+        }
+    }
+
     /// Decodes into `buf[..len]` (growing `buf` to `len` first if it is
     /// shorter; the decode writes every value there); returns `len`.
     fn decode_front(&self, level: SimdLevel, dim: usize, buf: &mut Vec<f32>) -> usize {
@@ -356,6 +387,97 @@ impl Codes<'_> {
             },
         );
         len
+    }
+}
+
+/// The sums of [`Codes::f16_sums`]: float16 codes decoded in registers and
+/// summed with a query in the canonical order of
+/// [`vecseal_kmeans::kernel`] (16 fused accumulators, the tree `l + 8,
+/// l + 4, l + 2, l + 1`, then the tail term by term, unfused).
+struct F16Sums<'a, 'b, const SQUARED: bool> {
+    bytes: &'a [u8],
+    q: &'a [f32],
+    out: &'b mut [f32],
+}
+
+impl<const SQUARED: bool> WithSimd for F16Sums<'_, '_, SQUARED> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _simd: S) {
+        const LANES: usize = 16;
+        let F16Sums { bytes, q, out } = self;
+        let dim = q.len();
+        let body = dim / LANES * LANES;
+        let x = |c: &[u8], i: usize| f16_value(u16::from_le_bytes([c[2 * i], c[2 * i + 1]]));
+        #[inline(always)]
+        fn term<const SQUARED: bool>(q: f32, x: f32, a: f32) -> f32 {
+            if SQUARED {
+                let t = q - x;
+                t.mul_add(t, a)
+            } else {
+                q.mul_add(x, a)
+            }
+        }
+        // The canonical reduction and tail of one row.
+        let finish = |mut acc: [f32; LANES], row: &[u8]| -> f32 {
+            let mut w = LANES;
+            while w > 1 {
+                w /= 2;
+                for l in 0..w {
+                    acc[l] += acc[l + w];
+                }
+            }
+            let mut sum = acc[0];
+            for (i, &q) in q.iter().enumerate().skip(body) {
+                let x = x(row, i);
+                sum += if SQUARED { (q - x) * (q - x) } else { q * x };
+            }
+            sum
+        };
+        // Four rows at a time: four independent chains of fused
+        // multiply-adds (one row alone waits on each one's latency).
+        let rows = 2 * dim;
+        let mut quads = bytes.chunks_exact(4 * rows);
+        let mut outs = out.chunks_exact_mut(4);
+        for (quad, o) in (&mut quads).zip(&mut outs) {
+            let (r0, rest) = quad.split_at(rows);
+            let (r1, rest) = rest.split_at(rows);
+            let (r2, r3) = rest.split_at(rows);
+            let (mut a0, mut a1, mut a2, mut a3) =
+                ([0f32; LANES], [0f32; LANES], [0f32; LANES], [0f32; LANES]);
+            for k in 0..body / LANES {
+                let q = &q[k * LANES..(k + 1) * LANES];
+                let at = 2 * k * LANES..2 * (k + 1) * LANES;
+                let (c0, c1, c2, c3) = (&r0[at.clone()], &r1[at.clone()], &r2[at.clone()], &r3[at]);
+                for l in 0..LANES {
+                    a0[l] = term::<SQUARED>(q[l], x(c0, l), a0[l]);
+                    a1[l] = term::<SQUARED>(q[l], x(c1, l), a1[l]);
+                    a2[l] = term::<SQUARED>(q[l], x(c2, l), a2[l]);
+                    a3[l] = term::<SQUARED>(q[l], x(c3, l), a3[l]);
+                }
+            }
+            o[0] = finish(a0, r0);
+            o[1] = finish(a1, r1);
+            o[2] = finish(a2, r2);
+            o[3] = finish(a3, r3);
+        }
+        for (row, o) in quads
+            .remainder()
+            .chunks_exact(rows)
+            .zip(outs.into_remainder())
+        {
+            let mut acc = [0f32; LANES];
+            for (c, q) in row[..2 * body]
+                .chunks_exact(2 * LANES)
+                .zip(q[..body].chunks_exact(LANES))
+            {
+                for (l, a) in acc.iter_mut().enumerate() {
+                    *a = term::<SQUARED>(q[l], x(c, l), *a);
+                }
+            }
+            *o = finish(acc, row);
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 
 use crate::codec::Block;
 use crate::distance::{distance, finish, lower_bounds, scores as scores_into};
-use crate::precision::Codes;
+use crate::precision::{Codes, Precision};
 use crate::quantized::{self, CodedQuery, Slack};
 use crate::search::{GEMM_MIN_QUERIES, SCORES_BUDGET};
 use crate::topk::TopK;
@@ -52,7 +52,7 @@ pub(crate) struct Scratch {
     decoded: Decoded,
     coded: CodedQuery,
     unpacked: Vec<u8>,
-    /// The integer pass's distances of one query.
+    /// The distances of one query (integer pass, float16 sums).
     row: Vec<f32>,
     refused: Vec<u32>,
 }
@@ -113,6 +113,18 @@ pub(crate) fn score_block(
     // and score it a piece at a time, so the decoded vectors stay in the
     // core's nearest cache (the same bits as decoding it whole).
     if let Some(codes) = codes.filter(|_| left.len() < GEMM_MIN_QUERIES) {
+        if codes.precision == Precision::Float16 {
+            // Float16 is decoded in registers, as it is summed.
+            let squared = matches!(metric, Metric::SquaredEuclidean | Metric::Euclidean);
+            for &qi in left {
+                codes.f16_sums(on.query(qi), squared, one);
+                for v in one.iter_mut() {
+                    *v = finish(metric, *v);
+                }
+                offer(&mut tops[qi as usize], one, allowed, block, None);
+            }
+            return;
+        }
         let qmat = gather(on, left, queries);
         let cb = codes.precision.code_bytes(dim);
         let piece = (PIECE_BYTES / (4 * dim)).max(4).min(n);

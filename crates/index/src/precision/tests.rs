@@ -320,3 +320,38 @@ fn a_reused_buffer_decodes_blocks_of_every_size() {
         }
     }
 }
+
+/// Float16 sums without a decoded copy equal the canonical sums over the
+/// decoded vectors bit for bit, at every SIMD level, for both sums and
+/// dimensions with and without a tail.
+#[test]
+fn float16_sums_equal_the_canonical_sums_of_the_decoded_vectors() {
+    use vecseal_kmeans::kernel::Sum;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(12);
+    for dim in [1, 15, 16, 17, 50, 768] {
+        let vectors = sample(23, dim, dim as u64);
+        let mut bytes = Vec::new();
+        encode_f16(&vectors, &mut bytes);
+        let codes = Codes {
+            precision: Precision::Float16,
+            lo: &[],
+            step: &[],
+            bytes: &bytes,
+        };
+        let mut decoded = Vec::new();
+        codes.decode_into(dim, &mut decoded);
+        let q: Vec<f32> = (0..dim).map(|_| rng.gen_range(-3.0f32..3.0)).collect();
+        for (squared, sum) in [(false, Sum::Dot), (true, Sum::SquaredL2)] {
+            let want: Vec<u32> = decoded
+                .chunks_exact(dim)
+                .map(|x| vecseal_kmeans::kernel::sum(sum, &q, x).to_bits())
+                .collect();
+            for level in SimdLevel::ALL {
+                let mut got = Vec::new();
+                codes.f16_sums_at(level, &q, squared, &mut got);
+                let got: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
+                assert_eq!(got, want, "d={dim} {sum:?} at {level}");
+            }
+        }
+    }
+}
