@@ -21,7 +21,7 @@
 //! block and score it in floating point instead.
 //!
 //! Many queries on one block go through a GEMM over its decoded vectors
-//! first (see `scan`); [`Slack`] bounds how far the integer pass can be
+//! first (in the `scan` module); [`Slack`] bounds how far the integer pass can be
 //! below the decoded distance, so the GEMM's lower bounds widened by it
 //! drop only pairs that the integer pass would not have placed either.
 
@@ -400,7 +400,7 @@ impl Slack {
     /// `Σ|q|·(|lo| + L·step) ≤ ‖q‖∞·span`) is still above it.
     pub(crate) fn rules_out(&self, q_inf: f64, row: &[f32], bound: f32) -> bool {
         // NaN (never ruled out) if any bound is not finite.
-        let least = crate::scan::least_finite(row);
+        let least = least_finite(row);
         let scale = q_inf * self.max_step / self.top * (1.0 + 8.0 * U);
         let weights = scale / 2.0 * f64::from(self.max_sum);
         let floats = self.rounding * q_inf * self.span * (1.0 + 8.0 * U);
@@ -438,6 +438,34 @@ impl CodedQuery {
             base: self.base,
         });
         out[0]
+    }
+}
+
+/// The least of `values` (infinity if none), or NaN if any is not finite
+/// (a screen cannot bound what its GEMM did not compute finitely); in 8
+/// lanes, so that it vectorises (a minimum is exact in any order).
+pub(crate) fn least_finite(values: &[f32]) -> f32 {
+    let mut lanes = [f32::INFINITY; 8];
+    let mut bad = [false; 8];
+    let mut chunks = values.chunks_exact(8);
+    for c in &mut chunks {
+        for ((l, b), &v) in lanes.iter_mut().zip(&mut bad).zip(c) {
+            *l = if v < *l { v } else { *l };
+            *b |= !v.is_finite();
+        }
+    }
+    let mut least = f32::INFINITY;
+    let mut any_bad = bad.contains(&true);
+    for &v in lanes.iter().chain(chunks.remainder()) {
+        least = if v < least { v } else { least };
+    }
+    for &v in chunks.remainder() {
+        any_bad |= !v.is_finite();
+    }
+    if any_bad {
+        f32::NAN
+    } else {
+        least
     }
 }
 

@@ -212,34 +212,6 @@ fn gather<'a>(on: &On<'a>, qs: &[u32], into: &'a mut Vec<f32>) -> &'a [f32] {
     into
 }
 
-/// The least of `values` (infinity if none), or NaN if any is not finite
-/// (a screen cannot bound what its GEMM did not compute finitely); in 8
-/// lanes, so that it vectorises (a minimum is exact in any order).
-pub(crate) fn least_finite(values: &[f32]) -> f32 {
-    let mut lanes = [f32::INFINITY; 8];
-    let mut bad = [false; 8];
-    let mut chunks = values.chunks_exact(8);
-    for c in &mut chunks {
-        for ((l, b), &v) in lanes.iter_mut().zip(&mut bad).zip(c) {
-            *l = if v < *l { v } else { *l };
-            *b |= !v.is_finite();
-        }
-    }
-    let mut least = f32::INFINITY;
-    let mut any_bad = bad.contains(&true);
-    for &v in lanes.iter().chain(chunks.remainder()) {
-        least = if v < least { v } else { least };
-    }
-    for &v in chunks.remainder() {
-        any_bad |= !v.is_finite();
-    }
-    if any_bad {
-        f32::NAN
-    } else {
-        least
-    }
-}
-
 /// The integer pass's distances of query `qi` to every vector of `codes`,
 /// into `w.scores`; `false` if it refuses the query.
 fn integer_row(
@@ -375,6 +347,3 @@ impl Drop for Decoded {
         }
     }
 }
-
-#[cfg(test)]
-mod tests;
