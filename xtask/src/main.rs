@@ -288,7 +288,7 @@ fn index_modules_are_layered(src: &Path) -> Result<()> {
             );
         }
         // Tests may reach anywhere; the module's own code may not loop.
-        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        let code = without_tests(&text);
         let deps = modules
             .iter()
             .map(|(m, _)| m)
@@ -328,6 +328,31 @@ fn index_modules_are_layered(src: &Path) -> Result<()> {
         visit(m, &graph, &mut Vec::new(), &mut done)?;
     }
     Ok(())
+}
+
+/// A module's source without its tests: a `#[cfg(test)]` item that is a
+/// `mod …;` declaration is dropped wherever it stands, and an inline
+/// `#[cfg(test)]` item cuts the rest of the file (where test modules go).
+/// Code after a test-module declaration in mid-file stays checked.
+fn without_tests(text: &str) -> String {
+    let mut code = String::new();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line.trim() == "#[cfg(test)]" {
+            match lines.peek() {
+                Some(next)
+                    if next.trim_start().starts_with("mod ") && next.trim_end().ends_with(';') =>
+                {
+                    lines.next();
+                    continue;
+                }
+                _ => break,
+            }
+        }
+        code.push_str(line);
+        code.push('\n');
+    }
+    code
 }
 
 /// Installs `libclang-dev` (RocksDB's bindings need it) when a Debian machine
@@ -860,6 +885,25 @@ mod tests {
     #[test]
     fn architecture_invariants_hold() {
         super::tidy().unwrap();
+    }
+
+    #[test]
+    fn code_after_a_test_module_declaration_is_still_checked() {
+        let dir = std::env::temp_dir().join(format!("xtask-tests-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("lib.rs"), "mod a; mod b;").unwrap();
+        std::fs::write(dir.join("a.rs"), "use crate::b::B;").unwrap();
+        // The circle is closed below a mid-file `#[cfg(test)] mod tests;`.
+        let b = "pub struct B;\n#[cfg(test)]\nmod tests;\nfn f() { crate::a::g() }\n";
+        std::fs::write(dir.join("b.rs"), b).unwrap();
+        let e = super::index_modules_are_layered(&dir).unwrap_err();
+        // An inline test module may reach anywhere.
+        let b = "pub struct B;\n#[cfg(test)]\nmod tests {\n    fn f() { crate::a::g() }\n}\n";
+        std::fs::write(dir.join("b.rs"), b).unwrap();
+        let inline = super::index_modules_are_layered(&dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(e.to_string().contains("a -> b -> a"), "{e}");
+        inline.unwrap();
     }
 
     #[test]
