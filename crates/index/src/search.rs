@@ -419,13 +419,14 @@ impl Shared {
     /// Each task is a block and the queries (indices into `chunk`) that scan
     /// it. A stored block comes from the list cache when there is one, or is
     /// decrypted into a buffer each worker reuses and scanned right there:
-    /// no block outlives its scan, and nothing is allocated per block. A
-    /// tiled kernel scores a block against a few queries with the rounding
-    /// of [`distance`]; for many queries a GEMM gives lower bounds and the
-    /// pairs that may enter a top-k are rescored with [`distance`]. Either
-    /// way results (distances and ties) are those of brute force over the
-    /// scanned vectors. A filter is checked once per vector and task, not
-    /// once per query.
+    /// no block outlives its scan, and nothing is allocated per block. The
+    /// `scan` module scores it: a tiled kernel against a few queries with
+    /// the rounding of [`distance`], or for many queries a GEMM screen whose
+    /// survivors are rescored, so results (distances and ties) are those of
+    /// brute force over the scanned vectors; 8- and 4-bit codes under a
+    /// dot-product metric by the integer pass instead, the same in a batch
+    /// as alone. A filter is checked once per vector and task, not once per
+    /// query.
     pub(crate) fn screen(
         &self,
         s: &Search<'_>,
