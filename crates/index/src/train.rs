@@ -225,6 +225,7 @@ impl<'a> ListWriter<'a> {
         p.trained = !centroids.is_empty();
         p.generation = self.generation;
         p.next_seq = self.next_seq;
+        p.n_lists = self.lists.len();
         p.lists = Arc::new(self.lists.into_iter().map(Arc::new).collect());
         p.blocks = self.blocks;
         p.digest = self.digest;

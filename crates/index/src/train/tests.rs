@@ -59,6 +59,9 @@ fn a_version_1_index_is_read_as_it_is_and_upgraded_by_a_writer() {
         index
             .train(&TrainOptions::default().with_n_lists(20).with_seed(1))
             .unwrap_or_else(|e| panic!("{e}"));
+        // The live header counts the lists it holds (the record is written
+        // from it; before, it kept the number of the state before training).
+        assert_eq!(index.shared.live.read().p.n_lists, 20);
         index
             .add_user(reader, &key(9), true, false)
             .unwrap_or_else(|e| panic!("{e}"));
