@@ -13,6 +13,8 @@ Environment:
   BENCH_SECONDS          seconds per wrk run (default 10)
   BENCH_TUNE             JSON list of knob sets to try, in order, until
                          recall@10 >= 0.95 (default: n_probes 1..256)
+  BENCH_PRECISION        storage_precision of the created index (default:
+                         the service's own, float32)
 
 Everything goes through the unmodified `cyborgdb` SDK except the load test,
 which uses `wrk` (the SDK tops out near 1000 queries/s from one Python
@@ -38,6 +40,7 @@ SET = os.environ.get("BENCH_SET", "glove")
 N = int(os.environ.get("BENCH_N", "100000"))
 PAD = int(os.environ.get("BENCH_DIM_PAD", "0"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
+PRECISION = os.environ.get("BENCH_PRECISION") or None
 N_QUERIES = 1000
 K = 10
 TARGET_RECALL = 0.95
@@ -167,7 +170,7 @@ def wrk_script(queries, key_hex, name, knobs, path):
 
 
 def main():
-    report = {"service": LABEL, "set": SET, "n": N}
+    report = {"service": LABEL, "set": SET, "n": N, "storage_precision": PRECISION or "default"}
     base, queries = dataset()
     report["dimension"] = int(base.shape[1])
     log(f"{N} x {base.shape[1]} ({SET}); exact ground truth for {N_QUERIES} queries")
@@ -176,7 +179,9 @@ def main():
     client = cyborgdb.Client(base_url=URL, api_key=ROOT)
     key = client.generate_key()
     name = f"bench-{SET}-{os.getpid()}"
-    idx = client.create_index(index_name=name, index_key=key, metric="euclidean")
+    idx = client.create_index(
+        index_name=name, index_key=key, metric="euclidean", storage_precision=PRECISION
+    )
     ids = [str(i) for i in range(N)]
     started = time.perf_counter()
     for s in range(0, N, 10_000):

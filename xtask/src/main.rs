@@ -526,6 +526,9 @@ fn sdk() -> Result<()> {
 /// `cargo xtask bench server [glove] [synth768]`: vecseal-server against the
 /// reference `cyborgdb-service` on the same data, through the SDK and `wrk`
 /// (`xtask/sdk/bench_server.py`); each run prints a markdown row.
+/// `VECSEAL_BENCH_PRECISION` sets vecseal's storage precision (the
+/// reference keeps its default); `VECSEAL_BENCH_REFERENCE=off` skips the
+/// reference.
 fn bench_server(sets: &[String]) -> Result<()> {
     ensure_apt("wrk")?;
     let python = fetch::sdk_python()?;
@@ -537,6 +540,15 @@ fn bench_server(sets: &[String]) -> Result<()> {
         sets.iter().map(String::as_str).collect()
     };
     let root_key = format!("bench-root-{}", std::process::id());
+    let precision = std::env::var("VECSEAL_BENCH_PRECISION").unwrap_or_default();
+    if !["", "float32", "float16", "tq8", "tq4"].contains(&precision.as_str()) {
+        bail!("VECSEAL_BENCH_PRECISION: {precision:?}, expected float32, float16, tq8 or tq4");
+    }
+    let reference_too = match std::env::var("VECSEAL_BENCH_REFERENCE").as_deref() {
+        Err(_) | Ok("on") => true,
+        Ok("off") => false,
+        Ok(other) => bail!("VECSEAL_BENCH_REFERENCE: {other:?}, expected on or off"),
+    };
     let drive = |url: &str, label: &str| -> Result<()> {
         for set in &sets {
             let mut cmd = Command::new(&python);
@@ -554,6 +566,9 @@ fn bench_server(sets: &[String]) -> Result<()> {
                 ("glove", None) => bail!("GloVe could not be fetched"),
                 ("synth768", _) => {}
                 (other, _) => bail!("unknown benchmark set {other:?} (glove, synth768)"),
+            }
+            if label != "cyborgdb-service" {
+                cmd.env("BENCH_PRECISION", &precision);
             }
             if label == "cyborgdb-service" {
                 // Its recall comes from re-ranking, not from probing more lists.
@@ -576,9 +591,16 @@ fn bench_server(sets: &[String]) -> Result<()> {
         ("vecseal-server, list cache 1 GiB", "1024"),
     ] {
         let served = Served::start("bench", &root_key, &["--list-cache-mib", cache_mib])?;
-        let ours = drive(&served.url, label);
+        let label = match precision.as_str() {
+            "" => label.to_owned(),
+            p => format!("{label}, {p}"),
+        };
+        let ours = drive(&served.url, &label);
         served.stop()?;
         ours?;
+    }
+    if !reference_too {
+        return Ok(());
     }
 
     let data = std::env::temp_dir().join(format!("cyborgdb-bench-{}", std::process::id()));

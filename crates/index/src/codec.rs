@@ -72,6 +72,9 @@ pub(crate) struct Block {
     pending: Option<Box<Pending>>,
     /// Where the block belongs, as read from a version-3 block.
     place: Option<Place>,
+    /// The squared norms of the decoded vectors of an 8- or 4-bit block as
+    /// read, computed on first need (see [`Block::decoded_norms`]).
+    norms: std::sync::OnceLock<Vec<f32>>,
 }
 
 /// Where a block belongs: sealed inside it (version 3), so the blocks of an
@@ -128,6 +131,15 @@ impl Block {
             step,
             bytes: &bytemuck::cast_slice::<f32, u8>(codes)[..self.code_len],
         })
+    }
+
+    /// The squared norms of the decoded vectors of `codes` (this block's
+    /// own, as [`Block::codes`] gives them), each the canonical sum over
+    /// the decoded vector, so the same bits at every SIMD level and in a
+    /// batch as alone: computed once per block read (a cached block keeps
+    /// them), for the integer pass's Euclidean distances.
+    pub(crate) fn decoded_norms(&self, codes: &Codes<'_>, dim: usize) -> &[f32] {
+        self.norms.get_or_init(|| codes.squared_norms(dim))
     }
 
     /// The bytes of the vectors, or of the range and codes, as read.
@@ -387,6 +399,7 @@ impl Block {
         self.ids.clear();
         self.place = None;
         self.pending = None;
+        self.norms = std::sync::OnceLock::new();
         // Only grows (and zero-fills) a buffer that is too short.
         self.data.resize(sealed.len().div_ceil(4), 0.0);
         let bytes = &mut bytemuck::cast_slice_mut::<f32, u8>(&mut self.data)[..sealed.len()];

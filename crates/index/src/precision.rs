@@ -22,7 +22,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use pulp::{Simd, WithSimd};
-use vecseal_kmeans::kernel::SimdLevel;
+use vecseal_kmeans::kernel::{self, SimdLevel, Sum};
 
 use crate::{Error, Result};
 
@@ -337,6 +337,28 @@ impl Codes<'_> {
     pub(crate) fn decode_in<'b>(&self, dim: usize, buf: &'b mut Vec<f32>) -> &'b [f32] {
         let len = self.decode_front(SimdLevel::current(), dim, buf);
         &buf[..len]
+    }
+
+    /// The squared norm of every decoded vector, `kernel::sum` of it with
+    /// itself (the canonical order: the same bits at every SIMD level),
+    /// decoded 16 KiB at a time.
+    pub(crate) fn squared_norms(&self, dim: usize) -> Vec<f32> {
+        let cb = self.precision.code_bytes(dim).max(1);
+        let n = self.bytes.len() / cb;
+        let piece = ((16 << 10) / (4 * dim.max(1))).max(1);
+        let mut out = Vec::with_capacity(n);
+        let mut buf = Vec::new();
+        for first in (0..n).step_by(piece) {
+            let end = (first + piece).min(n);
+            let part = Codes {
+                bytes: &self.bytes[first * cb..end * cb],
+                ..*self
+            };
+            for x in part.decode_in(dim, &mut buf).chunks_exact(dim.max(1)) {
+                out.push(kernel::sum(Sum::Dot, x, x));
+            }
+        }
+        out
     }
 
     /// The sums of query `q` with every vector of these float16 codes, as

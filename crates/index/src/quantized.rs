@@ -1,5 +1,5 @@
-//! The first pass over 8- and 4-bit codes in integer arithmetic, for the
-//! metrics that rank by a dot product (cosine, inner product).
+//! The first pass over 8- and 4-bit codes in integer arithmetic, under
+//! every metric.
 //!
 //! A block's vectors decode as `x̂ = lo + step·c`, so a query's dot product
 //! with one is `q·lo + Σ q_d·step_d·c_d`. The first term is one number per
@@ -14,11 +14,14 @@
 //!
 //! The coded weights lose at most `s/2` each (`K` is at least
 //! [`MIN_LEVELS`], about 13 bits at 768 dimensions), far below the codes'
-//! own error of half a step; the exact rerank corrects both. Squared
-//! distances need each vector's norm, which this sum does not give: those
-//! metrics, float16, and weights this coding refuses (not finite, or
-//! dimensions so many that `K` would fall below [`MIN_LEVELS`]) decode the
-//! block and score it in floating point instead.
+//! own error of half a step; the exact rerank corrects both. The
+//! Euclidean metrics take `(‖q‖² + ‖x̂‖²) − 2·q·x̂` with the canonical
+//! squared norms of the query and of each decoded vector (computed once
+//! per block read, and kept with a cached block: see
+//! [`Block::decoded_norms`](crate::codec::Block::decoded_norms)). Float16,
+//! and weights this coding refuses (not finite, or dimensions so many that
+//! `K` would fall below [`MIN_LEVELS`]), decode the block and score it in
+//! floating point instead.
 //!
 //! Many queries on one block go through a GEMM over its decoded vectors
 //! first (in the `scan` module); [`Slack`] bounds how far the integer pass can be
@@ -28,6 +31,7 @@
 use pulp::{Simd, WithSimd};
 use vecseal_kmeans::kernel::SimdLevel;
 
+use crate::distance::finish;
 use crate::precision::{Codes, Precision};
 use crate::Metric;
 
@@ -38,10 +42,30 @@ const CHUNK: usize = 2 * LANES;
 /// The fewest levels of coded weights (`K`) the integer pass accepts.
 pub(crate) const MIN_LEVELS: i32 = 1024;
 
-/// Whether the integer pass scores blocks of precision `p` under `metric`.
-pub(crate) fn applies(metric: Metric, p: Precision) -> bool {
+/// Whether the integer pass scores blocks of precision `p` under `metric`:
+/// 8- and 4-bit blocks, under every metric (the Euclidean ones with the
+/// decoded vectors' squared norms, see [`distance`]).
+pub(crate) fn applies(_metric: Metric, p: Precision) -> bool {
     matches!(p, Precision::Tq8 | Precision::Tq4)
-        && matches!(metric, Metric::Cosine | Metric::InnerProduct)
+}
+
+/// Whether `metric` is one of the Euclidean ones, whose integer-pass
+/// distances need `‖q‖²` and the decoded vectors' `‖x̃‖²`.
+pub(crate) fn euclidean(metric: Metric) -> bool {
+    matches!(metric, Metric::SquaredEuclidean | Metric::Euclidean)
+}
+
+/// The integer pass's distance under `metric` from its dot product `dot`
+/// with a vector: for the Euclidean metrics `(qq + nn) − 2·dot` (at least
+/// 0), with the query's canonical `‖q‖²` (`qq`) and the decoded vector's
+/// (`nn`, [`Block::decoded_norms`](crate::codec::Block::decoded_norms)).
+#[inline]
+pub(crate) fn distance(metric: Metric, dot: f32, qq: f32, nn: f32) -> f32 {
+    if euclidean(metric) {
+        finish(metric, ((qq + nn) - 2.0 * dot).max(0.0))
+    } else {
+        finish(metric, dot)
+    }
 }
 
 /// Codes per row as the kernel reads them: `dim` (8-bit), or the unpacked
@@ -408,9 +432,75 @@ impl Slack {
         least - Self::total(weights, floats, least) > bound
     }
 
+    /// The slack of the integer pass's squared Euclidean distances for the
+    /// query `coded` with canonical `‖q‖² = qq`, as `c0 + c1·nn` for a
+    /// vector whose decoded squared norm is `nn`; [`in_units`] turns it
+    /// into Euclidean units. With `x̃` the decoded vector and `E` the dot
+    /// product's error (the coded weights' `s/2·Σc`, and the roundings of
+    /// decoding and of a float sum, `(γ + 4u)·Σ|q|·(|lo| + L·step)`, taken
+    /// twice: from the float dot product and from the exact one), the
+    /// integer distance `S = (qq + nn) − 2·dot` is within `2E` of the exact
+    /// `‖q − x̃‖²` but for the roundings of `qq`, `nn` and the combination
+    /// (`γ·(‖q‖² + ‖x̃‖²)` and `4u·(qq + nn)`), and the canonical float
+    /// distance within `γ·2·(‖q‖² + ‖x̃‖²)` of it: `2E + (3γ + 8u)·(qq +
+    /// nn)` covers both, then doubled, as the terms are computed with
+    /// roundings of their own.
+    pub(crate) fn squared(&self, coded: &CodedQuery, qq: f32) -> (f32, f32) {
+        let dot = coded.scale / 2.0 * f64::from(self.max_sum) + 2.0 * self.rounding * coded.reach;
+        self.squared_terms(dot, qq)
+    }
+
+    fn squared_terms(&self, dot: f64, qq: f32) -> (f32, f32) {
+        let k = 3.0 * self.rounding + 8.0 * U;
+        let c0 = 2.0 * (2.0 * dot + k * f64::from(qq)) + f64::from(f32::MIN_POSITIVE);
+        let c1 = 2.0 * k;
+        ((c0 * (1.0 + 1e-6)) as f32, (c1 * (1.0 + 1e-6)) as f32)
+    }
+
+    /// [`Slack::rules_out`] for the Euclidean metrics: `qq` is the query's
+    /// canonical `‖q‖²`, `max_nn` the largest decoded squared norm of the
+    /// block.
+    pub(crate) fn rules_out_euclidean(
+        &self,
+        metric: Metric,
+        (q_inf, qq): (f64, f32),
+        max_nn: f32,
+        row: &[f32],
+        bound: f32,
+    ) -> bool {
+        let least = least_finite(row);
+        let scale = q_inf * self.max_step / self.top * (1.0 + 8.0 * U);
+        let weights = scale / 2.0 * f64::from(self.max_sum);
+        let floats = 2.0 * self.rounding * q_inf * self.span * (1.0 + 8.0 * U);
+        let (c0, c1) = self.squared_terms(weights + floats, qq);
+        least - in_units(metric, c0 + c1 * max_nn, bound, least) > bound
+    }
+
     fn total(weights: f64, floats: f64, v: f32) -> f32 {
         let finish = 8.0 * U * (f64::from(v).abs() + 2.0);
         (2.0 * (weights + floats + finish) + f64::from(f32::MIN_POSITIVE)) as f32
+    }
+}
+
+/// A squared-Euclidean slack `c` ([`Slack::squared`]) in the units of
+/// `metric`'s distances, for a screen's lower bound `v` under a top-k
+/// whose bound is `bound`: `c` itself, or for the Euclidean distance
+/// `2·(min(√c, c/v) + 2u·|bound|)`. With `v ≤ √(S + c)` (`S ≥ 0` the
+/// squared integer distance), `√(S + c) − √S ≤ min(√c, c/√(S + c)) ≤
+/// min(√c, c/v)`; and with the rounding of `√S` at most `u` relative,
+/// `√S ≤ bound` gives `v ≤ bound + 2u·bound + min(√c, c/v)`. The factor 2
+/// covers the roundings of this formula. `v − in_units(v)` grows with `v`.
+pub(crate) fn in_units(metric: Metric, c: f32, bound: f32, v: f32) -> f32 {
+    match metric {
+        Metric::Euclidean => {
+            let gap = if v > 0.0 {
+                c.sqrt().min(c / v)
+            } else {
+                c.sqrt()
+            };
+            2.0 * (gap + 2.0 * (U as f32) * bound.abs()) + f32::MIN_POSITIVE
+        }
+        _ => c,
     }
 }
 

@@ -3,7 +3,7 @@
 //! integer pass over 8- and 4-bit codes (see `quantized`).
 
 use crate::codec::Block;
-use crate::distance::{distance, finish, lower_bounds, scores as scores_into};
+use crate::distance::{distance, dot, finish, lower_bounds, scores as scores_into};
 use crate::precision::{Codes, Precision};
 use crate::quantized::{self, CodedQuery, Slack};
 use crate::search::{GEMM_MIN_QUERIES, SCORES_BUDGET};
@@ -18,20 +18,35 @@ pub(crate) struct On<'a> {
     chunk: &'a [f32],
     /// `‖q‖∞` of each query (for the integer screen), computed once.
     largest: Vec<f64>,
+    /// The canonical `‖q‖²` of each query under a Euclidean metric (for
+    /// the integer pass's distances), else empty.
+    squares: Vec<f32>,
 }
 
 impl<'a> On<'a> {
     pub(crate) fn new(metric: Metric, dim: usize, chunk: &'a [f32]) -> Self {
-        let largest = chunk
-            .chunks_exact(dim.max(1))
+        let rows = chunk.chunks_exact(dim.max(1));
+        let largest = rows
+            .clone()
             .map(|q| q.iter().fold(0f64, |m, &x| m.max(f64::from(x).abs())))
             .collect();
+        let squares = if quantized::euclidean(metric) {
+            rows.map(|q| dot(q, q)).collect()
+        } else {
+            Vec::new()
+        };
         Self {
             metric,
             dim,
             chunk,
             largest,
+            squares,
         }
+    }
+
+    /// The query's `‖q‖²` for the integer pass (0 when not needed).
+    fn square(&self, qi: u32) -> f32 {
+        self.squares.get(qi as usize).copied().unwrap_or(0.0)
     }
 
     fn query(&self, qi: u32) -> &[f32] {
@@ -64,7 +79,8 @@ pub(crate) struct Scratch {
 /// Float32 blocks, and compressed ones outside the integer pass, are scored
 /// by the tiled kernel (few queries) or screened by a GEMM and rescored
 /// with [`distance`] (many): the results of brute force either way. 8- and
-/// 4-bit blocks under a dot-product metric are scored by the integer pass;
+/// 4-bit blocks are scored by the integer pass (the Euclidean metrics with
+/// the block's decoded squared norms);
 /// with many queries a GEMM over the decoded block screens them first,
 /// with bounds widened by [`Slack`], and only pairs that may enter a top-k
 /// get the integer pass: a query gets the same first-pass distances in a
@@ -93,12 +109,17 @@ pub(crate) fn score_block(
     } = w;
     let codes = block.codes(dim);
     let integer = codes.filter(|c| quantized::applies(metric, c.precision));
+    // The decoded vectors' squared norms, for Euclidean distances.
+    let norms: &[f32] = match integer {
+        Some(c) if quantized::euclidean(metric) => block.decoded_norms(&c, dim),
+        _ => &[],
+    };
     let mut left = qs;
     refused.clear();
     if let Some(codes) = integer.filter(|_| qs.len() < GEMM_MIN_QUERIES) {
         // Few queries: the integer pass, query by query, no decode.
         for &qi in qs {
-            if integer_row(on, &codes, qi, coded, unpacked, one) {
+            if integer_row(on, (&codes, norms), qi, coded, unpacked, one) {
                 offer(&mut tops[qi as usize], one, allowed, block, None);
             } else {
                 refused.push(qi);
@@ -150,6 +171,7 @@ pub(crate) fn score_block(
     let slack = integer
         .filter(|_| left.len() >= GEMM_MIN_QUERIES)
         .map(|c| Slack::new(&c, dim));
+    let max_norm = norms.iter().fold(0f32, |m, &v| m.max(v));
     // Queries in groups, so the scores stay within budget however many
     // vectors a block holds (small dimensions).
     let group = (SCORES_BUDGET / n).max(1);
@@ -176,20 +198,23 @@ pub(crate) fn score_block(
             match (integer, screened) {
                 (Some(codes), true) => match &slack {
                     // Nothing here can enter: no need to code the query.
-                    Some(slack) if slack.rules_out(on.largest[qi as usize], row, top.bound()) => {}
+                    Some(slack) if rules_out(on, slack, qi, max_norm, row, top.bound()) => {}
                     Some(slack) if coded.code(q, &codes, dim) => {
                         let integer = Integer {
                             codes: &codes,
+                            norms,
                             slack,
                             coded,
                             unpacked,
                         };
-                        offer_integer(on, top, row, allowed, block, integer);
+                        offer_integer(on, qi, top, row, allowed, block, integer);
                     }
                     // Refused: as alone, the decoded block's distances.
                     _ => offer(top, row, allowed, block, float),
                 },
-                (Some(codes), false) if integer_row(on, &codes, qi, coded, unpacked, one) => {
+                (Some(codes), false)
+                    if integer_row(on, (&codes, norms), qi, coded, unpacked, one) =>
+                {
                     offer(top, one, allowed, block, None);
                 }
                 _ => offer(top, row, allowed, block, float),
@@ -212,11 +237,23 @@ fn gather<'a>(on: &On<'a>, qs: &[u32], into: &'a mut Vec<f32>) -> &'a [f32] {
     into
 }
 
-/// The integer pass's distances of query `qi` to every vector of `codes`,
-/// into `w.scores`; `false` if it refuses the query.
+/// Whether the screen's lower bounds `row` rule out every vector of the
+/// block for query `qi` before it is coded (see [`Slack::rules_out`]).
+fn rules_out(on: &On<'_>, slack: &Slack, qi: u32, max_norm: f32, row: &[f32], bound: f32) -> bool {
+    let q_inf = on.largest[qi as usize];
+    if quantized::euclidean(on.metric) {
+        slack.rules_out_euclidean(on.metric, (q_inf, on.square(qi)), max_norm, row, bound)
+    } else {
+        slack.rules_out(q_inf, row, bound)
+    }
+}
+
+/// The integer pass's distances of query `qi` to every vector of `codes`
+/// (with their decoded squared `norms` under a Euclidean metric), into
+/// `out`; `false` if it refuses the query.
 fn integer_row(
     on: &On<'_>,
-    codes: &Codes<'_>,
+    (codes, norms): (&Codes<'_>, &[f32]),
     qi: u32,
     coded: &mut CodedQuery,
     unpacked: &mut Vec<u8>,
@@ -226,15 +263,24 @@ fn integer_row(
         return false;
     }
     coded.dots(codes, on.dim, unpacked, out);
-    for v in out.iter_mut() {
-        *v = finish(on.metric, *v);
+    if quantized::euclidean(on.metric) {
+        let qq = on.square(qi);
+        for (v, &nn) in out.iter_mut().zip(norms) {
+            *v = quantized::distance(on.metric, *v, qq, nn);
+        }
+    } else {
+        for v in out.iter_mut() {
+            *v = finish(on.metric, *v);
+        }
     }
     true
 }
 
-/// A block's codes, the slack of its screen, and a query coded against it.
+/// A block's codes (and decoded squared norms, Euclidean metrics), the
+/// slack of its screen, and a query coded against it.
 struct Integer<'a> {
     codes: &'a Codes<'a>,
+    norms: &'a [f32],
     slack: &'a Slack,
     coded: &'a CodedQuery,
     unpacked: &'a mut Vec<u8>,
@@ -245,23 +291,35 @@ struct Integer<'a> {
 /// (`with.coded` holds the query coded against `with.codes`).
 fn offer_integer(
     on: &On<'_>,
+    qi: u32,
     top: &mut TopK,
     row: &[f32],
     allowed: &[bool],
     block: &Block,
     with: Integer<'_>,
 ) {
-    let (c0, c1) = with.slack.linear(with.coded);
+    let metric = on.metric;
+    let qq = on.square(qi);
+    let euclidean = quantized::euclidean(metric);
+    let (c0, c1) = if euclidean {
+        with.slack.squared(with.coded, qq)
+    } else {
+        with.slack.linear(with.coded)
+    };
     let mut bound = top.bound();
     for (j, &v) in row.iter().enumerate() {
+        let nn = with.norms.get(j).copied().unwrap_or(0.0);
+        let slack = if euclidean {
+            quantized::in_units(metric, c0 + c1 * nn, bound, v)
+        } else {
+            c0 + c1 * v.abs()
+        };
         // A lower bound that is not finite bounds nothing here.
-        if v.is_finite() && v - (c0 + c1 * v.abs()) > bound
-            || !allowed.get(j).copied().unwrap_or(true)
-        {
+        if v.is_finite() && v - slack > bound || !allowed.get(j).copied().unwrap_or(true) {
             continue;
         }
         let dot = with.coded.dot_one(with.codes, on.dim, j, with.unpacked);
-        let dist = finish(on.metric, dot);
+        let dist = quantized::distance(metric, dot, qq, nn);
         if dist <= bound {
             top.offer(dist, block.ids().get(j));
             bound = top.bound();

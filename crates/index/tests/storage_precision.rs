@@ -172,19 +172,24 @@ fn exact_hits(hits: &[vecseal_index::Hit]) -> Vec<(String, Option<u32>)> {
         .collect()
 }
 
-/// Under the dot-product metrics the first pass over 8- and 4-bit codes
-/// runs in integers (float16 and float32 in floating point): at every
-/// precision a batch answers each query exactly as that query sent alone
+/// Under every metric the first pass over 8- and 4-bit codes runs in
+/// integers (float16 and float32 in floating point): at every precision a
+/// batch answers each query exactly as that query sent alone
 /// (the batch has enough queries per block for the GEMM screen), trained
 /// or not; and with every item a candidate the results are float32's,
 /// bit for bit.
 #[test]
-fn dot_product_metrics_answer_a_batch_as_each_query_alone() {
+fn every_metric_answers_a_batch_as_each_query_alone() {
     let dim = 50;
     let data = clustered(11_000, dim, 12, 7);
     let all_ids = ids(data.len());
     let queries = clustered(64, dim, 12, 8);
-    for metric in [Metric::Cosine, Metric::InnerProduct] {
+    for metric in [
+        Metric::Cosine,
+        Metric::InnerProduct,
+        Metric::SquaredEuclidean,
+        Metric::Euclidean,
+    ] {
         let open = |precision: Precision| {
             let db = Database::new(Arc::new(MemStore::new(vecseal_index::NAMESPACES)));
             let index = db

@@ -174,20 +174,21 @@ fn weights_the_coding_cannot_hold_are_refused() {
 }
 
 #[test]
-fn only_dot_product_metrics_at_8_and_4_bits_use_the_integer_pass() {
+fn every_metric_at_8_and_4_bits_uses_the_integer_pass() {
     for p in Precision::ALL {
-        for m in [
-            Metric::Cosine,
-            Metric::InnerProduct,
-            Metric::SquaredEuclidean,
-            Metric::Euclidean,
-        ] {
-            let want = matches!(p, Precision::Tq8 | Precision::Tq4)
-                && matches!(m, Metric::Cosine | Metric::InnerProduct);
+        for m in METRICS {
+            let want = matches!(p, Precision::Tq8 | Precision::Tq4);
             assert_eq!(applies(m, p), want, "{p} {m:?}");
         }
     }
 }
+
+const METRICS: [Metric; 4] = [
+    Metric::Cosine,
+    Metric::InnerProduct,
+    Metric::SquaredEuclidean,
+    Metric::Euclidean,
+];
 
 /// The screen's slack covers the integer pass's distance from the decoded
 /// vector's float distance, for every pair; the integer pass does fall
@@ -198,7 +199,7 @@ fn the_screen_slack_covers_the_integer_pass() {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
     for p in [Precision::Tq8, Precision::Tq4] {
         for dim in [7, 50, 768] {
-            for metric in [Metric::Cosine, Metric::InnerProduct] {
+            for metric in METRICS {
                 let n = 200;
                 let (range, bytes) = block(p, n, dim, 5 + dim as u64);
                 let codes = codes_of(p, &range, &bytes);
@@ -206,13 +207,16 @@ fn the_screen_slack_covers_the_integer_pass() {
                 codes.decode_into(dim, &mut decoded);
                 let slack = Slack::new(&codes, dim);
                 let (mut below, mut widest) = (0, 0f32);
-                let norms = decoded
-                    .chunks_exact(dim)
-                    .map(|x| crate::distance::dot(x, x).sqrt())
-                    .fold(0f32, f32::max);
+                let squares = codes.squared_norms(dim);
+                let max_square = squares.iter().fold(0f32, |m, &v| m.max(v));
+                let norms = max_square.sqrt();
+                for (x, &nn) in decoded.chunks_exact(dim).zip(&squares) {
+                    assert_eq!(crate::distance::dot(x, x).to_bits(), nn.to_bits());
+                }
                 for _ in 0..20 {
                     let mut q: Vec<f32> = (0..dim).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
                     crate::distance::normalize(&mut q);
+                    let qq = crate::distance::dot(&q, &q);
                     let mut coded = CodedQuery::default();
                     assert!(coded.code(&q, &codes, dim));
                     let mut dots = Vec::new();
@@ -223,21 +227,44 @@ fn the_screen_slack_covers_the_integer_pass() {
                         .collect();
                     let ints: Vec<f32> = dots
                         .iter()
-                        .map(|&d| crate::distance::finish(metric, d))
+                        .zip(&squares)
+                        .map(|(&d, &nn)| distance(metric, d, qq, nn))
                         .collect();
                     // A block with a vector at the bound is never ruled
                     // out; one far below every vector is.
                     let q_inf = q.iter().fold(0f64, |m, &x| m.max(f64::from(x).abs()));
+                    let rules_out = |bound: f32| {
+                        if euclidean(metric) {
+                            slack.rules_out_euclidean(
+                                metric,
+                                (q_inf, qq),
+                                max_square,
+                                &floats,
+                                bound,
+                            )
+                        } else {
+                            slack.rules_out(q_inf, &floats, bound)
+                        }
+                    };
                     let least = ints.iter().fold(f32::INFINITY, |m, &v| m.min(v));
-                    assert!(!slack.rules_out(q_inf, &floats, least), "{p} d={dim}");
-                    let far =
-                        floats.iter().fold(f32::INFINITY, |m, &v| m.min(v)) - 1.0 - 4e-3 * norms;
-                    assert!(slack.rules_out(q_inf, &floats, far), "{p} d={dim}");
+                    assert!(!rules_out(least), "{p} d={dim} {metric:?}");
+                    let closest = floats.iter().fold(f32::INFINITY, |m, &v| m.min(v));
+                    let far = if euclidean(metric) {
+                        closest * 0.5 - 0.1
+                    } else {
+                        closest - 1.0 - 4e-3 * norms
+                    };
+                    assert!(rules_out(far), "{p} d={dim} {metric:?}");
                     for (j, x) in decoded.chunks_exact(dim).enumerate() {
                         let float = crate::distance::distance(metric, &q, x);
-                        let int = crate::distance::finish(metric, dots[j]);
-                        let (c0, c1) = slack.linear(&coded);
-                        let e = c0 + c1 * float.abs();
+                        let int = ints[j];
+                        let e = if euclidean(metric) {
+                            let (c0, c1) = slack.squared(&coded, qq);
+                            in_units(metric, c0 + c1 * squares[j], int, float)
+                        } else {
+                            let (c0, c1) = slack.linear(&coded);
+                            c0 + c1 * float.abs()
+                        };
                         assert!(
                             int >= float - e,
                             "{p} d={dim} {metric:?} row {j}: {int} < {float} − {e}"
@@ -248,9 +275,20 @@ fn the_screen_slack_covers_the_integer_pass() {
                         assert_eq!(one.to_bits(), dots[j].to_bits(), "dot_one agrees");
                     }
                 }
-                assert!(below > 0, "{p} d={dim}: the integer pass never fell below");
-                // Unit queries: dot products are at most the norms.
-                assert!(widest < 1e-3 * norms, "{p} d={dim}: slack {widest}");
+                assert!(
+                    below > 0,
+                    "{p} d={dim} {metric:?}: the integer pass never fell below"
+                );
+                // Unit queries: dot products are at most the norms, and
+                // squared distances at most (1 + norm)².
+                let scale = match metric {
+                    Metric::SquaredEuclidean => (1.0 + norms) * (1.0 + norms),
+                    _ => norms.max(1.0),
+                };
+                assert!(
+                    widest < 1e-3 * scale,
+                    "{p} d={dim} {metric:?}: slack {widest}"
+                );
             }
         }
     }
