@@ -35,8 +35,6 @@ use crate::distance::finish;
 use crate::precision::{Codes, Precision};
 use crate::Metric;
 
-mod wide;
-
 /// Pairs of products summed per `i32` lane, in lanes of this many.
 const LANES: usize = 16;
 /// A row is summed in chunks of this many codes (the tail one by one).
@@ -160,7 +158,7 @@ impl CodedQuery {
         let n = codes.bytes.len() / cb.max(1);
         out.clear();
         out.resize(n, 0.0);
-        wide::run(
+        vecseal_kmeans::kernel::dispatch_at(
             level,
             Sums {
                 precision: codes.precision,
@@ -291,14 +289,6 @@ impl WithSimd for Sums<'_> {
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, _simd: S) {
-        self.run(row_sum);
-    }
-}
-
-impl Sums<'_> {
-    /// Every row's `base + scale·Σ k·c`, with `row_sum` taking `Σ k·c`.
-    #[inline(always)]
-    fn run(self, row_sum: impl Fn(&[u8], &[i16]) -> i32) {
         let Sums {
             precision,
             codes,
@@ -527,19 +517,16 @@ impl CodedQuery {
         let cb = codes.precision.code_bytes(dim);
         let row = &codes.bytes[j * cb..(j + 1) * cb];
         let mut out = [0f32];
-        wide::run(
-            SimdLevel::current(),
-            Sums {
-                precision: codes.precision,
-                codes: row,
-                cb,
-                k: &self.k,
-                unpacked,
-                out: &mut out,
-                scale: self.scale,
-                base: self.base,
-            },
-        );
+        vecseal_kmeans::kernel::dispatch(Sums {
+            precision: codes.precision,
+            codes: row,
+            cb,
+            k: &self.k,
+            unpacked,
+            out: &mut out,
+            scale: self.scale,
+            base: self.base,
+        });
         out[0]
     }
 }
