@@ -133,13 +133,16 @@ impl Block {
         })
     }
 
-    /// The squared norms of the decoded vectors of `codes` (this block's
-    /// own, as [`Block::codes`] gives them), each the canonical sum over
-    /// the decoded vector, so the same bits at every SIMD level and in a
-    /// batch as alone: computed once per block read (a cached block keeps
+    /// The squared norms of this block's decoded vectors (empty unless it
+    /// holds codes as read: see [`Block::codes`]), each the canonical sum
+    /// over the decoded vector, so the same bits at every SIMD level and in
+    /// a batch as alone: computed once per block read (a cached block keeps
     /// them), for the integer pass's Euclidean distances.
-    pub(crate) fn decoded_norms(&self, codes: &Codes<'_>, dim: usize) -> &[f32] {
-        self.norms.get_or_init(|| codes.squared_norms(dim))
+    pub(crate) fn decoded_norms(&self, dim: usize) -> &[f32] {
+        match self.codes(dim) {
+            Some(codes) => self.norms.get_or_init(|| codes.squared_norms(dim)),
+            None => &[],
+        }
     }
 
     /// The bytes of the vectors, or of the range and codes, as read.

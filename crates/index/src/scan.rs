@@ -111,7 +111,7 @@ pub(crate) fn score_block(
     let integer = codes.filter(|c| quantized::applies(metric, c.precision));
     // The decoded vectors' squared norms, for Euclidean distances.
     let norms: &[f32] = match integer {
-        Some(c) if quantized::euclidean(metric) => block.decoded_norms(&c, dim),
+        Some(_) if quantized::euclidean(metric) => block.decoded_norms(dim),
         _ => &[],
     };
     let mut left = qs;

@@ -213,10 +213,23 @@ fn compressed_blocks_round_trip_and_edit() {
         let codes = back.codes(dim).expect("codes");
         let mut got = Vec::new();
         codes.decode_into(dim, &mut got);
+        // The decoded vectors' squared norms, canonical sums; none for a
+        // block under edit.
+        let norms: Vec<u32> = got
+            .chunks_exact(dim)
+            .map(|x| crate::distance::dot(x, x).to_bits())
+            .collect();
+        let kept: Vec<u32> = back
+            .decoded_norms(dim)
+            .iter()
+            .map(|v| v.to_bits())
+            .collect();
+        assert_eq!(kept, norms, "{p}");
         // Remove a coded vector, push an exact one: the codes of the others
         // do not change, and ids follow their vectors.
         let mut edited = back.clone();
         assert!(edited.remove("id1", dim));
+        assert!(edited.decoded_norms(dim).is_empty(), "{p}: under edit");
         assert!(!edited.remove("nope", dim));
         edited.push("new", &vectors[..dim]);
         let again = Block::decode(&edited.encode(dim, PLACE), dim).expect("decodes");
