@@ -7,10 +7,31 @@ use std::ops::Range;
 use vecseal_codec::{Reader, Record, Writer};
 
 use crate::precision::{Codes, Pending, Precision};
-use crate::Result;
+use crate::{Metric, Result};
 
 const ITEM_VERSION: u8 = 1;
-const BLOCK_VERSION: u8 = 3;
+const BLOCK_VERSION: u8 = 4;
+
+/// Whether an encoded 8- or 4-bit block carries the squared norms of its
+/// decoded vectors (version 4). The integer pass needs them under the
+/// Euclidean metrics; kept in the block, a read need not decode every
+/// vector to compute them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Norms {
+    Kept,
+    Omitted,
+}
+
+impl Norms {
+    /// What blocks of an index under `metric` carry.
+    pub(crate) fn for_metric(metric: Metric) -> Self {
+        if crate::quantized::euclidean(metric) {
+            Self::Kept
+        } else {
+            Self::Omitted
+        }
+    }
+}
 
 /// The plaintext of an item record.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,8 +94,11 @@ pub(crate) struct Block {
     /// Where the block belongs, as read from a version-3 block.
     place: Option<Place>,
     /// The squared norms of the decoded vectors of an 8- or 4-bit block as
-    /// read, computed on first need (see [`Block::decoded_norms`]).
+    /// read: read with it, or computed on first need (see
+    /// [`Block::decoded_norms`]).
     norms: std::sync::OnceLock<Vec<f32>>,
+    /// Whether `norms` was read with the block.
+    stored_norms: bool,
 }
 
 /// Where a block belongs: sealed inside it (version 3), so the blocks of an
@@ -136,8 +160,9 @@ impl Block {
     /// The squared norms of this block's decoded vectors (empty unless it
     /// holds codes as read: see [`Block::codes`]), each the canonical sum
     /// over the decoded vector, so the same bits at every SIMD level and in
-    /// a batch as alone: computed once per block read (a cached block keeps
-    /// them), for the integer pass's Euclidean distances.
+    /// a batch as alone: read with the block when it keeps them
+    /// ([`Norms::Kept`]), else computed once per block read (a cached block
+    /// keeps them), for the integer pass's Euclidean distances.
     pub(crate) fn decoded_norms(&self, dim: usize) -> &[f32] {
         match self.codes(dim) {
             Some(codes) => self.norms.get_or_init(|| codes.squared_norms(dim)),
@@ -343,12 +368,14 @@ pub(crate) fn decode_centroids(b: &[u8], n_lists: usize, dim: usize) -> Result<V
 const BLOCK_VECTORS_AT: usize = 10;
 
 impl Block {
-    /// Version 3, little-endian: `[3, precision, n: u32, dim: u32,
-    /// payload, n × (len: u32, id bytes), list: u32, generation: u64,
-    /// seq: u64]`. The payload is `n·dim` f32 (float32, code 0), or the
-    /// range (`lo`, `step`: `dim` f32 each; 8- and 4-bit codes only) and `n`
-    /// codes (see [`Precision::code_bytes`]).
-    pub(crate) fn encode(&self, dim: usize, place: Place) -> Vec<u8> {
+    /// Version 4, little-endian: `[4, precision, n: u32, dim: u32,
+    /// payload, n × (len: u32, id bytes), m: u32, m × f32 norms, list: u32,
+    /// generation: u64, seq: u64]`. The payload is `n·dim` f32 (float32,
+    /// code 0), or the range (`lo`, `step`: `dim` f32 each; 8- and 4-bit
+    /// codes only) and `n` codes (see [`Precision::code_bytes`]). `m` is
+    /// `n` for an 8- or 4-bit block with [`Norms::Kept`] (the squared norms
+    /// of its decoded vectors, see [`Block::decoded_norms`]), else 0.
+    pub(crate) fn encode(&self, dim: usize, place: Place, norms: Norms) -> Vec<u8> {
         let p = self.precision;
         // float32: the vectors; compressed: the range (if any) and codes.
         let (head, codes): (Cow<'_, [f32]>, Cow<'_, [u8]>) = if let Some(pending) = &self.pending {
@@ -360,13 +387,29 @@ impl Block {
         } else {
             (Cow::Borrowed(self.vectors()), Cow::Borrowed(&[][..]))
         };
+        let squares: Cow<'_, [f32]> =
+            if norms == Norms::Omitted || p.levels() == 0 || head.is_empty() {
+                Cow::Borrowed(&[])
+            } else if self.pending.is_some() {
+                let (lo, step) = head.split_at(dim);
+                let coded = Codes {
+                    precision: p,
+                    lo,
+                    step,
+                    bytes: &codes,
+                };
+                Cow::Owned(coded.squared_norms(dim))
+            } else {
+                Cow::Borrowed(self.decoded_norms(dim))
+            };
         let mut w = Writer::with_capacity(
             BLOCK_VECTORS_AT
                 + head.len() * 4
                 + codes.len()
                 + self.ids.text.len()
                 + 4 * self.len()
-                + 20,
+                + 4 * squares.len()
+                + 24,
         );
         w.u8(BLOCK_VERSION)
             .u8(p.code())
@@ -377,6 +420,7 @@ impl Block {
         for id in self.ids.iter() {
             w.str(id);
         }
+        w.len_u32(squares.len()).f32s(&squares);
         w.u32(place.list).u64(place.generation).u64(place.seq);
         w.into_vec()
     }
@@ -386,6 +430,16 @@ impl Block {
         let mut b = Self::default();
         b.open_into(plain, dim, |p| Ok(0..p.len()))?;
         Ok(b)
+    }
+
+    /// Whether this block was read with its decoded vectors' norms (a
+    /// version-4 8- or 4-bit block encoded with [`Norms::Kept`]).
+    pub(crate) fn read_norms(&self) -> Norms {
+        if self.stored_norms {
+            Norms::Kept
+        } else {
+            Norms::Omitted
+        }
     }
 
     /// Reads the sealed value `sealed` into this block, reusing its buffers:
@@ -403,6 +457,7 @@ impl Block {
         self.place = None;
         self.pending = None;
         self.norms = std::sync::OnceLock::new();
+        self.stored_norms = false;
         // Only grows (and zero-fills) a buffer that is too short.
         self.data.resize(sealed.len().div_ceil(4), 0.0);
         let bytes = &mut bytemuck::cast_slice_mut::<f32, u8>(&mut self.data)[..sealed.len()];
@@ -414,10 +469,15 @@ impl Block {
                 place,
                 precision,
                 code_len,
+                norms,
             }) => {
                 self.place = place;
                 self.precision = precision;
                 self.code_len = code_len;
+                self.stored_norms = norms.is_some();
+                if let Some(norms) = norms {
+                    self.norms = std::sync::OnceLock::from(norms);
+                }
                 plain.start + payload.start..plain.start + payload.end
             }
             Err(e) => {
@@ -451,12 +511,15 @@ struct Parsed {
     precision: Precision,
     /// Bytes of codes at the end of the payload.
     code_len: usize,
+    /// The decoded vectors' squared norms, when the block keeps them.
+    norms: Option<Vec<f32>>,
 }
 
 /// Checks a block's plaintext and reads its ids into `ids`; returns where
-/// its payload is in it and, from version 3, its place and precision. Reads
-/// versions 1 (ids before vectors, at no particular alignment), 2 and 3
-/// (a trailer with the place).
+/// its payload is in it, from version 3 its place and precision, and from
+/// version 4 the norms it keeps. Reads versions 1 (ids before vectors, at
+/// no particular alignment), 2, 3 (a trailer with the place) and 4 (the
+/// norms before it).
 fn parse_block(plain: &[u8], dim: usize, ids: &mut Ids) -> Result<Parsed> {
     let mut r = Reader::new(plain, Record::Block);
     let version = r.version(1, BLOCK_VERSION)?;
@@ -504,6 +567,22 @@ fn parse_block(plain: &[u8], dim: usize, ids: &mut Ids) -> Result<Parsed> {
     if version >= 2 {
         read_ids(&mut r)?;
     }
+    let mut norms = None;
+    if version >= 4 {
+        let m = r.len_u32()?;
+        if m != 0 {
+            if precision.levels() == 0 || m != n {
+                return Err(r
+                    .invalid(
+                        "number of norms",
+                        m as u64,
+                        "0, or the block's number of vectors in an 8- or 4-bit block",
+                    )
+                    .into());
+            }
+            norms = Some(r.f32s(m)?);
+        }
+    }
     let place = if version >= 3 {
         Some(Place {
             list: r.u32()?,
@@ -519,6 +598,7 @@ fn parse_block(plain: &[u8], dim: usize, ids: &mut Ids) -> Result<Parsed> {
         place,
         precision,
         code_len,
+        norms,
     })
 }
 

@@ -9,7 +9,7 @@ use vecseal_storage::{Durability, WriteBatch};
 use vecseal_codec::Record;
 
 use crate::catalog::{NS_BLOCKS, NS_META};
-use crate::codec::{Block, Place};
+use crate::codec::{Block, Norms, Place};
 use crate::keys::{Keys, Kind};
 use crate::precision::Precision;
 use crate::shared::Shared;
@@ -34,6 +34,8 @@ pub(crate) struct Edit {
     pub(crate) append_cap: usize,
     pub(crate) dim: usize,
     pub(crate) precision: Precision,
+    /// Whether the blocks keep their decoded vectors' norms.
+    pub(crate) norms: Norms,
     pub(crate) generation: u64,
     pub(crate) blocks: u64,
     pub(crate) digest: Digest,
@@ -67,6 +69,7 @@ impl Edit {
             append_cap: append_capacity(dim, p.precision),
             dim,
             precision: p.precision,
+            norms: Norms::for_metric(p.metric),
             generation: p.generation,
             blocks: p.blocks,
             digest: p.digest,
@@ -223,7 +226,7 @@ impl Edit {
         // as edited (codes and exact vectors).
         let sealed: Vec<Result<Sealed>> = map_pooled(&renumbered, |(place, block)| {
             let key = keys.block_key(place.seq);
-            let plain = block.encode(self.dim, *place);
+            let plain = block.encode(self.dim, *place, self.norms);
             let coded = if block.precision().is_compressed() {
                 Some(Block::decode(&plain, self.dim)?)
             } else {

@@ -68,12 +68,12 @@ pub(crate) fn distance(metric: Metric, dot: f32, qq: f32, nn: f32) -> f32 {
     }
 }
 
-/// Codes per row as the kernel reads them: `dim` (8-bit), or the unpacked
-/// nibbles of 4-bit rows (`[even dimensions | odd dimensions]`, padded to
-/// a whole chunk).
+/// Codes per row as the kernel reads them: `dim` (8-bit), or both nibbles
+/// of every byte of a 4-bit row (weights `[even dimensions | odd
+/// dimensions]`, the last odd one 0 when `dim` is odd).
 fn row_len(p: Precision, dim: usize) -> usize {
     match p {
-        Precision::Tq4 => (2 * dim.div_ceil(2)).div_ceil(CHUNK) * CHUNK,
+        Precision::Tq4 => 2 * dim.div_ceil(2),
         _ => dim,
     }
 }
@@ -134,15 +134,9 @@ impl CodedQuery {
 
     /// The approximate dot products of this query with every vector of
     /// `codes` (coded by [`CodedQuery::code`] against the same range) into
-    /// `out`; `unpacked` is scratch for 4-bit rows.
-    pub(crate) fn dots(
-        &self,
-        codes: &Codes<'_>,
-        dim: usize,
-        unpacked: &mut Vec<u8>,
-        out: &mut Vec<f32>,
-    ) {
-        self.dots_at(SimdLevel::current(), codes, dim, unpacked, out);
+    /// `out`.
+    pub(crate) fn dots(&self, codes: &Codes<'_>, dim: usize, out: &mut Vec<f32>) {
+        self.dots_at(SimdLevel::current(), codes, dim, out);
     }
 
     /// [`CodedQuery::dots`] at `level` (or the best available below it).
@@ -151,7 +145,6 @@ impl CodedQuery {
         level: SimdLevel,
         codes: &Codes<'_>,
         dim: usize,
-        unpacked: &mut Vec<u8>,
         out: &mut Vec<f32>,
     ) {
         let cb = codes.precision.code_bytes(dim);
@@ -165,7 +158,6 @@ impl CodedQuery {
                 codes: codes.bytes,
                 cb,
                 k: &self.k,
-                unpacked,
                 out,
                 scale: self.scale,
                 base: self.base,
@@ -278,7 +270,6 @@ struct Sums<'a> {
     /// Bytes per row.
     cb: usize,
     k: &'a [i16],
-    unpacked: &'a mut Vec<u8>,
     out: &'a mut [f32],
     scale: f64,
     base: f64,
@@ -294,24 +285,15 @@ impl WithSimd for Sums<'_> {
             codes,
             cb,
             k,
-            unpacked,
             out,
             scale,
             base,
         } = self;
         let finish = |sum: i32| (base + scale * f64::from(sum)) as f32;
         if precision == Precision::Tq4 {
-            unpacked.clear();
-            unpacked.resize(k.len(), 0);
+            let (even, odd) = k.split_at(cb);
             for (row, o) in codes.chunks_exact(cb).zip(out.iter_mut()) {
-                let (even, odd) = unpacked.split_at_mut(cb);
-                for (u, &c) in even.iter_mut().zip(row) {
-                    *u = c & 15;
-                }
-                for (u, &c) in odd.iter_mut().zip(row) {
-                    *u = c >> 4;
-                }
-                *o = finish(row_sum(unpacked, k));
+                *o = finish(nibble_sum(row, even, odd));
             }
         } else {
             for (row, o) in codes.chunks_exact(cb).zip(out.iter_mut()) {
@@ -344,6 +326,41 @@ fn row_sum(row: &[u8], k: &[i16]) -> i32 {
     }
     for (&c, &k) in row[body..].iter().zip(&k[body..]) {
         sum = sum.wrapping_add(i32::from(c).wrapping_mul(i32::from(k)));
+    }
+    sum
+}
+
+/// [`row_sum`] of a packed 4-bit row (the dimensions `2i` and `2i + 1` in
+/// the low and high nibble of byte `i`) with the weights of the even and
+/// the odd dimensions, each nibble taken where it lies: no unpacked copy.
+#[inline(always)]
+fn nibble_sum(row: &[u8], even: &[i16], odd: &[i16]) -> i32 {
+    let body = row.len() / CHUNK * CHUNK;
+    let mut lanes = [0i32; LANES];
+    for ((c, e), o) in row[..body]
+        .chunks_exact(CHUNK)
+        .zip(even[..body].chunks_exact(CHUNK))
+        .zip(odd[..body].chunks_exact(CHUNK))
+    {
+        for (l, lane) in lanes.iter_mut().enumerate() {
+            let (a, b) = (c[2 * l], c[2 * l + 1]);
+            let low = i32::from(a & 15)
+                .wrapping_mul(i32::from(e[2 * l]))
+                .wrapping_add(i32::from(b & 15).wrapping_mul(i32::from(e[2 * l + 1])));
+            let high = i32::from(a >> 4)
+                .wrapping_mul(i32::from(o[2 * l]))
+                .wrapping_add(i32::from(b >> 4).wrapping_mul(i32::from(o[2 * l + 1])));
+            *lane = lane.wrapping_add(low).wrapping_add(high);
+        }
+    }
+    let mut sum = 0i32;
+    for lane in lanes {
+        sum = sum.wrapping_add(lane);
+    }
+    for ((&c, &e), &o) in row[body..].iter().zip(&even[body..]).zip(&odd[body..]) {
+        sum = sum
+            .wrapping_add(i32::from(c & 15).wrapping_mul(i32::from(e)))
+            .wrapping_add(i32::from(c >> 4).wrapping_mul(i32::from(o)));
     }
     sum
 }
@@ -507,13 +524,7 @@ pub(crate) fn in_units(metric: Metric, c: f32, bound: f32, v: f32) -> f32 {
 impl CodedQuery {
     /// The approximate dot product with vector `j` of `codes` alone: the
     /// same bits as [`CodedQuery::dots`] gives it.
-    pub(crate) fn dot_one(
-        &self,
-        codes: &Codes<'_>,
-        dim: usize,
-        j: usize,
-        unpacked: &mut Vec<u8>,
-    ) -> f32 {
+    pub(crate) fn dot_one(&self, codes: &Codes<'_>, dim: usize, j: usize) -> f32 {
         let cb = codes.precision.code_bytes(dim);
         let row = &codes.bytes[j * cb..(j + 1) * cb];
         let mut out = [0f32];
@@ -522,7 +533,6 @@ impl CodedQuery {
             codes: row,
             cb,
             k: &self.k,
-            unpacked,
             out: &mut out,
             scale: self.scale,
             base: self.base,

@@ -187,7 +187,8 @@ impl Rotation<'_> {
                         generation,
                         seq,
                     };
-                    let plain = buf.encode(dim, place);
+                    // The same contents, its norms too if it kept them.
+                    let plain = buf.encode(dim, place, buf.read_norms());
                     let key = new.block_key(seq);
                     let value = new.seal(Kind::Block, &key, &plain)?;
                     let len = value.len();

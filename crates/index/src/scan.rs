@@ -66,7 +66,6 @@ pub(crate) struct Scratch {
     scores: Vec<f32>,
     decoded: Decoded,
     coded: CodedQuery,
-    unpacked: Vec<u8>,
     /// The distances of one query (integer pass, float16 sums).
     row: Vec<f32>,
     refused: Vec<u32>,
@@ -103,7 +102,6 @@ pub(crate) fn score_block(
         scores,
         decoded,
         coded,
-        unpacked,
         row: one,
         refused,
     } = w;
@@ -119,7 +117,7 @@ pub(crate) fn score_block(
     if let Some(codes) = integer.filter(|_| qs.len() < GEMM_MIN_QUERIES) {
         // Few queries: the integer pass, query by query, no decode.
         for &qi in qs {
-            if integer_row(on, (&codes, norms), qi, coded, unpacked, one) {
+            if integer_row(on, (&codes, norms), qi, coded, one) {
                 offer(&mut tops[qi as usize], one, allowed, block, None);
             } else {
                 refused.push(qi);
@@ -205,16 +203,13 @@ pub(crate) fn score_block(
                             norms,
                             slack,
                             coded,
-                            unpacked,
                         };
                         offer_integer(on, qi, top, row, allowed, block, integer);
                     }
                     // Refused: as alone, the decoded block's distances.
                     _ => offer(top, row, allowed, block, float),
                 },
-                (Some(codes), false)
-                    if integer_row(on, (&codes, norms), qi, coded, unpacked, one) =>
-                {
+                (Some(codes), false) if integer_row(on, (&codes, norms), qi, coded, one) => {
                     offer(top, one, allowed, block, None);
                 }
                 _ => offer(top, row, allowed, block, float),
@@ -256,13 +251,12 @@ fn integer_row(
     (codes, norms): (&Codes<'_>, &[f32]),
     qi: u32,
     coded: &mut CodedQuery,
-    unpacked: &mut Vec<u8>,
     out: &mut Vec<f32>,
 ) -> bool {
     if !coded.code(on.query(qi), codes, on.dim) {
         return false;
     }
-    coded.dots(codes, on.dim, unpacked, out);
+    coded.dots(codes, on.dim, out);
     if quantized::euclidean(on.metric) {
         let qq = on.square(qi);
         for (v, &nn) in out.iter_mut().zip(norms) {
@@ -283,7 +277,6 @@ struct Integer<'a> {
     norms: &'a [f32],
     slack: &'a Slack,
     coded: &'a CodedQuery,
-    unpacked: &'a mut Vec<u8>,
 }
 
 /// Offers, from a GEMM screen's lower bounds `row` of the decoded
@@ -318,7 +311,7 @@ fn offer_integer(
         if v.is_finite() && v - slack > bound || !allowed.get(j).copied().unwrap_or(true) {
             continue;
         }
-        let dot = with.coded.dot_one(with.codes, on.dim, j, with.unpacked);
+        let dot = with.coded.dot_one(with.codes, on.dim, j);
         let dist = quantized::distance(metric, dot, qq, nn);
         if dist <= bound {
             top.offer(dist, block.ids().get(j));

@@ -12,7 +12,7 @@ use vecseal_keyring::WriteCap;
 use vecseal_storage::{Durability, WriteBatch};
 
 use crate::catalog::{NS_BLOCKS, NS_META};
-use crate::codec::{Block, Place};
+use crate::codec::{Block, Norms, Place};
 use crate::handle::Index;
 use crate::keys::{Keys, Kind};
 use crate::load::Live;
@@ -170,6 +170,8 @@ pub(crate) struct ListWriter<'a> {
     pub(crate) dim: usize,
     pub(crate) per_block: usize,
     pub(crate) precision: Precision,
+    /// Whether the blocks keep their decoded vectors' norms.
+    pub(crate) norms: Norms,
     pub(crate) generation: u64,
     pub(crate) next_seq: u64,
     pub(crate) lists: Vec<Vec<BlockRef>>,
@@ -198,6 +200,7 @@ impl<'a> ListWriter<'a> {
             dim,
             per_block: block_capacity(dim, old.precision),
             precision: old.precision,
+            norms: Norms::for_metric(old.metric),
             generation: old.generation + 1,
             next_seq: old.next_seq,
             lists: vec![Vec::new(); n_lists],
@@ -308,13 +311,13 @@ impl<'a> ListWriter<'a> {
     pub(crate) fn flush(&mut self) -> Result<()> {
         use rand::seq::SliceRandom;
         self.pending.shuffle(&mut rand::thread_rng());
-        let (keys, dim) = (self.keys, self.dim);
+        let (keys, dim, norms) = (self.keys, self.dim, self.norms);
         let sealed: Vec<Result<(Vec<u8>, Vec<u8>)>> = self
             .pending
             .par_iter()
             .map(|(place, block)| {
                 let key = keys.block_key(place.seq);
-                let value = keys.seal(Kind::Block, &key, &block.encode(dim, *place))?;
+                let value = keys.seal(Kind::Block, &key, &block.encode(dim, *place, norms))?;
                 Ok((key, value))
             })
             .collect();

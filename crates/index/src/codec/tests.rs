@@ -23,7 +23,9 @@ proptest! {
             b.push(&format!("id{i}"), &v);
         }
         let place = Place { list: n as u32, generation: d as u64, seq: (n * d) as u64 };
-        let enc = b.encode(d, place);
+        // Float32 blocks keep no norms, whatever is asked.
+        let enc = b.encode(d, place, Norms::Kept);
+        prop_assert_eq!(&enc, &b.encode(d, place, Norms::Omitted));
         let back = Block::decode(&enc, d);
         prop_assert_eq!(back.as_ref().ok().and_then(Block::place), Some(place));
         prop_assert_eq!(back.ok(), Some(b.clone()));
@@ -61,13 +63,15 @@ proptest! {
         if let Ok(rec) = ItemRecord::decode(&item) {
             prop_assert_eq!(rec.encode(), item);
         }
-        let block = [&[BLOCK_VERSION, 0][..], &tail].concat();
-        if let Ok(b) = Block::decode(&block, dim) {
-            let place = b.place();
-            prop_assert!(place.is_some());
-            prop_assert_eq!(b.encode(dim, place.unwrap_or(PLACE)), block);
+        for precision in [0u8, 2, 3] {
+            let block = [&[BLOCK_VERSION, precision][..], &tail].concat();
+            if let Ok(b) = Block::decode(&block, dim) {
+                let place = b.place();
+                prop_assert!(place.is_some());
+                prop_assert_eq!(b.encode(dim, place.unwrap_or(PLACE), b.read_norms()), block);
+            }
         }
-        for version in [1u8, 2] {
+        for version in [1u8, 2, 3] {
             // Older layouts: decode without panicking.
             let _ = Block::decode(&[&[version][..], &tail].concat(), dim);
         }
@@ -138,6 +142,60 @@ fn version_1_blocks_still_read() {
     assert_eq!(Block::decode(&encode_v1(&b, 5), 5).ok(), Some(b));
 }
 
+#[test]
+fn version_3_blocks_still_read_and_compute_their_norms() {
+    let dim = 5;
+    for p in [Precision::Float32, Precision::Tq8, Precision::Tq4] {
+        let mut b = Block::new(p);
+        for i in 0..7 {
+            let v: Vec<f32> = (0..dim).map(|j| (i * dim + j) as f32 * 0.5 - 4.0).collect();
+            b.push(&format!("item-{i}"), &v);
+        }
+        // Version 3 is version 4 without the count of norms before the
+        // place (20 bytes at the end).
+        let v4 = b.encode(dim, PLACE, Norms::Omitted);
+        let cut = v4.len() - 24;
+        assert_eq!(v4[cut..cut + 4], [0; 4], "{p}: no norms kept");
+        let v3 = [&[3][..], &v4[1..cut], &v4[cut + 4..]].concat();
+        let back = Block::decode(&v3, dim).expect("a version-3 block reads");
+        assert_eq!(back.place(), Some(PLACE));
+        assert_eq!(back.read_norms(), Norms::Omitted);
+        let kept = Block::decode(&b.encode(dim, PLACE, Norms::Kept), dim).expect("decodes");
+        assert_eq!(back, kept, "{p}");
+        let bits =
+            |b: &Block| -> Vec<u32> { b.decoded_norms(dim).iter().map(|x| x.to_bits()).collect() };
+        assert_eq!(bits(&back), bits(&kept), "{p}: computed as kept");
+        assert_eq!(
+            bits(&back).len(),
+            if p == Precision::Float32 { 0 } else { 7 }
+        );
+    }
+}
+
+#[test]
+fn a_block_keeps_norms_only_for_each_of_its_vectors() {
+    let dim = 3;
+    let mut b = Block::new(Precision::Tq8);
+    for i in 0..4 {
+        b.push(&format!("v{i}"), &[i as f32, 1.0, -2.0]);
+    }
+    let enc = b.encode(dim, PLACE, Norms::Kept);
+    // The count of norms sits before its 4 norms and the 20-byte place.
+    let at = enc.len() - 20 - 4 * 4 - 4;
+    assert_eq!(enc[at..at + 4], 4u32.to_le_bytes());
+    let mut wrong = enc.clone();
+    wrong[at..at + 4].copy_from_slice(&3u32.to_le_bytes());
+    assert!(matches!(
+        Block::decode(&wrong, dim),
+        Err(crate::Error::Decode(vecseal_codec::Error::Invalid {
+            record: Record::Block,
+            field: "number of norms",
+            found: 3,
+            ..
+        }))
+    ));
+}
+
 const PLACE: Place = Place {
     list: 3,
     generation: 1,
@@ -153,7 +211,7 @@ fn sealed_blocks_are_scanned_where_they_were_decrypted() {
     for suite in [Suite::Aes256Gcm, Suite::XChaCha20Poly1305] {
         let keys = Keys::derive(&key, vecseal_keyring::IndexId([1; 16]), suite);
         let sealed = keys
-            .seal(Kind::Block, b"k", &b.encode(3, PLACE))
+            .seal(Kind::Block, b"k", &b.encode(3, PLACE, Norms::Omitted))
             .unwrap_or_else(|e| panic!("{e}"));
         let open = |buf: &mut [u8]| keys.open_in_place(Kind::Block, b"k", buf);
         let mut got = Block::default();
@@ -174,7 +232,7 @@ fn sealed_blocks_are_scanned_where_they_were_decrypted() {
 #[test]
 fn a_block_that_fails_to_open_is_left_empty() {
     let mut got = sample(4, 2);
-    let enc = sample(3, 2).encode(2, PLACE);
+    let enc = sample(3, 2).encode(2, PLACE, Norms::Omitted);
     let r = got.open_into(&enc[..enc.len() - 1], 2, |p| Ok(0..p.len()));
     assert!(r.is_err());
     assert_eq!((got.len(), got.vectors().len()), (0, 0));

@@ -69,3 +69,64 @@ fn with_no_reader_the_lists_are_edited_in_place() {
         outer
     );
 }
+
+/// Every block an 8- or 4-bit index seals (upserts before training,
+/// training, upserts after it) keeps the squared norms of its decoded
+/// vectors under the Euclidean metrics, which the integer pass reads
+/// instead of decoding every vector, and only there.
+#[test]
+fn compressed_blocks_keep_their_norms_under_the_euclidean_metrics() {
+    use crate::codec::{Block, Norms};
+    use crate::{Metric, Precision};
+    let dim = 8;
+    let check = |index: &Index, want: Norms, when: &str| {
+        let (_, keys) = index.shared.authorize(&index.cred).unwrap();
+        let lists = Arc::clone(&index.shared.live.read().p.lists);
+        let mut seen = 0;
+        for b in lists.iter().flat_map(|l| l.iter()) {
+            let mut block = Block::default();
+            index
+                .shared
+                .read_block(&keys, b.seq, dim, &mut block)
+                .unwrap();
+            assert_eq!(block.read_norms(), want, "{when}");
+            assert_eq!(block.decoded_norms(dim).len(), block.len(), "{when}");
+            seen += 1;
+        }
+        assert!(seen > 0, "{when}: no blocks");
+    };
+    let data = clustered(10_001, dim, 4, 9);
+    for metric in [
+        Metric::Euclidean,
+        Metric::SquaredEuclidean,
+        Metric::Cosine,
+        Metric::InnerProduct,
+    ] {
+        for precision in [Precision::Tq8, Precision::Tq4] {
+            let store: Arc<dyn Store> = Arc::new(MemStore::new(NAMESPACES));
+            let index = Database::new(store)
+                .create_index(
+                    "t",
+                    Credentials::owner(key(1)),
+                    IndexConfig::default()
+                        .with_metric(metric)
+                        .with_storage_precision(precision),
+                )
+                .unwrap();
+            let want = Norms::for_metric(metric);
+            let items = |range: std::ops::Range<usize>| -> Vec<Item> {
+                range
+                    .map(|i| Item::new(format!("i{i}"), data[i].clone()))
+                    .collect()
+            };
+            index.upsert(items(0..10_000)).unwrap();
+            check(&index, want, &format!("{metric:?} {precision}: upserted"));
+            index
+                .train(&TrainOptions::default().with_n_lists(4).with_max_iters(3))
+                .unwrap();
+            check(&index, want, &format!("{metric:?} {precision}: trained"));
+            index.upsert(items(10_000..10_001)).unwrap();
+            check(&index, want, &format!("{metric:?} {precision}: one more"));
+        }
+    }
+}

@@ -2,7 +2,7 @@ use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 
 use super::*;
-use crate::codec::{Block, Place};
+use crate::codec::{Block, Norms, Place};
 
 const PLACE: Place = Place {
     list: 0,
@@ -205,26 +205,44 @@ fn compressed_blocks_round_trip_and_edit() {
         for (i, v) in vectors.chunks_exact(dim).enumerate() {
             b.push(&format!("id{i}"), v);
         }
-        let enc = b.encode(dim, PLACE);
+        let enc = b.encode(dim, PLACE, Norms::Kept);
         let back = Block::decode(&enc, dim).expect("decodes");
         assert_eq!(back.precision(), p);
         assert_eq!(back.len(), 6);
-        assert_eq!(back.encode(dim, PLACE), enc, "{p}: re-encoding as read");
+        // Only 8- and 4-bit blocks keep norms (float16 is not scored in
+        // integers).
+        let keeps = if p == Precision::Float16 {
+            Norms::Omitted
+        } else {
+            Norms::Kept
+        };
+        assert_eq!(back.read_norms(), keeps, "{p}");
+        assert_eq!(
+            back.encode(dim, PLACE, back.read_norms()),
+            enc,
+            "{p}: re-encoding as read"
+        );
         let codes = back.codes(dim).expect("codes");
         let mut got = Vec::new();
         codes.decode_into(dim, &mut got);
-        // The decoded vectors' squared norms, canonical sums; none for a
-        // block under edit.
-        let norms: Vec<u32> = got
-            .chunks_exact(dim)
-            .map(|x| crate::distance::dot(x, x).to_bits())
-            .collect();
-        let kept: Vec<u32> = back
-            .decoded_norms(dim)
-            .iter()
-            .map(|v| v.to_bits())
-            .collect();
-        assert_eq!(kept, norms, "{p}");
+        // The decoded vectors' squared norms, canonical sums, whether kept
+        // in the block or computed on read; none for a block under edit.
+        let canonical = |decoded: &[f32]| -> Vec<u32> {
+            decoded
+                .chunks_exact(dim)
+                .map(|x| crate::distance::dot(x, x).to_bits())
+                .collect()
+        };
+        let bits =
+            |b: &Block| -> Vec<u32> { b.decoded_norms(dim).iter().map(|v| v.to_bits()).collect() };
+        let norms = canonical(&got);
+        assert_eq!(bits(&back), norms, "{p}: kept");
+        let without = b.encode(dim, PLACE, Norms::Omitted);
+        let kept_bytes = if keeps == Norms::Kept { 4 * 6 } else { 0 };
+        assert_eq!(enc.len(), without.len() + kept_bytes, "{p}");
+        let omitted = Block::decode(&without, dim).expect("decodes");
+        assert_eq!(omitted.read_norms(), Norms::Omitted, "{p}");
+        assert_eq!(bits(&omitted), norms, "{p}: computed");
         // Remove a coded vector, push an exact one: the codes of the others
         // do not change, and ids follow their vectors.
         let mut edited = back.clone();
@@ -232,7 +250,7 @@ fn compressed_blocks_round_trip_and_edit() {
         assert!(edited.decoded_norms(dim).is_empty(), "{p}: under edit");
         assert!(!edited.remove("nope", dim));
         edited.push("new", &vectors[..dim]);
-        let again = Block::decode(&edited.encode(dim, PLACE), dim).expect("decodes");
+        let again = Block::decode(&edited.encode(dim, PLACE, Norms::Kept), dim).expect("decodes");
         let ids: Vec<&str> = again.ids().iter().collect();
         assert_eq!(ids, ["id0", "id5", "id2", "id3", "id4", "new"]);
         let mut after = Vec::new();
@@ -240,6 +258,8 @@ fn compressed_blocks_round_trip_and_edit() {
             .codes(dim)
             .expect("codes")
             .decode_into(dim, &mut after);
+        assert_eq!(again.read_norms(), keeps, "{p}: edited");
+        assert_eq!(bits(&again), canonical(&after), "{p}: edited, kept");
         for (j, old) in [0, 5, 2, 3, 4].into_iter().enumerate() {
             assert_eq!(
                 after[j * dim..(j + 1) * dim],
@@ -290,7 +310,7 @@ proptest! {
         for (i, v) in batches.iter().enumerate() {
             b.push(&i.to_string(), v);
             all.extend_from_slice(v);
-            b = Block::decode(&b.encode(dim, PLACE), dim).expect("decodes");
+            b = Block::decode(&b.encode(dim, PLACE, Norms::Kept), dim).expect("decodes");
         }
         let codes = b.codes(dim).expect("codes");
         let mut got = Vec::new();

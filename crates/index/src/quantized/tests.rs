@@ -51,9 +51,8 @@ fn integer_dots_are_close_to_the_decoded_and_equal_on_every_level() {
             let q: Vec<f32> = (0..dim).map(|_| rng.gen_range(-2.0f32..2.0)).collect();
             let mut coded = CodedQuery::default();
             assert!(coded.code(&q, &codes, dim), "{p} d={dim}");
-            let mut unpacked = Vec::new();
             let mut first = Vec::new();
-            coded.dots_at(SimdLevel::Scalar, &codes, dim, &mut unpacked, &mut first);
+            coded.dots_at(SimdLevel::Scalar, &codes, dim, &mut first);
             assert_eq!(first.len(), n);
             for level in SimdLevel::ALL {
                 let mut at = Vec::new();
@@ -64,7 +63,7 @@ fn integer_dots_are_close_to_the_decoded_and_equal_on_every_level() {
                     (coded.k.clone(), coded.scale.to_bits(), coded.base.to_bits()),
                     "{p} d={dim}: level {level} codes the query differently"
                 );
-                coded.dots_at(level, &codes, dim, &mut unpacked, &mut at);
+                coded.dots_at(level, &codes, dim, &mut at);
                 let same = at
                     .iter()
                     .zip(&first)
@@ -107,14 +106,12 @@ fn the_largest_sums_do_not_wrap() {
         let bytes = vec![0xff; p.code_bytes(dim)];
         for sign in [1i16, -1] {
             let k = vec![sign * top as i16; row_len(p, dim)];
-            let mut unpacked = Vec::new();
             let mut out = vec![0f32; 1];
             vecseal_kmeans::kernel::dispatch(Sums {
                 precision: p,
                 codes: &bytes,
                 cb: p.code_bytes(dim),
                 k: &k,
-                unpacked: &mut unpacked,
                 out: &mut out,
                 scale: 1.0,
                 base: 0.0,
@@ -169,7 +166,7 @@ fn weights_the_coding_cannot_hold_are_refused() {
     let codes = codes_of(p, &range, &bytes);
     assert!(coded.code(&[0.0; 4], &codes, dim));
     let mut out = Vec::new();
-    coded.dots(&codes, dim, &mut Vec::new(), &mut out);
+    coded.dots(&codes, dim, &mut out);
     assert_eq!(out, vec![0.0; 3]);
 }
 
@@ -220,7 +217,7 @@ fn the_screen_slack_covers_the_integer_pass() {
                     let mut coded = CodedQuery::default();
                     assert!(coded.code(&q, &codes, dim));
                     let mut dots = Vec::new();
-                    coded.dots(&codes, dim, &mut Vec::new(), &mut dots);
+                    coded.dots(&codes, dim, &mut dots);
                     let floats: Vec<f32> = decoded
                         .chunks_exact(dim)
                         .map(|x| crate::distance::distance(metric, &q, x))
@@ -271,7 +268,7 @@ fn the_screen_slack_covers_the_integer_pass() {
                         );
                         below += usize::from(int < float);
                         widest = widest.max(e);
-                        let one = coded.dot_one(&codes, dim, j, &mut Vec::new());
+                        let one = coded.dot_one(&codes, dim, j);
                         assert_eq!(one.to_bits(), dots[j].to_bits(), "dot_one agrees");
                     }
                 }
