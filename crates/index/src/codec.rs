@@ -25,7 +25,7 @@ pub(crate) enum Norms {
 impl Norms {
     /// What blocks of an index under `metric` carry.
     pub(crate) fn for_metric(metric: Metric) -> Self {
-        if crate::quantized::euclidean(metric) {
+        if metric.is_euclidean() {
             Self::Kept
         } else {
             Self::Omitted

@@ -174,6 +174,12 @@ impl Metric {
             Metric::InnerProduct => "inner-product",
         }
     }
+
+    /// Whether this is one of the Euclidean metrics (whose integer-pass
+    /// distances need the query's and the decoded vectors' squared norms).
+    pub(crate) fn is_euclidean(self) -> bool {
+        matches!(self, Metric::SquaredEuclidean | Metric::Euclidean)
+    }
 }
 
 impl std::str::FromStr for Metric {

@@ -49,19 +49,13 @@ pub(crate) fn applies(_metric: Metric, p: Precision) -> bool {
     matches!(p, Precision::Tq8 | Precision::Tq4)
 }
 
-/// Whether `metric` is one of the Euclidean ones, whose integer-pass
-/// distances need `‖q‖²` and the decoded vectors' `‖x̃‖²`.
-pub(crate) fn euclidean(metric: Metric) -> bool {
-    matches!(metric, Metric::SquaredEuclidean | Metric::Euclidean)
-}
-
 /// The integer pass's distance under `metric` from its dot product `dot`
 /// with a vector: for the Euclidean metrics `(qq + nn) − 2·dot` (at least
 /// 0), with the query's canonical `‖q‖²` (`qq`) and the decoded vector's
 /// (`nn`, [`Block::decoded_norms`](crate::codec::Block::decoded_norms)).
 #[inline]
 pub(crate) fn distance(metric: Metric, dot: f32, qq: f32, nn: f32) -> f32 {
-    if euclidean(metric) {
+    if metric.is_euclidean() {
         finish(metric, ((qq + nn) - 2.0 * dot).max(0.0))
     } else {
         finish(metric, dot)

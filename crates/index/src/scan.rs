@@ -30,7 +30,7 @@ impl<'a> On<'a> {
             .clone()
             .map(|q| q.iter().fold(0f64, |m, &x| m.max(f64::from(x).abs())))
             .collect();
-        let squares = if quantized::euclidean(metric) {
+        let squares = if metric.is_euclidean() {
             rows.map(|q| dot(q, q)).collect()
         } else {
             Vec::new()
@@ -109,7 +109,7 @@ pub(crate) fn score_block(
     let integer = codes.filter(|c| quantized::applies(metric, c.precision));
     // The decoded vectors' squared norms, for Euclidean distances.
     let norms: &[f32] = match integer {
-        Some(_) if quantized::euclidean(metric) => block.decoded_norms(dim),
+        Some(_) if metric.is_euclidean() => block.decoded_norms(dim),
         _ => &[],
     };
     let mut left = qs;
@@ -236,7 +236,7 @@ fn gather<'a>(on: &On<'a>, qs: &[u32], into: &'a mut Vec<f32>) -> &'a [f32] {
 /// block for query `qi` before it is coded (see [`Slack::rules_out`]).
 fn rules_out(on: &On<'_>, slack: &Slack, qi: u32, max_norm: f32, row: &[f32], bound: f32) -> bool {
     let q_inf = on.largest[qi as usize];
-    if quantized::euclidean(on.metric) {
+    if on.metric.is_euclidean() {
         slack.rules_out_euclidean(on.metric, (q_inf, on.square(qi)), max_norm, row, bound)
     } else {
         slack.rules_out(q_inf, row, bound)
@@ -257,7 +257,7 @@ fn integer_row(
         return false;
     }
     coded.dots(codes, on.dim, out);
-    if quantized::euclidean(on.metric) {
+    if on.metric.is_euclidean() {
         let qq = on.square(qi);
         for (v, &nn) in out.iter_mut().zip(norms) {
             *v = quantized::distance(on.metric, *v, qq, nn);
@@ -293,7 +293,7 @@ fn offer_integer(
 ) {
     let metric = on.metric;
     let qq = on.square(qi);
-    let euclidean = quantized::euclidean(metric);
+    let euclidean = metric.is_euclidean();
     let (c0, c1) = if euclidean {
         with.slack.squared(with.coded, qq)
     } else {

@@ -231,7 +231,7 @@ fn the_screen_slack_covers_the_integer_pass() {
                     // out; one far below every vector is.
                     let q_inf = q.iter().fold(0f64, |m, &x| m.max(f64::from(x).abs()));
                     let rules_out = |bound: f32| {
-                        if euclidean(metric) {
+                        if metric.is_euclidean() {
                             slack.rules_out_euclidean(
                                 metric,
                                 (q_inf, qq),
@@ -246,7 +246,7 @@ fn the_screen_slack_covers_the_integer_pass() {
                     let least = ints.iter().fold(f32::INFINITY, |m, &v| m.min(v));
                     assert!(!rules_out(least), "{p} d={dim} {metric:?}");
                     let closest = floats.iter().fold(f32::INFINITY, |m, &v| m.min(v));
-                    let far = if euclidean(metric) {
+                    let far = if metric.is_euclidean() {
                         closest * 0.5 - 0.1
                     } else {
                         closest - 1.0 - 4e-3 * norms
@@ -255,7 +255,7 @@ fn the_screen_slack_covers_the_integer_pass() {
                     for (j, x) in decoded.chunks_exact(dim).enumerate() {
                         let float = crate::distance::distance(metric, &q, x);
                         let int = ints[j];
-                        let e = if euclidean(metric) {
+                        let e = if metric.is_euclidean() {
                             let (c0, c1) = slack.squared(&coded, qq);
                             in_units(metric, c0 + c1 * squares[j], int, float)
                         } else {
