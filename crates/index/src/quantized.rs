@@ -9,15 +9,16 @@
 //! `i32`, exactly: `K` is chosen so that no sum over a row can leave an
 //! `i32` (`L·K·len < 2³¹`, `L` the highest code). No block is decoded, and
 //! the sum is the same on every CPU in any order, so plain loops that the
-//! compiler vectorises (pairs of products, `vpmaddwd`) give every SIMD level
-//! the same bits.
+//! compiler vectorises give every SIMD level the same bits. A row is one
+//! reduction `sum += c·k` (the compiler turns it into `vpmaddwd` pairs;
+//! hand-made lanes of pairs compiled to shuffles and ran 1.5–3× slower).
 //!
 //! The coded weights lose at most `s/2` each (`K` is at least
 //! [`MIN_LEVELS`], about 13 bits at 768 dimensions), far below the codes'
 //! own error of half a step; the exact rerank corrects both. The
 //! Euclidean metrics take `(‖q‖² + ‖x̂‖²) − 2·q·x̂` with the canonical
-//! squared norms of the query and of each decoded vector (computed once
-//! per block read, and kept with a cached block: see
+//! squared norms of the query and of each decoded vector (kept in the
+//! block, or computed once per block read and kept with a cached block: see
 //! [`Block::decoded_norms`](crate::codec::Block::decoded_norms)). Float16,
 //! and weights this coding refuses (not finite, or dimensions so many that
 //! `K` would fall below [`MIN_LEVELS`]), decode the block and score it in
@@ -35,10 +36,6 @@ use crate::distance::finish;
 use crate::precision::{Codes, Precision};
 use crate::Metric;
 
-/// Pairs of products summed per `i32` lane, in lanes of this many.
-const LANES: usize = 16;
-/// A row is summed in chunks of this many codes (the tail one by one).
-const CHUNK: usize = 2 * LANES;
 /// The fewest levels of coded weights (`K`) the integer pass accepts.
 pub(crate) const MIN_LEVELS: i32 = 1024;
 
@@ -301,24 +298,8 @@ impl WithSimd for Sums<'_> {
 /// sum in range; wrapping arithmetic only spares the overflow checks).
 #[inline(always)]
 fn row_sum(row: &[u8], k: &[i16]) -> i32 {
-    let body = row.len() / CHUNK * CHUNK;
-    let mut lanes = [0i32; LANES];
-    for (c, k) in row[..body]
-        .chunks_exact(CHUNK)
-        .zip(k[..body].chunks_exact(CHUNK))
-    {
-        for (l, lane) in lanes.iter_mut().enumerate() {
-            let pair = i32::from(c[2 * l])
-                .wrapping_mul(i32::from(k[2 * l]))
-                .wrapping_add(i32::from(c[2 * l + 1]).wrapping_mul(i32::from(k[2 * l + 1])));
-            *lane = lane.wrapping_add(pair);
-        }
-    }
     let mut sum = 0i32;
-    for lane in lanes {
-        sum = sum.wrapping_add(lane);
-    }
-    for (&c, &k) in row[body..].iter().zip(&k[body..]) {
+    for (&c, &k) in row.iter().zip(k) {
         sum = sum.wrapping_add(i32::from(c).wrapping_mul(i32::from(k)));
     }
     sum
@@ -329,29 +310,8 @@ fn row_sum(row: &[u8], k: &[i16]) -> i32 {
 /// the odd dimensions, each nibble taken where it lies: no unpacked copy.
 #[inline(always)]
 fn nibble_sum(row: &[u8], even: &[i16], odd: &[i16]) -> i32 {
-    let body = row.len() / CHUNK * CHUNK;
-    let mut lanes = [0i32; LANES];
-    for ((c, e), o) in row[..body]
-        .chunks_exact(CHUNK)
-        .zip(even[..body].chunks_exact(CHUNK))
-        .zip(odd[..body].chunks_exact(CHUNK))
-    {
-        for (l, lane) in lanes.iter_mut().enumerate() {
-            let (a, b) = (c[2 * l], c[2 * l + 1]);
-            let low = i32::from(a & 15)
-                .wrapping_mul(i32::from(e[2 * l]))
-                .wrapping_add(i32::from(b & 15).wrapping_mul(i32::from(e[2 * l + 1])));
-            let high = i32::from(a >> 4)
-                .wrapping_mul(i32::from(o[2 * l]))
-                .wrapping_add(i32::from(b >> 4).wrapping_mul(i32::from(o[2 * l + 1])));
-            *lane = lane.wrapping_add(low).wrapping_add(high);
-        }
-    }
     let mut sum = 0i32;
-    for lane in lanes {
-        sum = sum.wrapping_add(lane);
-    }
-    for ((&c, &e), &o) in row[body..].iter().zip(&even[body..]).zip(&odd[body..]) {
+    for ((&c, &e), &o) in row.iter().zip(even).zip(odd) {
         sum = sum
             .wrapping_add(i32::from(c & 15).wrapping_mul(i32::from(e)))
             .wrapping_add(i32::from(c >> 4).wrapping_mul(i32::from(o)));
