@@ -91,7 +91,7 @@ pub(crate) struct Block {
     code_len: usize,
     precision: Precision,
     pending: Option<Box<Pending>>,
-    /// Where the block belongs, as read from a version-3 block.
+    /// Where the block belongs, as read from a block of version 3 or later.
     place: Option<Place>,
     /// The squared norms of the decoded vectors of an 8- or 4-bit block as
     /// read: read with it, or computed on first need (see
@@ -101,7 +101,7 @@ pub(crate) struct Block {
     stored_norms: bool,
 }
 
-/// Where a block belongs: sealed inside it (version 3), so the blocks of an
+/// Where a block belongs: sealed inside it (from version 3), so the blocks of an
 /// index are their own directory (see the `state` module).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Place {
@@ -191,7 +191,7 @@ impl Block {
         self.pending.get_or_insert_default()
     }
 
-    /// Where the block belongs, when it was read from a version-3 block.
+    /// Where the block belongs, when it was read from a block of version 3 or later.
     pub(crate) fn place(&self) -> Option<Place> {
         self.place
     }
