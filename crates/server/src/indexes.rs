@@ -33,7 +33,7 @@ pub(crate) async fn list(
     State(s): State<Arc<Server>>,
     _: AdminCaller,
 ) -> Result<Json<Value>, ApiError> {
-    let names = reading(move || {
+    let names = reading(s.reads(), move || {
         s.client
             .list_indexes()
             .map_err(|e| ApiError::engine("Failed to list indexes", e))

@@ -300,7 +300,7 @@ pub(crate) async fn get_items(
         contents: has("contents"),
         metadata: has("metadata"),
     };
-    reading(move || {
+    reading(s.reads(), move || {
         let got = s
             .read(&req.index_name, cred, |i| i.get(&req.ids, fields))
             .map_err(|e| ApiError::engine("Failed to get", e))?;
@@ -437,7 +437,7 @@ pub(crate) async fn query_metadata(
     if let Some((field, asc)) = order_by(req.order_by, req.ascending.unwrap_or(true))? {
         q = q.with_order_by(field, asc);
     }
-    reading(move || {
+    reading(s.reads(), move || {
         let found = s
             .read(&req.index_name, cred, |i| i.query_metadata(&filter, &q))
             .map_err(|e| ApiError::engine(context, e))?;
