@@ -569,8 +569,7 @@ fn bench_server(sets: &[String]) -> Result<()> {
             }
             if label != "cyborgdb-service" {
                 cmd.env("BENCH_PRECISION", &precision);
-            }
-            if label == "cyborgdb-service" {
+            } else {
                 // Its recall comes from re-ranking, not from probing more lists.
                 cmd.env(
                     "BENCH_TUNE",

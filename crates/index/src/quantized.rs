@@ -39,10 +39,10 @@ use crate::Metric;
 /// The fewest levels of coded weights (`K`) the integer pass accepts.
 pub(crate) const MIN_LEVELS: i32 = 1024;
 
-/// Whether the integer pass scores blocks of precision `p` under `metric`:
-/// 8- and 4-bit blocks, under every metric (the Euclidean ones with the
-/// decoded vectors' squared norms, see [`distance`]).
-pub(crate) fn applies(_metric: Metric, p: Precision) -> bool {
+/// Whether the integer pass scores blocks of precision `p`: 8- and 4-bit
+/// blocks, under every metric (the Euclidean ones with the decoded
+/// vectors' squared norms, see [`distance`]).
+pub(crate) fn applies(p: Precision) -> bool {
     matches!(p, Precision::Tq8 | Precision::Tq4)
 }
 

@@ -106,7 +106,7 @@ pub(crate) fn score_block(
         refused,
     } = w;
     let codes = block.codes(dim);
-    let integer = codes.filter(|c| quantized::applies(metric, c.precision));
+    let integer = codes.filter(|c| quantized::applies(c.precision));
     // The decoded vectors' squared norms, for Euclidean distances.
     let norms: &[f32] = match integer {
         Some(_) if metric.is_euclidean() => block.decoded_norms(dim),
@@ -169,7 +169,12 @@ pub(crate) fn score_block(
     let slack = integer
         .filter(|_| left.len() >= GEMM_MIN_QUERIES)
         .map(|c| Slack::new(&c, dim));
-    let max_norm = norms.iter().fold(0f32, |m, &v| m.max(v));
+    // The largest decoded squared norm, for the screen's Euclidean slack.
+    let max_norm = if slack.is_some() {
+        norms.iter().fold(0f32, |m, &v| m.max(v))
+    } else {
+        0.0
+    };
     // Queries in groups, so the scores stay within budget however many
     // vectors a block holds (small dimensions).
     let group = (SCORES_BUDGET / n).max(1);
