@@ -522,6 +522,17 @@ fn bench_precision(
     println!("| n_probes | vecseal recall@10 | vecseal QPS | faiss IVFFlat recall@10 | faiss IVFFlat QPS | ratio | faiss {sq_name} recall@10 | faiss {sq_name} QPS | ratio |");
     println!("|---|---|---|---|---|---|---|---|---|");
     let mut sweep = Vec::new();
+    // VECSEAL_BENCH_HOLD=S repeats the first setting of the sweep for S
+    // seconds before it is measured, for a profiler to attach (the pid is
+    // printed).
+    if std::env::var_os("VECSEAL_BENCH_HOLD").is_some() {
+        let secs = number_from_env("VECSEAL_BENCH_HOLD", 1)? as u64;
+        let until = Instant::now() + std::time::Duration::from_secs(secs);
+        eprintln!("holding for {secs} s: pid {}", std::process::id());
+        while Instant::now() < until {
+            index.query(qs, &opts.clone().with_n_probes(probes_sweep[0]))?;
+        }
+    }
     for &probes in probes_sweep {
         let (ann, secs) = best_of(REPEATS, || {
             index.query(qs, &opts.clone().with_n_probes(probes))

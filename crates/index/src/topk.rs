@@ -1,88 +1,283 @@
 //! The k best (distance, id) pairs of a query.
 
-use std::cmp::Ordering as CmpOrdering;
-use std::collections::BinaryHeap;
+use std::cmp::Ordering;
 
-pub(crate) struct Scored {
-    pub(crate) dist: f32,
-    pub(crate) id: String,
-}
-impl PartialEq for Scored {
-    fn eq(&self, o: &Self) -> bool {
-        self.cmp(o) == CmpOrdering::Equal
-    }
-}
-impl Eq for Scored {}
-impl PartialOrd for Scored {
-    fn partial_cmp(&self, o: &Self) -> Option<CmpOrdering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Scored {
-    fn cmp(&self, o: &Self) -> CmpOrdering {
-        self.dist
-            .total_cmp(&o.dist)
-            .then_with(|| self.id.cmp(&o.id))
-    }
+/// One kept pair: its distance, and where its id is in [`TopK::text`].
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    dist: f32,
+    len: u32,
+    at: usize,
 }
 
 /// The best `k` items of one query (smallest distance, then smallest id).
+///
+/// A max-heap of (distance, id) whose ids are kept in one string, so an
+/// item that enters costs a copy of its id and no allocation: a search
+/// offers thousands of candidates to thousands of these (one per query and
+/// piece of a scan), and owned strings per entry were measured at about a
+/// third of a batch of few-probe queries (allocation, freeing and the moves
+/// of a heap of `String`s). An id that leaves stays in the string until
+/// the string holds twice the live ids, then the string is rebuilt.
+#[derive(Debug, Clone)]
 pub(crate) struct TopK {
-    pub(crate) k: usize,
-    pub(crate) heap: BinaryHeap<Scored>,
+    k: usize,
+    /// The worst entry first.
+    heap: Vec<Entry>,
+    text: String,
+    /// Bytes of `text` that live entries' ids hold.
+    live: usize,
 }
+
+/// Bytes of dead ids a [`TopK`] tolerates before rebuilding its string,
+/// besides as many as it holds live ones.
+const SLACK_BYTES: usize = 4 << 10;
+
+/// Entries reserved at the first offer: `k`, up to this many.
+const RESERVED: usize = 64;
 
 impl TopK {
     pub(crate) fn new(k: usize) -> Self {
         Self {
             k,
-            heap: BinaryHeap::new(),
+            heap: Vec::new(),
+            text: String::new(),
+            live: 0,
         }
+    }
+
+    fn id(&self, e: Entry) -> &str {
+        &self.text[e.at..e.at + e.len as usize]
+    }
+
+    /// The id of `e` as bytes: ids order as their bytes do, and comparing
+    /// bytes skips the checks of a `str` slice.
+    #[inline]
+    fn bytes(&self, e: Entry) -> &[u8] {
+        &self.text.as_bytes()[e.at..e.at + e.len as usize]
+    }
+
+    /// Whether `a` is better (nearer, then smaller id) than `b`.
+    #[inline]
+    fn less(&self, a: Entry, b: Entry) -> bool {
+        match a.dist.total_cmp(&b.dist) {
+            Ordering::Less => true,
+            Ordering::Greater => false,
+            Ordering::Equal => self.bytes(a) < self.bytes(b),
+        }
+    }
+
+    fn cmp(&self, a: Entry, b: Entry) -> Ordering {
+        a.dist
+            .total_cmp(&b.dist)
+            .then_with(|| self.bytes(a).cmp(self.bytes(b)))
     }
 
     /// Candidates farther than this cannot enter (infinite until full).
     pub(crate) fn bound(&self) -> f32 {
-        match self.heap.peek() {
+        match self.heap.first() {
             Some(worst) if self.heap.len() >= self.k => worst.dist,
             _ => f32::INFINITY,
         }
     }
 
-    /// Offers an item; its id is copied only if it enters.
-    pub(crate) fn offer(&mut self, dist: f32, id: &str) {
-        if self.heap.len() < self.k {
-            self.heap.push(Scored {
-                dist,
-                id: id.to_owned(),
-            });
-        } else if let Some(mut worst) = self.heap.peek_mut() {
-            if dist.total_cmp(&worst.dist).then_with(|| id.cmp(&worst.id)) == CmpOrdering::Less {
-                // Replaced in place: the worst item's string is reused.
-                worst.dist = dist;
-                worst.id.clear();
-                worst.id.push_str(id);
-            }
+    /// Copies `id` into the string (rebuilt first if dead ids fill it).
+    #[inline]
+    fn store(&mut self, dist: f32, id: &str) -> Entry {
+        if self.text.len() + id.len() > 2 * self.live + SLACK_BYTES {
+            self.compact();
+        }
+        if self.text.capacity() == 0 {
+            self.text.reserve(16 * self.k.min(RESERVED));
+        }
+        let at = self.text.len();
+        self.text.push_str(id);
+        self.live += id.len();
+        Entry {
+            dist,
+            // Ids are at most MAX_ID_BYTES (checked on upsert).
+            len: u32::try_from(id.len()).unwrap_or(u32::MAX),
+            at,
         }
     }
 
-    pub(crate) fn merge(&mut self, other: TopK) {
-        for s in other.heap {
-            if self.heap.len() < self.k {
-                self.heap.push(s);
-            } else if let Some(mut worst) = self.heap.peek_mut() {
-                if s < *worst {
-                    *worst = s;
-                }
+    /// Rewrites the string with only the live entries' ids.
+    fn compact(&mut self) {
+        let mut text = String::with_capacity(2 * self.live + SLACK_BYTES);
+        for e in &mut self.heap {
+            let id = &self.text[e.at..e.at + e.len as usize];
+            e.at = text.len();
+            text.push_str(id);
+        }
+        self.text = text;
+    }
+
+    /// Offers an item; its id is copied only if it enters.
+    #[inline]
+    pub(crate) fn offer(&mut self, dist: f32, id: &str) {
+        let Some(&worst) = self.heap.first().filter(|_| self.heap.len() >= self.k) else {
+            self.push(dist, id);
+            return;
+        };
+        match dist.total_cmp(&worst.dist) {
+            Ordering::Greater => return,
+            Ordering::Equal if id.as_bytes() >= self.bytes(worst) => return,
+            _ => {}
+        }
+        self.live -= worst.len as usize;
+        let e = self.store(dist, id);
+        self.sift_down(e);
+    }
+
+    /// Adds an item to a top that is not full.
+    fn push(&mut self, dist: f32, id: &str) {
+        if self.heap.len() >= self.k {
+            return;
+        }
+        if self.heap.capacity() == 0 {
+            self.heap.reserve_exact(self.k.min(RESERVED));
+        }
+        let e = self.store(dist, id);
+        // Up from a new leaf, moving worse parents down.
+        let mut i = self.heap.len();
+        self.heap.push(e);
+        while i > 0 {
+            let parent = (i - 1) / 2;
+            if !self.less(self.heap[parent], e) {
+                break;
             }
+            self.heap[i] = self.heap[parent];
+            i = parent;
+        }
+        self.heap[i] = e;
+    }
+
+    /// Puts `e` at the root in place of the worst entry and moves it down.
+    #[inline]
+    fn sift_down(&mut self, e: Entry) {
+        let n = self.heap.len();
+        let mut i = 0;
+        loop {
+            let left = 2 * i + 1;
+            if left >= n {
+                break;
+            }
+            let right = left + 1;
+            let child = if right < n && self.less(self.heap[left], self.heap[right]) {
+                right
+            } else {
+                left
+            };
+            if !self.less(e, self.heap[child]) {
+                break;
+            }
+            self.heap[i] = self.heap[child];
+            i = child;
+        }
+        self.heap[i] = e;
+    }
+
+    /// The kept entries, best first.
+    fn sorted(&self) -> Vec<Entry> {
+        let mut entries = self.heap.clone();
+        entries.sort_unstable_by(|&a, &b| self.cmp(a, b));
+        entries
+    }
+
+    /// Keeps the best `k` of both.
+    pub(crate) fn merge(&mut self, other: TopK) {
+        if self.heap.is_empty() && self.k == other.k {
+            *self = other;
+            return;
+        }
+        // Best first: once one cannot enter a full top, none after it can.
+        for e in other.sorted() {
+            if self.heap.len() >= self.k && e.dist > self.bound() {
+                break;
+            }
+            self.offer(e.dist, other.id(e));
         }
     }
 
     /// The items, best first.
     pub(crate) fn into_hits(self) -> Vec<(String, f32)> {
-        self.heap
-            .into_sorted_vec()
+        self.sorted()
             .into_iter()
-            .map(|s| (s.id, s.dist))
+            .map(|e| (self.id(e).to_owned(), e.dist))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The best `k` of `items` by (distance, id), by sorting them all.
+    fn expected(items: &[(f32, String)], k: usize) -> Vec<(String, f32)> {
+        let mut all: Vec<(f32, String)> = items.to_vec();
+        all.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        all.dedup();
+        all.into_iter().take(k).map(|(d, id)| (id, d)).collect()
+    }
+
+    fn items() -> impl Strategy<Value = Vec<(f32, String)>> {
+        // Few distinct distances and short ids, so ties are common; long
+        // ids too, so the string is rebuilt.
+        prop::collection::vec(
+            (0u8..8, "[a-c]{1,3}|[a-z]{300,1100}").prop_map(|(d, id)| (f32::from(d), id)),
+            0..300,
+        )
+    }
+
+    /// Distinct ids: a search offers each item at most once per query.
+    fn distinct(items: Vec<(f32, String)>) -> Vec<(f32, String)> {
+        let mut seen = std::collections::HashSet::new();
+        items
+            .into_iter()
+            .filter(|(_, id)| seen.insert(id.clone()))
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn keeps_the_best_k_by_distance_then_id(items in items(), k in 0usize..20) {
+            let items = distinct(items);
+            let mut top = TopK::new(k);
+            for (d, id) in &items {
+                top.offer(*d, id);
+            }
+            prop_assert!(top.text.len() <= 2 * top.live + SLACK_BYTES + 1100);
+            prop_assert_eq!(top.into_hits(), expected(&items, k));
+        }
+
+        #[test]
+        fn merged_pieces_equal_one_top(items in items(), k in 0usize..20, cut in 0usize..300) {
+            let items = distinct(items);
+            let cut = cut.min(items.len());
+            let (mut a, mut b) = (TopK::new(k), TopK::new(k));
+            for (d, id) in &items[..cut] {
+                a.offer(*d, id);
+            }
+            for (d, id) in &items[cut..] {
+                b.offer(*d, id);
+            }
+            let mut empty = TopK::new(k);
+            empty.merge(a);
+            empty.merge(b);
+            prop_assert_eq!(empty.into_hits(), expected(&items, k));
+        }
+    }
+
+    #[test]
+    fn bound_is_infinite_until_full_then_the_worst_kept() {
+        let mut top = TopK::new(2);
+        top.offer(3.0, "a");
+        assert_eq!(top.bound(), f32::INFINITY);
+        top.offer(1.0, "b");
+        assert_eq!(top.bound(), 3.0);
+        top.offer(2.0, "c");
+        assert_eq!(top.bound(), 2.0);
+        assert_eq!(top.into_hits(), vec![("b".into(), 1.0), ("c".into(), 2.0)]);
     }
 }
