@@ -10,7 +10,7 @@ use crate::precision::{Codes, Pending, Precision};
 use crate::{Metric, Result};
 
 const ITEM_VERSION: u8 = 1;
-const BLOCK_VERSION: u8 = 4;
+const BLOCK_VERSION: u8 = 5;
 
 /// Whether an encoded 8- or 4-bit block carries the squared norms of its
 /// decoded vectors (version 4). The integer pass needs them under the
@@ -368,9 +368,12 @@ pub(crate) fn decode_centroids(b: &[u8], n_lists: usize, dim: usize) -> Result<V
 const BLOCK_VECTORS_AT: usize = 10;
 
 impl Block {
-    /// Version 4, little-endian: `[4, precision, n: u32, dim: u32,
-    /// payload, n × (len: u32, id bytes), m: u32, m × f32 norms, list: u32,
-    /// generation: u64, seq: u64]`. The payload is `n·dim` f32 (float32,
+    /// Version 5, little-endian: `[5, precision, n: u32, dim: u32,
+    /// payload, text_len: u32, text, n × u32 ends, m: u32, m × f32 norms,
+    /// list: u32, generation: u64, seq: u64]`. The ids are one UTF-8
+    /// text, id `i` ending at byte `ends[i]` (version 4 wrote each id with
+    /// its own length: a read checked and copied them one by one, measured
+    /// at a tenth of a few-probe batch with the list cache off). The payload is `n·dim` f32 (float32,
     /// code 0), or the range (`lo`, `step`: `dim` f32 each; 8- and 4-bit
     /// codes only) and `n` codes (see [`Precision::code_bytes`]). `m` is
     /// `n` for an 8- or 4-bit block with [`Norms::Kept`] (the squared norms
@@ -417,8 +420,9 @@ impl Block {
             .len_u32(dim)
             .f32s(&head)
             .raw(&codes);
-        for id in self.ids.iter() {
-            w.str(id);
+        w.str(&self.ids.text);
+        for &end in &self.ids.ends {
+            w.u32(end);
         }
         w.len_u32(squares.len()).f32s(&squares);
         w.u32(place.list).u64(place.generation).u64(place.seq);
@@ -503,6 +507,40 @@ impl Block {
     }
 }
 
+/// Reads the ids of a version-5 block (one text and where each id ends)
+/// into `ids`, checking that every end is on a character boundary and
+/// after the one before, and that the last is the text's end.
+fn read_id_text(r: &mut Reader<'_>, n: usize, ids: &mut Ids) -> Result<()> {
+    let text = r.str()?;
+    let ends = r.f32_bytes(n, "id ends")?;
+    ids.text.push_str(text);
+    let mut last = 0;
+    for (i, b) in ends.chunks_exact(4).enumerate() {
+        let end = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        if end < last || !text.is_char_boundary(end as usize) {
+            return Err(r
+                .invalid(
+                    "id end",
+                    i as u64,
+                    "ascending offsets on character boundaries of the ids' text",
+                )
+                .into());
+        }
+        ids.ends.push(end);
+        last = end;
+    }
+    if last as usize != text.len() {
+        return Err(r
+            .invalid(
+                "ids' text length",
+                text.len() as u64,
+                "the end of the last id",
+            )
+            .into());
+    }
+    Ok(())
+}
+
 /// What [`parse_block`] found.
 struct Parsed {
     /// Where the vectors (or range and codes) are, in bytes.
@@ -518,8 +556,8 @@ struct Parsed {
 /// Checks a block's plaintext and reads its ids into `ids`; returns where
 /// its payload is in it, from version 3 its place and precision, and from
 /// version 4 the norms it keeps. Reads versions 1 (ids before vectors, at
-/// no particular alignment), 2, 3 (a trailer with the place) and 4 (the
-/// norms before it).
+/// no particular alignment), 2, 3 (a trailer with the place), 4 (the
+/// norms before it) and 5 (the ids as one text).
 fn parse_block(plain: &[u8], dim: usize, ids: &mut Ids) -> Result<Parsed> {
     let mut r = Reader::new(plain, Record::Block);
     let version = r.version(1, BLOCK_VERSION)?;
@@ -564,8 +602,10 @@ fn parse_block(plain: &[u8], dim: usize, ids: &mut Ids) -> Result<Parsed> {
         let len = n.checked_mul(dim).ok_or(overflow)?;
         (r.f32_bytes(len, "vectors")?.len(), 0)
     };
-    if version >= 2 {
+    if (2..=4).contains(&version) {
         read_ids(&mut r)?;
+    } else if version >= 5 {
+        read_id_text(&mut r, n, ids)?;
     }
     let mut norms = None;
     if version >= 4 {

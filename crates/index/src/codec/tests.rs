@@ -71,7 +71,7 @@ proptest! {
                 prop_assert_eq!(b.encode(dim, place.unwrap_or(PLACE), b.read_norms()), block);
             }
         }
-        for version in [1u8, 2, 3] {
+        for version in [1u8, 2, 3, 4] {
             // Older layouts: decode without panicking.
             let _ = Block::decode(&[&[version][..], &tail].concat(), dim);
         }
@@ -142,18 +142,61 @@ fn version_1_blocks_still_read() {
     assert_eq!(Block::decode(&encode_v1(&b, 5), 5).ok(), Some(b));
 }
 
+/// The version-4 layout of `b` (each id with its own length, as
+/// version 2 on), made from its version-5 encoding at [`PLACE`].
+fn encode_v4(b: &Block, dim: usize, norms: Norms) -> Vec<u8> {
+    let v5 = b.encode(dim, PLACE, norms);
+    let text: usize = b.ids().iter().map(str::len).sum();
+    let ids_v5 = 4 + text + 4 * b.len();
+    let kept = norms == Norms::Kept && b.precision().levels() > 0 && b.len() > 0;
+    let trailer = 4 + if kept { 4 * b.len() } else { 0 } + 20;
+    let at = v5.len() - trailer - ids_v5;
+    let mut w = Writer::new();
+    for id in b.ids().iter() {
+        w.str(id);
+    }
+    [
+        &[4][..],
+        &v5[1..at],
+        &w.into_vec(),
+        &v5[v5.len() - trailer..],
+    ]
+    .concat()
+}
+
+fn sample_at(p: Precision, n: usize, dim: usize) -> Block {
+    let mut b = Block::new(p);
+    for i in 0..n {
+        let v: Vec<f32> = (0..dim).map(|j| (i * dim + j) as f32 * 0.5 - 4.0).collect();
+        b.push(&format!("item-{i}"), &v);
+    }
+    b
+}
+
+#[test]
+fn version_4_blocks_still_read() {
+    let dim = 5;
+    for p in Precision::ALL {
+        for norms in [Norms::Kept, Norms::Omitted] {
+            let b = sample_at(p, 7, dim);
+            let v5 = Block::decode(&b.encode(dim, PLACE, norms), dim).expect("decodes");
+            let v4 = Block::decode(&encode_v4(&b, dim, norms), dim)
+                .unwrap_or_else(|e| panic!("{p} {norms:?}: a version-4 block reads: {e}"));
+            assert_eq!(v4, v5, "{p} {norms:?}");
+            assert_eq!(v4.ids(), v5.ids(), "{p} {norms:?}");
+            assert_eq!((v4.place(), v4.read_norms()), (v5.place(), v5.read_norms()));
+        }
+    }
+}
+
 #[test]
 fn version_3_blocks_still_read_and_compute_their_norms() {
     let dim = 5;
     for p in [Precision::Float32, Precision::Tq8, Precision::Tq4] {
-        let mut b = Block::new(p);
-        for i in 0..7 {
-            let v: Vec<f32> = (0..dim).map(|j| (i * dim + j) as f32 * 0.5 - 4.0).collect();
-            b.push(&format!("item-{i}"), &v);
-        }
+        let b = sample_at(p, 7, dim);
         // Version 3 is version 4 without the count of norms before the
         // place (20 bytes at the end).
-        let v4 = b.encode(dim, PLACE, Norms::Omitted);
+        let v4 = encode_v4(&b, dim, Norms::Omitted);
         let cut = v4.len() - 24;
         assert_eq!(v4[cut..cut + 4], [0; 4], "{p}: no norms kept");
         let v3 = [&[3][..], &v4[1..cut], &v4[cut + 4..]].concat();
@@ -168,6 +211,34 @@ fn version_3_blocks_still_read_and_compute_their_norms() {
         assert_eq!(
             bits(&back).len(),
             if p == Precision::Float32 { 0 } else { 7 }
+        );
+    }
+}
+
+#[test]
+fn id_ends_out_of_order_or_inside_a_character_are_refused() {
+    let mut b = Block::default();
+    for id in ["é", "ab", "c"] {
+        b.push(id, &[1.0]);
+    }
+    let enc = b.encode(1, PLACE, Norms::Omitted);
+    // The three ends (2, 4, 5) sit before the count of norms and the place.
+    let at = enc.len() - 24 - 12;
+    assert_eq!(enc[at..at + 12], [2, 0, 0, 0, 4, 0, 0, 0, 5, 0, 0, 0]);
+    assert!(Block::decode(&enc, 1).is_ok());
+    for (i, end, field) in [
+        (0, 1, "id end"),
+        (1, 0, "id end"),
+        (2, 4, "ids' text length"),
+    ] {
+        let mut bad = enc.clone();
+        bad[at + 4 * i] = end;
+        assert!(
+            matches!(
+                Block::decode(&bad, 1),
+                Err(crate::Error::Decode(vecseal_codec::Error::Invalid { record: Record::Block, field: f, .. })) if f == field
+            ),
+            "end {i} at {end}"
         );
     }
 }
