@@ -350,24 +350,40 @@ fn offer_from(
     rescore: Option<(Metric, &[f32], &[f32])>,
 ) {
     let mut bound = top.bound();
-    for (i, &score) in row.iter().enumerate() {
-        let j = first + i;
-        if score > bound || !allowed.get(j).copied().unwrap_or(true) {
+    for (r, run) in row.chunks(RUN).enumerate() {
+        // Most scores cannot enter: a run of them is passed over after one
+        // vectorised count (`!(s > bound)`, so a NaN is looked at as below).
+        if run
+            .iter()
+            .map(|&s| usize::from(!(s > bound)))
+            .sum::<usize>()
+            == 0
+        {
             continue;
         }
-        let dist = match rescore {
-            Some((metric, q, vectors)) => {
-                let dim = q.len();
-                distance(metric, q, &vectors[i * dim..(i + 1) * dim])
+        for (k, &score) in run.iter().enumerate() {
+            let i = r * RUN + k;
+            let j = first + i;
+            if score > bound || !allowed.get(j).copied().unwrap_or(true) {
+                continue;
             }
-            None => score,
-        };
-        if dist <= bound {
-            top.offer(dist, block.ids().get(j));
-            bound = top.bound();
+            let dist = match rescore {
+                Some((metric, q, vectors)) => {
+                    let dim = q.len();
+                    distance(metric, q, &vectors[i * dim..(i + 1) * dim])
+                }
+                None => score,
+            };
+            if dist <= bound {
+                top.offer(dist, block.ids().get(j));
+                bound = top.bound();
+            }
         }
     }
 }
+
+/// Scores [`offer_from`] passes over at once when none can enter.
+const RUN: usize = 16;
 
 /// The most decode buffers a worker thread keeps (a thread runs several
 /// pieces of a scan at once when it steals work while it waits).

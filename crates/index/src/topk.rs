@@ -190,11 +190,7 @@ impl TopK {
             *self = other;
             return;
         }
-        // Best first: once one cannot enter a full top, none after it can.
-        for e in other.sorted() {
-            if self.heap.len() >= self.k && e.dist > self.bound() {
-                break;
-            }
+        for &e in &other.heap {
             self.offer(e.dist, other.id(e));
         }
     }
