@@ -352,10 +352,10 @@ fn offer_from(
     let mut bound = top.bound();
     for (r, run) in row.chunks(RUN).enumerate() {
         // Most scores cannot enter: a run of them is passed over after one
-        // vectorised count (`!(s > bound)`, so a NaN is looked at as below).
+        // vectorised count (a NaN is looked at, as below).
         if run
             .iter()
-            .map(|&s| usize::from(!(s > bound)))
+            .map(|&s| usize::from(s <= bound || s.is_nan()))
             .sum::<usize>()
             == 0
         {
