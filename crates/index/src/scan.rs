@@ -7,7 +7,7 @@ use crate::distance::{distance, dot, finish, lower_bounds, scores as scores_into
 use crate::precision::{Codes, Precision};
 use crate::quantized::{self, CodedQuery, Slack};
 use crate::search::{GEMM_MIN_QUERIES, SCORES_BUDGET};
-use crate::topk::TopK;
+use crate::topk::{SharedBound, Top, TopK};
 use crate::Metric;
 
 /// What a scan scores against: the metric, and the chunk of prepared
@@ -21,6 +21,8 @@ pub(crate) struct On<'a> {
     /// The canonical `‖q‖²` of each query under a Euclidean metric (for
     /// the integer pass's distances), else empty.
     squares: Vec<f32>,
+    /// Each query's bound, shared by the workers' top-k sets.
+    bounds: Vec<SharedBound>,
 }
 
 impl<'a> On<'a> {
@@ -35,13 +37,22 @@ impl<'a> On<'a> {
         } else {
             Vec::new()
         };
+        let bounds = (0..chunk.len() / dim.max(1))
+            .map(|_| SharedBound::new())
+            .collect();
         Self {
             metric,
             dim,
             chunk,
             largest,
             squares,
+            bounds,
         }
+    }
+
+    /// Query `qi`'s set in `tops`, with its shared bound.
+    fn top<'t>(&'t self, tops: &'t mut [TopK], qi: u32) -> Top<'t> {
+        Top::new(&mut tops[qi as usize], &self.bounds[qi as usize])
     }
 
     /// The query's `‖q‖²` for the integer pass (0 when not needed).
@@ -118,7 +129,7 @@ pub(crate) fn score_block(
         // Few queries: the integer pass, query by query, no decode.
         for &qi in qs {
             if integer_row(on, (&codes, norms), qi, coded, one) {
-                offer(&mut tops[qi as usize], one, allowed, block, None);
+                offer(&mut on.top(tops, qi), one, allowed, block, None);
             } else {
                 refused.push(qi);
             }
@@ -140,7 +151,7 @@ pub(crate) fn score_block(
                 for v in one.iter_mut() {
                     *v = finish(metric, *v);
                 }
-                offer(&mut tops[qi as usize], one, allowed, block, None);
+                offer(&mut on.top(tops, qi), one, allowed, block, None);
             }
             return;
         }
@@ -156,7 +167,7 @@ pub(crate) fn score_block(
             let vectors = part.decode_in(dim, &mut decoded.0);
             scores_into(metric, qmat, vectors, dim, scores);
             for (row, &qi) in scores.chunks_exact(end - first).zip(left) {
-                offer_from(&mut tops[qi as usize], row, first, allowed, block, None);
+                offer_from(&mut on.top(tops, qi), row, first, allowed, block, None);
             }
         }
         return;
@@ -195,7 +206,7 @@ pub(crate) fn score_block(
             scores_into(metric, qmat, vectors, dim, scores);
         }
         for (row, &qi) in scores.chunks_exact(n).zip(group_qs) {
-            let top = &mut tops[qi as usize];
+            let top = &mut on.top(tops, qi);
             let q = on.query(qi);
             let float = screened.then_some((metric, q, vectors));
             match (integer, screened) {
@@ -290,7 +301,7 @@ struct Integer<'a> {
 fn offer_integer(
     on: &On<'_>,
     qi: u32,
-    top: &mut TopK,
+    top: &mut Top<'_>,
     row: &[f32],
     allowed: &[bool],
     block: &Block,
@@ -330,7 +341,7 @@ fn offer_integer(
 /// a query and the block's vectors), `row` holds lower bounds and the
 /// distance offered is computed exactly.
 fn offer(
-    top: &mut TopK,
+    top: &mut Top<'_>,
     row: &[f32],
     allowed: &[bool],
     block: &Block,
@@ -342,7 +353,7 @@ fn offer(
 /// [`offer`] for a `row` of the block's vectors from `first` on (the
 /// vectors of `rescore` are those of the row).
 fn offer_from(
-    top: &mut TopK,
+    top: &mut Top<'_>,
     row: &[f32],
     first: usize,
     allowed: &[bool],

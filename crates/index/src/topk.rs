@@ -1,6 +1,7 @@
 //! The k best (distance, id) pairs of a query.
 
 use std::cmp::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 /// One kept pair: its distance, and where its id is in [`TopK::text`].
 #[derive(Debug, Clone, Copy)]
@@ -204,6 +205,76 @@ impl TopK {
     }
 }
 
+/// The smallest bound that any of the top-k sets of one query has reached
+/// during a parallel scan (each worker keeps its own set, merged at the
+/// end). A set's bound is the distance of its `k`-th best, so a candidate
+/// farther than the smallest of them is worse than `k` items some set
+/// holds and cannot be in the merged top-k: each worker passes over it
+/// without offering it. The result does not change; the offers fall to
+/// about those of one set (measured: about 90 to about 60 per query at 4
+/// of 629 lists).
+#[derive(Debug)]
+pub(crate) struct SharedBound(AtomicU32);
+
+impl SharedBound {
+    pub(crate) fn new() -> Self {
+        Self(AtomicU32::new(ordered(f32::INFINITY)))
+    }
+
+    fn get(&self) -> f32 {
+        from_ordered(self.0.load(Relaxed))
+    }
+
+    fn lower(&self, v: f32) {
+        self.0.fetch_min(ordered(v), Relaxed);
+    }
+}
+
+/// `v`'s bits, mapped so that unsigned order is [`f32::total_cmp`]'s.
+fn ordered(v: f32) -> u32 {
+    let b = v.to_bits();
+    if b >> 31 == 1 {
+        !b
+    } else {
+        b | 1 << 31
+    }
+}
+
+fn from_ordered(k: u32) -> f32 {
+    f32::from_bits(if k >> 31 == 1 { k & !(1 << 31) } else { !k })
+}
+
+/// A worker's top-k set of one query, with the query's [`SharedBound`].
+pub(crate) struct Top<'a> {
+    top: &'a mut TopK,
+    shared: &'a SharedBound,
+}
+
+impl<'a> Top<'a> {
+    pub(crate) fn new(top: &'a mut TopK, shared: &'a SharedBound) -> Self {
+        Self { top, shared }
+    }
+
+    /// Candidates farther than this cannot enter the query's merged top-k.
+    pub(crate) fn bound(&self) -> f32 {
+        let (own, shared) = (self.top.bound(), self.shared.get());
+        if shared.total_cmp(&own).is_lt() {
+            shared
+        } else {
+            own
+        }
+    }
+
+    /// Offers an item to this set, and shares the set's new bound.
+    pub(crate) fn offer(&mut self, dist: f32, id: &str) {
+        self.top.offer(dist, id);
+        let own = self.top.bound();
+        if own < f32::INFINITY {
+            self.shared.lower(own);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,6 +334,35 @@ mod tests {
             empty.merge(b);
             prop_assert_eq!(empty.into_hits(), expected(&items, k));
         }
+    }
+
+    #[test]
+    fn a_shared_bound_orders_as_total_cmp() {
+        let values = [
+            f32::NEG_INFINITY,
+            -3.5,
+            -0.0,
+            0.0,
+            1e-30,
+            2.0,
+            f32::INFINITY,
+            f32::NAN,
+        ];
+        for a in values {
+            assert_eq!(from_ordered(ordered(a)).to_bits(), a.to_bits());
+            for b in values {
+                assert_eq!(ordered(a).cmp(&ordered(b)), a.total_cmp(&b), "{a} {b}");
+            }
+        }
+        let shared = SharedBound::new();
+        let (mut one, mut two) = (TopK::new(2), TopK::new(2));
+        let mut a = Top::new(&mut one, &shared);
+        a.offer(1.0, "a");
+        a.offer(5.0, "b");
+        // The other set is not full, but the first one's bound holds for it.
+        let b = Top::new(&mut two, &shared);
+        assert_eq!(b.bound(), 5.0);
+        assert_eq!(a.bound(), 5.0);
     }
 
     #[test]
