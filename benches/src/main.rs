@@ -367,7 +367,9 @@ fn bench_index_on(
     const ITERS: u32 = 20;
     let nb = base.len() / d;
     let nq = queries.len() / d;
-    let n_lists = vecseal::auto_n_lists(nb);
+    // VECSEAL_BENCH_LISTS=N trains N lists instead of the automatic number
+    // (issue 16 measured its few-probe costs at 256 lists).
+    let n_lists = number_from_env("VECSEAL_BENCH_LISTS", vecseal::auto_n_lists(nb))?;
     // The sweep, and the default number of probes.
     let mut probes_sweep = probes_sweep()?;
     probes_sweep.push(vecseal::auto_n_probes(n_lists));

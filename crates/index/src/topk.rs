@@ -178,13 +178,6 @@ impl TopK {
         self.heap[i] = e;
     }
 
-    /// The kept entries, best first.
-    fn sorted(&self) -> Vec<Entry> {
-        let mut entries = self.heap.clone();
-        entries.sort_unstable_by(|&a, &b| self.cmp(a, b));
-        entries
-    }
-
     /// Keeps the best `k` of both.
     pub(crate) fn merge(&mut self, other: TopK) {
         if self.heap.is_empty() && self.k == other.k {
@@ -197,8 +190,10 @@ impl TopK {
     }
 
     /// The items, best first.
-    pub(crate) fn into_hits(self) -> Vec<(String, f32)> {
-        self.sorted()
+    pub(crate) fn into_hits(mut self) -> Vec<(String, f32)> {
+        let mut entries = std::mem::take(&mut self.heap);
+        entries.sort_unstable_by(|&a, &b| self.cmp(a, b));
+        entries
             .into_iter()
             .map(|e| (self.id(e).to_owned(), e.dist))
             .collect()
