@@ -264,7 +264,8 @@ impl<'a> Top<'a> {
     pub(crate) fn offer(&mut self, dist: f32, id: &str) {
         self.top.offer(dist, id);
         let own = self.top.bound();
-        if own < f32::INFINITY {
+        // A locked update only when it lowers the bound.
+        if own < f32::INFINITY && own.total_cmp(&self.shared.get()).is_lt() {
             self.shared.lower(own);
         }
     }
