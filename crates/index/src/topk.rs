@@ -16,10 +16,11 @@ struct Entry {
 /// A max-heap of (distance, id) whose ids are kept in one string, so an
 /// item that enters costs a copy of its id and no allocation: a search
 /// offers thousands of candidates to thousands of these (one per query and
-/// piece of a scan), and owned strings per entry were measured at about a
+/// worker of a scan), and owned strings per entry were measured at about a
 /// third of a batch of few-probe queries (allocation, freeing and the moves
 /// of a heap of `String`s). An id that leaves stays in the string until
-/// the string holds twice the live ids, then the string is rebuilt.
+/// the string holds twice the live ids and [`SLACK_BYTES`] more, then the
+/// string is rebuilt.
 #[derive(Debug, Clone)]
 pub(crate) struct TopK {
     k: usize,
@@ -96,7 +97,8 @@ impl TopK {
         self.live += id.len();
         Entry {
             dist,
-            // Ids are at most MAX_ID_BYTES (checked on upsert).
+            // Ids are at most MAX_ID_BYTES (checked on upsert); a longer one
+            // would make its span out of range, a panic, never another id.
             len: u32::try_from(id.len()).unwrap_or(u32::MAX),
             at,
         }
