@@ -373,8 +373,8 @@ impl Block {
     /// list: u32, generation: u64, seq: u64]`. The ids are one UTF-8
     /// text, id `i` ending at byte `ends[i]` (version 4 wrote each id with
     /// its own length: a read checked and copied them one by one, measured
-    /// at a tenth of a few-probe batch with the list cache off). The payload is `n·dim` f32 (float32,
-    /// code 0), or the range (`lo`, `step`: `dim` f32 each; 8- and 4-bit
+    /// at a tenth of a few-probe batch with the list cache off). The
+    /// payload is `n·dim` f32 (float32, code 0), or the range (`lo`, `step`: `dim` f32 each; 8- and 4-bit
     /// codes only) and `n` codes (see [`Precision::code_bytes`]). `m` is
     /// `n` for an 8- or 4-bit block with [`Norms::Kept`] (the squared norms
     /// of its decoded vectors, see [`Block::decoded_norms`]), else 0.
@@ -512,6 +512,7 @@ impl Block {
 /// after the one before, and that the last is the text's end.
 fn read_id_text(r: &mut Reader<'_>, n: usize, ids: &mut Ids) -> Result<()> {
     let text = r.str()?;
+    // `n` little-endian u32s: the same bytes as `n` f32s.
     let ends = r.f32_bytes(n, "id ends")?;
     ids.text.push_str(text);
     let mut last = 0;

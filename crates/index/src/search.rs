@@ -443,7 +443,7 @@ impl Shared {
             .par_iter()
             .with_min_len(tasks.len().div_ceil(pieces).max(1))
             .try_for_each_init(
-                || Lent::take(&pool, || State::new(nq, top_k)),
+                || Lent::take(&pool),
                 |lent, &(source, qs)| -> Result<()> {
                     let State {
                         tops,
@@ -574,12 +574,11 @@ struct Lent<'p> {
 }
 
 impl<'p> Lent<'p> {
-    fn take(pool: &'p Mutex<Vec<State>>, new: impl FnOnce() -> State) -> Self {
-        let kept = pool.lock().unwrap_or_else(PoisonError::into_inner).pop();
-        Self {
-            state: Some(kept.unwrap_or_else(new)),
-            pool,
-        }
+    /// A state a finished piece gave back, if there is one (else the piece
+    /// makes one when its first task needs it).
+    fn take(pool: &'p Mutex<Vec<State>>) -> Self {
+        let state = pool.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        Self { state, pool }
     }
 }
 
