@@ -6,7 +6,7 @@ use crate::codec::Block;
 use crate::distance::{distance, dot, finish, lower_bounds, scores as scores_into};
 use crate::precision::{Codes, Precision};
 use crate::quantized::{self, CodedQuery, Slack};
-use crate::search::{GEMM_MIN_QUERIES, SCORES_BUDGET};
+use crate::search::{gemm_min_queries, SCORES_BUDGET};
 use crate::topk::{SharedBound, Top, TopK};
 use crate::Metric;
 
@@ -123,9 +123,10 @@ pub(crate) fn score_block(
         Some(_) if metric.is_euclidean() => block.decoded_norms(dim),
         _ => &[],
     };
+    let gemm_from = gemm_min_queries(dim, integer.is_some());
     let mut left = qs;
     refused.clear();
-    if let Some(codes) = integer.filter(|_| qs.len() < GEMM_MIN_QUERIES) {
+    if let Some(codes) = integer.filter(|_| qs.len() < gemm_from) {
         // Few queries: the integer pass, query by query, no decode.
         for &qi in qs {
             if integer_row(on, (&codes, norms), qi, coded, one) {
@@ -142,7 +143,7 @@ pub(crate) fn score_block(
     // Few queries on a compressed block scored in floating point: decode
     // and score it a piece at a time, so the decoded vectors stay in the
     // core's nearest cache (the same bits as decoding it whole).
-    if let Some(codes) = codes.filter(|_| left.len() < GEMM_MIN_QUERIES) {
+    if let Some(codes) = codes.filter(|_| left.len() < gemm_from) {
         if codes.precision == Precision::Float16 {
             // Float16 is decoded in registers, as it is summed.
             let squared = matches!(metric, Metric::SquaredEuclidean | Metric::Euclidean);
@@ -178,7 +179,7 @@ pub(crate) fn score_block(
         None => block.vectors(),
     };
     let slack = integer
-        .filter(|_| left.len() >= GEMM_MIN_QUERIES)
+        .filter(|_| left.len() >= gemm_from)
         .map(|c| Slack::new(&c, dim));
     // The largest decoded squared norm, for the screen's Euclidean slack.
     let max_norm = if slack.is_some() {
@@ -199,7 +200,7 @@ pub(crate) fn score_block(
         };
         // Many queries: screen by GEMM and rescore what may enter;
         // otherwise score exactly.
-        let screened = group_qs.len() >= GEMM_MIN_QUERIES;
+        let screened = group_qs.len() >= gemm_from;
         if screened {
             lower_bounds(metric, qmat, vectors, dim, scores);
         } else {

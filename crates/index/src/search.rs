@@ -35,8 +35,33 @@ pub(crate) const SCORES_BUDGET: usize = 1 << 20;
 /// A block scanned by at least this many queries is screened by a GEMM (and
 /// the pairs that may enter a top-k rescored exactly) rather than scored by
 /// the tiled kernel, whose per-pair overhead dominates at small dimensions
-/// (measured: 1.6–3× the QPS on GloVe-50d, the same at 768-d).
+/// (measured: 1.6–3× the QPS on GloVe-50d, the same at 768-d). Below
+/// [`SMALL_DIM`] dimensions, from [`GEMM_MIN_QUERIES_SMALL`] queries.
 pub(crate) const GEMM_MIN_QUERIES: usize = 32;
+/// Dimensions below which float blocks go to the GEMM screen from fewer
+/// queries.
+pub(crate) const SMALL_DIM: usize = 128;
+/// The GEMM screen's threshold for float32 and float16 blocks below
+/// [`SMALL_DIM`] dimensions. Measured in interleaved runs (2026-12-06, AMD
+/// EPYC, batches of 1000, best of 3): on GloVe-50d at 256 lists, float32,
+/// 8 against 32 gave +15 % QPS at 4 and 8 probes (4 and 2 no better; 1
+/// and 16 probes unchanged); at 629 lists +4 to +11 % at 4 to 16 probes,
+/// float16 +18 to +28 %. 8-bit blocks were 10–17 % slower with it (their
+/// integer pass beats a decode and a GEMM at a few queries), and on the
+/// 768-d set float32 was 5–14 % slower at 4 and 16 probes (64 there was
+/// the same as 32).
+pub(crate) const GEMM_MIN_QUERIES_SMALL: usize = 8;
+
+/// How many queries of a block make it go to the GEMM screen, at `dim`
+/// dimensions, for a block the integer pass scores (`integer`) or not.
+pub(crate) fn gemm_min_queries(dim: usize, integer: bool) -> usize {
+    if dim < SMALL_DIM && !integer {
+        GEMM_MIN_QUERIES_SMALL
+    } else {
+        GEMM_MIN_QUERIES
+    }
+}
+
 /// A filtered query reads the matching items directly (instead of scanning
 /// lists) when there are at most `top_k` of them, or at most 1/`DIRECT_COST`
 /// of the vectors its probes would scan: reading one item costs about as
