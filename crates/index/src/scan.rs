@@ -89,9 +89,8 @@ pub(crate) struct Scratch {
 /// Float32 blocks, and compressed ones outside the integer pass, are scored
 /// by the tiled kernel (few queries) or screened by a GEMM and rescored
 /// with [`distance`] (many: see [`gemm_min_queries`]): the results of
-/// brute force either way. 8- and
-/// 4-bit blocks are scored by the integer pass (the Euclidean metrics with
-/// the block's decoded squared norms);
+/// brute force either way. 8- and 4-bit blocks are scored by the integer
+/// pass (the Euclidean metrics with the block's decoded squared norms);
 /// with many queries a GEMM over the decoded block screens them first,
 /// with bounds widened by [`Slack`], and only pairs that may enter a top-k
 /// get the integer pass: a query gets the same first-pass distances in a
