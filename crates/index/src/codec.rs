@@ -374,8 +374,9 @@ impl Block {
     /// text, id `i` ending at byte `ends[i]` (version 4 wrote each id with
     /// its own length: a read checked and copied them one by one, measured
     /// at a tenth of a few-probe batch with the list cache off). The
-    /// payload is `n·dim` f32 (float32, code 0), or the range (`lo`, `step`: `dim` f32 each; 8- and 4-bit
-    /// codes only) and `n` codes (see [`Precision::code_bytes`]). `m` is
+    /// payload is `n·dim` f32 (float32, code 0), or the range (`lo`,
+    /// `step`: `dim` f32 each; 8- and 4-bit codes only) and `n` codes (see
+    /// [`Precision::code_bytes`]). `m` is
     /// `n` for an 8- or 4-bit block with [`Norms::Kept`] (the squared norms
     /// of its decoded vectors, see [`Block::decoded_norms`]), else 0.
     pub(crate) fn encode(&self, dim: usize, place: Place, norms: Norms) -> Vec<u8> {

@@ -32,33 +32,25 @@ pub(crate) const QUERY_CHUNK: usize = 4096;
 /// A block is scored against at most this many (query, vector) pairs at a
 /// time: 4 MiB of scores per worker.
 pub(crate) const SCORES_BUDGET: usize = 1 << 20;
-/// A block scanned by at least this many queries is screened by a GEMM (and
-/// the pairs that may enter a top-k rescored exactly) rather than scored by
-/// the tiled kernel, whose per-pair overhead dominates at small dimensions
-/// (measured: 1.6–3× the QPS on GloVe-50d, the same at 768-d). Below
-/// [`SMALL_DIM`] dimensions, from [`GEMM_MIN_QUERIES_SMALL`] queries.
-pub(crate) const GEMM_MIN_QUERIES: usize = 32;
-/// Dimensions below which float blocks go to the GEMM screen from fewer
-/// queries.
-pub(crate) const SMALL_DIM: usize = 128;
-/// The GEMM screen's threshold for float32 and float16 blocks below
-/// [`SMALL_DIM`] dimensions. Measured in interleaved runs (2026-12-06, AMD
-/// EPYC, batches of 1000, best of 3): on GloVe-50d at 256 lists, float32,
-/// 8 against 32 gave +15 % QPS at 4 and 8 probes (4 and 2 no better; 1
-/// and 16 probes unchanged); at 629 lists +4 to +11 % at 4 to 16 probes,
-/// float16 +18 to +28 %. 8-bit blocks were 10–17 % slower with it (their
-/// integer pass beats a decode and a GEMM at a few queries), and on the
-/// 768-d set float32 was 5–14 % slower at 4 and 16 probes (64 there was
-/// the same as 32).
-pub(crate) const GEMM_MIN_QUERIES_SMALL: usize = 8;
-
-/// How many queries of a block make it go to the GEMM screen, at `dim`
+/// How many queries of a block make it go to the GEMM screen (and the
+/// pairs that may enter a top-k rescored exactly) rather than the tiled
+/// kernel, whose per-pair overhead dominates at small dimensions, at `dim`
 /// dimensions, for a block the integer pass scores (`integer`) or not.
+///
+/// 32 (measured: 1.6–3× the QPS on GloVe-50d, the same at 768-d), or 8
+/// for float32 and float16 blocks below 128 dimensions. Measured in
+/// interleaved runs (2026-12-06, AMD EPYC, batches of 1000, best of 3): on
+/// GloVe-50d at 256 lists, float32, 8 against 32 gave +15 % QPS at 4 and 8
+/// probes (4 and 2 no better; 1 and 16 probes unchanged); at 629 lists +4
+/// to +11 % at 4 to 16 probes, float16 +18 to +28 %. 8-bit blocks were
+/// 10–17 % slower with 8 (their integer pass beats a decode and a GEMM at
+/// a few queries), and on the 768-d set float32 was 5–14 % slower at 4 and
+/// 16 probes (64 there was the same as 32).
 pub(crate) fn gemm_min_queries(dim: usize, integer: bool) -> usize {
-    if dim < SMALL_DIM && !integer {
-        GEMM_MIN_QUERIES_SMALL
+    if dim < 128 && !integer {
+        8
     } else {
-        GEMM_MIN_QUERIES
+        32
     }
 }
 
