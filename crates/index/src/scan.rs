@@ -362,6 +362,14 @@ fn offer_from(
     rescore: Option<(Metric, &[f32], &[f32])>,
 ) {
     let mut bound = top.bound();
+    // A set that is not full takes every score (its bound is infinite):
+    // cap that by the row itself (exact scores, no filter; see `row_cap`).
+    let cap = if bound == f32::INFINITY && rescore.is_none() && allowed.is_empty() {
+        row_cap(row, top.k())
+    } else {
+        f32::INFINITY
+    };
+    bound = bound.min(cap);
     for (r, run) in row.chunks(RUN).enumerate() {
         // Most scores cannot enter: a run of them is passed over after one
         // vectorised count (a NaN is looked at, as below).
@@ -388,7 +396,7 @@ fn offer_from(
             };
             if dist <= bound {
                 top.offer(dist, block.ids().get(j));
-                bound = top.bound();
+                bound = top.bound().min(cap);
             }
         }
     }
@@ -396,6 +404,37 @@ fn offer_from(
 
 /// Scores [`offer_from`] passes over at once when none can enter.
 const RUN: usize = 16;
+
+/// The largest `k` [`row_cap`] works for (the minima it keeps are on the
+/// stack).
+const CAP_MOST_K: usize = 64;
+
+/// A distance that at least `k` scores of `row` are at or below (infinite
+/// when the row has fewer than `k` runs of [`RUN`], or `k` is 0 or above
+/// [`CAP_MOST_K`]): the `k`-th smallest of the runs' minima. A score above
+/// it has `k` scores of the row strictly nearer, which are offered (or
+/// beaten by what the set holds), so it cannot be in the set's top `k`,
+/// and the set need not be offered it. At one probe a query's set starts
+/// empty on its block and would otherwise take about `k·(1 + ln(n/k))` of
+/// its `n` scores; with the cap it takes about `k`. A NaN score is no run's
+/// minimum (`f32::min` passes over it) and is still offered, as before.
+fn row_cap(row: &[f32], k: usize) -> f32 {
+    if k == 0 || k > CAP_MOST_K || row.len() < k * RUN {
+        return f32::INFINITY;
+    }
+    // The `k` smallest run minima so far, ascending.
+    let mut least = [f32::INFINITY; CAP_MOST_K];
+    let least = &mut least[..k];
+    for run in row.chunks(RUN) {
+        let m = run.iter().fold(f32::INFINITY, |m, &s| m.min(s));
+        if m < least[k - 1] {
+            let at = least.partition_point(|&v| v <= m);
+            least.copy_within(at..k - 1, at + 1);
+            least[at] = m;
+        }
+    }
+    least[k - 1]
+}
 
 /// The most decode buffers a worker thread keeps (a thread runs several
 /// pieces of a scan at once when it steals work while it waits).
@@ -429,5 +468,49 @@ impl Drop for Decoded {
                 }
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The cap keeps every score of the row's `k` best: at least `k`
+        /// scores are at or below it (so a score above it has `k` nearer).
+        #[test]
+        fn row_cap_is_at_or_above_the_kth_score(
+            row in prop::collection::vec(
+                prop_oneof![8 => (0u8..20).prop_map(f32::from), 1 => Just(f32::NAN)],
+                0..400,
+            ),
+            k in 0usize..70,
+        ) {
+            let cap = row_cap(&row, k);
+            let finite = row.iter().filter(|s| !s.is_nan()).count();
+            if k == 0 || k > CAP_MOST_K || row.len() < k * RUN {
+                prop_assert_eq!(cap, f32::INFINITY);
+            }
+            if cap < f32::INFINITY {
+                prop_assert!(row.iter().filter(|&&s| s <= cap).count() >= k);
+                let mut sorted: Vec<f32> = row.iter().copied().filter(|s| !s.is_nan()).collect();
+                sorted.sort_by(f32::total_cmp);
+                prop_assert!(finite >= k && sorted[k - 1] <= cap);
+            }
+        }
+    }
+
+    #[test]
+    fn row_cap_is_the_kth_smallest_run_minimum() {
+        // Runs of 16 whose minima are 5, 3, 9, 1.
+        let row: Vec<f32> = [5.0, 3.0, 9.0, 1.0]
+            .iter()
+            .flat_map(|&m| (0..RUN).map(move |i| m + i as f32))
+            .collect();
+        assert_eq!(row_cap(&row, 1), 1.0);
+        assert_eq!(row_cap(&row, 2), 3.0);
+        assert_eq!(row_cap(&row, 4), 9.0);
+        assert_eq!(row_cap(&row, 5), f32::INFINITY);
     }
 }

@@ -277,6 +277,11 @@ impl<'a> Top<'a> {
     pub(crate) fn offer(&mut self, dist: f32, id: &str) {
         self.top.offer(dist, id);
     }
+
+    /// How many items the set keeps.
+    pub(crate) fn k(&self) -> usize {
+        self.top.k
+    }
 }
 
 impl Drop for Top<'_> {

@@ -108,6 +108,17 @@ fn large_blocks_and_many_queries_equal_brute_force() {
         let got_ids: Vec<String> = hits.iter().map(|h| h.id.clone()).collect();
         assert_eq!(got_ids, brute(&data, q, 7), "query {q:?}");
     }
+    // One at a time, each query's set starts empty on a large block and
+    // is capped by the block's own scores (`scan::row_cap`); 30 results
+    // span several distances (each value is held by about 10 vectors).
+    let opts = opts.with_top_k(30);
+    for q in queries.iter().step_by(13) {
+        let alone = index
+            .query(std::slice::from_ref(q), &opts)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let got_ids: Vec<String> = alone[0].iter().map(|h| h.id.clone()).collect();
+        assert_eq!(got_ids, brute(&data, q, 30), "query {q:?} alone");
+    }
 }
 
 /// A batch scores blocks differently from a lone query (a GEMM screen and
