@@ -363,9 +363,14 @@ fn offer_from(
 ) {
     let mut bound = top.bound();
     // A set that is not full takes every score (its bound is infinite):
-    // cap that by the row itself (exact scores, no filter; see `row_cap`).
-    let cap = if bound == f32::INFINITY && rescore.is_none() && allowed.is_empty() {
-        row_cap(row, top.k())
+    // cap that by the row itself (without a filter; see `row_cap`).
+    let cap = if bound == f32::INFINITY && allowed.is_empty() {
+        match rescore {
+            Some((metric, q, vectors)) => row_cap(row, top.k(), |i| {
+                distance(metric, q, &vectors[i * q.len()..(i + 1) * q.len()])
+            }),
+            None => row_cap(row, top.k(), |i| row[i]),
+        }
     } else {
         f32::INFINITY
     };
@@ -409,31 +414,48 @@ const RUN: usize = 16;
 /// stack).
 const CAP_MOST_K: usize = 64;
 
-/// A distance that at least `k` scores of `row` are at or below (infinite
-/// when the row has fewer than `k` runs of [`RUN`], or `k` is 0 or above
-/// [`CAP_MOST_K`]): the `k`-th smallest of the runs' minima. A score above
-/// it has `k` scores of the row strictly nearer, which are offered (or
-/// beaten by what the set holds), so it cannot be in the set's top `k`,
-/// and the set need not be offered it. At one probe a query's set starts
-/// empty on its block and would otherwise take about `k·(1 + ln(n/k))` of
-/// its `n` scores; with the cap it takes about `k`. A NaN score is no run's
-/// minimum (`f32::min` passes over it) and is still offered, as before.
-fn row_cap(row: &[f32], k: usize) -> f32 {
+/// A distance that at least `k` vectors of a row are at or below, or
+/// infinity: the largest `exact` distance of the `k` vectors that are the
+/// smallest minima of `row`'s runs of [`RUN`] (`row` holds the distances
+/// themselves, or lower bounds of them; `exact(i)` is vector `i`'s
+/// distance). A vector farther than the cap has `k` vectors of the row
+/// strictly nearer, which are offered (or beaten by what the set holds),
+/// so it cannot be in the set's top `k` and need not be offered; one whose
+/// lower bound is above the cap need not even be rescored. At one probe a
+/// query's set starts empty on its block and would otherwise take about
+/// `k·(1 + ln(n/k))` of its `n` vectors (and rescore all `n` behind a
+/// screen); with the cap, about `k`. Infinite when `k` is 0 or above
+/// [`CAP_MOST_K`], when the row has fewer than `k` runs, or when one of the
+/// `k` distances is NaN (a NaN in `row` is no run's minimum: `f32::min`
+/// passes over it).
+fn row_cap(row: &[f32], k: usize, exact: impl Fn(usize) -> f32) -> f32 {
     if k == 0 || k > CAP_MOST_K || row.len() < k * RUN {
         return f32::INFINITY;
     }
-    // The `k` smallest run minima so far, ascending.
-    let mut least = [f32::INFINITY; CAP_MOST_K];
+    // The `k` smallest run minima so far, ascending, and where they are.
+    let mut least = [(f32::INFINITY, usize::MAX); CAP_MOST_K];
     let least = &mut least[..k];
-    for run in row.chunks(RUN) {
+    for (r, run) in row.chunks(RUN).enumerate() {
         let m = run.iter().fold(f32::INFINITY, |m, &s| m.min(s));
-        if m < least[k - 1] {
-            let at = least.partition_point(|&v| v <= m);
+        if m < least[k - 1].0 {
+            let i = r * RUN + run.iter().position(|&s| s == m).unwrap_or(0);
+            let at = least.partition_point(|&(v, _)| v <= m);
             least.copy_within(at..k - 1, at + 1);
-            least[at] = m;
+            least[at] = (m, i);
         }
     }
-    least[k - 1]
+    let mut cap = f32::NEG_INFINITY;
+    for &(m, i) in least.iter() {
+        if m == f32::INFINITY {
+            return f32::INFINITY;
+        }
+        let d = exact(i);
+        if d.is_nan() {
+            return f32::INFINITY;
+        }
+        cap = cap.max(d);
+    }
+    cap
 }
 
 /// The most decode buffers a worker thread keeps (a thread runs several
@@ -487,7 +509,7 @@ mod tests {
             ),
             k in 0usize..70,
         ) {
-            let cap = row_cap(&row, k);
+            let cap = row_cap(&row, k, |i| row[i]);
             let finite = row.iter().filter(|s| !s.is_nan()).count();
             if k == 0 || k > CAP_MOST_K || row.len() < k * RUN {
                 prop_assert_eq!(cap, f32::INFINITY);
@@ -501,6 +523,26 @@ mod tests {
         }
     }
 
+    proptest! {
+        /// Over lower bounds, the cap is an exact distance that at least
+        /// `k` vectors are at or below (and a bound above it is a vector
+        /// above it).
+        #[test]
+        fn row_cap_over_lower_bounds_keeps_k_exact_distances(
+            pairs in prop::collection::vec((0u8..20, 0u8..4), 0..400),
+            k in 1usize..30,
+        ) {
+            let exact: Vec<f32> = pairs.iter().map(|&(d, _)| f32::from(d)).collect();
+            let bounds: Vec<f32> = pairs.iter().map(|&(d, g)| f32::from(d) - f32::from(g)).collect();
+            let cap = row_cap(&bounds, k, |i| exact[i]);
+            if cap < f32::INFINITY {
+                prop_assert!(exact.iter().filter(|&&d| d <= cap).count() >= k);
+            } else {
+                prop_assert!(bounds.len() < k * RUN);
+            }
+        }
+    }
+
     #[test]
     fn row_cap_is_the_kth_smallest_run_minimum() {
         // Runs of 16 whose minima are 5, 3, 9, 1.
@@ -508,9 +550,10 @@ mod tests {
             .iter()
             .flat_map(|&m| (0..RUN).map(move |i| m + i as f32))
             .collect();
-        assert_eq!(row_cap(&row, 1), 1.0);
-        assert_eq!(row_cap(&row, 2), 3.0);
-        assert_eq!(row_cap(&row, 4), 9.0);
-        assert_eq!(row_cap(&row, 5), f32::INFINITY);
+        let cap = |k| row_cap(&row, k, |i| row[i]);
+        assert_eq!(cap(1), 1.0);
+        assert_eq!(cap(2), 3.0);
+        assert_eq!(cap(4), 9.0);
+        assert_eq!(cap(5), f32::INFINITY);
     }
 }
