@@ -430,10 +430,18 @@ impl<'a> Reader<'a> {
     /// `n` `f32` values.
     pub fn f32s(&mut self, n: usize) -> Result<Vec<f32>> {
         let raw = self.f32_bytes(n, "f32 values")?;
-        Ok(raw
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect())
+        // One copy of the bytes, then (on a big-endian machine only) each
+        // value's bytes turned around: converted value by value, this was
+        // about a tenth of a batch of queries that rerank items at 768
+        // dimensions.
+        let mut out = vec![0f32; raw.len() / 4];
+        bytemuck::cast_slice_mut::<f32, u8>(&mut out).copy_from_slice(raw);
+        if cfg!(target_endian = "big") {
+            for v in &mut out {
+                *v = f32::from_bits(u32::from_le(v.to_bits()));
+            }
+        }
+        Ok(out)
     }
 
     /// Checks that the record ends here.

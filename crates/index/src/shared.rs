@@ -512,7 +512,7 @@ impl Shared {
         let item_keys: Vec<Vec<u8>> = ids.par_iter().map(|id| keys.item_key(id)).collect();
         let raws = match view {
             Some(view) => item_keys
-                .iter()
+                .par_iter()
                 .map(|k| view.get(NS_ITEMS, k))
                 .collect::<Result<Vec<_>, _>>()?,
             None => {
@@ -524,8 +524,10 @@ impl Shared {
             .zip(item_keys.par_iter())
             .zip(ids.par_iter())
             .map(|((raw, key), id)| {
-                raw.map(|raw| {
-                    let rec = ItemRecord::decode(&keys.open(Kind::Item, key, &raw)?)?;
+                raw.map(|mut raw| {
+                    // Opened in the buffer the store gave (no copy).
+                    let plain = keys.open_in_place(Kind::Item, key, &mut raw)?;
+                    let rec = ItemRecord::decode(&raw[plain])?;
                     if &rec.id != id {
                         return Err(Error::Corrupt {
                             what: Record::Item,
