@@ -525,8 +525,8 @@ mod tests {
 
     proptest! {
         /// Over lower bounds, the cap is an exact distance that at least
-        /// `k` vectors are at or below (and a bound above it is a vector
-        /// above it).
+        /// `k` vectors are at or below (a vector whose bound is above the
+        /// cap is farther than it: a bound is at most the distance).
         #[test]
         fn row_cap_over_lower_bounds_keeps_k_exact_distances(
             pairs in prop::collection::vec((0u8..20, 0u8..4), 0..400),
