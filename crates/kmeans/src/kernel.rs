@@ -739,20 +739,21 @@ impl<'a> Centroids<'a> {
         let mut scratch = Scratch::default();
         self.screen(group, &mut scratch);
         self.candidates(m, n, &mut scratch);
-        let mut scored: Vec<Vec<(f32, u32)>> = vec![Vec::new(); m];
-        for &(i, j) in &scratch.candidates {
-            let row = &group[i as usize * self.dim..(i as usize + 1) * self.dim];
-            let d = sum(Sum::SquaredL2, row, self.centroid(j as usize));
-            scored[i as usize].push((d, j));
-        }
-        let by = |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
-        for (o, mut s) in out.iter_mut().zip(scored) {
-            if s.len() > n {
-                s.select_nth_unstable_by(n - 1, by);
-                s.truncate(n);
-            }
-            s.sort_unstable_by(by);
-            *o = s.into_iter().map(|(_, j)| j).collect();
+        // Every candidate of the group in one list, by row, then distance,
+        // then centroid: each row's first `n` are its answer (one list, not
+        // one per row: their allocations were about 3 % of a batch of
+        // one-probe queries in a profile).
+        let mut scored: Vec<(u32, f32, u32)> = scratch
+            .candidates
+            .iter()
+            .map(|&(i, j)| {
+                let row = &group[i as usize * self.dim..(i as usize + 1) * self.dim];
+                (i, sum(Sum::SquaredL2, row, self.centroid(j as usize)), j)
+            })
+            .collect();
+        scored.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(&b.2)));
+        for row in scored.chunk_by(|a, b| a.0 == b.0) {
+            out[row[0].0 as usize] = row.iter().take(n).map(|&(_, _, j)| j).collect();
         }
         out
     }
