@@ -229,10 +229,6 @@ impl WithSimd for Code<'_, '_> {
         let top = f64::from(top);
         let scale = max / top;
         let inv = if max > 0.0 { top / max } else { 0.0 };
-        #[inline(always)]
-        fn level(x: f64, inv: f64, top: f64) -> i16 {
-            (x * inv).round_ties_even().clamp(-top, top) as i16
-        }
         let k = &mut into.k;
         k.clear();
         k.resize(row_len(codes.precision, dim), 0);
@@ -252,6 +248,19 @@ impl WithSimd for Code<'_, '_> {
         (into.scale, into.base, into.reach) = (scale, base, reach);
         true
     }
+}
+
+/// `x·inv` clamped to `±top` (at most `i16::MAX`) and rounded to the
+/// nearest integer, ties to even, by adding 1.5·2⁵²: the sum's low
+/// mantissa bits are then that integer in two's complement. Plain
+/// arithmetic and a bit cast, so every level vectorises it;
+/// `round_ties_even` and a cast from `f64` ran one element at a time.
+/// (`x` is finite: the query is, since its `base` is, and so is every
+/// step of a block's range.)
+#[inline(always)]
+fn level(x: f64, inv: f64, top: f64) -> i16 {
+    const ROUND: f64 = 6_755_399_441_055_744.0;
+    ((x * inv).clamp(-top, top) + ROUND).to_bits() as i16
 }
 
 /// The kernel: `base + scale·Σ k·c` per row.

@@ -304,3 +304,25 @@ fn the_least_of_finite_values_and_nan_for_any_other() {
         }
     }
 }
+
+/// The coded weights' rounding is `round_ties_even` after the clamp, on
+/// ties, on both sides of zero and past the clamp.
+#[test]
+fn level_rounds_ties_to_even_and_clamps() {
+    let plain = |x: f64, inv: f64, top: f64| (x * inv).clamp(-top, top).round_ties_even() as i16;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut xs = vec![0.0, -0.0, 0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 1e300, -1e300];
+    xs.extend((-70_000..70_000).map(|i| f64::from(i) / 2.0));
+    xs.extend((0..10_000).map(|_| rng.gen_range(-40_000.0..40_000.0)));
+    for top in [1024.0, 4095.0, 32767.0] {
+        for &x in &xs {
+            for inv in [1.0, 0.37, 3.0] {
+                assert_eq!(
+                    level(x, inv, top),
+                    plain(x, inv, top),
+                    "x {x}, inv {inv}, top {top}"
+                );
+            }
+        }
+    }
+}
