@@ -170,6 +170,27 @@ impl Caller {
             Caller::Open | Caller::Root => owner_credentials(name, index_key),
         }
     }
+
+    /// A digest, keyed by `salt`, of the key this caller acts with on an
+    /// index (a user's own key, or the request's `index_key`): equal for
+    /// the same key and caller kind, and saying nothing about the key
+    /// without `salt`. `None` without a usable `index_key`.
+    pub(crate) fn fingerprint(&self, salt: &[u8; 32], index_key: Option<&str>) -> Option<[u8; 32]> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(salt).ok()?;
+        match self {
+            Caller::User { id, kek } => {
+                mac.update(b"user");
+                mac.update(id.to_string().as_bytes());
+                mac.update(&kek[..]);
+            }
+            Caller::Open | Caller::Root => {
+                let bytes = Zeroizing::new(hex::decode(index_key?).ok()?);
+                mac.update(b"owner");
+                mac.update(&bytes);
+            }
+        }
+        Some(mac.finalize().into_bytes().into())
+    }
 }
 
 /// Owner credentials from a hex `index_key`; absent or empty is 401.

@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 mod auth;
+mod batch;
 mod error;
 mod indexes;
 mod metrics;
@@ -43,6 +44,7 @@ use vecseal::{Client, Credentials, Index, LoadedIndex};
 pub use error::{ApiError, Error};
 
 use auth::{Auth, Caller};
+use batch::Batcher;
 use metrics::Metrics;
 use training::Trainer;
 
@@ -96,6 +98,11 @@ pub struct Server {
     max_open_indexes: usize,
     /// Admits reads to the engine's pool (see [`reading`]).
     reads: Arc<tokio::sync::Semaphore>,
+    /// Queries waiting for a leader's batch (see the `batch` module).
+    batches: Batcher<vectors::QueryGroup, Vec<f32>, Vec<vecseal::Hit>>,
+    /// The key of the credential digests that group queries (random per
+    /// process; `None` if the system gave no randomness: no batching).
+    group_salt: Option<[u8; 32]>,
 }
 
 /// Indexes kept loaded, by name, with the tick of their last use.
@@ -118,6 +125,11 @@ impl Server {
             max_body_bytes: config.max_body_bytes,
             max_open_indexes: config.max_open_indexes.max(1),
             reads: Arc::new(tokio::sync::Semaphore::new(rayon::current_num_threads())),
+            batches: Batcher::new(),
+            group_salt: {
+                let mut salt = [0u8; 32];
+                getrandom::getrandom(&mut salt).ok().map(|()| salt)
+            },
         })
     }
 
@@ -369,8 +381,12 @@ async fn metrics_text(State(s): State<Arc<Server>>) -> Response {
     let open = s.open.lock().by_name.len();
     (
         [("content-type", "text/plain; version=0.0.4")],
-        s.metrics
-            .render(open, usize::from(current.is_some()), queued.len()),
+        s.metrics.render(
+            open,
+            usize::from(current.is_some()),
+            queued.len(),
+            s.batches.rode(),
+        ),
     )
         .into_response()
 }

@@ -41,8 +41,15 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus exposition text, with the gauges given.
-    pub(crate) fn render(&self, open_indexes: usize, training: usize, queued: usize) -> String {
+    /// The Prometheus exposition text, with the gauges and the count of
+    /// coalesced queries given.
+    pub(crate) fn render(
+        &self,
+        open_indexes: usize,
+        training: usize,
+        queued: usize,
+        coalesced: u64,
+    ) -> String {
         let mut out = String::new();
         let map = self.series.lock();
         out.push_str("# HELP vecseal_http_requests_total HTTP requests answered.\n");
@@ -100,6 +107,12 @@ impl Metrics {
         for (name, help, v) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
+        let name = "vecseal_queries_coalesced_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Queries answered in a batch led by another query.\n\
+             # TYPE {name} counter\n{name} {coalesced}"
+        );
         out
     }
 }
@@ -113,12 +126,13 @@ mod tests {
         let m = Metrics::default();
         m.record("/v1/health", 200, Duration::from_micros(300));
         m.record("/v1/health", 200, Duration::from_millis(20));
-        let text = m.render(1, 0, 2);
+        let text = m.render(1, 0, 2, 5);
         assert!(text.contains("vecseal_http_requests_total{route=\"/v1/health\",status=\"200\"} 2"));
         assert!(text.contains("le=\"0.0005\"} 1"), "{text}");
         assert!(text.contains("le=\"0.025\"} 2"), "{text}");
         assert!(text.contains("le=\"+Inf\"} 2"), "{text}");
         assert!(text.contains("vecseal_open_indexes 1"));
         assert!(text.contains("vecseal_training_jobs_queued 2"));
+        assert!(text.contains("vecseal_queries_coalesced_total 5"));
     }
 }

@@ -10,6 +10,7 @@ use vecseal::{
     auto_n_lists, Fields, Filter, Hit, Index, Item, MetadataQuery, QueryOptions, TrainingState,
 };
 
+use crate::batch::Turn;
 use crate::error::ApiError;
 use crate::wire::{
     decode_rows, query_rows, Body, DeleteItems, GetItems, Knobs, Query, QueryBinary, QueryMetadata,
@@ -213,7 +214,7 @@ fn hit_json(h: Hit, distance: bool, metadata: bool) -> Value {
 /// per query for two or more.
 async fn run_query(
     s: Arc<Server>,
-    cred: vecseal::Credentials,
+    (cred, who): (vecseal::Credentials, Option<[u8; 32]>),
     name: String,
     rows: Vec<Vec<f32>>,
     knobs: Knobs,
@@ -225,7 +226,20 @@ async fn run_query(
             "{context}: no query vectors"
         )));
     }
-    let hits = read_index(s, name, cred, context, move |i| i.query(&rows, &opts)).await?;
+    // Unfiltered queries of one shape may share a batch.
+    let dim = rows[0].len();
+    let group = who
+        .filter(|_| opts.filter.is_none() && rows.iter().all(|r| r.len() == dim))
+        .map(|who| QueryGroup {
+            name: name.clone(),
+            who,
+            dim,
+            opts: format!("{opts:?}"),
+        });
+    let hits = match group {
+        Some(group) => coalesced(s, cred, name, group, rows, opts, context).await?,
+        None => read_index(s, name, cred, context, move |i| i.query(&rows, &opts)).await?,
+    };
     let mut nested: Vec<Value> = hits
         .into_iter()
         .map(|hs| {
@@ -244,12 +258,90 @@ async fn run_query(
     Ok(Json(json!({ "results": results })))
 }
 
+/// The queries that may share a batch (see the `batch` module): one index
+/// name, one key (its keyed digest), one dimension, the same options.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(crate) struct QueryGroup {
+    name: String,
+    who: [u8; 32],
+    dim: usize,
+    /// The query options, unfiltered (`Debug` of [`QueryOptions`]).
+    opts: String,
+}
+
+/// Runs `rows` in a batch of their `group`: as its leader (admitted by the
+/// gate of reads, then running every rider's rows with its own), or riding
+/// with one; alone when the group is full, the batch failed, or its leader
+/// went away.
+async fn coalesced(
+    s: Arc<Server>,
+    cred: vecseal::Credentials,
+    name: String,
+    group: QueryGroup,
+    rows: Vec<Vec<f32>>,
+    opts: QueryOptions,
+    context: &'static str,
+) -> Result<Vec<Vec<Hit>>, ApiError> {
+    let leading = match s.batches.join(group, rows) {
+        Turn::Lead(leading) => leading,
+        Turn::Ride(outcome) => {
+            return match outcome.await {
+                Ok(Ok(hits)) => Ok(hits),
+                Ok(Err(rows)) => {
+                    let s = Arc::clone(&s);
+                    read_index(s, name, cred, context, move |i| i.query(&rows, &opts)).await
+                }
+                Err(_) => Err(ApiError::internal("internal error")),
+            };
+        }
+        Turn::Alone(rows) => {
+            let s = Arc::clone(&s);
+            return read_index(s, name, cred, context, move |i| i.query(&rows, &opts)).await;
+        }
+    };
+    // As [`reading`]: admitted in arrival order, at most one read per
+    // worker thread, run on the engine's pool.
+    let admitted = s
+        .reads()
+        .acquire_owned()
+        .await
+        .map_err(|_| ApiError::internal("internal error"))?;
+    let batch = leading.take();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let server = Arc::clone(&s);
+    rayon::spawn(move || {
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            server.read(&name, cred, |i| i.query(&batch.rows, &opts))
+        }));
+        drop(admitted);
+        let own = match ran {
+            Ok(Ok(hits)) => batch
+                .answer(hits)
+                .map_err(|_| ApiError::internal("internal error")),
+            Ok(Err(e)) => {
+                let _ = batch.fail();
+                Err(ApiError::engine(context, e))
+            }
+            Err(_) => {
+                let _ = batch.fail();
+                Err(ApiError::internal("internal error"))
+            }
+        };
+        let _ = tx.send(own);
+    });
+    rx.await
+        .unwrap_or_else(|_| Err(ApiError::internal("internal error")))
+}
+
 pub(crate) async fn query(
     State(s): State<Arc<Server>>,
     AnyCaller(caller): AnyCaller,
     Body(req): Body<Query>,
 ) -> Result<Json<Value>, ApiError> {
     let cred = caller.credentials(&req.index_name, req.index_key.as_deref())?;
+    let who = s
+        .group_salt
+        .and_then(|salt| caller.fingerprint(&salt, req.index_key.as_deref()));
     let rows = match req.query_vectors {
         Some(v) if !v.is_null() => query_rows(v)?,
         _ if req.query_contents.is_some() => {
@@ -264,7 +356,8 @@ pub(crate) async fn query(
             ))
         }
     };
-    run_query(s, cred, req.index_name, rows, req.knobs, "Failed to query").await
+    let (name, knobs) = (req.index_name, req.knobs);
+    run_query(s, (cred, who), name, rows, knobs, "Failed to query").await
 }
 
 pub(crate) async fn query_binary(
@@ -273,10 +366,13 @@ pub(crate) async fn query_binary(
     Body(req): Body<QueryBinary>,
 ) -> Result<Json<Value>, ApiError> {
     let cred = caller.credentials(&req.index_name, req.index_key.as_deref())?;
+    let who = s
+        .group_salt
+        .and_then(|salt| caller.fingerprint(&salt, req.index_key.as_deref()));
     let rows = decode_rows(&req.batch.vectors_b64, req.batch.dimension)?;
     run_query(
         s,
-        cred,
+        (cred, who),
         req.index_name,
         rows,
         req.knobs,
