@@ -139,9 +139,14 @@ impl CodedQuery {
         out: &mut Vec<f32>,
     ) {
         let cb = codes.precision.code_bytes(dim);
-        let n = codes.bytes.len() / cb.max(1);
         out.clear();
-        out.resize(n, 0.0);
+        out.resize(codes.bytes.len() / cb.max(1), 0.0);
+        self.dots_into(level, codes, cb, out);
+    }
+
+    /// [`CodedQuery::dots_at`] into `out` (one value per row of `cb`
+    /// bytes).
+    fn dots_into(&self, level: SimdLevel, codes: &Codes<'_>, cb: usize, out: &mut [f32]) {
         vecseal_kmeans::kernel::dispatch_at(
             level,
             Sums {
@@ -154,6 +159,12 @@ impl CodedQuery {
                 base: self.base,
             },
         );
+    }
+
+    /// The approximate dot product from a row's sum `Σ k·c`.
+    #[inline(always)]
+    fn finish(&self, sum: i32) -> f32 {
+        (self.base + self.scale * f64::from(sum)) as f32
     }
 }
 
@@ -531,6 +542,9 @@ pub(crate) fn least_finite(values: &[f32]) -> f32 {
         least
     }
 }
+
+mod together;
+pub(crate) use together::{dots_together, TOGETHER};
 
 #[cfg(test)]
 mod tests;

@@ -5,7 +5,7 @@
 use crate::codec::Block;
 use crate::distance::{distance, dot, finish, lower_bounds, scores as scores_into};
 use crate::precision::{Codes, Precision};
-use crate::quantized::{self, CodedQuery, Slack};
+use crate::quantized::{self, dots_together, CodedQuery, Slack, TOGETHER};
 use crate::search::{gemm_min_queries, SCORES_BUDGET};
 use crate::topk::{SharedBound, Top, TopK};
 use crate::Metric;
@@ -77,7 +77,10 @@ pub(crate) struct Scratch {
     scores: Vec<f32>,
     decoded: Decoded,
     coded: CodedQuery,
-    /// The distances of one query (integer pass, float16 sums).
+    /// Queries coded against a block, scored together.
+    together: [CodedQuery; TOGETHER],
+    /// The distances of one query (integer pass, float16 sums), or of
+    /// [`TOGETHER`] queries one after the other.
     row: Vec<f32>,
     refused: Vec<u32>,
 }
@@ -113,6 +116,7 @@ pub(crate) fn score_block(
         scores,
         decoded,
         coded,
+        together,
         row: one,
         refused,
     } = w;
@@ -127,12 +131,23 @@ pub(crate) fn score_block(
     let mut left = qs;
     refused.clear();
     if let Some(codes) = integer.filter(|_| qs.len() < gemm_from) {
-        // Few queries: the integer pass, query by query, no decode.
-        for &qi in qs {
-            if integer_row(on, (&codes, norms), qi, coded, one) {
-                offer(&mut on.top(tops, qi), one, allowed, block, None);
-            } else {
-                refused.push(qi);
+        // Few queries: the integer pass, a few queries at a time (each
+        // row of codes read once for them), no decode.
+        for group in qs.chunks(TOGETHER) {
+            let mut coded_qs = [0u32; TOGETHER];
+            let mut m = 0;
+            for &qi in group {
+                if together[m].code(on.query(qi), &codes, dim) {
+                    coded_qs[m] = qi;
+                    m += 1;
+                } else {
+                    refused.push(qi);
+                }
+            }
+            dots_together(&together[..m], &codes, dim, one);
+            for (&qi, row) in coded_qs[..m].iter().zip(one.chunks_exact_mut(n)) {
+                integer_distances(on, norms, qi, row);
+                offer(&mut on.top(tops, qi), row, allowed, block, None);
             }
         }
         if refused.is_empty() {
@@ -274,17 +289,23 @@ fn integer_row(
         return false;
     }
     coded.dots(codes, on.dim, out);
+    integer_distances(on, norms, qi, out);
+    true
+}
+
+/// The integer pass's dot products `row` of query `qi` made its distances
+/// (with the decoded squared `norms` under a Euclidean metric).
+fn integer_distances(on: &On<'_>, norms: &[f32], qi: u32, row: &mut [f32]) {
     if on.metric.is_euclidean() {
         let qq = on.square(qi);
-        for (v, &nn) in out.iter_mut().zip(norms) {
+        for (v, &nn) in row.iter_mut().zip(norms) {
             *v = quantized::distance(on.metric, *v, qq, nn);
         }
     } else {
-        for v in out.iter_mut() {
+        for v in row.iter_mut() {
             *v = finish(on.metric, *v);
         }
     }
-    true
 }
 
 /// A block's codes (and decoded squared norms, Euclidean metrics), the

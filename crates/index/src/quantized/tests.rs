@@ -326,3 +326,52 @@ fn level_rounds_ties_to_even_and_clamps() {
         }
     }
 }
+
+/// Queries scored together get the bits they get one at a time, at every
+/// level this CPU has, for any number of queries and rows, and dimensions
+/// that leave tails to every vector width.
+#[test]
+fn queries_together_equal_one_at_a_time_at_every_level() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    for dim in [1, 15, 16, 17, 31, 33, 64, 95, 100, 768] {
+        for n in [1, 3, 4, 5, 9] {
+            let vectors: Vec<f32> = (0..n * dim).map(|_| rng.gen_range(-3.0..3.0)).collect();
+            for p in [Precision::Tq8, Precision::Tq4] {
+                let range = Range::fit(&vectors, dim, p.levels());
+                let mut bytes = Vec::new();
+                range.encode(p, &vectors, dim, &mut bytes);
+                let codes = Codes {
+                    precision: p,
+                    bytes: &bytes,
+                    lo: &range.lo,
+                    step: &range.step,
+                };
+                for m in [1, 3, 4, 6, 8] {
+                    let coded: Vec<CodedQuery> = (0..m)
+                        .map(|_| {
+                            let q: Vec<f32> = (0..dim).map(|_| rng.gen_range(-2.0..2.0)).collect();
+                            let mut c = CodedQuery::default();
+                            assert!(c.code(&q, &codes, dim));
+                            c
+                        })
+                        .collect();
+                    let mut alone = Vec::new();
+                    let mut row = Vec::new();
+                    for c in &coded {
+                        c.dots_at(SimdLevel::Scalar, &codes, dim, &mut row);
+                        alone.extend_from_slice(&row);
+                    }
+                    for level in SimdLevel::ALL.into_iter().filter(|l| l.is_available()) {
+                        let mut together = Vec::new();
+                        together::dots_together_at(level, &coded, &codes, dim, &mut together);
+                        let same = together.iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits());
+                        assert!(
+                            same && together.len() == alone.len(),
+                            "{p:?}, dim {dim}, {n} rows, {m} queries, {level:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
