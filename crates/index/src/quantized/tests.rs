@@ -364,7 +364,10 @@ fn queries_together_equal_one_at_a_time_at_every_level() {
                     for level in SimdLevel::ALL.into_iter().filter(|l| l.is_available()) {
                         let mut together = Vec::new();
                         together::dots_together_at(level, &coded, &codes, dim, &mut together);
-                        let same = together.iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits());
+                        let same = together
+                            .iter()
+                            .zip(&alone)
+                            .all(|(a, b)| a.to_bits() == b.to_bits());
                         assert!(
                             same && together.len() == alone.len(),
                             "{p:?}, dim {dim}, {n} rows, {m} queries, {level:?}"

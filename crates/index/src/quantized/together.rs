@@ -29,7 +29,12 @@ pub(crate) const TOGETHER: usize = 4;
 /// with every vector of `codes`, one query after the other into `out`
 /// (`coded.len()` rows of the block's length), [`TOGETHER`] at a time: the
 /// same bits as one query at a time.
-pub(crate) fn dots_together(coded: &[CodedQuery], codes: &Codes<'_>, dim: usize, out: &mut Vec<f32>) {
+pub(crate) fn dots_together(
+    coded: &[CodedQuery],
+    codes: &Codes<'_>,
+    dim: usize,
+    out: &mut Vec<f32>,
+) {
     dots_together_at(SimdLevel::current(), coded, codes, dim, out);
 }
 
@@ -52,7 +57,16 @@ pub(crate) fn dots_together_at(
     // the kernel; the rest one query at a time.
     let quads = n / 4 * 4;
     let (head, rest) = codes.bytes.split_at(quads * cb);
-    let (head, rest) = (Codes { bytes: head, ..*codes }, Codes { bytes: rest, ..*codes });
+    let (head, rest) = (
+        Codes {
+            bytes: head,
+            ..*codes
+        },
+        Codes {
+            bytes: rest,
+            ..*codes
+        },
+    );
     let mut sums = Vec::new();
     for (group, out) in coded.chunks(TOGETHER).zip(out.chunks_mut(TOGETHER * n)) {
         let four = <&[CodedQuery; TOGETHER]>::try_from(group).ok();
@@ -95,7 +109,16 @@ fn four_at_once(
     sums.clear();
     sums.resize(codes.bytes.len() / cb, [0; TOGETHER]);
     let ks: [&[i16]; TOGETHER] = [&coded[0].k, &coded[1].k, &coded[2].k, &coded[3].k];
-    x86::run(level, Rows { tq4, codes: codes.bytes, cb, ks }, sums)
+    x86::run(
+        level,
+        Rows {
+            tq4,
+            codes: codes.bytes,
+            cb,
+            ks,
+        },
+        sums,
+    )
 }
 
 /// What the kernels read: rows of `cb` bytes (8-bit codes, or two 4-bit
@@ -116,7 +139,8 @@ impl Rows<'_> {
         for (d, &c) in row.iter().enumerate().skip(from) {
             for (s, k) in sums.iter_mut().zip(self.ks) {
                 let add = if self.tq4 {
-                    i32::from(c & 15) * i32::from(k[d]) + i32::from(c >> 4) * i32::from(k[self.cb + d])
+                    i32::from(c & 15) * i32::from(k[d])
+                        + i32::from(c >> 4) * i32::from(k[self.cb + d])
                 } else {
                     i32::from(c) * i32::from(k[d])
                 };
@@ -170,11 +194,17 @@ mod x86 {
                 std::array::from_fn(|j| rows.ks[j][..body].as_chunks::<32>().0);
             let odd: [&[[i16; 32]]; TOGETHER] = std::array::from_fn(|j| {
                 let k = rows.ks[j];
-                k[cb.min(k.len())..(cb + body).min(k.len())].as_chunks::<32>().0
+                k[cb.min(k.len())..(cb + body).min(k.len())]
+                    .as_chunks::<32>()
+                    .0
             });
             // Four rows at a time: each load of a query's weights serves
             // four rows (the loads, not the multiplies, bound one row).
-            for (quad, out) in rows.codes.chunks_exact(4 * cb).zip(sums.chunks_exact_mut(4)) {
+            for (quad, out) in rows
+                .codes
+                .chunks_exact(4 * cb)
+                .zip(sums.chunks_exact_mut(4))
+            {
                 let r: [&[[u8; 32]]; 4] =
                     std::array::from_fn(|t| quad[t * cb..t * cb + body].as_chunks::<32>().0);
                 let m = r[0].len();
@@ -184,7 +214,8 @@ mod x86 {
                 for i in 0..m {
                     let mut c = [f._mm512_setzero_si512(); 4];
                     for t in 0..4 {
-                        c[t] = bw._mm512_cvtepu8_epi16(bytemuck::cast::<[u8; 32], __m256i>(r[t][i]));
+                        c[t] =
+                            bw._mm512_cvtepu8_epi16(bytemuck::cast::<[u8; 32], __m256i>(r[t][i]));
                     }
                     if rows.tq4 {
                         let mut hi = [f._mm512_setzero_si512(); 4];
@@ -207,7 +238,8 @@ mod x86 {
                         for j in 0..TOGETHER {
                             let w = bytemuck::cast::<[i16; 32], __m512i>(even[j][i]);
                             for t in 0..4 {
-                                acc[t][j] = f._mm512_add_epi32(acc[t][j], bw._mm512_madd_epi16(c[t], w));
+                                acc[t][j] =
+                                    f._mm512_add_epi32(acc[t][j], bw._mm512_madd_epi16(c[t], w));
                             }
                         }
                     }
