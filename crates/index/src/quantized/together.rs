@@ -3,19 +3,21 @@
 //! or the server's coalesced queries): four rows of codes at a time, each
 //! loaded and widened once for the four queries, each load of a query's
 //! weights serving the four rows, each pair of codes meeting the weights
-//! in one `vpmaddwd` (AVX-512BW). The sums are the exact integers of one
-//! query at a time (every partial sum is exact in `i32`, see
-//! `max_level`), so the results are the same bits at every SIMD level and
-//! in any grouping. Below AVX-512 (and for the rows and queries left over
-//! from groups of four) the queries go one at a time.
+//! in one `vpmaddwd` (AVX-512BW; at AVX2 two rows at a time). The sums
+//! are the exact integers of one query at a time (every partial sum is
+//! exact in `i32`, see `max_level`), so the results are the same bits at
+//! every SIMD level and in any grouping. At the scalar level (and for the
+//! rows and queries left over from groups of four) the queries go one at
+//! a time.
 //!
 //! The compiler turns one query's row sum into `vpmaddwd` pairs by itself,
 //! but not four queries' sums (written as plain loops they ran 1.5–14×
 //! slower than four single passes), hence the intrinsics. Measured on a
-//! 768-d block of 160 rows (a timing loop, not kept): tq8 20–25 → 16–17 ns
-//! per row and query, tq4 27–32 → 17–18 ns; one row at a time for the
-//! four queries was no faster than one query at a time (the weights'
-//! loads bound it).
+//! 768-d block of 160 rows (a timing loop, not kept; one query at a time
+//! → four together, ns per row and query): AVX-512 tq8 19.8–20.0 →
+//! 11.5–11.6, tq4 27.0 → 12.4–12.5; AVX2 tq8 28.8–31.7 → 22.6–22.8, tq4
+//! 39.4–39.5 → 19.1–19.2. One row at a time for the four queries was no
+//! faster than one query at a time (the weights' loads bound it).
 
 use vecseal_kmeans::kernel::SimdLevel;
 
@@ -152,9 +154,9 @@ impl Rows<'_> {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use core::arch::x86_64::{__m256i, __m512i};
+    use core::arch::x86_64::{__m128i, __m256i, __m512i};
 
-    use pulp::x86::V4;
+    use pulp::x86::{V3, V4};
     use pulp::{Simd, WithSimd};
     use vecseal_kmeans::kernel::SimdLevel;
 
@@ -165,6 +167,12 @@ mod x86 {
         if level >= SimdLevel::V4 {
             if let Some(simd) = V4::try_new() {
                 Simd::vectorize(simd, Wide { simd, rows, sums });
+                return true;
+            }
+        }
+        if level >= SimdLevel::V3 {
+            if let Some(simd) = V3::try_new() {
+                Simd::vectorize(simd, Narrow { simd, rows, sums });
                 return true;
             }
         }
@@ -250,6 +258,91 @@ mod x86 {
                         *s = f._mm512_reduce_add_epi32(a);
                     }
                     rows.tail(&quad[t * cb..(t + 1) * cb], body, &mut four);
+                    *out = four;
+                }
+            }
+        }
+    }
+
+    /// 16 codes of each of 2 rows at a time in 256-bit registers (AVX2 has
+    /// 16 of them: four rows' accumulators would spill).
+    struct Narrow<'a> {
+        simd: V3,
+        rows: Rows<'a>,
+        sums: &'a mut [[i32; TOGETHER]],
+    }
+
+    impl WithSimd for Narrow<'_> {
+        type Output = ();
+
+        #[inline(always)]
+        fn with_simd<S: Simd>(self, _: S) {
+            let Narrow { simd, rows, sums } = self;
+            let (avx, avx2, sse2) = (simd.avx, simd.avx2, simd.sse2);
+            let cb = rows.cb;
+            let body = cb / 16 * 16;
+            let nibble = avx._mm256_set1_epi16(15);
+            let even: [&[[i16; 16]]; TOGETHER] =
+                std::array::from_fn(|j| rows.ks[j][..body].as_chunks::<16>().0);
+            let odd: [&[[i16; 16]]; TOGETHER] = std::array::from_fn(|j| {
+                let k = rows.ks[j];
+                k[cb.min(k.len())..(cb + body).min(k.len())]
+                    .as_chunks::<16>()
+                    .0
+            });
+            let pairs = rows.codes.chunks_exact(2 * cb);
+            for (pair, out) in pairs.zip(sums.chunks_exact_mut(2)) {
+                let r: [&[[u8; 16]]; 2] =
+                    std::array::from_fn(|t| pair[t * cb..t * cb + body].as_chunks::<16>().0);
+                let m = r[0].len();
+                let r = r.map(|c| &c[..m]);
+                let (even, odd) = (even.map(|k| &k[..m]), odd.map(|k| &k[..m.min(k.len())]));
+                let mut acc = [[avx._mm256_setzero_si256(); TOGETHER]; 2];
+                for i in 0..m {
+                    let mut c = [avx._mm256_setzero_si256(); 2];
+                    for t in 0..2 {
+                        let bytes = bytemuck::cast::<[u8; 16], __m128i>(r[t][i]);
+                        c[t] = avx2._mm256_cvtepu8_epi16(bytes);
+                    }
+                    if rows.tq4 {
+                        let mut hi = [avx._mm256_setzero_si256(); 2];
+                        for t in 0..2 {
+                            hi[t] = avx2._mm256_srli_epi16::<4>(c[t]);
+                            c[t] = avx2._mm256_and_si256(c[t], nibble);
+                        }
+                        for j in 0..TOGETHER {
+                            let e = bytemuck::cast::<[i16; 16], __m256i>(even[j][i]);
+                            let o = bytemuck::cast::<[i16; 16], __m256i>(odd[j][i]);
+                            for t in 0..2 {
+                                let p = avx2._mm256_add_epi32(
+                                    avx2._mm256_madd_epi16(c[t], e),
+                                    avx2._mm256_madd_epi16(hi[t], o),
+                                );
+                                acc[t][j] = avx2._mm256_add_epi32(acc[t][j], p);
+                            }
+                        }
+                    } else {
+                        for j in 0..TOGETHER {
+                            let w = bytemuck::cast::<[i16; 16], __m256i>(even[j][i]);
+                            for t in 0..2 {
+                                let p = avx2._mm256_madd_epi16(c[t], w);
+                                acc[t][j] = avx2._mm256_add_epi32(acc[t][j], p);
+                            }
+                        }
+                    }
+                }
+                for (t, out) in out.iter_mut().enumerate() {
+                    // The four queries' lanes summed together: each
+                    // 128-bit half ends as the four partial sums.
+                    let [a0, a1, a2, a3] = acc[t];
+                    let h = avx2._mm256_hadd_epi32(
+                        avx2._mm256_hadd_epi32(a0, a1),
+                        avx2._mm256_hadd_epi32(a2, a3),
+                    );
+                    let low = avx._mm256_castsi256_si128(h);
+                    let high = avx2._mm256_extracti128_si256::<1>(h);
+                    let mut four: [i32; TOGETHER] = bytemuck::cast(sse2._mm_add_epi32(low, high));
+                    rows.tail(&pair[t * cb..(t + 1) * cb], body, &mut four);
                     *out = four;
                 }
             }
