@@ -133,7 +133,30 @@ struct Rows<'a> {
     ks: [&'a [i16]; TOGETHER],
 }
 
-impl Rows<'_> {
+impl<'a> Rows<'a> {
+    /// Each query's weights in arrays of `W` over the first `body` codes of
+    /// a row: of the 8-bit codes or the low nibbles, and of the high
+    /// nibbles (none at 8 bits).
+    #[inline(always)]
+    fn weights<const W: usize>(&self, body: usize) -> Weights<'a, W> {
+        let (ks, cb) = (self.ks, self.cb);
+        Weights {
+            low: std::array::from_fn(|j| ks[j][..body].as_chunks::<W>().0),
+            high: std::array::from_fn(|j| {
+                let k = ks[j];
+                k[cb.min(k.len())..(cb + body).min(k.len())]
+                    .as_chunks::<W>()
+                    .0
+            }),
+        }
+    }
+
+    /// The first `body` bytes of row `t` of `group` in arrays of `W`.
+    #[inline(always)]
+    fn row<'g, const W: usize>(&self, group: &'g [u8], t: usize, body: usize) -> &'g [[u8; W]] {
+        group[t * self.cb..t * self.cb + body].as_chunks::<W>().0
+    }
+
     /// The four sums of bytes `from..` of `row`, one byte at a time (the
     /// tail a vector kernel leaves).
     #[inline(always)]
@@ -150,6 +173,12 @@ impl Rows<'_> {
             }
         }
     }
+}
+
+/// Four queries' weights in arrays of `W` (see [`Rows::weights`]).
+struct Weights<'a, const W: usize> {
+    low: [&'a [[i16; W]]; TOGETHER],
+    high: [&'a [[i16; W]]; TOGETHER],
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -196,16 +225,7 @@ mod x86 {
             let cb = rows.cb;
             let body = cb / 32 * 32;
             let nibble = f._mm512_set1_epi16(15);
-            // Each query's weights in arrays of 32, for 8-bit codes or the
-            // low nibbles (`even`), and for the high nibbles (`odd`).
-            let even: [&[[i16; 32]]; TOGETHER] =
-                std::array::from_fn(|j| rows.ks[j][..body].as_chunks::<32>().0);
-            let odd: [&[[i16; 32]]; TOGETHER] = std::array::from_fn(|j| {
-                let k = rows.ks[j];
-                k[cb.min(k.len())..(cb + body).min(k.len())]
-                    .as_chunks::<32>()
-                    .0
-            });
+            let w = rows.weights::<32>(body);
             // Four rows at a time: each load of a query's weights serves
             // four rows (the loads, not the multiplies, bound one row).
             for (quad, out) in rows
@@ -213,11 +233,10 @@ mod x86 {
                 .chunks_exact(4 * cb)
                 .zip(sums.chunks_exact_mut(4))
             {
-                let r: [&[[u8; 32]]; 4] =
-                    std::array::from_fn(|t| quad[t * cb..t * cb + body].as_chunks::<32>().0);
+                let r: [&[[u8; 32]]; 4] = std::array::from_fn(|t| rows.row(quad, t, body));
                 let m = r[0].len();
                 let r = r.map(|c| &c[..m]);
-                let (even, odd) = (even.map(|k| &k[..m]), odd.map(|k| &k[..m.min(k.len())]));
+                let (even, odd) = (w.low.map(|k| &k[..m]), w.high.map(|k| &k[..m.min(k.len())]));
                 let mut acc = [[f._mm512_setzero_si512(); TOGETHER]; 4];
                 for i in 0..m {
                     let mut c = [f._mm512_setzero_si512(); 4];
@@ -282,21 +301,13 @@ mod x86 {
             let cb = rows.cb;
             let body = cb / 16 * 16;
             let nibble = avx._mm256_set1_epi16(15);
-            let even: [&[[i16; 16]]; TOGETHER] =
-                std::array::from_fn(|j| rows.ks[j][..body].as_chunks::<16>().0);
-            let odd: [&[[i16; 16]]; TOGETHER] = std::array::from_fn(|j| {
-                let k = rows.ks[j];
-                k[cb.min(k.len())..(cb + body).min(k.len())]
-                    .as_chunks::<16>()
-                    .0
-            });
+            let w = rows.weights::<16>(body);
             let pairs = rows.codes.chunks_exact(2 * cb);
             for (pair, out) in pairs.zip(sums.chunks_exact_mut(2)) {
-                let r: [&[[u8; 16]]; 2] =
-                    std::array::from_fn(|t| pair[t * cb..t * cb + body].as_chunks::<16>().0);
+                let r: [&[[u8; 16]]; 2] = std::array::from_fn(|t| rows.row(pair, t, body));
                 let m = r[0].len();
                 let r = r.map(|c| &c[..m]);
-                let (even, odd) = (even.map(|k| &k[..m]), odd.map(|k| &k[..m.min(k.len())]));
+                let (even, odd) = (w.low.map(|k| &k[..m]), w.high.map(|k| &k[..m.min(k.len())]));
                 let mut acc = [[avx._mm256_setzero_si256(); TOGETHER]; 2];
                 for i in 0..m {
                     let mut c = [avx._mm256_setzero_si256(); 2];
