@@ -85,8 +85,6 @@ pub(crate) struct CodedQuery {
     w: Vec<f64>,
     scale: f64,
     base: f64,
-    /// `Σ|q|·(|lo| + L·step)`: at least `Σ|q·x̂|` for every vector.
-    reach: f64,
 }
 
 impl CodedQuery {
@@ -169,8 +167,8 @@ impl CodedQuery {
 }
 
 /// Coding a query against a block's range (in the kernel of the SIMD
-/// level in use: element-wise f64 operations and a sum in 8 fixed lanes,
-/// so every level computes the same bits).
+/// level in use: element-wise f64 operations and sums in [`LANES`] fixed
+/// lanes, so every level computes the same bits).
 struct Code<'a, 'b> {
     q: &'a [f32],
     codes: &'a Codes<'a>,
@@ -191,37 +189,11 @@ impl WithSimd for Code<'_, '_> {
             top,
             into,
         } = self;
-        // The base `q·lo` (products exact in f64, summed in 8 lanes), and
-        // `Σ|q|·(|lo| + L·step)`, which bounds `Σ|q·x̂|` for the screen.
-        let levels = f64::from(codes.precision.levels());
-        let (mut lanes, mut spans) = ([0f64; 8], [0f64; 8]);
-        let body = dim / 8 * 8;
-        let span = |q: f32, lo: f32, step: f32| {
-            f64::from(q).abs() * (f64::from(lo).abs() + levels * f64::from(step))
-        };
-        for ((q, lo), step) in q[..body]
-            .chunks_exact(8)
-            .zip(codes.lo[..body].chunks_exact(8))
-            .zip(codes.step[..body].chunks_exact(8))
-        {
-            for l in 0..8 {
-                lanes[l] += f64::from(q[l]) * f64::from(lo[l]);
-                spans[l] += span(q[l], lo[l], step[l]);
-            }
-        }
-        let (mut base, mut reach) = (0f64, 0f64);
-        for (lane, span) in lanes.into_iter().zip(spans) {
-            base += lane;
-            reach += span;
-        }
-        for ((&q, &lo), &step) in q[body..]
-            .iter()
-            .zip(&codes.lo[body..])
-            .zip(&codes.step[body..])
-        {
-            base += f64::from(q) * f64::from(lo);
-            reach += span(q, lo, step);
-        }
+        // The base `q·lo`: products exact in f64, summed in 16 lanes (each
+        // lane's sum is a chain of dependent additions: two vectors of them
+        // at AVX-512, four at AVX2, keep the adder busy; 8 lanes took
+        // twice as long at AVX2).
+        let base = lane_sum(q, codes.lo, |q, lo| q * lo);
         // Plain loops over presized buffers (iterator adapters would be
         // compiled outside this level's features, `round` a libm call).
         let w = &mut into.w;
@@ -229,9 +201,19 @@ impl WithSimd for Code<'_, '_> {
         for ((w, &x), &s) in w.iter_mut().zip(q).zip(codes.step) {
             *w = f64::from(x) * f64::from(s);
         }
+        // The largest magnitude, in 8 lanes (one running maximum was a chain
+        // of dependent compares; a maximum is exact in any order).
+        let mut most = [0f64; 8];
+        let mut chunks = w.chunks_exact(8);
+        for c in &mut chunks {
+            for (m, &x) in most.iter_mut().zip(c) {
+                let a = x.abs();
+                *m = if a > *m { a } else { *m };
+            }
+        }
         let mut max = 0f64;
-        for &x in w.iter() {
-            let a = x.abs();
+        for &a in most.iter().chain(chunks.remainder()) {
+            let a = a.abs();
             max = if a > max { a } else { max };
         }
         if !base.is_finite() || !max.is_finite() {
@@ -245,19 +227,101 @@ impl WithSimd for Code<'_, '_> {
         k.resize(row_len(codes.precision, dim), 0);
         if codes.precision == Precision::Tq4 {
             let (even, odd) = k.split_at_mut(dim.div_ceil(2));
-            for (e, &x) in even.iter_mut().zip(w.iter().step_by(2)) {
-                *e = level(x, inv, top);
+            // Pairs of dimensions (`step_by(2)` ran one element at a time).
+            for ((e, o), x) in even.iter_mut().zip(odd.iter_mut()).zip(w.chunks_exact(2)) {
+                *e = level(x[0], inv, top);
+                *o = level(x[1], inv, top);
             }
-            for (o, &x) in odd.iter_mut().zip(w.iter().skip(1).step_by(2)) {
-                *o = level(x, inv, top);
+            if dim % 2 == 1 {
+                even[dim / 2] = level(w[dim - 1], inv, top);
             }
         } else {
             for (k, &x) in k.iter_mut().zip(w.iter()) {
                 *k = level(x, inv, top);
             }
         }
-        (into.scale, into.base, into.reach) = (scale, base, reach);
+        (into.scale, into.base) = (scale, base);
         true
+    }
+}
+
+/// The lanes of [`Code`]'s sums: dimension `d` is added to lane `d mod
+/// LANES`, then the lanes in order, then the dimensions past the last
+/// whole group of lanes.
+const LANES: usize = 16;
+
+/// `Σ f(q_d, x_d)` in f64, in [`LANES`] lanes (the same bits at every
+/// SIMD level: the compiler may not reorder float additions).
+#[inline(always)]
+fn lane_sum(q: &[f32], x: &[f32], f: impl Fn(f64, f64) -> f64) -> f64 {
+    let body = q.len().min(x.len()) / LANES * LANES;
+    let mut lanes = [0f64; LANES];
+    for (q, x) in q[..body]
+        .chunks_exact(LANES)
+        .zip(x[..body].chunks_exact(LANES))
+    {
+        for l in 0..LANES {
+            lanes[l] += f(f64::from(q[l]), f64::from(x[l]));
+        }
+    }
+    let mut sum = 0f64;
+    for lane in lanes {
+        sum += lane;
+    }
+    for (&q, &x) in q[body..].iter().zip(&x[body..]) {
+        sum += f(f64::from(q), f64::from(x));
+    }
+    sum
+}
+
+/// `Σ|q|·(|lo| + L·step)` for query `q` and the range of `codes` (8- or
+/// 4-bit): at least `Σ|q·x̂|` for every vector of the block. The GEMM
+/// screen's slack needs it ([`Slack::linear`], [`Slack::squared`]); the
+/// integer pass alone does not, so [`CodedQuery::code`] leaves it out.
+pub(crate) fn reach(q: &[f32], codes: &Codes<'_>) -> f64 {
+    vecseal_kmeans::kernel::dispatch(Reach { q, codes })
+}
+
+/// [`reach`] in the kernel of the SIMD level in use.
+struct Reach<'a> {
+    q: &'a [f32],
+    codes: &'a Codes<'a>,
+}
+
+impl WithSimd for Reach<'_> {
+    type Output = f64;
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _simd: S) -> f64 {
+        let Reach { q, codes } = self;
+        let levels = f64::from(codes.precision.levels());
+        let n = q.len().min(codes.lo.len()).min(codes.step.len());
+        let body = n / LANES * LANES;
+        let span = |q: f32, lo: f32, step: f32| {
+            f64::from(q).abs() * (f64::from(lo).abs() + levels * f64::from(step))
+        };
+        let mut lanes = [0f64; LANES];
+        for ((q, lo), step) in q[..body]
+            .chunks_exact(LANES)
+            .zip(codes.lo[..body].chunks_exact(LANES))
+            .zip(codes.step[..body].chunks_exact(LANES))
+        {
+            for l in 0..LANES {
+                lanes[l] += span(q[l], lo[l], step[l]);
+            }
+        }
+        let mut sum = 0f64;
+        for lane in lanes {
+            sum += lane;
+        }
+        for ((&q, &lo), &step) in q[body..n]
+            .iter()
+            .zip(&codes.lo[body..n])
+            .zip(&codes.step[body..n])
+        {
+            sum += span(q, lo, step);
+        }
+        sum
     }
 }
 
@@ -392,7 +456,8 @@ impl Slack {
         }
     }
 
-    /// The slack for the query `coded` and any vector of the block, given
+    /// The slack for the query `coded` (whose [`reach`] against the block
+    /// is `reach`) and any vector of the block, given
     /// `v`, the decoded distance or a lower bound of it, as `c0 + c1·|v|`
     /// (a few f32 operations per vector). It covers the coded weights (at
     /// most `s/2` per unit of code, over the largest code sum), the
@@ -400,9 +465,9 @@ impl Slack {
     /// L·step)`), and those of both distances from their dot products
     /// (`8u·(|v| + 2)`); then doubled, as the terms are computed with
     /// roundings of their own.
-    pub(crate) fn linear(&self, coded: &CodedQuery) -> (f32, f32) {
+    pub(crate) fn linear(&self, coded: &CodedQuery, reach: f64) -> (f32, f32) {
         let weights = coded.scale / 2.0 * f64::from(self.max_sum);
-        let floats = self.rounding * coded.reach;
+        let floats = self.rounding * reach;
         let c0 = 2.0 * (weights + floats + 16.0 * U) + f64::from(f32::MIN_POSITIVE);
         ((c0 * (1.0 + 1e-6)) as f32, (16.0 * U * (1.0 + 1e-6)) as f32)
     }
@@ -424,7 +489,7 @@ impl Slack {
     }
 
     /// The slack of the integer pass's squared Euclidean distances for the
-    /// query `coded` with canonical `‖q‖² = qq`, as `c0 + c1·nn` for a
+    /// query `coded` ([`reach`] `reach`) with canonical `‖q‖² = qq`, as `c0 + c1·nn` for a
     /// vector whose decoded squared norm is `nn`; [`in_units`] turns it
     /// into Euclidean units. With `x̃` the decoded vector and `E` the dot
     /// product's error (the coded weights' `s/2·Σc`, and the roundings of
@@ -436,8 +501,8 @@ impl Slack {
     /// distance within `γ·2·(‖q‖² + ‖x̃‖²)` of it: `2E + (3γ + 8u)·(qq +
     /// nn)` covers both, then doubled, as the terms are computed with
     /// roundings of their own.
-    pub(crate) fn squared(&self, coded: &CodedQuery, qq: f32) -> (f32, f32) {
-        let dot = coded.scale / 2.0 * f64::from(self.max_sum) + 2.0 * self.rounding * coded.reach;
+    pub(crate) fn squared(&self, coded: &CodedQuery, reach: f64, qq: f32) -> (f32, f32) {
+        let dot = coded.scale / 2.0 * f64::from(self.max_sum) + 2.0 * self.rounding * reach;
         self.squared_terms(dot, qq)
     }
 

@@ -235,6 +235,7 @@ pub(crate) fn score_block(
                             norms,
                             slack,
                             coded,
+                            reach: quantized::reach(q, &codes),
                         };
                         offer_integer(on, qi, top, row, allowed, block, integer);
                     }
@@ -315,6 +316,8 @@ struct Integer<'a> {
     norms: &'a [f32],
     slack: &'a Slack,
     coded: &'a CodedQuery,
+    /// The query's [`quantized::reach`] against the block.
+    reach: f64,
 }
 
 /// Offers, from a GEMM screen's lower bounds `row` of the decoded
@@ -333,9 +336,9 @@ fn offer_integer(
     let qq = on.square(qi);
     let euclidean = metric.is_euclidean();
     let (c0, c1) = if euclidean {
-        with.slack.squared(with.coded, qq)
+        with.slack.squared(with.coded, with.reach, qq)
     } else {
-        with.slack.linear(with.coded)
+        with.slack.linear(with.coded, with.reach)
     };
     let mut bound = top.bound();
     for (j, &v) in row.iter().enumerate() {

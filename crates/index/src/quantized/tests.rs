@@ -254,10 +254,10 @@ fn the_screen_slack_covers_the_integer_pass() {
                         let float = crate::distance::distance(metric, &q, x);
                         let int = ints[j];
                         let e = if metric.is_euclidean() {
-                            let (c0, c1) = slack.squared(&coded, qq);
+                            let (c0, c1) = slack.squared(&coded, reach(&q, &codes), qq);
                             in_units(metric, c0 + c1 * squares[j], int, float)
                         } else {
-                            let (c0, c1) = slack.linear(&coded);
+                            let (c0, c1) = slack.linear(&coded, reach(&q, &codes));
                             c0 + c1 * float.abs()
                         };
                         assert!(

@@ -1,14 +1,14 @@
-//! The integer pass of [`TOGETHER`] queries on one block at once, for the
-//! few queries of a block below the GEMM screen (a batch at few probes,
-//! or the server's coalesced queries): four rows of codes at a time, each
-//! loaded and widened once for the four queries, each load of a query's
-//! weights serving the four rows, each pair of codes meeting the weights
-//! in one `vpmaddwd` (AVX-512BW; at AVX2 two rows at a time). The sums
-//! are the exact integers of one query at a time (every partial sum is
-//! exact in `i32`, see `max_level`), so the results are the same bits at
-//! every SIMD level and in any grouping. At the scalar level (and for the
-//! rows and queries left over from groups of four) the queries go one at
-//! a time.
+//! The integer pass of up to [`TOGETHER`] queries on one block at once,
+//! for the few queries of a block below the GEMM screen (a single query,
+//! a batch at few probes, the server's coalesced queries): four rows of
+//! codes at a time, each loaded and widened once for the queries, each
+//! load of a query's weights serving the four rows, each pair of codes
+//! meeting the weights in one `vpmaddwd` (AVX-512BW; at AVX2 two rows at a
+//! time). The sums are the exact integers of one query at a time (every
+//! partial sum is exact in `i32`, see `max_level`), so the results are the
+//! same bits at every SIMD level and in any grouping. At the scalar level
+//! (and for the last rows of a block, fewer than four) the queries go one
+//! at a time.
 //!
 //! The compiler turns one query's row sum into `vpmaddwd` pairs by itself,
 //! but not four queries' sums (written as plain loops they ran 1.5–14×
@@ -18,6 +18,16 @@
 //! 11.5–11.6, tq4 27.0 → 12.4–12.5; AVX2 tq8 28.8–31.7 → 22.6–22.8, tq4
 //! 39.4–39.5 → 19.1–19.2. One row at a time for the four queries was no
 //! faster than one query at a time (the weights' loads bound it).
+//!
+//! Blocks come from memory, not from the caches (a list cache of many
+//! megabytes, or a block just decrypted), and the hardware prefetcher did
+//! not keep up with four rows read side by side: over 600 such blocks
+//! (74 MB of 768-d tq8 codes) four queries took 36.6 ns per row and query
+//! against 11.5 in cache, two queries 105. So the kernels prefetch the
+//! rows two groups of four ahead (`x86::AHEAD`): 15.5 and 25.7 ns (AVX2: 40.1 → 25.7
+//! and 67.1 → 29.3). Groups of one to three queries have kernels too (at
+//! AVX-512 in cache, tq8 ns per row and query: one 16.9 against 20.0 for
+//! the plain loop, two 13.4, three 12.0).
 
 use vecseal_kmeans::kernel::SimdLevel;
 
@@ -29,8 +39,8 @@ pub(crate) const TOGETHER: usize = 4;
 
 /// [`CodedQuery::dots`] of each of `coded` (each coded against `codes`)
 /// with every vector of `codes`, one query after the other into `out`
-/// (`coded.len()` rows of the block's length), [`TOGETHER`] at a time: the
-/// same bits as one query at a time.
+/// (`coded.len()` rows of the block's length), up to [`TOGETHER`] at a
+/// time: the same bits as one query at a time.
 pub(crate) fn dots_together(
     coded: &[CodedQuery],
     codes: &Codes<'_>,
@@ -55,8 +65,8 @@ pub(crate) fn dots_together_at(
     if n == 0 {
         return;
     }
-    // Whole groups of four queries over whole groups of four rows go to
-    // the kernel; the rest one query at a time.
+    // Whole groups of four rows go to the kernel, the queries up to four
+    // at a time; the last rows (fewer than four) one query at a time.
     let quads = n / 4 * 4;
     let (head, rest) = codes.bytes.split_at(quads * cb);
     let (head, rest) = (
@@ -71,34 +81,45 @@ pub(crate) fn dots_together_at(
     );
     let mut sums = Vec::new();
     for (group, out) in coded.chunks(TOGETHER).zip(out.chunks_mut(TOGETHER * n)) {
-        let four = <&[CodedQuery; TOGETHER]>::try_from(group).ok();
-        if let Some(four) = four.filter(|f| four_at_once(level, f, &head, cb, &mut sums)) {
-            for (r, row) in sums.iter().enumerate() {
-                for (j, (q, &sum)) in four.iter().zip(row).enumerate() {
-                    out[j * n + r] = q.finish(sum);
+        let done = match group.len() {
+            4 => at_once::<4>(level, group, &head, cb, &mut sums),
+            3 => at_once::<3>(level, group, &head, cb, &mut sums),
+            2 => at_once::<2>(level, group, &head, cb, &mut sums),
+            1 => at_once::<1>(level, group, &head, cb, &mut sums),
+            _ => false,
+        };
+        if done {
+            let q = group.len();
+            for (r, row) in sums.chunks_exact(q).enumerate() {
+                for (j, (c, &sum)) in group.iter().zip(row).enumerate() {
+                    out[j * n + r] = c.finish(sum);
                 }
             }
-            for (q, out) in four.iter().zip(out.chunks_exact_mut(n)) {
-                q.dots_into(level, &rest, cb, &mut out[quads..]);
+            for (c, out) in group.iter().zip(out.chunks_exact_mut(n)) {
+                c.dots_into(level, &rest, cb, &mut out[quads..]);
             }
             continue;
         }
-        for (q, out) in group.iter().zip(out.chunks_exact_mut(n)) {
-            q.dots_into(level, codes, cb, out);
+        for (c, out) in group.iter().zip(out.chunks_exact_mut(n)) {
+            c.dots_into(level, codes, cb, out);
         }
     }
 }
 
-/// The four queries' sums with every row of `codes` (a multiple of four
-/// rows) into `sums` (one array per row); `false` where no kernel at or
-/// below `level` applies.
-fn four_at_once(
+/// The sums of the `Q` queries of `group` with every row of `codes` (a
+/// multiple of four rows) into `sums` (`Q` per row, row after row);
+/// `false` where `group` is not `Q` queries or no kernel at or below
+/// `level` applies.
+fn at_once<const Q: usize>(
     level: SimdLevel,
-    coded: &[CodedQuery; TOGETHER],
+    group: &[CodedQuery],
     codes: &Codes<'_>,
     cb: usize,
-    sums: &mut Vec<[i32; TOGETHER]>,
+    sums: &mut Vec<i32>,
 ) -> bool {
+    let Ok(coded) = <&[CodedQuery; Q]>::try_from(group) else {
+        return false;
+    };
     let tq4 = match codes.precision {
         Precision::Tq8 => false,
         Precision::Tq4 => true,
@@ -109,8 +130,8 @@ fn four_at_once(
         return false;
     }
     sums.clear();
-    sums.resize(codes.bytes.len() / cb, [0; TOGETHER]);
-    let ks: [&[i16]; TOGETHER] = [&coded[0].k, &coded[1].k, &coded[2].k, &coded[3].k];
+    sums.resize(codes.bytes.len() / cb * Q, 0);
+    let ks: [&[i16]; Q] = std::array::from_fn(|j| &coded[j].k[..]);
     x86::run(
         level,
         Rows {
@@ -119,26 +140,26 @@ fn four_at_once(
             cb,
             ks,
         },
-        sums,
+        sums.as_chunks_mut::<Q>().0,
     )
 }
 
 /// What the kernels read: rows of `cb` bytes (8-bit codes, or two 4-bit
 /// codes a byte, the weights then `[even dimensions | odd dimensions]`)
-/// and four queries' weights.
-struct Rows<'a> {
+/// and `Q` queries' weights.
+struct Rows<'a, const Q: usize> {
     tq4: bool,
     codes: &'a [u8],
     cb: usize,
-    ks: [&'a [i16]; TOGETHER],
+    ks: [&'a [i16]; Q],
 }
 
-impl<'a> Rows<'a> {
+impl<'a, const Q: usize> Rows<'a, Q> {
     /// Each query's weights in arrays of `W` over the first `body` codes of
     /// a row: of the 8-bit codes or the low nibbles, and of the high
     /// nibbles (none at 8 bits).
     #[inline(always)]
-    fn weights<const W: usize>(&self, body: usize) -> Weights<'a, W> {
+    fn weights<const W: usize>(&self, body: usize) -> Weights<'a, W, Q> {
         let (ks, cb) = (self.ks, self.cb);
         Weights {
             low: std::array::from_fn(|j| ks[j][..body].as_chunks::<W>().0),
@@ -157,10 +178,10 @@ impl<'a> Rows<'a> {
         group[t * self.cb..t * self.cb + body].as_chunks::<W>().0
     }
 
-    /// The four sums of bytes `from..` of `row`, one byte at a time (the
+    /// The `Q` sums of bytes `from..` of `row`, one byte at a time (the
     /// tail a vector kernel leaves).
     #[inline(always)]
-    fn tail(&self, row: &[u8], from: usize, sums: &mut [i32; TOGETHER]) {
+    fn tail(&self, row: &[u8], from: usize, sums: &mut [i32; Q]) {
         for (d, &c) in row.iter().enumerate().skip(from) {
             for (s, k) in sums.iter_mut().zip(self.ks) {
                 let add = if self.tq4 {
@@ -175,10 +196,10 @@ impl<'a> Rows<'a> {
     }
 }
 
-/// Four queries' weights in arrays of `W` (see [`Rows::weights`]).
-struct Weights<'a, const W: usize> {
-    low: [&'a [[i16; W]]; TOGETHER],
-    high: [&'a [[i16; W]]; TOGETHER],
+/// `Q` queries' weights in arrays of `W` (see [`Rows::weights`]).
+struct Weights<'a, const W: usize, const Q: usize> {
+    low: [&'a [[i16; W]]; Q],
+    high: [&'a [[i16; W]]; Q],
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -189,10 +210,14 @@ mod x86 {
     use pulp::{Simd, WithSimd};
     use vecseal_kmeans::kernel::SimdLevel;
 
-    use super::{Rows, TOGETHER};
+    use super::Rows;
 
     /// Runs the best kernel at or below `level`; `false` if none applies.
-    pub(super) fn run(level: SimdLevel, rows: Rows<'_>, sums: &mut [[i32; TOGETHER]]) -> bool {
+    pub(super) fn run<const Q: usize>(
+        level: SimdLevel,
+        rows: Rows<'_, Q>,
+        sums: &mut [[i32; Q]],
+    ) -> bool {
         if level >= SimdLevel::V4 {
             if let Some(simd) = V4::try_new() {
                 Simd::vectorize(simd, Wide { simd, rows, sums });
@@ -208,14 +233,19 @@ mod x86 {
         false
     }
 
+    /// How many groups of four rows ahead the kernels prefetch (2, 4 and 8
+    /// measured the same within the spread; without it, 2.4–4× slower on
+    /// blocks from memory, see the module docs).
+    const AHEAD: usize = 2;
+
     /// 32 codes of each of 4 rows at a time in 512-bit registers.
-    struct Wide<'a> {
+    struct Wide<'a, const Q: usize> {
         simd: V4,
-        rows: Rows<'a>,
-        sums: &'a mut [[i32; TOGETHER]],
+        rows: Rows<'a, Q>,
+        sums: &'a mut [[i32; Q]],
     }
 
-    impl WithSimd for Wide<'_> {
+    impl<const Q: usize> WithSimd for Wide<'_, Q> {
         type Output = ();
 
         #[inline(always)]
@@ -237,8 +267,15 @@ mod x86 {
                 let m = r[0].len();
                 let r = r.map(|c| &c[..m]);
                 let (even, odd) = (w.low.map(|k| &k[..m]), w.high.map(|k| &k[..m.min(k.len())]));
-                let mut acc = [[f._mm512_setzero_si512(); TOGETHER]; 4];
+                let mut acc = [[f._mm512_setzero_si512(); Q]; 4];
+                // Prefetching never faults: past the block's end is fine.
+                let ahead = quad.as_ptr().wrapping_add(AHEAD * 4 * cb);
                 for i in 0..m {
+                    let at = ahead.wrapping_add(i * 128).cast::<i8>();
+                    simd.sse
+                        ._mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(at);
+                    simd.sse
+                        ._mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(at.wrapping_add(64));
                     let mut c = [f._mm512_setzero_si512(); 4];
                     for t in 0..4 {
                         c[t] =
@@ -250,7 +287,7 @@ mod x86 {
                             hi[t] = bw._mm512_srli_epi16::<4>(c[t]);
                             c[t] = f._mm512_and_si512(c[t], nibble);
                         }
-                        for j in 0..TOGETHER {
+                        for j in 0..Q {
                             let e = bytemuck::cast::<[i16; 32], __m512i>(even[j][i]);
                             let o = bytemuck::cast::<[i16; 32], __m512i>(odd[j][i]);
                             for t in 0..4 {
@@ -262,7 +299,7 @@ mod x86 {
                             }
                         }
                     } else {
-                        for j in 0..TOGETHER {
+                        for j in 0..Q {
                             let w = bytemuck::cast::<[i16; 32], __m512i>(even[j][i]);
                             for t in 0..4 {
                                 acc[t][j] =
@@ -272,12 +309,12 @@ mod x86 {
                     }
                 }
                 for (t, out) in out.iter_mut().enumerate() {
-                    let mut four = [0i32; TOGETHER];
-                    for (s, a) in four.iter_mut().zip(acc[t]) {
+                    let mut each = [0i32; Q];
+                    for (s, a) in each.iter_mut().zip(acc[t]) {
                         *s = f._mm512_reduce_add_epi32(a);
                     }
-                    rows.tail(&quad[t * cb..(t + 1) * cb], body, &mut four);
-                    *out = four;
+                    rows.tail(&quad[t * cb..(t + 1) * cb], body, &mut each);
+                    *out = each;
                 }
             }
         }
@@ -285,13 +322,13 @@ mod x86 {
 
     /// 16 codes of each of 2 rows at a time in 256-bit registers (AVX2 has
     /// 16 of them: four rows' accumulators would spill).
-    struct Narrow<'a> {
+    struct Narrow<'a, const Q: usize> {
         simd: V3,
-        rows: Rows<'a>,
-        sums: &'a mut [[i32; TOGETHER]],
+        rows: Rows<'a, Q>,
+        sums: &'a mut [[i32; Q]],
     }
 
-    impl WithSimd for Narrow<'_> {
+    impl<const Q: usize> WithSimd for Narrow<'_, Q> {
         type Output = ();
 
         #[inline(always)]
@@ -308,20 +345,32 @@ mod x86 {
                 let m = r[0].len();
                 let r = r.map(|c| &c[..m]);
                 let (even, odd) = (w.low.map(|k| &k[..m]), w.high.map(|k| &k[..m.min(k.len())]));
-                let mut acc = [[avx._mm256_setzero_si256(); TOGETHER]; 2];
+                let mut acc = [[avx._mm256_setzero_si256(); Q]; 2];
+                // The same distance ahead as the wide kernel, all of it
+                // before the pair's loop.
+                let ahead = pair.as_ptr().wrapping_add(AHEAD * 4 * cb);
                 for i in 0..m {
-                    let mut c = [avx._mm256_setzero_si256(); 2];
-                    for t in 0..2 {
-                        let bytes = bytemuck::cast::<[u8; 16], __m128i>(r[t][i]);
-                        c[t] = avx2._mm256_cvtepu8_epi16(bytes);
-                    }
-                    if rows.tq4 {
+                    let at = ahead.wrapping_add(i * 32).cast::<i8>();
+                    simd.sse
+                        ._mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(at);
+                }
+                let widen = |i: usize| -> [__m256i; 2] {
+                    std::array::from_fn(|t| {
+                        avx2._mm256_cvtepu8_epi16(bytemuck::cast::<[u8; 16], __m128i>(r[t][i]))
+                    })
+                };
+                // Two loops, not one with a branch inside: with the branch
+                // the accumulators of two queries spilled (slower than one
+                // query at a time).
+                if rows.tq4 {
+                    for i in 0..m {
+                        let mut c = widen(i);
                         let mut hi = [avx._mm256_setzero_si256(); 2];
                         for t in 0..2 {
                             hi[t] = avx2._mm256_srli_epi16::<4>(c[t]);
                             c[t] = avx2._mm256_and_si256(c[t], nibble);
                         }
-                        for j in 0..TOGETHER {
+                        for j in 0..Q {
                             let e = bytemuck::cast::<[i16; 16], __m256i>(even[j][i]);
                             let o = bytemuck::cast::<[i16; 16], __m256i>(odd[j][i]);
                             for t in 0..2 {
@@ -332,8 +381,13 @@ mod x86 {
                                 acc[t][j] = avx2._mm256_add_epi32(acc[t][j], p);
                             }
                         }
-                    } else {
-                        for j in 0..TOGETHER {
+                    }
+                } else {
+                    // `i` indexes both rows and every query's weights.
+                    #[allow(clippy::needless_range_loop)]
+                    for i in 0..m {
+                        let c = widen(i);
+                        for j in 0..Q {
                             let w = bytemuck::cast::<[i16; 16], __m256i>(even[j][i]);
                             for t in 0..2 {
                                 let p = avx2._mm256_madd_epi16(c[t], w);
@@ -343,18 +397,22 @@ mod x86 {
                     }
                 }
                 for (t, out) in out.iter_mut().enumerate() {
-                    // The four queries' lanes summed together: each
-                    // 128-bit half ends as the four partial sums.
-                    let [a0, a1, a2, a3] = acc[t];
+                    // Up to four queries' lanes summed together (zeros
+                    // for the missing ones): each 128-bit half ends as
+                    // the four partial sums.
+                    let zero = avx._mm256_setzero_si256();
+                    let [a0, a1, a2, a3] = std::array::from_fn(|j| acc[t].get(j).copied());
+                    let a = |x: Option<__m256i>| x.unwrap_or(zero);
                     let h = avx2._mm256_hadd_epi32(
-                        avx2._mm256_hadd_epi32(a0, a1),
-                        avx2._mm256_hadd_epi32(a2, a3),
+                        avx2._mm256_hadd_epi32(a(a0), a(a1)),
+                        avx2._mm256_hadd_epi32(a(a2), a(a3)),
                     );
                     let low = avx._mm256_castsi256_si128(h);
                     let high = avx2._mm256_extracti128_si256::<1>(h);
-                    let mut four: [i32; TOGETHER] = bytemuck::cast(sse2._mm_add_epi32(low, high));
-                    rows.tail(&pair[t * cb..(t + 1) * cb], body, &mut four);
-                    *out = four;
+                    let four: [i32; 4] = bytemuck::cast(sse2._mm_add_epi32(low, high));
+                    let mut each: [i32; Q] = std::array::from_fn(|j| four[j]);
+                    rows.tail(&pair[t * cb..(t + 1) * cb], body, &mut each);
+                    *out = each;
                 }
             }
         }
@@ -365,10 +423,10 @@ mod x86 {
 mod x86 {
     use vecseal_kmeans::kernel::SimdLevel;
 
-    use super::{Rows, TOGETHER};
+    use super::Rows;
 
     /// No vector kernel here: the queries go one at a time.
-    pub(super) fn run(_: SimdLevel, _: Rows<'_>, _: &mut [[i32; TOGETHER]]) -> bool {
+    pub(super) fn run<const Q: usize>(_: SimdLevel, _: Rows<'_, Q>, _: &mut [[i32; Q]]) -> bool {
         false
     }
 }
