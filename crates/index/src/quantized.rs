@@ -457,9 +457,9 @@ impl Slack {
     }
 
     /// The slack for the query `coded` (whose [`reach`] against the block
-    /// is `reach`) and any vector of the block, given
-    /// `v`, the decoded distance or a lower bound of it, as `c0 + c1·|v|`
-    /// (a few f32 operations per vector). It covers the coded weights (at
+    /// is `reach`) and any vector of the block, given `v`, the decoded
+    /// distance or a lower bound of it, as `c0 + c1·|v|` (a few f32
+    /// operations per vector). It covers the coded weights (at
     /// most `s/2` per unit of code, over the largest code sum), the
     /// roundings of decoding and of a float sum (`(γ + 4u)·Σ|q|·(|lo| +
     /// L·step)`), and those of both distances from their dot products
@@ -489,9 +489,9 @@ impl Slack {
     }
 
     /// The slack of the integer pass's squared Euclidean distances for the
-    /// query `coded` ([`reach`] `reach`) with canonical `‖q‖² = qq`, as `c0 + c1·nn` for a
-    /// vector whose decoded squared norm is `nn`; [`in_units`] turns it
-    /// into Euclidean units. With `x̃` the decoded vector and `E` the dot
+    /// query `coded` (its [`reach`] `reach`) with canonical `‖q‖² = qq`,
+    /// as `c0 + c1·nn` for a vector whose decoded squared norm is `nn`;
+    /// [`in_units`] turns it into Euclidean units. With `x̃` the decoded vector and `E` the dot
     /// product's error (the coded weights' `s/2·Σc`, and the roundings of
     /// decoding and of a float sum, `(γ + 4u)·Σ|q|·(|lo| + L·step)`, taken
     /// twice: from the float dot product and from the exact one), the
