@@ -7,7 +7,8 @@
 //! time). The sums are the exact integers of one query at a time (every
 //! partial sum is exact in `i32`, see `max_level`), so the results are the
 //! same bits at every SIMD level and in any grouping. At the scalar level
-//! (and for the last rows of a block, fewer than four) the queries go one
+//! (and for the last rows of a block, fewer than four, and short rows in
+//! groups of fewer than four queries: see [`FEW_FROM`]) the queries go one
 //! at a time.
 //!
 //! The compiler turns one query's row sum into `vpmaddwd` pairs by itself,
@@ -36,6 +37,17 @@ use crate::precision::{Codes, Precision};
 
 /// Queries the integer pass scores together.
 pub(crate) const TOGETHER: usize = 4;
+
+/// The fewest bytes of codes a row needs for two or three queries to go
+/// through the kernel rather than one at a time, and for one query alone.
+/// Short rows spend more on the kernel's per-row reductions than they
+/// save: in a timing loop (in cache, AVX-512), at 64 bytes (64-d tq8) two
+/// queries took 4.5 ns per row and query against 3.8 one at a time, one
+/// query 5.1 against 3.8 (at 32 bytes, 64-d tq4, 9.1 against 5.7); at
+/// 256 bytes one query was even (8.2 against 8.4), at 768 ahead (17.6
+/// against 20.0, and out of cache the prefetch counts too).
+const FEW_FROM: usize = 128;
+const ONE_FROM: usize = 256;
 
 /// [`CodedQuery::dots`] of each of `coded` (each coded against `codes`)
 /// with every vector of `codes`, one query after the other into `out`
@@ -83,9 +95,9 @@ pub(crate) fn dots_together_at(
     for (group, out) in coded.chunks(TOGETHER).zip(out.chunks_mut(TOGETHER * n)) {
         let done = match group.len() {
             4 => at_once::<4>(level, group, &head, cb, &mut sums),
-            3 => at_once::<3>(level, group, &head, cb, &mut sums),
-            2 => at_once::<2>(level, group, &head, cb, &mut sums),
-            1 => at_once::<1>(level, group, &head, cb, &mut sums),
+            3 if cb >= FEW_FROM => at_once::<3>(level, group, &head, cb, &mut sums),
+            2 if cb >= FEW_FROM => at_once::<2>(level, group, &head, cb, &mut sums),
+            1 if cb >= ONE_FROM => at_once::<1>(level, group, &head, cb, &mut sums),
             _ => false,
         };
         if done {
