@@ -47,6 +47,8 @@ pub(crate) const TOGETHER: usize = 4;
 /// 256 bytes one query was even (8.2 against 8.4), at 768 ahead (17.6
 /// against 20.0, and out of cache the prefetch counts too).
 const FEW_FROM: usize = 128;
+/// The fewest bytes of codes a row needs for one query to go through the
+/// kernel (see [`FEW_FROM`]).
 const ONE_FROM: usize = 256;
 
 /// [`CodedQuery::dots`] of each of `coded` (each coded against `codes`)
