@@ -77,8 +77,10 @@ pub(crate) struct Scratch {
     scores: Vec<f32>,
     decoded: Decoded,
     coded: CodedQuery,
-    /// Queries coded against a block, scored together.
+    /// Queries coded against a block, scored together, and their
+    /// integer sums.
     together: [CodedQuery; TOGETHER],
+    sums: Vec<i32>,
     /// The distances of one query (integer pass, float16 sums), or of
     /// [`TOGETHER`] queries one after the other.
     row: Vec<f32>,
@@ -117,6 +119,7 @@ pub(crate) fn score_block(
         decoded,
         coded,
         together,
+        sums,
         row: one,
         refused,
     } = w;
@@ -144,7 +147,7 @@ pub(crate) fn score_block(
                     refused.push(qi);
                 }
             }
-            dots_together(&together[..m], &codes, dim, one);
+            dots_together(&together[..m], &codes, dim, one, sums);
             for (&qi, row) in coded_qs[..m].iter().zip(one.chunks_exact_mut(n)) {
                 integer_distances(on, norms, qi, row);
                 offer(&mut on.top(tops, qi), row, allowed, block, None);

@@ -361,9 +361,17 @@ fn queries_together_equal_one_at_a_time_at_every_level() {
                         c.dots_at(SimdLevel::Scalar, &codes, dim, &mut row);
                         alone.extend_from_slice(&row);
                     }
+                    let mut sums = Vec::new();
                     for level in SimdLevel::ALL.into_iter().filter(|l| l.is_available()) {
                         let mut together = Vec::new();
-                        together::dots_together_at(level, &coded, &codes, dim, &mut together);
+                        together::dots_together_at(
+                            level,
+                            &coded,
+                            &codes,
+                            dim,
+                            &mut together,
+                            &mut sums,
+                        );
                         let same = together
                             .iter()
                             .zip(&alone)

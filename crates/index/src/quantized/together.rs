@@ -54,14 +54,16 @@ const ONE_FROM: usize = 256;
 /// [`CodedQuery::dots`] of each of `coded` (each coded against `codes`)
 /// with every vector of `codes`, one query after the other into `out`
 /// (`coded.len()` rows of the block's length), up to [`TOGETHER`] at a
-/// time: the same bits as one query at a time.
+/// time: the same bits as one query at a time. `sums` is scratch space
+/// (the kernel's integer sums), kept by the caller between blocks.
 pub(crate) fn dots_together(
     coded: &[CodedQuery],
     codes: &Codes<'_>,
     dim: usize,
     out: &mut Vec<f32>,
+    sums: &mut Vec<i32>,
 ) {
-    dots_together_at(SimdLevel::current(), coded, codes, dim, out);
+    dots_together_at(SimdLevel::current(), coded, codes, dim, out, sums);
 }
 
 /// [`dots_together`] at `level` (or the best available below it).
@@ -71,6 +73,7 @@ pub(crate) fn dots_together_at(
     codes: &Codes<'_>,
     dim: usize,
     out: &mut Vec<f32>,
+    sums: &mut Vec<i32>,
 ) {
     let cb = codes.precision.code_bytes(dim);
     let n = codes.bytes.len() / cb.max(1);
@@ -93,13 +96,12 @@ pub(crate) fn dots_together_at(
             ..*codes
         },
     );
-    let mut sums = Vec::new();
     for (group, out) in coded.chunks(TOGETHER).zip(out.chunks_mut(TOGETHER * n)) {
         let done = match group.len() {
-            4 => at_once::<4>(level, group, &head, cb, &mut sums),
-            3 if cb >= FEW_FROM => at_once::<3>(level, group, &head, cb, &mut sums),
-            2 if cb >= FEW_FROM => at_once::<2>(level, group, &head, cb, &mut sums),
-            1 if cb >= ONE_FROM => at_once::<1>(level, group, &head, cb, &mut sums),
+            4 => at_once::<4>(level, group, &head, cb, sums),
+            3 if cb >= FEW_FROM => at_once::<3>(level, group, &head, cb, sums),
+            2 if cb >= FEW_FROM => at_once::<2>(level, group, &head, cb, sums),
+            1 if cb >= ONE_FROM => at_once::<1>(level, group, &head, cb, sums),
             _ => false,
         };
         if done {
@@ -360,8 +362,11 @@ mod x86 {
                 let r = r.map(|c| &c[..m]);
                 let (even, odd) = (w.low.map(|k| &k[..m]), w.high.map(|k| &k[..m.min(k.len())]));
                 let mut acc = [[avx._mm256_setzero_si256(); Q]; 2];
-                // The same distance ahead as the wide kernel, all of it
-                // before the pair's loop.
+                // The same distance ahead as the wide kernel, a pair's
+                // worth of rows before the pair's loop, one prefetch every
+                // 32 bytes (one per 64-byte line instead was slower over
+                // blocks from memory: one query 79-81 against 47-51 ns per
+                // row in a timing loop; not understood).
                 let ahead = pair.as_ptr().wrapping_add(AHEAD * 4 * cb);
                 for i in 0..m {
                     let at = ahead.wrapping_add(i * 32).cast::<i8>();
