@@ -246,11 +246,25 @@ async fn reading<T: Send + 'static>(
     gate: Arc<tokio::sync::Semaphore>,
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
+    run_admitted(admit(gate).await?, f).await
+}
+
+/// A permit of `gate` (see [`reading`]).
+async fn admit(
+    gate: Arc<tokio::sync::Semaphore>,
+) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
     // Never closed, so never an error.
-    let admitted = gate
-        .acquire_owned()
+    gate.acquire_owned()
         .await
-        .map_err(|_| ApiError::internal("internal error"))?;
+        .map_err(|_| ApiError::internal("internal error"))
+}
+
+/// Runs `f` on the engine's pool as a read already `admitted` (see
+/// [`reading`]); the permit goes when `f` ends. A panic is a 500.
+async fn run_admitted<T: Send + 'static>(
+    admitted: tokio::sync::OwnedSemaphorePermit,
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     rayon::spawn(move || {
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));

@@ -300,21 +300,17 @@ async fn coalesced(
         }
     };
     // As [`reading`]: admitted in arrival order, at most one read per
-    // worker thread, run on the engine's pool.
-    let admitted = s
-        .reads()
-        .acquire_owned()
-        .await
-        .map_err(|_| ApiError::internal("internal error"))?;
+    // worker thread, run on the engine's pool; the batch is taken once
+    // admitted, so riders join until then.
+    let admitted = crate::admit(s.reads()).await?;
     let batch = leading.take();
-    let (tx, rx) = tokio::sync::oneshot::channel();
     let server = Arc::clone(&s);
-    rayon::spawn(move || {
+    crate::run_admitted(admitted, move || {
+        // A failed or panicking batch sends the riders off to run alone.
         let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             server.read(&name, cred, |i| i.query(&batch.rows, &opts))
         }));
-        drop(admitted);
-        let own = match ran {
+        match ran {
             Ok(Ok(hits)) => batch
                 .answer(hits)
                 .map_err(|_| ApiError::internal("internal error")),
@@ -326,11 +322,9 @@ async fn coalesced(
                 let _ = batch.fail();
                 Err(ApiError::internal("internal error"))
             }
-        };
-        let _ = tx.send(own);
-    });
-    rx.await
-        .unwrap_or_else(|_| Err(ApiError::internal("internal error")))
+        }
+    })
+    .await
 }
 
 pub(crate) async fn query(
