@@ -15,6 +15,9 @@ Environment:
                          recall@10 >= 0.95 (default: n_probes 1 to 256, PROBES)
   BENCH_PRECISION        storage_precision of the created index (default:
                          the service's own, float32)
+  BENCH_LISTS            n_lists passed to train (default 256), or "auto":
+                         `train()` without n_lists, so each service picks its
+                         own automatic count (the report says which)
 
 Everything goes through the unmodified `cyborgdb` SDK except the load test,
 which uses `wrk` (the SDK tops out near 1000 queries/s from one Python
@@ -41,6 +44,7 @@ N = int(os.environ.get("BENCH_N", "100000"))
 PAD = int(os.environ.get("BENCH_DIM_PAD", "0"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 PRECISION = os.environ.get("BENCH_PRECISION") or None
+LISTS = os.environ.get("BENCH_LISTS", "256")
 N_QUERIES = 1000
 K = 10
 TARGET_RECALL = 0.95
@@ -195,9 +199,13 @@ def main():
     log(f"upsert: {report['upsert_per_s']:.0f} vectors/s")
 
     started = time.perf_counter()
-    idx.train(n_lists=256)
+    if LISTS == "auto":
+        idx.train()
+    else:
+        idx.train(n_lists=int(LISTS))
     report["train_s"] = time.perf_counter() - started
-    log(f"train (256 lists): {report['train_s']:.1f} s")
+    report["n_lists"] = idx.n_lists
+    log(f"train ({LISTS} -> {report['n_lists']} lists): {report['train_s']:.1f} s")
 
     tune = json.loads(
         os.environ.get(
@@ -251,7 +259,8 @@ def main():
     w16, w64 = report["wrk"]
     print(
         f"| {LABEL} | {SET} {N}x{report['dimension']} | {report['upsert_per_s']:.0f} "
-        f"| {report['train_s']:.1f} | {json.dumps(chosen)} | {report['recall']:.3f} "
+        f"| {report['train_s']:.1f} | {report['n_lists']} lists, {json.dumps(chosen)} "
+        f"| {report['recall']:.3f} "
         f"| {report['sdk_p50_ms']:.2f} / {report['sdk_p99_ms']:.2f} "
         f"| {w16['rps']:.0f} ({w16['p50_ms']} / {w16['p99_ms']} ms, {w16['errors']} err) "
         f"| {w64['rps']:.0f} ({w64['p50_ms']} / {w64['p99_ms']} ms, {w64['errors']} err) |"

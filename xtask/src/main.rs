@@ -527,8 +527,9 @@ fn sdk() -> Result<()> {
 /// reference `cyborgdb-service` on the same data, through the SDK and `wrk`
 /// (`xtask/sdk/bench_server.py`); each run prints a markdown row.
 /// `VECSEAL_BENCH_PRECISION` sets vecseal's storage precision (the
-/// reference keeps its default); `VECSEAL_BENCH_REFERENCE=off` skips the
-/// reference.
+/// reference keeps its default); `VECSEAL_BENCH_LISTS` the lists trained
+/// (default 256, or `auto`: each service's own automatic count);
+/// `VECSEAL_BENCH_REFERENCE=off` skips the reference.
 fn bench_server(sets: &[String]) -> Result<()> {
     ensure_apt("wrk")?;
     let python = fetch::sdk_python()?;
@@ -544,6 +545,10 @@ fn bench_server(sets: &[String]) -> Result<()> {
     if !["", "float32", "float16", "tq8", "tq4"].contains(&precision.as_str()) {
         bail!("VECSEAL_BENCH_PRECISION: {precision:?}, expected float32, float16, tq8 or tq4");
     }
+    let lists = std::env::var("VECSEAL_BENCH_LISTS").unwrap_or_else(|_| "256".into());
+    if lists != "auto" && !lists.parse::<u32>().is_ok_and(|n| n > 0) {
+        bail!("VECSEAL_BENCH_LISTS: {lists:?}, expected a positive number of lists or auto");
+    }
     let reference_too = match std::env::var("VECSEAL_BENCH_REFERENCE").as_deref() {
         Err(_) | Ok("on") => true,
         Ok("off") => false,
@@ -556,7 +561,8 @@ fn bench_server(sets: &[String]) -> Result<()> {
                 .env("BENCH_URL", url)
                 .env("BENCH_ROOT", &root_key)
                 .env("BENCH_LABEL", label)
-                .env("BENCH_SET", set);
+                .env("BENCH_SET", set)
+                .env("BENCH_LISTS", &lists);
             match (*set, &glove) {
                 // The reference needs a dimension divisible by 8: both
                 // services get GloVe padded with zeros to 64-d.
@@ -570,10 +576,15 @@ fn bench_server(sets: &[String]) -> Result<()> {
             if label != "cyborgdb-service" {
                 cmd.env("BENCH_PRECISION", &precision);
             } else {
-                // Its recall comes from re-ranking, not from probing more lists.
+                // Its recall comes from re-ranking as much as from probing
+                // more lists: few probes with a deep re-rank first (where
+                // the lists are many, a few probes may be enough).
                 cmd.env(
                     "BENCH_TUNE",
-                    r#"[{"n_probes": 32}, {"n_probes": 32, "rerank_mult": 200},
+                    r#"[{"n_probes": 1, "rerank_mult": 200}, {"n_probes": 2, "rerank_mult": 200},
+                        {"n_probes": 4, "rerank_mult": 200}, {"n_probes": 8, "rerank_mult": 200},
+                        {"n_probes": 16, "rerank_mult": 200},
+                        {"n_probes": 32}, {"n_probes": 32, "rerank_mult": 200},
                         {"n_probes": 64, "rerank_mult": 1000},
                         {"n_probes": 128, "rerank_mult": 1000}]"#,
                 );
