@@ -531,6 +531,7 @@ impl Shared {
         let best: Vec<Vec<(String, f32)>> = hits
             .into_par_iter()
             .zip(chunk.par_chunks_exact(dim))
+            .with_min_len(RERANK_PER_TASK)
             .map(|(candidates, q)| {
                 let mut top = TopK::new(top_k);
                 for (id, _) in &candidates {
@@ -554,6 +555,10 @@ impl Shared {
         Ok((best, kept))
     }
 }
+
+/// The fewest queries one task of the rerank rescores (their few
+/// candidates each cost less than a task of their own).
+const RERANK_PER_TASK: usize = 8;
 
 /// Reranked results, and the item records of the results when asked for.
 pub(crate) type Reranked = (Vec<Vec<(String, f32)>>, HashMap<String, ItemRecord>);

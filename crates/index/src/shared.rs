@@ -473,6 +473,7 @@ impl Shared {
         let cosine = metric == Metric::Cosine;
         self.read_items_in(view, keys, ids)?
             .into_par_iter()
+            .with_min_len(ITEMS_PER_TASK)
             .map(|rec| {
                 // Item ids stay out of errors (they may be logged), as
                 // everywhere in this crate.
@@ -509,10 +510,15 @@ impl Shared {
         keys: &Keys,
         ids: &[String],
     ) -> Result<Vec<Option<ItemRecord>>> {
-        let item_keys: Vec<Vec<u8>> = ids.par_iter().map(|id| keys.item_key(id)).collect();
+        let item_keys: Vec<Vec<u8>> = ids
+            .par_iter()
+            .with_min_len(ITEMS_PER_TASK)
+            .map(|id| keys.item_key(id))
+            .collect();
         let raws = match view {
             Some(view) => item_keys
                 .par_iter()
+                .with_min_len(ITEMS_PER_TASK)
                 .map(|k| view.get(NS_ITEMS, k))
                 .collect::<Result<Vec<_>, _>>()?,
             None => {
@@ -523,6 +529,7 @@ impl Shared {
         raws.into_par_iter()
             .zip(item_keys.par_iter())
             .zip(ids.par_iter())
+            .with_min_len(ITEMS_PER_TASK)
             .map(|((raw, key), id)| {
                 raw.map(|mut raw| {
                     // Opened in the buffer the store gave (no copy).
@@ -541,6 +548,11 @@ impl Shared {
             .collect()
     }
 }
+
+/// The fewest item records one task of a parallel read opens: a task of
+/// its own per record cost more than opening it, and a query's rerank
+/// reads only `top_k × rerank_mult` of them (a few tens).
+const ITEMS_PER_TASK: usize = 32;
 
 /// The name of the store-wide lock of index `id`'s writers.
 pub(crate) fn lock_name(id: IndexId) -> Vec<u8> {
