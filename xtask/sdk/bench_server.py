@@ -15,9 +15,9 @@ Environment:
                          recall@10 >= 0.95 (default: n_probes 1 to 256, PROBES)
   BENCH_PRECISION        storage_precision of the created index (default:
                          the service's own, float32)
-  BENCH_LISTS            n_lists passed to train (default 256), or "auto":
-                         `train()` without n_lists, so each service picks its
-                         own automatic count (the report says which)
+  BENCH_LISTS            "auto" (default): `train()` without n_lists, so each
+                         service picks its own automatic count (the report
+                         says which); or the n_lists passed to both
 
 Everything goes through the unmodified `cyborgdb` SDK except the load test,
 which uses `wrk` (the SDK tops out near 1000 queries/s from one Python
@@ -44,7 +44,7 @@ N = int(os.environ.get("BENCH_N", "100000"))
 PAD = int(os.environ.get("BENCH_DIM_PAD", "0"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 PRECISION = os.environ.get("BENCH_PRECISION") or None
-LISTS = os.environ.get("BENCH_LISTS", "256")
+LISTS = os.environ.get("BENCH_LISTS", "auto")
 N_QUERIES = 1000
 K = 10
 TARGET_RECALL = 0.95

@@ -528,7 +528,8 @@ fn sdk() -> Result<()> {
 /// (`xtask/sdk/bench_server.py`); each run prints a markdown row.
 /// `VECSEAL_BENCH_PRECISION` sets vecseal's storage precision (the
 /// reference keeps its default); `VECSEAL_BENCH_LISTS` the lists trained
-/// (default 256, or `auto`: each service's own automatic count);
+/// (default `auto`: the SDK's `train()` without `n_lists`, so each service
+/// picks its own count, as a user's call would; or a number for both);
 /// `VECSEAL_BENCH_REFERENCE=off` skips the reference.
 fn bench_server(sets: &[String]) -> Result<()> {
     ensure_apt("wrk")?;
@@ -545,7 +546,7 @@ fn bench_server(sets: &[String]) -> Result<()> {
     if !["", "float32", "float16", "tq8", "tq4"].contains(&precision.as_str()) {
         bail!("VECSEAL_BENCH_PRECISION: {precision:?}, expected float32, float16, tq8 or tq4");
     }
-    let lists = std::env::var("VECSEAL_BENCH_LISTS").unwrap_or_else(|_| "256".into());
+    let lists = std::env::var("VECSEAL_BENCH_LISTS").unwrap_or_else(|_| "auto".into());
     if lists != "auto" && !lists.parse::<u32>().is_ok_and(|n| n > 0) {
         bail!("VECSEAL_BENCH_LISTS: {lists:?}, expected a positive number of lists or auto");
     }
