@@ -521,10 +521,18 @@ impl Shared {
                 .with_min_len(ITEMS_PER_TASK)
                 .map(|k| view.get(NS_ITEMS, k))
                 .collect::<Result<Vec<_>, _>>()?,
-            None => {
-                let refs: Vec<&[u8]> = item_keys.iter().map(Vec::as_slice).collect();
-                self.store.multi_get(NS_ITEMS, &refs)?
-            }
+            // Many records (a batch's rerank reads tens of thousands) are
+            // read by every thread, one `multi_get` per piece.
+            None => item_keys
+                .par_chunks(KEYS_PER_MULTI_GET)
+                .map(|piece| {
+                    let refs: Vec<&[u8]> = piece.iter().map(Vec::as_slice).collect();
+                    self.store.multi_get(NS_ITEMS, &refs)
+                })
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .flatten()
+                .collect(),
         };
         raws.into_par_iter()
             .zip(item_keys.par_iter())
@@ -553,6 +561,10 @@ impl Shared {
 /// its own per record cost more than opening it, and a query's rerank
 /// reads only `top_k × rerank_mult` of them (a few tens).
 const ITEMS_PER_TASK: usize = 32;
+
+/// The most keys of one `multi_get` when item records are read: more
+/// keys than this are read in pieces on every thread.
+const KEYS_PER_MULTI_GET: usize = 256;
 
 /// The name of the store-wide lock of index `id`'s writers.
 pub(crate) fn lock_name(id: IndexId) -> Vec<u8> {
