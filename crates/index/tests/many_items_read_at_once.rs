@@ -5,22 +5,29 @@
 
 mod common;
 use common::*;
-use vecseal_index::{Fields, Item, Metric, QueryOptions};
+use vecseal_index::{Fields, Index, Item, Metric, QueryOptions};
 
 /// Item `i`'s vector: distinct for every `i`.
 fn vector(i: usize) -> Vec<f32> {
     vec![i as f32, (i % 7) as f32, 1.0, -(i as f32) / 3.0]
 }
 
-#[test]
-fn a_get_of_many_ids_returns_each_record_under_its_own_id() {
-    let (db, _store) = test_db();
+/// An index holding items `item-0` … `item-{n-1}` (keep the store alive
+/// as long as the index).
+fn holding(n: usize) -> (Index, TestStore) {
+    let (db, store) = test_db();
     let index = create(&db, Metric::Euclidean);
-    let n = 1500;
     let items: Vec<Item> = (0..n)
         .map(|i| Item::new(format!("item-{i}"), vector(i)))
         .collect();
     index.upsert(items).unwrap_or_else(|e| panic!("{e}"));
+    (index, store)
+}
+
+#[test]
+fn a_get_of_many_ids_returns_each_record_under_its_own_id() {
+    let n = 1500;
+    let (index, _store) = holding(n);
 
     // Several pieces' worth of ids, out of order, with missing ones
     // between them.
@@ -50,13 +57,8 @@ fn a_get_of_many_ids_returns_each_record_under_its_own_id() {
 
 #[test]
 fn a_batch_reranks_across_pieces_and_finds_each_query_itself() {
-    let (db, _store) = test_db();
-    let index = create(&db, Metric::Euclidean);
     let n = 1200;
-    let items: Vec<Item> = (0..n)
-        .map(|i| Item::new(format!("item-{i}"), vector(i)))
-        .collect();
-    index.upsert(items).unwrap_or_else(|e| panic!("{e}"));
+    let (index, _store) = holding(n);
     // One query per item: the batch's rerank reads more records than one
     // piece holds, and each query's nearest item is itself, at distance 0.
     let queries: Vec<Vec<f32>> = (0..n).map(vector).collect();
