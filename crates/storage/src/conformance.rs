@@ -337,6 +337,17 @@ fn matches_a_btreemap_model(
         let got = collect(store, ns(n), b"k");
         let want: Vec<_> = model[usize::from(n)].clone().into_iter().collect();
         prop_assert_eq!(got, want);
+        // Every key at once, last first and one twice: in the order asked.
+        let keys: Vec<[u8; 2]> = (0..16u8).rev().chain([3]).map(|k| [b'k', k]).collect();
+        let refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+        let got = store
+            .multi_get(ns(n), &refs)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let want: Vec<_> = keys
+            .iter()
+            .map(|k| model[usize::from(n)].get(&k[..]).cloned())
+            .collect();
+        prop_assert_eq!(got, want);
     }
     Ok(())
 }

@@ -65,6 +65,15 @@ impl Store for MemStore {
         Ok(lookup(&tables, ns)?.get(key).map(|v| v.to_vec()))
     }
 
+    fn multi_get(&self, ns: &str, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
+        // One lock and one lookup of the namespace for all the keys.
+        let table = self.table(ns)?;
+        Ok(keys
+            .iter()
+            .map(|k| table.get(*k).map(|v| v.to_vec()))
+            .collect())
+    }
+
     fn read_with(&self, ns: &str, key: &[u8], f: &mut dyn FnMut(&[u8])) -> Result<bool> {
         // The value is shared, so `f` runs without holding the lock.
         let value = lookup(&self.tables.read(), ns)?.get(key).cloned();
