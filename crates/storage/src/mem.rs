@@ -96,7 +96,7 @@ impl Store for MemStore {
         let table = self.table(ns)?;
         Ok(keys
             .iter()
-            .map(|k| table.get(*k).map(|v| v.to_vec()))
+            .map(|k| table.get(k).map(|v| v.to_vec()))
             .collect())
     }
 
