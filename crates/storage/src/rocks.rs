@@ -39,8 +39,9 @@ impl RocksStore {
             o.set_bottommost_compression_type(DBCompressionType::None);
             o.set_write_buffer_size(64 << 20);
             // A bloom filter over each memtable's whole keys: a point read
-            // of a key that is not in it (most are, once data is older
-            // than the last 64 MiB written) skips the skip list's search.
+            // of a key the memtable does not hold skips the skip list's
+            // search (most reads, once the data read is older than the
+            // last 64 MiB written).
             o.set_memtable_prefix_bloom_ratio(0.02);
             o.set_memtable_whole_key_filtering(true);
             o.set_target_file_size_base(64 << 20);
