@@ -666,15 +666,54 @@ const SIMD_SUITES: [&str; 2] = ["vecseal-kmeans", "vecseal-index"];
 /// `VECSEAL_SIMD=scalar`: `cargo test --workspace` ran them at the machine's
 /// best level, so a result that depends on the CPU cannot pass unnoticed.
 fn simd_levels() -> Result<()> {
-    rerun(&SIMD_SUITES, ("VECSEAL_SIMD", "scalar"))
+    rerun(&SIMD_SUITES, ("VECSEAL_SIMD", "scalar"), &Skip::NONE)
 }
+
+/// Index test binaries that always run on an engine of their own (the
+/// memory store, or RocksDB for the crash test), so a rerun on another
+/// engine would repeat them unchanged.
+const OWN_ENGINE: Skip = Skip {
+    targets: &[
+        "vecseal_index",
+        "storage_precision",
+        "crash_during_train_and_upsert",
+        "commits_are_proportional_to_the_change",
+    ],
+    markers: &[
+        "test_store(",
+        "test_db(",
+        "store_kind(",
+        "VECSEAL_TEST_STORE",
+    ],
+};
+
+/// Index test binaries that do not run at the tests' precision: the unit
+/// tests, and `storage_precision`, which goes through every precision
+/// itself.
+const OWN_PRECISION: Skip = Skip {
+    targets: &["vecseal_index", "storage_precision"],
+    markers: &[
+        "config()",
+        "precision()",
+        "create(&",
+        "VECSEAL_TEST_PRECISION",
+    ],
+};
 
 /// Runs the index test binaries again on RocksDB (`VECSEAL_TEST_STORE=rocks`)
 /// and on PostgreSQL (`pg`): `cargo test --workspace` ran them on the
 /// memory store.
 fn store_engines() -> Result<()> {
-    rerun(&["vecseal-index"], ("VECSEAL_TEST_STORE", "rocks"))?;
-    rerun(&["vecseal-index"], ("VECSEAL_TEST_STORE", "pg"))
+    rerun(
+        &["vecseal-index"],
+        ("VECSEAL_TEST_STORE", "rocks"),
+        &OWN_ENGINE,
+    )?;
+    rerun(
+        &["vecseal-index"],
+        ("VECSEAL_TEST_STORE", "pg"),
+        &OWN_ENGINE,
+    )
 }
 
 /// Runs the index test binaries again at each compressed storage
@@ -682,15 +721,66 @@ fn store_engines() -> Result<()> {
 /// at float32.
 fn precisions() -> Result<()> {
     for p in ["float16", "tq8", "tq4"] {
-        rerun(&["vecseal-index"], ("VECSEAL_TEST_PRECISION", p))?;
+        rerun(
+            &["vecseal-index"],
+            ("VECSEAL_TEST_PRECISION", p),
+            &OWN_PRECISION,
+        )?;
     }
     Ok(())
 }
 
+/// Test targets a rerun leaves out because the variable it sets cannot
+/// change them. So that the list cannot go stale unnoticed, a rerun fails
+/// when a left-out test file mentions one of `markers` (the tests' helpers
+/// that read the variable), or a left-out library's sources name the
+/// variable.
+struct Skip {
+    targets: &'static [&'static str],
+    markers: &'static [&'static str],
+}
+
+impl Skip {
+    const NONE: Skip = Skip {
+        targets: &[],
+        markers: &[],
+    };
+
+    /// Whether to leave out the target `name` whose sources start at `src`
+    /// (a test file, or a library's `src/lib.rs`, whose folder is searched
+    /// for `var`).
+    fn leaves_out(&self, name: &str, src: &Path, var: &str) -> Result<bool> {
+        if !self.targets.contains(&name) {
+            return Ok(false);
+        }
+        let (files, markers) = if src.file_name().is_some_and(|f| f == "lib.rs") {
+            (walk(src.parent().unwrap_or(src))?, &[var][..])
+        } else {
+            (vec![src.to_path_buf()], self.markers)
+        };
+        for file in files
+            .iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "rs"))
+        {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            if let Some(m) = markers.iter().find(|m| text.contains(*m)) {
+                bail!(
+                    "{} mentions {m:?}, so the test target {name:?} depends on {var}: \
+                     remove it from the targets xtask's reruns at {var} leave out",
+                    file.display()
+                );
+            }
+        }
+        Ok(true)
+    }
+}
+
 /// Runs the test binaries of `packages` again with one more environment
-/// variable. The binaries are the ones `cargo test --workspace` built
-/// (asked for by path, so no other feature set and no rebuild).
-fn rerun(packages: &[&str], (var, value): (&str, &str)) -> Result<()> {
+/// variable, but for the targets `skip` leaves out. The binaries are the
+/// ones `cargo test --workspace` built (asked for by path, so no other
+/// feature set and no rebuild).
+fn rerun(packages: &[&str], (var, value): (&str, &str), skip: &Skip) -> Result<()> {
     let out = cargo()
         .args(["test", "--workspace", "--no-run", "--message-format=json"])
         .current_dir(root())
@@ -700,7 +790,9 @@ fn rerun(packages: &[&str], (var, value): (&str, &str)) -> Result<()> {
     if !out.status.success() {
         bail!("cargo test --workspace --no-run failed with {}", out.status);
     }
-    let mut ran = 0;
+    // Which binaries to run, all checked before the first one runs.
+    let mut to_run = Vec::new();
+    let mut left_out = Vec::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
@@ -714,9 +806,28 @@ fn rerun(packages: &[&str], (var, value): (&str, &str)) -> Result<()> {
         if !packages.iter().any(|p| package.contains(&format!("#{p}@"))) {
             continue;
         }
+        let name = msg["target"]["name"].as_str().unwrap_or_default();
+        let src = Path::new(msg["target"]["src_path"].as_str().unwrap_or_default());
+        if skip.leaves_out(name, src, var)? {
+            left_out.push(name.to_owned());
+            continue;
+        }
         let dir = Path::new(manifest)
             .parent()
-            .unwrap_or_else(|| Path::new("."));
+            .unwrap_or_else(|| Path::new("."))
+            .to_path_buf();
+        to_run.push((exe.to_owned(), dir));
+    }
+    if to_run.is_empty() {
+        bail!("no test binary of {packages:?} was found to run at {var}={value}");
+    }
+    if left_out.len() < skip.targets.len() {
+        bail!(
+            "rerun at {var}={value}: of the targets to leave out {:?}, only {left_out:?} were built",
+            skip.targets
+        );
+    }
+    for (exe, dir) in &to_run {
         eprintln!("xtask: {var}={value} {exe}");
         let mut cmd = Command::new(exe);
         with_test_env(&mut cmd);
@@ -728,12 +839,12 @@ fn rerun(packages: &[&str], (var, value): (&str, &str)) -> Result<()> {
         if !status.success() {
             bail!("{exe} failed at {var}={value} with {status}");
         }
-        ran += 1;
     }
-    if ran == 0 {
-        bail!("no test binary of {packages:?} was found to run at {var}={value}");
-    }
-    eprintln!("xtask: {ran} test binaries passed again at {var}={value}");
+    eprintln!(
+        "xtask: {} test binaries passed again at {var}={value} (left out, as they do not \
+         depend on it: {left_out:?})",
+        to_run.len()
+    );
     Ok(())
 }
 
