@@ -1031,6 +1031,59 @@ mod tests {
         super::tidy().unwrap();
     }
 
+    /// The reruns' left-out targets still do not read the reruns'
+    /// variables (what each rerun checks before it runs anything).
+    #[test]
+    fn the_reruns_leave_out_only_targets_that_ignore_their_variable() {
+        let index = super::root().join("crates/index");
+        for (skip, var) in [
+            (&super::OWN_ENGINE, "VECSEAL_TEST_STORE"),
+            (&super::OWN_PRECISION, "VECSEAL_TEST_PRECISION"),
+        ] {
+            for name in skip.targets {
+                let src = match *name {
+                    "vecseal_index" => index.join("src/lib.rs"),
+                    test => index.join("tests").join(format!("{test}.rs")),
+                };
+                assert!(src.is_file(), "{}", src.display());
+                assert!(skip.leaves_out(name, &src, var).unwrap(), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_left_out_target_that_reads_the_variable_is_refused() {
+        let dir = std::env::temp_dir().join(format!("xtask-skip-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("src")).unwrap();
+        let skip = super::Skip {
+            targets: &["t", "lib"],
+            markers: &["config()"],
+        };
+        let test = dir.join("t.rs");
+        std::fs::write(&test, "fn f() { let c = IndexConfig::default(); }").unwrap();
+        let plain = skip.leaves_out("t", &test, "VAR");
+        let other = skip.leaves_out("u", &test, "VAR");
+        std::fs::write(&test, "fn f() { let c = config(); }").unwrap();
+        let marked = skip.leaves_out("t", &test, "VAR");
+        // A library's whole source folder is searched for the variable.
+        std::fs::write(dir.join("src/lib.rs"), "mod m;").unwrap();
+        std::fs::write(dir.join("src/m.rs"), "fn f() { let c = config(); }").unwrap();
+        let lib_plain = skip.leaves_out("lib", &dir.join("src/lib.rs"), "VAR");
+        std::fs::write(dir.join("src/m.rs"), r#"fn f() { std::env::var("VAR"); }"#).unwrap();
+        let lib_named = skip.leaves_out("lib", &dir.join("src/lib.rs"), "VAR");
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(plain.unwrap());
+        assert!(!other.unwrap(), "a target not in the list runs");
+        let e = marked.unwrap_err().to_string();
+        assert!(e.contains("\"config()\"") && e.contains("\"t\""), "{e}");
+        assert!(
+            lib_plain.unwrap(),
+            "only the variable's name counts in a library"
+        );
+        let e = lib_named.unwrap_err().to_string();
+        assert!(e.contains("m.rs") && e.contains("VAR"), "{e}");
+    }
+
     #[test]
     fn code_after_a_test_module_declaration_is_still_checked() {
         let dir = std::env::temp_dir().join(format!("xtask-tests-{}", std::process::id()));
