@@ -659,102 +659,83 @@ fn wait_healthy(port: u16, limit: std::time::Duration) -> Result<()> {
     bail!("the service on port {port} was not healthy within {limit:?}")
 }
 
-/// The packages whose tests run again at the scalar SIMD level.
-const SIMD_SUITES: [&str; 2] = ["vecseal-kmeans", "vecseal-index"];
+/// The k-means and index tests again at `VECSEAL_SIMD=scalar`: `cargo test
+/// --workspace` ran them at the machine's best level, so a result that
+/// depends on the CPU cannot pass unnoticed. Nothing is left out.
+const SCALAR_SIMD: Rerun = Rerun {
+    packages: &["vecseal-kmeans", "vecseal-index"],
+    var: "VECSEAL_SIMD",
+    leave_out: &[],
+    markers: &[],
+};
 
-/// Runs the test binaries of the k-means and index crates again with
-/// `VECSEAL_SIMD=scalar`: `cargo test --workspace` ran them at the machine's
-/// best level, so a result that depends on the CPU cannot pass unnoticed.
-fn simd_levels() -> Result<()> {
-    rerun(&SIMD_SUITES, ("VECSEAL_SIMD", "scalar"), &Skip::NONE)
-}
-
-/// Index test binaries that always run on an engine of their own (the
-/// memory store, or RocksDB for the crash test), so a rerun on another
-/// engine would repeat them unchanged.
-const OWN_ENGINE: Skip = Skip {
-    targets: &[
+/// The index tests again on another engine (`cargo test --workspace` ran
+/// them on the memory store), but for the binaries that always run on an
+/// engine of their own (the memory store, or RocksDB for the crash test),
+/// which a rerun would repeat unchanged.
+const ENGINES: Rerun = Rerun {
+    packages: &["vecseal-index"],
+    var: "VECSEAL_TEST_STORE",
+    leave_out: &[
         "vecseal_index",
         "storage_precision",
         "crash_during_train_and_upsert",
         "commits_are_proportional_to_the_change",
     ],
-    markers: &[
-        "test_store(",
-        "test_db(",
-        "store_kind(",
-        "VECSEAL_TEST_STORE",
-    ],
+    markers: &["test_store(", "test_db(", "store_kind("],
 };
 
-/// Index test binaries that do not run at the tests' precision: the unit
-/// tests, and `storage_precision`, which goes through every precision
-/// itself.
-const OWN_PRECISION: Skip = Skip {
-    targets: &["vecseal_index", "storage_precision"],
-    markers: &[
-        "config()",
-        "precision()",
-        "create(&",
-        "VECSEAL_TEST_PRECISION",
-    ],
+/// The index tests again at a compressed storage precision (`cargo test
+/// --workspace` ran them at float32), but for the unit tests and
+/// `storage_precision`, which goes through every precision itself.
+const PRECISIONS: Rerun = Rerun {
+    packages: &["vecseal-index"],
+    var: "VECSEAL_TEST_PRECISION",
+    leave_out: &["vecseal_index", "storage_precision"],
+    markers: &["config()", "precision()", "create(&"],
 };
 
-/// Runs the index test binaries again on RocksDB (`VECSEAL_TEST_STORE=rocks`)
-/// and on PostgreSQL (`pg`): `cargo test --workspace` ran them on the
-/// memory store.
-fn store_engines() -> Result<()> {
-    rerun(
-        &["vecseal-index"],
-        ("VECSEAL_TEST_STORE", "rocks"),
-        &OWN_ENGINE,
-    )?;
-    rerun(
-        &["vecseal-index"],
-        ("VECSEAL_TEST_STORE", "pg"),
-        &OWN_ENGINE,
-    )
+fn simd_levels() -> Result<()> {
+    SCALAR_SIMD.run("scalar")
 }
 
-/// Runs the index test binaries again at each compressed storage
-/// precision (`VECSEAL_TEST_PRECISION`): `cargo test --workspace` ran them
-/// at float32.
+/// On RocksDB (`rocks`) and on PostgreSQL (`pg`).
+fn store_engines() -> Result<()> {
+    ENGINES.run("rocks")?;
+    ENGINES.run("pg")
+}
+
 fn precisions() -> Result<()> {
     for p in ["float16", "tq8", "tq4"] {
-        rerun(
-            &["vecseal-index"],
-            ("VECSEAL_TEST_PRECISION", p),
-            &OWN_PRECISION,
-        )?;
+        PRECISIONS.run(p)?;
     }
     Ok(())
 }
 
-/// Test targets a rerun leaves out because the variable it sets cannot
-/// change them. So that the list cannot go stale unnoticed, a rerun fails
-/// when a left-out test file mentions one of `markers` (the tests' helpers
-/// that read the variable), or a left-out library's sources name the
-/// variable.
-struct Skip {
-    targets: &'static [&'static str],
+/// The test binaries of `packages` run again with `var` set, but for the
+/// test targets `leave_out` names, which `var` cannot change. So that the
+/// list cannot go stale unnoticed, a rerun fails when a left-out test file
+/// mentions `var` or one of `markers` (the tests' helpers that read it), or
+/// a left-out library's sources name `var`.
+struct Rerun {
+    packages: &'static [&'static str],
+    var: &'static str,
+    leave_out: &'static [&'static str],
     markers: &'static [&'static str],
 }
 
-impl Skip {
-    const NONE: Skip = Skip {
-        targets: &[],
-        markers: &[],
-    };
-
+impl Rerun {
     /// Whether to leave out the target `name` whose sources start at `src`
     /// (a test file, or a library's `src/lib.rs`, whose folder is searched
     /// for `var`).
-    fn leaves_out(&self, name: &str, src: &Path, var: &str) -> Result<bool> {
-        if !self.targets.contains(&name) {
+    fn leaves_out(&self, name: &str, src: &Path) -> Result<bool> {
+        if !self.leave_out.contains(&name) {
             return Ok(false);
         }
-        let (files, markers) = if src.file_name().is_some_and(|f| f == "lib.rs") {
-            (walk(src.parent().unwrap_or(src))?, &[var][..])
+        let var = self.var;
+        // A library's unit tests cannot call the test files' helpers.
+        let (files, helpers) = if src.file_name().is_some_and(|f| f == "lib.rs") {
+            (walk(src.parent().unwrap_or(src))?, &[][..])
         } else {
             (vec![src.to_path_buf()], self.markers)
         };
@@ -764,7 +745,7 @@ impl Skip {
         {
             let text = std::fs::read_to_string(file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
-            if let Some(m) = markers.iter().find(|m| text.contains(*m)) {
+            if let Some(m) = helpers.iter().chain([&var]).find(|m| text.contains(*m)) {
                 bail!(
                     "{} mentions {m:?}, so the test target {name:?} depends on {var}: \
                      remove it from the targets xtask's reruns at {var} leave out",
@@ -774,78 +755,78 @@ impl Skip {
         }
         Ok(true)
     }
-}
 
-/// Runs the test binaries of `packages` again with one more environment
-/// variable, but for the targets `skip` leaves out. The binaries are the
-/// ones `cargo test --workspace` built (asked for by path, so no other
-/// feature set and no rebuild).
-fn rerun(packages: &[&str], (var, value): (&str, &str), skip: &Skip) -> Result<()> {
-    let out = cargo()
-        .args(["test", "--workspace", "--no-run", "--message-format=json"])
-        .current_dir(root())
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .context("cannot start cargo test --no-run")?;
-    if !out.status.success() {
-        bail!("cargo test --workspace --no-run failed with {}", out.status);
-    }
-    // Which binaries to run, all checked before the first one runs.
-    let mut to_run = Vec::new();
-    let mut left_out = Vec::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        let (Some(exe), Some(manifest)) =
-            (msg["executable"].as_str(), msg["manifest_path"].as_str())
-        else {
-            continue;
-        };
-        let package = msg["package_id"].as_str().unwrap_or_default();
-        if !packages.iter().any(|p| package.contains(&format!("#{p}@"))) {
-            continue;
+    /// Runs the test binaries again with `var` set to `value`. The
+    /// binaries are the ones `cargo test --workspace` built (asked for by
+    /// path, so no other feature set and no rebuild).
+    fn run(&self, value: &str) -> Result<()> {
+        let (packages, var) = (self.packages, self.var);
+        let out = cargo()
+            .args(["test", "--workspace", "--no-run", "--message-format=json"])
+            .current_dir(root())
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .context("cannot start cargo test --no-run")?;
+        if !out.status.success() {
+            bail!("cargo test --workspace --no-run failed with {}", out.status);
         }
-        let name = msg["target"]["name"].as_str().unwrap_or_default();
-        let src = Path::new(msg["target"]["src_path"].as_str().unwrap_or_default());
-        if skip.leaves_out(name, src, var)? {
-            left_out.push(name.to_owned());
-            continue;
+        // Which binaries to run, all checked before the first one runs.
+        let mut to_run = Vec::new();
+        let mut left_out = Vec::new();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            let (Some(exe), Some(manifest)) =
+                (msg["executable"].as_str(), msg["manifest_path"].as_str())
+            else {
+                continue;
+            };
+            let package = msg["package_id"].as_str().unwrap_or_default();
+            if !packages.iter().any(|p| package.contains(&format!("#{p}@"))) {
+                continue;
+            }
+            let name = msg["target"]["name"].as_str().unwrap_or_default();
+            let src = Path::new(msg["target"]["src_path"].as_str().unwrap_or_default());
+            if self.leaves_out(name, src)? {
+                left_out.push(name.to_owned());
+                continue;
+            }
+            let dir = Path::new(manifest)
+                .parent()
+                .unwrap_or_else(|| Path::new("."))
+                .to_path_buf();
+            to_run.push((exe.to_owned(), dir));
         }
-        let dir = Path::new(manifest)
-            .parent()
-            .unwrap_or_else(|| Path::new("."))
-            .to_path_buf();
-        to_run.push((exe.to_owned(), dir));
-    }
-    if to_run.is_empty() {
-        bail!("no test binary of {packages:?} was found to run at {var}={value}");
-    }
-    if left_out.len() < skip.targets.len() {
-        bail!(
+        if to_run.is_empty() {
+            bail!("no test binary of {packages:?} was found to run at {var}={value}");
+        }
+        if left_out.len() < self.leave_out.len() {
+            bail!(
             "rerun at {var}={value}: of the targets to leave out {:?}, only {left_out:?} were built",
-            skip.targets
+            self.leave_out
         );
-    }
-    for (exe, dir) in &to_run {
-        eprintln!("xtask: {var}={value} {exe}");
-        let mut cmd = Command::new(exe);
-        with_test_env(&mut cmd);
-        let status = cmd
-            .env(var, value)
-            .current_dir(dir)
-            .status()
-            .with_context(|| format!("cannot start {exe}"))?;
-        if !status.success() {
-            bail!("{exe} failed at {var}={value} with {status}");
         }
-    }
-    eprintln!(
-        "xtask: {} test binaries passed again at {var}={value} (left out, as they do not \
+        for (exe, dir) in &to_run {
+            eprintln!("xtask: {var}={value} {exe}");
+            let mut cmd = Command::new(exe);
+            with_test_env(&mut cmd);
+            let status = cmd
+                .env(var, value)
+                .current_dir(dir)
+                .status()
+                .with_context(|| format!("cannot start {exe}"))?;
+            if !status.success() {
+                bail!("{exe} failed at {var}={value} with {status}");
+            }
+        }
+        eprintln!(
+            "xtask: {} test binaries passed again at {var}={value} (left out, as they do not \
          depend on it: {left_out:?})",
-        to_run.len()
-    );
-    Ok(())
+            to_run.len()
+        );
+        Ok(())
+    }
 }
 
 fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -1036,17 +1017,14 @@ mod tests {
     #[test]
     fn the_reruns_leave_out_only_targets_that_ignore_their_variable() {
         let index = super::root().join("crates/index");
-        for (skip, var) in [
-            (&super::OWN_ENGINE, "VECSEAL_TEST_STORE"),
-            (&super::OWN_PRECISION, "VECSEAL_TEST_PRECISION"),
-        ] {
-            for name in skip.targets {
+        for rerun in [&super::ENGINES, &super::PRECISIONS] {
+            for name in rerun.leave_out {
                 let src = match *name {
                     "vecseal_index" => index.join("src/lib.rs"),
                     test => index.join("tests").join(format!("{test}.rs")),
                 };
                 assert!(src.is_file(), "{}", src.display());
-                assert!(skip.leaves_out(name, &src, var).unwrap(), "{name}");
+                assert!(rerun.leaves_out(name, &src).unwrap(), "{name}");
             }
         }
     }
@@ -1055,22 +1033,24 @@ mod tests {
     fn a_left_out_target_that_reads_the_variable_is_refused() {
         let dir = std::env::temp_dir().join(format!("xtask-skip-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("src")).unwrap();
-        let skip = super::Skip {
-            targets: &["t", "lib"],
+        let skip = super::Rerun {
+            packages: &[],
+            var: "VAR",
+            leave_out: &["t", "lib"],
             markers: &["config()"],
         };
         let test = dir.join("t.rs");
         std::fs::write(&test, "fn f() { let c = IndexConfig::default(); }").unwrap();
-        let plain = skip.leaves_out("t", &test, "VAR");
-        let other = skip.leaves_out("u", &test, "VAR");
+        let plain = skip.leaves_out("t", &test);
+        let other = skip.leaves_out("u", &test);
         std::fs::write(&test, "fn f() { let c = config(); }").unwrap();
-        let marked = skip.leaves_out("t", &test, "VAR");
+        let marked = skip.leaves_out("t", &test);
         // A library's whole source folder is searched for the variable.
         std::fs::write(dir.join("src/lib.rs"), "mod m;").unwrap();
         std::fs::write(dir.join("src/m.rs"), "fn f() { let c = config(); }").unwrap();
-        let lib_plain = skip.leaves_out("lib", &dir.join("src/lib.rs"), "VAR");
+        let lib_plain = skip.leaves_out("lib", &dir.join("src/lib.rs"));
         std::fs::write(dir.join("src/m.rs"), r#"fn f() { std::env::var("VAR"); }"#).unwrap();
-        let lib_named = skip.leaves_out("lib", &dir.join("src/lib.rs"), "VAR");
+        let lib_named = skip.leaves_out("lib", &dir.join("src/lib.rs"));
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(plain.unwrap());
         assert!(!other.unwrap(), "a target not in the list runs");
