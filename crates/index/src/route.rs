@@ -2,7 +2,7 @@
 //! all ranked by one kernel.
 
 use rayon::prelude::*;
-use vecseal_kmeans::kernel::{Centroids, Coded};
+use vecseal_kmeans::kernel::{Centroids, Coded, Norms};
 
 use crate::distance::normalize;
 use crate::Metric;
@@ -66,7 +66,7 @@ pub(crate) fn lists_by_distance(centroids: &[f32], dim: usize, q: &[f32]) -> Vec
 #[derive(Clone, Default)]
 pub(crate) struct Routes {
     centroids: Vec<f32>,
-    norms: Vec<f32>,
+    norms: Norms,
     coded: Option<Coded>,
     dim: usize,
 }
@@ -74,10 +74,10 @@ pub(crate) struct Routes {
 impl Routes {
     pub(crate) fn new(centroids: Vec<f32>, dim: usize) -> Self {
         let (norms, coded) = if centroids.is_empty() {
-            (Vec::new(), None)
+            (Norms::default(), None)
         } else {
             (
-                Centroids::new(&centroids, dim).norms().to_vec(),
+                Norms::of(&centroids, dim),
                 Some(Coded::new(&centroids, dim)),
             )
         };

@@ -502,6 +502,46 @@ pub struct Centroids<'a> {
     coded: Option<&'a Coded>,
 }
 
+/// The squared norms of a set of centroids (canonical dot products) and
+/// the largest of them, computed once for [`Centroids::with_norms`]: a
+/// router that ranks a few rows at a time against the same centroids then
+/// reads neither the centroids nor their norms an extra time per call.
+/// Not `Debug`: norms are summaries of the data.
+#[derive(Clone, Default)]
+pub struct Norms {
+    values: Vec<f32>,
+    max: f32,
+}
+
+impl Norms {
+    /// The norms of row-major `centroids` of dimension `dim`.
+    ///
+    /// # Panics
+    /// If `dim` is 0.
+    pub fn of(centroids: &[f32], dim: usize) -> Self {
+        assert!(dim > 0, "dimension 0");
+        let values: Vec<f32> = centroids
+            .chunks_exact(dim)
+            .map(|c| sum(Sum::Dot, c, c))
+            .collect();
+        let max = max_norm(&values);
+        Norms { values, max }
+    }
+
+    /// One squared norm per centroid.
+    pub fn as_slice(&self) -> &[f32] {
+        &self.values
+    }
+}
+
+/// The largest of `norms`, NaN-propagating: a NaN norm makes every bound
+/// NaN (nothing ruled out).
+fn max_norm(norms: &[f32]) -> f32 {
+    norms
+        .iter()
+        .fold(0f32, |a, &v| if v.is_nan() || v > a { v } else { a })
+}
+
 /// Scratch space that [`Centroids`] reuses between calls.
 #[derive(Default)]
 pub struct Scratch {
@@ -521,36 +561,34 @@ impl<'a> Centroids<'a> {
     /// # Panics
     /// If `dim` is 0.
     pub fn new(centroids: &'a [f32], dim: usize) -> Self {
-        assert!(dim > 0, "dimension 0");
-        let norms: Vec<f32> = centroids
-            .chunks_exact(dim)
-            .map(|c| sum(Sum::Dot, c, c))
-            .collect();
-        Self::from_norms(centroids, dim, std::borrow::Cow::Owned(norms))
+        let Norms { values, max } = Norms::of(centroids, dim);
+        Centroids {
+            data: centroids,
+            dim,
+            norms: std::borrow::Cow::Owned(values),
+            max_norm: max,
+            coded: None,
+        }
     }
 
-    /// Row-major `centroids` of dimension `dim` with their squared norms
-    /// as [`Centroids::norms`] computed them, kept from an earlier call:
-    /// saves a pass over every centroid when few rows are routed at a time.
+    /// Row-major `centroids` of dimension `dim` with their [`Norms`], kept
+    /// from an earlier call: saves a pass over every centroid (and over
+    /// their norms) when few rows are routed at a time.
     ///
     /// # Panics
     /// If `dim` is 0 or there is not one norm per centroid.
-    pub fn with_norms(centroids: &'a [f32], dim: usize, norms: &'a [f32]) -> Self {
+    pub fn with_norms(centroids: &'a [f32], dim: usize, norms: &'a Norms) -> Self {
         assert!(dim > 0, "dimension 0");
-        assert_eq!(norms.len(), centroids.len() / dim, "one norm per centroid");
-        Self::from_norms(centroids, dim, std::borrow::Cow::Borrowed(norms))
-    }
-
-    fn from_norms(data: &'a [f32], dim: usize, norms: std::borrow::Cow<'a, [f32]>) -> Self {
-        // NaN-propagating: a NaN norm makes every bound NaN (nothing ruled out).
-        let max_norm = norms
-            .iter()
-            .fold(0f32, |a, &v| if v.is_nan() || v > a { v } else { a });
+        assert_eq!(
+            norms.values.len(),
+            centroids.len() / dim,
+            "one norm per centroid"
+        );
         Centroids {
-            data,
+            data: centroids,
             dim,
-            norms,
-            max_norm,
+            norms: std::borrow::Cow::Borrowed(&norms.values),
+            max_norm: norms.max,
             coded: None,
         }
     }
@@ -571,8 +609,7 @@ impl<'a> Centroids<'a> {
         self
     }
 
-    /// The squared norm of every centroid (canonical dot products), to keep
-    /// for [`Centroids::with_norms`].
+    /// The squared norm of every centroid (canonical dot products).
     pub fn norms(&self) -> &[f32] {
         &self.norms
     }

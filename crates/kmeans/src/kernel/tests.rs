@@ -181,7 +181,9 @@ fn kept_norms_route_as_fresh_ones() {
         .map(|_| rng.gen_range(0..3) as f32)
         .collect();
     let c = Centroids::new(&centroids, dim);
-    let kept = Centroids::with_norms(&centroids, dim, c.norms());
+    let norms = Norms::of(&centroids, dim);
+    assert_eq!(norms.as_slice(), c.norms());
+    let kept = Centroids::with_norms(&centroids, dim, &norms);
     let rows: Vec<f32> = (0..40 * dim)
         .map(|_| rng.gen_range(0..6) as f32 * 0.5)
         .collect();
