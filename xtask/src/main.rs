@@ -761,72 +761,107 @@ impl Rerun {
     /// path, so no other feature set and no rebuild).
     fn run(&self, value: &str) -> Result<()> {
         let (packages, var) = (self.packages, self.var);
-        let out = cargo()
-            .args(["test", "--workspace", "--no-run", "--message-format=json"])
-            .current_dir(root())
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .context("cannot start cargo test --no-run")?;
-        if !out.status.success() {
-            bail!("cargo test --workspace --no-run failed with {}", out.status);
-        }
         // Which binaries to run, all checked before the first one runs.
         let mut to_run = Vec::new();
         let mut left_out = Vec::new();
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
-                continue;
-            };
-            let (Some(exe), Some(manifest)) =
-                (msg["executable"].as_str(), msg["manifest_path"].as_str())
-            else {
-                continue;
-            };
-            let package = msg["package_id"].as_str().unwrap_or_default();
-            if !packages.iter().any(|p| package.contains(&format!("#{p}@"))) {
+        for t in test_binaries()? {
+            if !packages
+                .iter()
+                .any(|p| t.package.contains(&format!("#{p}@")))
+            {
                 continue;
             }
-            let name = msg["target"]["name"].as_str().unwrap_or_default();
-            let src = Path::new(msg["target"]["src_path"].as_str().unwrap_or_default());
-            if self.leaves_out(name, src)? {
-                left_out.push(name.to_owned());
+            if self.leaves_out(&t.name, &t.src)? {
+                left_out.push(t.name.as_str());
                 continue;
             }
-            let dir = Path::new(manifest)
-                .parent()
-                .unwrap_or_else(|| Path::new("."))
-                .to_path_buf();
-            to_run.push((exe.to_owned(), dir));
+            to_run.push(t);
         }
         if to_run.is_empty() {
             bail!("no test binary of {packages:?} was found to run at {var}={value}");
         }
         if left_out.len() < self.leave_out.len() {
             bail!(
-            "rerun at {var}={value}: of the targets to leave out {:?}, only {left_out:?} were built",
-            self.leave_out
-        );
+                "rerun at {var}={value}: of the targets to leave out {:?}, only {left_out:?} were built",
+                self.leave_out
+            );
         }
-        for (exe, dir) in &to_run {
-            eprintln!("xtask: {var}={value} {exe}");
-            let mut cmd = Command::new(exe);
+        for t in &to_run {
+            eprintln!("xtask: {var}={value} {}", t.exe);
+            let mut cmd = Command::new(&t.exe);
             with_test_env(&mut cmd);
             let status = cmd
                 .env(var, value)
-                .current_dir(dir)
+                .current_dir(&t.dir)
                 .status()
-                .with_context(|| format!("cannot start {exe}"))?;
+                .with_context(|| format!("cannot start {}", t.exe))?;
             if !status.success() {
-                bail!("{exe} failed at {var}={value} with {status}");
+                bail!("{} failed at {var}={value} with {status}", t.exe);
             }
         }
         eprintln!(
             "xtask: {} test binaries passed again at {var}={value} (left out, as they do not \
-         depend on it: {left_out:?})",
+             depend on it: {left_out:?})",
             to_run.len()
         );
         Ok(())
     }
+}
+
+/// One test binary that `cargo test --workspace` built.
+struct TestBinary {
+    /// Cargo's package id (`…#name@version`).
+    package: String,
+    /// The test target's name and its root source file.
+    name: String,
+    src: PathBuf,
+    exe: String,
+    /// The package's folder, where the binary runs (as `cargo test` runs it).
+    dir: PathBuf,
+}
+
+/// The test binaries of the workspace's last test build, asked of cargo
+/// once per xtask run (every rerun reads the same list; nothing is built
+/// between them).
+fn test_binaries() -> Result<&'static [TestBinary]> {
+    static BUILT: std::sync::OnceLock<Vec<TestBinary>> = std::sync::OnceLock::new();
+    if let Some(built) = BUILT.get() {
+        return Ok(built);
+    }
+    let out = cargo()
+        .args(["test", "--workspace", "--no-run", "--message-format=json"])
+        .current_dir(root())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("cannot start cargo test --no-run")?;
+    if !out.status.success() {
+        bail!("cargo test --workspace --no-run failed with {}", out.status);
+    }
+    let mut built = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let (Some(exe), Some(manifest)) =
+            (msg["executable"].as_str(), msg["manifest_path"].as_str())
+        else {
+            continue;
+        };
+        built.push(TestBinary {
+            package: msg["package_id"].as_str().unwrap_or_default().to_owned(),
+            name: msg["target"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            src: PathBuf::from(msg["target"]["src_path"].as_str().unwrap_or_default()),
+            exe: exe.to_owned(),
+            dir: Path::new(manifest)
+                .parent()
+                .unwrap_or_else(|| Path::new("."))
+                .to_path_buf(),
+        });
+    }
+    Ok(BUILT.get_or_init(|| built))
 }
 
 fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
