@@ -15,7 +15,7 @@
 
 use pulp::{Simd, WithSimd};
 
-use super::dispatch;
+use super::{dispatch_at, SimdLevel};
 
 /// The largest code: `±32767`, never `−32768`, so a pair of products
 /// (`2·32767²`) fits an `i32`.
@@ -149,14 +149,23 @@ impl Coded {
     /// pool was measured slower (2000 × 768 codes, one-item upserts: the
     /// hand-off costs more than half the pass saves).
     pub(super) fn screen(&self, row: &Row, dots: &mut [f32]) {
+        self.screen_at(SimdLevel::current(), row, dots);
+    }
+
+    /// [`Self::screen`] at `level` (or the best available below it): the
+    /// same bits at every level.
+    pub(super) fn screen_at(&self, level: SimdLevel, row: &Row, dots: &mut [f32]) {
         assert_eq!(dots.len(), self.len(), "one dot product per centroid");
-        dispatch(Screen {
-            codes: &self.codes,
-            scales: &self.scales,
-            stride: self.stride,
-            row,
-            dots,
-        });
+        dispatch_at(
+            level,
+            Screen {
+                codes: &self.codes,
+                scales: &self.scales,
+                stride: self.stride,
+                row,
+                dots,
+            },
+        );
     }
 }
 
@@ -184,7 +193,12 @@ fn code(v: &[f32], out: &mut [i16]) -> (f32, f64, f64) {
 }
 
 /// The screen's kernel: `s_x·s_c·Σ x̂·ĉ`, pairs of products summed as
-/// `i32` (exact), then in 16 `f32` lanes in a fixed order.
+/// `i32` (exact), then in 16 `f32` lanes, block after block, and the lanes
+/// as the canonical tree (lane `l` + lane `l + 8`, then `+ 4` …, as
+/// [`tile`](super::tile) reduces), in registers at every SIMD level.
+/// Summed one lane after the other, the lanes were a chain of 15
+/// dependent additions per centroid, which at 50 dimensions took longer
+/// than the products.
 struct Screen<'a> {
     codes: &'a [i16],
     scales: &'a [f32],
@@ -197,7 +211,7 @@ impl WithSimd for Screen<'_> {
     type Output = ();
 
     #[inline(always)]
-    fn with_simd<S: Simd>(self, _simd: S) {
+    fn with_simd<S: Simd>(self, simd: S) {
         let q = &self.row.codes;
         let sx = self.row.scale;
         for ((c, &sc), dot) in self
@@ -219,11 +233,11 @@ impl WithSimd for Screen<'_> {
                     *lane += pair as f32;
                 }
             }
-            let mut sum = 0f32;
-            for v in lanes {
-                sum += v;
-            }
-            *dot = sx * sc * sum;
+            // One register of 16 lanes, or two of 8 added lane by lane
+            // first: the same tree either way.
+            let (regs, _) = S::as_simd_f32s(&lanes);
+            let v = regs[1..].iter().fold(regs[0], |v, &r| simd.add_f32s(v, r));
+            *dot = sx * sc * simd.reduce_sum_f32s(v);
         }
     }
 }

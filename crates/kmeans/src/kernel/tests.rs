@@ -339,3 +339,30 @@ fn rows_the_coded_screen_refuses_are_ranked_by_the_gemm() {
         assert_eq!(screened.nearest(&row), [want[0]], "{row:?}");
     }
 }
+
+/// The 16-bit screen gives the same bits at every SIMD level (its lanes
+/// are joined as one tree whatever the register width), at dimensions
+/// around its blocks of 32 codes and magnitudes far apart.
+#[test]
+fn the_coded_screen_is_the_same_at_every_level() {
+    let mut rng = ChaCha8Rng::seed_from_u64(34);
+    for dim in [1, 2, 31, 32, 33, 50, 64, 100, 768] {
+        for scale in [1e-3f32, 1.0, 1e4] {
+            let k = 37;
+            let centroids = random(&mut rng, k * dim, scale);
+            let coded = Coded::new(&centroids, dim);
+            let row = coded
+                .row(&random(&mut rng, dim, scale))
+                .expect("a finite row of moderate magnitude is coded");
+            let mut want = vec![0f32; k];
+            coded.screen_at(SimdLevel::Scalar, &row, &mut want);
+            assert!(want.iter().any(|&v| v != 0.0), "d={dim}: nothing screened");
+            for level in levels() {
+                let mut got = vec![0f32; k];
+                coded.screen_at(level, &row, &mut got);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{level} d={dim} scale={scale}");
+            }
+        }
+    }
+}
