@@ -392,14 +392,16 @@ impl Keyring {
         self.suite
     }
 
+    /// Opens a wrap with `wrapping`, the wrapping sealer of the KEK it was
+    /// made for (see [`wrapping_sealer`]).
     fn unwrap(
         &self,
-        kek: &SecretKey,
+        wrapping: &Sealer,
         kind: WrapKind,
         user: Option<UserId>,
         sealed: &[u8],
     ) -> Result<SecretKey, Error> {
-        let bytes = wrapping_sealer(kek, self.index, self.suite)
+        let bytes = wrapping
             .open(&wrap_aad(self.index, kind, user), sealed)
             .map_err(|e| match e {
                 vecseal_envelope::Error::Authentication => Error::WrongKey,
@@ -410,18 +412,28 @@ impl Keyring {
 
     /// Opens the keyring with the owner's KEK: full access.
     pub fn open_root(&self, kek: &SecretKey) -> Result<Access, Error> {
-        let dek = self.unwrap(kek, WrapKind::Root, None, &self.root)?;
+        // The owner keys first: their root sealer opens the root wrap (one
+        // derivation of the wrapping key, not two; a query authorizes
+        // with this on every call).
         let keys = Arc::new(OwnerKeys::new(kek, self.index, self.suite));
+        let dek = self.unwrap(&keys.root, WrapKind::Root, None, &self.root)?;
         Ok(Self::owner_access(self.index, dek, keys))
     }
 
     /// Opens the keyring as RBAC user `user` with that user's KEK.
     pub fn open_user(&self, user: UserId, kek: &SecretKey) -> Result<Access, Error> {
         let wraps = self.users.get(&user).ok_or(Error::UnknownUser(user))?;
+        let wrapping = wrapping_sealer(kek, self.index, self.suite);
         let (dek, write) = if let Some(w) = &wraps.write {
-            (self.unwrap(kek, WrapKind::Write, Some(user), w)?, true)
+            (
+                self.unwrap(&wrapping, WrapKind::Write, Some(user), w)?,
+                true,
+            )
         } else if let Some(r) = &wraps.read {
-            (self.unwrap(kek, WrapKind::Read, Some(user), r)?, false)
+            (
+                self.unwrap(&wrapping, WrapKind::Read, Some(user), r)?,
+                false,
+            )
         } else {
             return Err(Error::UnknownUser(user));
         };
