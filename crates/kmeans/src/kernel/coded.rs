@@ -177,7 +177,7 @@ fn code(v: &[f32], out: &mut [i16]) -> (f32, f64, f64) {
     let (mut norm, mut error) = (0f64, 0f64);
     for (o, &x) in out.iter_mut().zip(v) {
         let q = if scale > 0.0 {
-            (x / scale).round().clamp(-MAX_CODE, MAX_CODE)
+            nearest_integer(x / scale).clamp(-MAX_CODE, MAX_CODE)
         } else {
             0.0
         };
@@ -190,6 +190,19 @@ fn code(v: &[f32], out: &mut [i16]) -> (f32, f64, f64) {
     }
     let up = |s: f64| s.sqrt() * (1.0 + 1e-9);
     (scale, up(norm), up(error))
+}
+
+/// `v` rounded to the nearest integer, ties to even, for `|v| < 2²²`
+/// (codes are at most 32767 in magnitude): adding and taking away
+/// `1.5·2²³` leaves no fraction bits. Two additions, where `f32::round` is
+/// a call to `roundf` per coordinate on x86-64's baseline (routing one row
+/// against 200 centroids of 768 dimensions: 7.6–7.8 µs with it, 6.6–6.9
+/// without). Any rounding to within half a step serves: the coding error
+/// is measured, not assumed.
+#[inline]
+fn nearest_integer(v: f32) -> f32 {
+    const SHIFT: f32 = 12_582_912.0;
+    (v + SHIFT) - SHIFT
 }
 
 /// The screen's kernel: `s_x·s_c·Σ x̂·ĉ`, pairs of products summed as
@@ -238,6 +251,38 @@ impl WithSimd for Screen<'_> {
             let (regs, _) = S::as_simd_f32s(&lanes);
             let v = regs[1..].iter().fold(regs[0], |v, &r| simd.add_f32s(v, r));
             *dot = sx * sc * simd.reduce_sum_f32s(v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nearest_integer;
+
+    /// Ties go to the even neighbour; elsewhere the nearest integer, as
+    /// `f32::round` gives it, over the whole range of codes.
+    #[test]
+    fn nearest_integer_rounds_to_nearest_ties_to_even() {
+        for (v, want) in [
+            (0.4f32, 0.0f32),
+            (0.5, 0.0),
+            (1.5, 2.0),
+            (2.5, 2.0),
+            (-1.5, -2.0),
+            (-2.5, -2.0),
+            (0.499_999_97, 0.0),
+            (32_766.5, 32_766.0),
+            (-32_767.4, -32_767.0),
+            (1e-30, 0.0),
+        ] {
+            assert!(nearest_integer(v) == want, "{v}");
+        }
+        let mut v = -32_767.9f32;
+        while v <= 32_767.9 {
+            if (v.fract().abs() - 0.5).abs() > 1e-3 {
+                assert!(nearest_integer(v) == v.round(), "{v}");
+            }
+            v += 0.371;
         }
     }
 }
