@@ -497,8 +497,8 @@ fn tiles<S: Simd, T: Term, F: Fn(f32) -> f32 + Copy, const B: usize>(
 pub struct Centroids<'a> {
     data: &'a [f32],
     dim: usize,
-    norms: std::borrow::Cow<'a, [f32]>,
-    max_norm: f32,
+    /// Computed here, or kept by the caller ([`Centroids::with_norms`]).
+    norms: std::borrow::Cow<'a, Norms>,
     coded: Option<&'a Coded>,
 }
 
@@ -561,12 +561,10 @@ impl<'a> Centroids<'a> {
     /// # Panics
     /// If `dim` is 0.
     pub fn new(centroids: &'a [f32], dim: usize) -> Self {
-        let Norms { values, max } = Norms::of(centroids, dim);
         Centroids {
             data: centroids,
             dim,
-            norms: std::borrow::Cow::Owned(values),
-            max_norm: max,
+            norms: std::borrow::Cow::Owned(Norms::of(centroids, dim)),
             coded: None,
         }
     }
@@ -587,8 +585,7 @@ impl<'a> Centroids<'a> {
         Centroids {
             data: centroids,
             dim,
-            norms: std::borrow::Cow::Borrowed(&norms.values),
-            max_norm: norms.max,
+            norms: std::borrow::Cow::Borrowed(norms),
             coded: None,
         }
     }
@@ -611,17 +608,17 @@ impl<'a> Centroids<'a> {
 
     /// The squared norm of every centroid (canonical dot products).
     pub fn norms(&self) -> &[f32] {
-        &self.norms
+        &self.norms.values
     }
 
     /// The number of centroids.
     pub fn len(&self) -> usize {
-        self.norms.len()
+        self.norms.values.len()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.norms.is_empty()
+        self.norms.values.is_empty()
     }
 
     fn centroid(&self, j: usize) -> &[f32] {
@@ -673,7 +670,7 @@ impl<'a> Centroids<'a> {
         let n = self.dim as f32 + 2.0;
         let gamma = n * u / (1.0 - n * u);
         let rel = 8.0 * gamma + 4.0 * u;
-        3.0 * rel * (xs + self.max_norm) + f32::MIN_POSITIVE * n
+        3.0 * rel * (xs + self.norms.max) + f32::MIN_POSITIVE * n
     }
 
     /// The centroids of every row of the last screen that may be among its
@@ -849,7 +846,7 @@ impl WithSimd for Candidates<'_> {
         const L: usize = 16;
         let c = self.centroids;
         let k = c.len();
-        let norms: &[f32] = &c.norms;
+        let norms: &[f32] = &c.norms.values;
         for i in 0..self.m {
             let dots = &self.scratch.dots[i * k..(i + 1) * k];
             // The screened values ‖c‖² − 2g, in 16 independent lanes.

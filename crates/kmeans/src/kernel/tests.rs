@@ -185,13 +185,14 @@ fn kept_norms_route_as_fresh_ones() {
     assert_eq!(norms.as_slice(), c.norms());
     let kept = Centroids::with_norms(&centroids, dim, &norms);
     // The bound's largest norm comes along (a NaN one too).
-    assert_eq!(kept.max_norm.to_bits(), c.max_norm.to_bits());
-    assert!(kept.max_norm >= 12.0, "{}", kept.max_norm);
+    assert_eq!(kept.norms.max.to_bits(), c.norms.max.to_bits());
+    assert!(kept.norms.max >= 12.0, "{}", kept.norms.max);
     let mut with_nan = centroids.clone();
     with_nan[4] = f32::NAN;
     let nan = Norms::of(&with_nan, dim);
     assert!(Centroids::with_norms(&with_nan, dim, &nan)
-        .max_norm
+        .norms
+        .max
         .is_nan());
     let rows: Vec<f32> = (0..40 * dim)
         .map(|_| rng.gen_range(0..6) as f32 * 0.5)
