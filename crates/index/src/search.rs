@@ -69,7 +69,13 @@ impl Index {
     /// Over a store that other processes write, a query that fails because
     /// one of them committed meanwhile (it dropped a block this query was
     /// reading) runs again inside one snapshot of the store, over the state
-    /// in it: consistent by construction, however often they commit.
+    /// in it: consistent by construction, however often they commit. That
+    /// is the handle's live state when it is the snapshot's; otherwise the
+    /// snapshot's state is read for this call, and installed afterwards
+    /// unless a commit of this process replaced the live state meanwhile. (It
+    /// used to be installed first and run over when still live: under the
+    /// commits of this process's own writers, three tries in a row could
+    /// miss, and the query failed with [`Error::Conflict`].)
     pub fn query(&self, queries: &[Vec<f32>], opts: &QueryOptions) -> Result<Vec<Vec<Hit>>> {
         let ix = &*self.shared;
         ix.authorize(&self.cred)?;
@@ -84,17 +90,22 @@ impl Index {
         if ix.store.get(NS_META, &state_key)?.as_deref() == Some(&ran_on[..]) {
             return Err(error);
         }
-        for _ in 0..3 {
-            let snap = ix.store.snapshot()?;
-            ix.refresh_from(&*snap, &self.cred)?;
+        let snap = ix.store.snapshot()?;
+        {
             let live = ix.live.read();
-            // Unless a newer state was installed since (then again).
             let in_snapshot = snap.get(NS_META, &live.keys.state_key())?;
             if live.matches_stored(in_snapshot.as_deref()) {
                 return self.query_in(&live, Some(&*snap), queries, opts);
             }
         }
-        Err(Error::Conflict(ix.name.clone()))
+        let loaded = ix.load_from(&*snap, &self.cred)?;
+        let result = self.query_in(&loaded, Some(&*snap), queries, opts);
+        // The snapshot's state is newer than the one the query first ran
+        // on (that one was no longer stored before the snapshot was
+        // taken); a live state that moved on since is this process's own
+        // commit, and stays.
+        ix.install_over(&ran_on, loaded);
+        result
     }
 
     /// [`Index::query`] over `live`, reading from `view` when given (else

@@ -176,26 +176,38 @@ impl Shared {
     /// Makes the live state the one in `view`, reading it from there (with
     /// the keys `cred` opens there) when it differs.
     pub(crate) fn refresh_from(&self, view: &dyn Snapshot, cred: &Credentials) -> Result<()> {
-        let (seen, dek, keys) = {
+        let seen = {
             let live = self.live.read();
             let now = view.get(NS_META, &live.keys.state_key())?;
             if live.matches_stored(now.as_deref()) {
                 return Ok(());
             }
-            (
-                live.sealed.clone(),
-                Arc::clone(&live.dek),
-                Arc::clone(&live.keys),
-            )
+            live.sealed.clone()
         };
-        let loaded = load(view, &self.name, Some(self.id), cred, Some((&dek, &keys)))?;
-        let mut live = self.live.write();
-        // Installed only over the state it was read to replace: a commit
-        // of this process in between is as new (it held the store lock).
-        if live.sealed == seen {
-            *live = loaded.live;
-        }
+        let loaded = self.load_from(view, cred)?;
+        self.install_over(&seen, loaded);
         Ok(())
+    }
+
+    /// The state stored in `view`, read from there with the keys `cred`
+    /// opens, and not installed: no commit of this process can replace it
+    /// while the caller reads `view` with it.
+    pub(crate) fn load_from(&self, view: &dyn Snapshot, cred: &Credentials) -> Result<Live> {
+        let (dek, keys) = {
+            let live = self.live.read();
+            (Arc::clone(&live.dek), Arc::clone(&live.keys))
+        };
+        Ok(load(view, &self.name, Some(self.id), cred, Some((&dek, &keys)))?.live)
+    }
+
+    /// Makes `loaded` the live state if the live state is still the one
+    /// sealed as `seen`: a commit of this process in between is as new (it
+    /// held the store lock), and stays.
+    pub(crate) fn install_over(&self, seen: &[u8], loaded: Live) {
+        let mut live = self.live.write();
+        if live.sealed == seen {
+            *live = loaded;
+        }
     }
 
     /// Deletes blocks that no state references (left by a crashed train).

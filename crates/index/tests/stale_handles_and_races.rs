@@ -182,3 +182,157 @@ fn two_databases_over_one_store_share_one_state() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(c.keep_loaded().holds(&d));
 }
+
+/// What [`SharedMemory`] runs at the next read of a search block.
+type Hook = Box<dyn FnOnce() + Send>;
+
+/// A view of a memory store that says other processes write it too, as
+/// PostgreSQL does: `Database`s over two views of one store behave as two
+/// processes would (one process shares a loaded index between the
+/// `Database`s of one store). A hook set with `at_next_block_read` runs
+/// (once) when the next search block is read through this view, before
+/// the read: another process's commit in the middle of a call.
+struct SharedMemory {
+    inner: Arc<vecseal_storage::MemStore>,
+    hook: std::sync::Mutex<Option<Hook>>,
+}
+
+impl SharedMemory {
+    fn at_next_block_read(&self, hook: Hook) {
+        *self.hook.lock().unwrap_or_else(|e| e.into_inner()) = Some(hook);
+    }
+
+    fn reading(&self, ns: &str) {
+        if ns == "blocks" {
+            let hook = self.hook.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(hook) = hook {
+                hook();
+            }
+        }
+    }
+}
+
+impl vecseal_storage::Store for SharedMemory {
+    fn get(&self, ns: &str, key: &[u8]) -> vecseal_storage::Result<Option<Vec<u8>>> {
+        self.reading(ns);
+        self.inner.get(ns, key)
+    }
+    fn read_with(
+        &self,
+        ns: &str,
+        key: &[u8],
+        f: &mut dyn FnMut(&[u8]),
+    ) -> vecseal_storage::Result<bool> {
+        self.reading(ns);
+        self.inner.read_with(ns, key, f)
+    }
+    fn multi_get(&self, ns: &str, keys: &[&[u8]]) -> vecseal_storage::Result<Vec<Option<Vec<u8>>>> {
+        self.reading(ns);
+        self.inner.multi_get(ns, keys)
+    }
+    fn write(
+        &self,
+        batch: vecseal_storage::WriteBatch,
+        durability: vecseal_storage::Durability,
+    ) -> vecseal_storage::Result<()> {
+        self.inner.write(batch, durability)
+    }
+    fn write_if(
+        &self,
+        expect: vecseal_storage::Expect<'_>,
+        batch: vecseal_storage::WriteBatch,
+        durability: vecseal_storage::Durability,
+    ) -> vecseal_storage::Result<bool> {
+        self.inner.write_if(expect, batch, durability)
+    }
+    fn is_shared(&self) -> bool {
+        true
+    }
+    fn scan_prefix<'a>(
+        &'a self,
+        ns: &str,
+        prefix: &[u8],
+    ) -> vecseal_storage::Result<vecseal_storage::Scan<'a>> {
+        self.inner.scan_prefix(ns, prefix)
+    }
+    fn snapshot(&self) -> vecseal_storage::Result<Box<dyn vecseal_storage::Snapshot + '_>> {
+        self.inner.snapshot()
+    }
+    fn namespaces(&self) -> Vec<String> {
+        self.inner.namespaces()
+    }
+}
+
+/// Another process trains (every block this one's state names goes) and
+/// upserts while a query of this one reads its first block: the query
+/// answers over the newest state, never an error, and so does the next.
+#[test]
+fn a_query_answers_when_another_process_commits_during_it() {
+    let memory = Arc::new(vecseal_storage::MemStore::new(vecseal_index::NAMESPACES));
+    let view = || {
+        Arc::new(SharedMemory {
+            inner: Arc::clone(&memory),
+            hook: Default::default(),
+        })
+    };
+    let (theirs, ours) = (view(), view());
+    let a = Arc::new(
+        Database::new(theirs)
+            .create_index("t", owner(1), config().with_dimension(2))
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    // Training needs 10 000 vectors.
+    let ids: Vec<String> = (0..10_000).map(|i| format!("x{i:05}")).collect();
+    let vectors: Vec<Vec<f32>> = (0..10_000)
+        .map(|i| vec![(i % 4) as f32 * 10.0 + (i / 4) as f32 * 1e-4, 1.0])
+        .collect();
+    a.upsert_vectors(&ids, &vectors)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let b = Database::new(Arc::clone(&ours) as Arc<dyn vecseal_storage::Store>)
+        .load_index("t", owner(1))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let queries = [vec![20.05f32, 1.0], vec![0.3, 1.0]];
+    let opts = vecseal_index::QueryOptions::default()
+        .with_top_k(5)
+        .with_n_probes(4);
+    let answer = |index: &Index| {
+        index
+            .query(&queries, &opts)
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    assert_eq!(answer(&b), answer(&a));
+    let (ran, ran_too) = (
+        Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    );
+    let (first, a_first) = (Arc::clone(&ran), Arc::clone(&a));
+    ours.at_next_block_read(Box::new(move || {
+        a_first
+            .train(&TrainOptions::default().with_n_lists(4))
+            .unwrap_or_else(|e| panic!("{e}"));
+        a_first
+            .upsert_vectors(&one("new"), &[vec![20.05, 1.0]])
+            .unwrap_or_else(|e| panic!("{e}"));
+        first.store(true, std::sync::atomic::Ordering::SeqCst);
+    }));
+    let got = answer(&b);
+    assert!(ran.load(std::sync::atomic::Ordering::SeqCst), "a committed");
+    let want = answer(&a);
+    assert_eq!(want[0][0].id, "new");
+    assert_eq!(got, want, "the query during a's commits");
+    // Again, during a's next commit (b now runs over the state it read).
+    let (second, a_second) = (Arc::clone(&ran_too), Arc::clone(&a));
+    ours.at_next_block_read(Box::new(move || {
+        a_second
+            .delete(&one("new"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        second.store(true, std::sync::atomic::Ordering::SeqCst);
+    }));
+    let got = answer(&b);
+    assert!(
+        ran_too.load(std::sync::atomic::Ordering::SeqCst),
+        "a committed again"
+    );
+    assert_eq!(got, answer(&a), "the query during a's delete");
+    assert_ne!(got[0][0].id, "new");
+}
