@@ -71,11 +71,9 @@ impl Index {
     /// reading) runs again inside one snapshot of the store, over the state
     /// in it: consistent by construction, however often they commit. That
     /// is the handle's live state when it is the snapshot's; otherwise the
-    /// snapshot's state is read for this call, and installed afterwards
-    /// unless a commit of this process replaced the live state meanwhile. (It
-    /// used to be installed first and run over when still live: under the
-    /// commits of this process's own writers, three tries in a row could
-    /// miss, and the query failed with [`Error::Conflict`].)
+    /// snapshot's state, read for this call (so that no commit of this
+    /// process's own writers can replace it meanwhile) and installed
+    /// afterwards unless such a commit replaced the live state.
     pub fn query(&self, queries: &[Vec<f32>], opts: &QueryOptions) -> Result<Vec<Vec<Hit>>> {
         let ix = &*self.shared;
         ix.authorize(&self.cred)?;
