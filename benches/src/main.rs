@@ -26,6 +26,7 @@ use vecseal::{
 };
 use vecseal_cli::npy::{read_npy, write_npy};
 use vecseal_storage::{Durability, MemStore, RocksStore, Store, WriteBatch};
+use vecseal_testkit::store::{Watched, Watcher};
 
 /// A path `cargo xtask bench` hands over in the environment variable `var`
 /// (xtask fetches data sets and Python packages with pip; this harness
@@ -707,58 +708,16 @@ fn bench_filters(n: usize, report: &mut serde_json::Map<String, Value>) -> Resul
     Ok(())
 }
 
-/// A store that counts the bytes of every batch written through it.
-struct CountingStore {
-    inner: MemStore,
-    written: std::sync::atomic::AtomicU64,
-}
+/// Counts the bytes of every batch written through a [`Watched`] store.
+#[derive(Default)]
+struct Written(std::sync::atomic::AtomicU64);
 
-impl Store for CountingStore {
-    fn get(&self, ns: &str, key: &[u8]) -> vecseal_storage::Result<Option<Vec<u8>>> {
-        self.inner.get(ns, key)
-    }
-    fn read_with(
-        &self,
-        ns: &str,
-        key: &[u8],
-        f: &mut dyn FnMut(&[u8]),
-    ) -> vecseal_storage::Result<bool> {
-        self.inner.read_with(ns, key, f)
-    }
-    fn multi_get(&self, ns: &str, keys: &[&[u8]]) -> vecseal_storage::Result<Vec<Option<Vec<u8>>>> {
-        self.inner.multi_get(ns, keys)
-    }
-    fn write(&self, batch: WriteBatch, durability: Durability) -> vecseal_storage::Result<()> {
-        self.written.fetch_add(
+impl Watcher for Written {
+    fn writing(&self, batch: &WriteBatch) {
+        self.0.fetch_add(
             batch.size_bytes() as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
-        self.inner.write(batch, durability)
-    }
-    fn write_if(
-        &self,
-        expect: vecseal_storage::Expect<'_>,
-        batch: WriteBatch,
-        durability: Durability,
-    ) -> vecseal_storage::Result<bool> {
-        self.written.fetch_add(
-            batch.size_bytes() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        self.inner.write_if(expect, batch, durability)
-    }
-    fn scan_prefix<'a>(
-        &'a self,
-        ns: &str,
-        prefix: &[u8],
-    ) -> vecseal_storage::Result<vecseal_storage::Scan<'a>> {
-        self.inner.scan_prefix(ns, prefix)
-    }
-    fn snapshot(&self) -> vecseal_storage::Result<Box<dyn vecseal_storage::Snapshot + '_>> {
-        self.inner.snapshot()
-    }
-    fn namespaces(&self) -> Vec<String> {
-        self.inner.namespaces()
     }
 }
 
@@ -825,10 +784,10 @@ fn bench_upserts(report: &mut serde_json::Map<String, Value>) -> Result<()> {
     let mut out = Vec::new();
     for &d in &dims {
         for &n in &sizes {
-            let store = Arc::new(CountingStore {
-                inner: MemStore::new(vecseal::NAMESPACES),
-                written: Default::default(),
-            });
+            let store = Arc::new(Watched::new(
+                Arc::new(MemStore::new(vecseal::NAMESPACES)),
+                Written::default(),
+            ));
             let index = filled_index(Arc::clone(&store) as Arc<dyn Store>, n, d, d as u64)?;
             index.train(
                 &TrainOptions::default()
@@ -837,14 +796,14 @@ fn bench_upserts(report: &mut serde_json::Map<String, Value>) -> Result<()> {
             )?;
             let fresh = synthetic(upserts, d, 1000, 7);
             eprintln!("{n} × {d}: filled and trained; timing {upserts} upserts");
-            let before = store.written.load(std::sync::atomic::Ordering::Relaxed);
+            let before = store.watcher().0.load(std::sync::atomic::Ordering::Relaxed);
             let mut micros = Vec::with_capacity(upserts);
             for (i, v) in fresh.chunks(d).enumerate() {
                 let t = Instant::now();
                 index.upsert_vectors(&[format!("new-{i}")], &[v.to_vec()])?;
                 micros.push(t.elapsed().as_secs_f64() * 1e6);
             }
-            let bytes = (store.written.load(std::sync::atomic::Ordering::Relaxed) - before)
+            let bytes = (store.watcher().0.load(std::sync::atomic::Ordering::Relaxed) - before)
                 / upserts as u64;
             micros.sort_by(f64::total_cmp);
             let p50 = micros[upserts / 2];

@@ -183,83 +183,25 @@ fn two_databases_over_one_store_share_one_state() {
     assert!(c.keep_loaded().holds(&d));
 }
 
-/// What [`SharedMemory`] runs at the next read of a search block.
-type Hook = Box<dyn FnOnce() + Send>;
+/// Runs a hook (once) before the next point read of a search block: a
+/// commit of another process in the middle of a call.
+#[derive(Default)]
+struct AtNextBlockRead(std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>);
 
-/// A view of a memory store that says other processes write it too, as
-/// PostgreSQL does: `Database`s over two views of one store behave as two
-/// processes would (one process shares a loaded index between the
-/// `Database`s of one store). A hook set with `at_next_block_read` runs
-/// (once) when the next search block is read through this view, before
-/// the read: another process's commit in the middle of a call.
-struct SharedMemory {
-    inner: Arc<vecseal_storage::MemStore>,
-    hook: std::sync::Mutex<Option<Hook>>,
+impl AtNextBlockRead {
+    fn set(&self, hook: Box<dyn FnOnce() + Send>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(hook);
+    }
 }
 
-impl SharedMemory {
-    fn at_next_block_read(&self, hook: Hook) {
-        *self.hook.lock().unwrap_or_else(|e| e.into_inner()) = Some(hook);
-    }
-
+impl vecseal_testkit::store::Watcher for AtNextBlockRead {
     fn reading(&self, ns: &str) {
         if ns == "blocks" {
-            let hook = self.hook.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let hook = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
             if let Some(hook) = hook {
                 hook();
             }
         }
-    }
-}
-
-impl vecseal_storage::Store for SharedMemory {
-    fn get(&self, ns: &str, key: &[u8]) -> vecseal_storage::Result<Option<Vec<u8>>> {
-        self.reading(ns);
-        self.inner.get(ns, key)
-    }
-    fn read_with(
-        &self,
-        ns: &str,
-        key: &[u8],
-        f: &mut dyn FnMut(&[u8]),
-    ) -> vecseal_storage::Result<bool> {
-        self.reading(ns);
-        self.inner.read_with(ns, key, f)
-    }
-    fn multi_get(&self, ns: &str, keys: &[&[u8]]) -> vecseal_storage::Result<Vec<Option<Vec<u8>>>> {
-        self.reading(ns);
-        self.inner.multi_get(ns, keys)
-    }
-    fn write(
-        &self,
-        batch: vecseal_storage::WriteBatch,
-        durability: vecseal_storage::Durability,
-    ) -> vecseal_storage::Result<()> {
-        self.inner.write(batch, durability)
-    }
-    fn write_if(
-        &self,
-        expect: vecseal_storage::Expect<'_>,
-        batch: vecseal_storage::WriteBatch,
-        durability: vecseal_storage::Durability,
-    ) -> vecseal_storage::Result<bool> {
-        self.inner.write_if(expect, batch, durability)
-    }
-    fn is_shared(&self) -> bool {
-        true
-    }
-    fn scan_prefix<'a>(
-        &'a self,
-        ns: &str,
-        prefix: &[u8],
-    ) -> vecseal_storage::Result<vecseal_storage::Scan<'a>> {
-        self.inner.scan_prefix(ns, prefix)
-    }
-    fn snapshot(&self) -> vecseal_storage::Result<Box<dyn vecseal_storage::Snapshot + '_>> {
-        self.inner.snapshot()
-    }
-    fn namespaces(&self) -> Vec<String> {
-        self.inner.namespaces()
     }
 }
 
@@ -268,12 +210,16 @@ impl vecseal_storage::Store for SharedMemory {
 /// answers over the newest state, never an error, and so does the next.
 #[test]
 fn a_query_answers_when_another_process_commits_during_it() {
-    let memory = Arc::new(vecseal_storage::MemStore::new(vecseal_index::NAMESPACES));
+    // Two views of one memory store that say they are shared: two
+    // processes (one process shares a loaded index between the `Database`s
+    // of one store).
+    let memory: Arc<dyn vecseal_storage::Store> =
+        Arc::new(vecseal_storage::MemStore::new(vecseal_index::NAMESPACES));
     let view = || {
-        Arc::new(SharedMemory {
-            inner: Arc::clone(&memory),
-            hook: Default::default(),
-        })
+        Arc::new(
+            vecseal_testkit::store::Watched::new(Arc::clone(&memory), AtNextBlockRead::default())
+                .shared(),
+        )
     };
     let (theirs, ours) = (view(), view());
     let a = Arc::new(
@@ -306,7 +252,7 @@ fn a_query_answers_when_another_process_commits_during_it() {
         Arc::new(std::sync::atomic::AtomicBool::new(false)),
     );
     let (first, a_first) = (Arc::clone(&ran), Arc::clone(&a));
-    ours.at_next_block_read(Box::new(move || {
+    ours.watcher().set(Box::new(move || {
         a_first
             .train(&TrainOptions::default().with_n_lists(4))
             .unwrap_or_else(|e| panic!("{e}"));
@@ -322,7 +268,7 @@ fn a_query_answers_when_another_process_commits_during_it() {
     assert_eq!(got, want, "the query during a's commits");
     // Again, during a's next commit (b now runs over the state it read).
     let (second, a_second) = (Arc::clone(&ran_too), Arc::clone(&a));
-    ours.at_next_block_read(Box::new(move || {
+    ours.watcher().set(Box::new(move || {
         a_second
             .delete(&one("new"))
             .unwrap_or_else(|e| panic!("{e}"));

@@ -590,47 +590,15 @@ fn a_body_over_the_limit_is_413_naming_the_limit() {
     assert_eq!(st, 200, "{b}");
 }
 
-/// A store that counts reads of catalog entries.
-struct CountingCatalog {
-    inner: vecseal_storage::MemStore,
-    catalog_reads: std::sync::atomic::AtomicUsize,
-}
+/// Counts point reads of catalog entries through a `Watched` store.
+#[derive(Default)]
+struct CatalogReads(std::sync::atomic::AtomicUsize);
 
-impl vecseal_storage::Store for CountingCatalog {
-    fn get(&self, ns: &str, key: &[u8]) -> vecseal_storage::Result<Option<Vec<u8>>> {
+impl vecseal_testkit::store::Watcher for CatalogReads {
+    fn reading(&self, ns: &str) {
         if ns == "catalog" {
-            self.catalog_reads
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
-        self.inner.get(ns, key)
-    }
-    fn write(
-        &self,
-        batch: vecseal_storage::WriteBatch,
-        durability: vecseal_storage::Durability,
-    ) -> vecseal_storage::Result<()> {
-        self.inner.write(batch, durability)
-    }
-    fn write_if(
-        &self,
-        expect: vecseal_storage::Expect<'_>,
-        batch: vecseal_storage::WriteBatch,
-        durability: vecseal_storage::Durability,
-    ) -> vecseal_storage::Result<bool> {
-        self.inner.write_if(expect, batch, durability)
-    }
-    fn scan_prefix<'a>(
-        &'a self,
-        ns: &str,
-        prefix: &[u8],
-    ) -> vecseal_storage::Result<vecseal_storage::Scan<'a>> {
-        self.inner.scan_prefix(ns, prefix)
-    }
-    fn snapshot(&self) -> vecseal_storage::Result<Box<dyn vecseal_storage::Snapshot + '_>> {
-        self.inner.snapshot()
-    }
-    fn namespaces(&self) -> Vec<String> {
-        self.inner.namespaces()
     }
 }
 
@@ -642,10 +610,10 @@ impl vecseal_storage::Store for CountingCatalog {
 #[test]
 fn a_read_checks_its_credentials_once() {
     use std::sync::atomic::Ordering::SeqCst;
-    let store = std::sync::Arc::new(CountingCatalog {
-        inner: vecseal_storage::MemStore::new(vecseal::NAMESPACES),
-        catalog_reads: Default::default(),
-    });
+    let store = std::sync::Arc::new(vecseal_testkit::store::Watched::new(
+        std::sync::Arc::new(vecseal_storage::MemStore::new(vecseal::NAMESPACES)),
+        CatalogReads::default(),
+    ));
     let db = vecseal::Database::new(store.clone());
     let other = db.clone();
     let s = TestServer::with(
@@ -670,7 +638,7 @@ fn a_read_checks_its_credentials_once() {
     );
     assert_eq!(st, 200, "{b}");
     let query = json!({"index_name": "c", "index_key": key, "query_vectors": [0.0, 0.0, 0.0, 0.0], "top_k": 1});
-    let reads = || store.catalog_reads.load(SeqCst);
+    let reads = || store.watcher().0.load(SeqCst);
     for (path, body) in [
         ("/v1/vectors/query", query.clone()),
         (

@@ -1,6 +1,8 @@
-//! Test support shared by vecseal's crates (a dev-dependency only): fixed
-//! keys, seeded data sets and item ids, so that every crate's tests build
-//! their inputs the same way and a change to a generator is made once.
+//! Test support shared by vecseal's crates (a dev-dependency, and the
+//! benchmark harness's): fixed keys, seeded data sets and item ids, so
+//! that every crate's tests build their inputs the same way and a change
+//! to a generator is made once; and [`store::Watched`], a store that tells
+//! a test of its reads and writes.
 //!
 //! Everything here is deterministic in its seed; nothing reads the clock
 //! or the OS's randomness.
@@ -16,6 +18,8 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use vecseal_envelope::SecretKey;
+
+pub mod store;
 
 /// The 32-byte key whose every byte is `b`: distinct test keys by number.
 pub fn key(b: u8) -> SecretKey {

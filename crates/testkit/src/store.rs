@@ -1,0 +1,93 @@
+//! A store that passes every call on to another and lets a test see its
+//! reads and writes first: bytes written, reads of one namespace, or a
+//! commit from "another process" in the middle of a call.
+
+use std::sync::Arc;
+
+use vecseal_storage::{Durability, Expect, Result, Scan, Snapshot, Store, WriteBatch};
+
+/// What a [`Watched`] store calls before it passes a call on.
+pub trait Watcher: Send + Sync {
+    /// Before a point read of `ns` (`get`, `read_with`, `multi_get`).
+    fn reading(&self, ns: &str) {
+        let _ = ns;
+    }
+
+    /// Before `batch` is written (`write`, `write_if`).
+    fn writing(&self, batch: &WriteBatch) {
+        let _ = batch;
+    }
+}
+
+/// `inner`, with a [`Watcher`] told of its point reads and writes.
+pub struct Watched<W> {
+    inner: Arc<dyn Store>,
+    watcher: W,
+    shared: bool,
+}
+
+impl<W: Watcher> Watched<W> {
+    /// `inner` watched by `watcher`.
+    pub fn new(inner: Arc<dyn Store>, watcher: W) -> Self {
+        Self {
+            inner,
+            watcher,
+            shared: false,
+        }
+    }
+
+    /// The same store, saying that other processes write it too
+    /// ([`Store::is_shared`]), as PostgreSQL does: `Database`s over two
+    /// such views of one memory store behave as two processes would.
+    pub fn shared(self) -> Self {
+        Self {
+            shared: true,
+            ..self
+        }
+    }
+
+    /// The watcher.
+    pub fn watcher(&self) -> &W {
+        &self.watcher
+    }
+}
+
+impl<W: Watcher> Store for Watched<W> {
+    fn get(&self, ns: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.watcher.reading(ns);
+        self.inner.get(ns, key)
+    }
+    fn read_with(&self, ns: &str, key: &[u8], f: &mut dyn FnMut(&[u8])) -> Result<bool> {
+        self.watcher.reading(ns);
+        self.inner.read_with(ns, key, f)
+    }
+    fn multi_get(&self, ns: &str, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.watcher.reading(ns);
+        self.inner.multi_get(ns, keys)
+    }
+    fn write(&self, batch: WriteBatch, durability: Durability) -> Result<()> {
+        self.watcher.writing(&batch);
+        self.inner.write(batch, durability)
+    }
+    fn write_if(
+        &self,
+        expect: Expect<'_>,
+        batch: WriteBatch,
+        durability: Durability,
+    ) -> Result<bool> {
+        self.watcher.writing(&batch);
+        self.inner.write_if(expect, batch, durability)
+    }
+    fn is_shared(&self) -> bool {
+        self.shared
+    }
+    fn scan_prefix<'a>(&'a self, ns: &str, prefix: &[u8]) -> Result<Scan<'a>> {
+        self.inner.scan_prefix(ns, prefix)
+    }
+    fn snapshot(&self) -> Result<Box<dyn Snapshot + '_>> {
+        self.inner.snapshot()
+    }
+    fn namespaces(&self) -> Vec<String> {
+        self.inner.namespaces()
+    }
+}
