@@ -713,11 +713,12 @@ fn bench_filters(n: usize, report: &mut serde_json::Map<String, Value>) -> Resul
 struct Written(std::sync::atomic::AtomicU64);
 
 impl Watcher for Written {
-    fn writing(&self, batch: &WriteBatch) {
+    fn writing(&self, batch: &WriteBatch) -> vecseal_storage::Result<()> {
         self.0.fetch_add(
             batch.size_bytes() as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
+        Ok(())
     }
 }
 

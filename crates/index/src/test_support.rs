@@ -3,66 +3,35 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use vecseal_storage::{Durability, Error, Expect, Result, Scan, Snapshot, Store, WriteBatch};
+use vecseal_storage::{Error, Result, Store, WriteBatch};
+use vecseal_testkit::store::{Watched, Watcher};
 
-/// A store that fails its `fail_at`-th write (counting from 1) and passes
-/// every other call through: a process stopped at that write.
-pub(crate) struct FailingStore {
-    inner: Arc<dyn Store>,
+/// Fails the `n`-th write through a [`Watched`] store (counting from 1),
+/// and lets every other call through: a process stopped at that write.
+pub(crate) struct FailAt {
     writes: AtomicUsize,
-    fail_at: usize,
+    n: usize,
 }
 
-impl FailingStore {
-    pub(crate) fn new(inner: Arc<dyn Store>, fail_at: usize) -> Self {
-        Self {
-            inner,
-            writes: AtomicUsize::new(0),
-            fail_at,
-        }
-    }
-}
-
-impl FailingStore {
-    /// Counts a write: the error of the one that fails.
-    fn count(&self) -> Result<()> {
-        if self.writes.fetch_add(1, Ordering::SeqCst) + 1 == self.fail_at {
+impl Watcher for FailAt {
+    fn writing(&self, _: &WriteBatch) -> Result<()> {
+        if self.writes.fetch_add(1, Ordering::SeqCst) + 1 == self.n {
             return Err(Error::Engine(format!(
                 "injected failure of write {}",
-                self.fail_at
+                self.n
             )));
         }
         Ok(())
     }
 }
 
-impl Store for FailingStore {
-    fn get(&self, ns: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.inner.get(ns, key)
-    }
-    fn read_with(&self, ns: &str, key: &[u8], f: &mut dyn FnMut(&[u8])) -> Result<bool> {
-        self.inner.read_with(ns, key, f)
-    }
-    fn write(&self, batch: WriteBatch, durability: Durability) -> Result<()> {
-        self.count()?;
-        self.inner.write(batch, durability)
-    }
-    fn write_if(
-        &self,
-        expect: Expect<'_>,
-        batch: WriteBatch,
-        durability: Durability,
-    ) -> Result<bool> {
-        self.count()?;
-        self.inner.write_if(expect, batch, durability)
-    }
-    fn scan_prefix<'a>(&'a self, ns: &str, prefix: &[u8]) -> Result<Scan<'a>> {
-        self.inner.scan_prefix(ns, prefix)
-    }
-    fn snapshot(&self) -> Result<Box<dyn Snapshot + '_>> {
-        self.inner.snapshot()
-    }
-    fn namespaces(&self) -> Vec<String> {
-        self.inner.namespaces()
-    }
+/// `inner`, failing its `fail_at`-th write.
+pub(crate) fn failing_store(inner: Arc<dyn Store>, fail_at: usize) -> Watched<FailAt> {
+    Watched::new(
+        inner,
+        FailAt {
+            writes: AtomicUsize::new(0),
+            n: fail_at,
+        },
+    )
 }

@@ -8,41 +8,21 @@ use std::sync::Arc;
 
 use common::*;
 use vecseal_index::{Database, Index, Item, NAMESPACES};
-use vecseal_storage::{Durability, Expect, MemStore, Scan, Snapshot, Store, WriteBatch};
+use vecseal_storage::{MemStore, Store, WriteBatch};
+use vecseal_testkit::store::{Watched, Watcher};
 
-/// A memory store that counts the bytes written through it.
-struct Counting {
-    inner: MemStore,
-    written: AtomicUsize,
+/// Counts the bytes written through a [`Watched`] store.
+#[derive(Default)]
+struct Written(AtomicUsize);
+
+impl Watcher for Written {
+    fn writing(&self, batch: &WriteBatch) -> vecseal_storage::Result<()> {
+        self.0.fetch_add(batch.size_bytes(), Ordering::SeqCst);
+        Ok(())
+    }
 }
 
-impl Store for Counting {
-    fn get(&self, ns: &str, key: &[u8]) -> vecseal_storage::Result<Option<Vec<u8>>> {
-        self.inner.get(ns, key)
-    }
-    fn write(&self, batch: WriteBatch, durability: Durability) -> vecseal_storage::Result<()> {
-        self.written.fetch_add(batch.size_bytes(), Ordering::SeqCst);
-        self.inner.write(batch, durability)
-    }
-    fn write_if(
-        &self,
-        expect: Expect<'_>,
-        batch: WriteBatch,
-        durability: Durability,
-    ) -> vecseal_storage::Result<bool> {
-        self.written.fetch_add(batch.size_bytes(), Ordering::SeqCst);
-        self.inner.write_if(expect, batch, durability)
-    }
-    fn scan_prefix<'a>(&'a self, ns: &str, prefix: &[u8]) -> vecseal_storage::Result<Scan<'a>> {
-        self.inner.scan_prefix(ns, prefix)
-    }
-    fn snapshot(&self) -> vecseal_storage::Result<Box<dyn Snapshot + '_>> {
-        self.inner.snapshot()
-    }
-    fn namespaces(&self) -> Vec<String> {
-        self.inner.namespaces()
-    }
-}
+type Counting = Watched<Written>;
 
 struct Measured {
     /// Bytes of the sealed state record (the only record in `meta` of an
@@ -55,10 +35,10 @@ struct Measured {
 
 /// A new index over a counting memory store.
 fn counting_index() -> (Arc<Counting>, Index) {
-    let store = Arc::new(Counting {
-        inner: MemStore::new(NAMESPACES),
-        written: AtomicUsize::new(0),
-    });
+    let store = Arc::new(Watched::new(
+        Arc::new(MemStore::new(NAMESPACES)),
+        Written::default(),
+    ));
     let db = Database::new(Arc::clone(&store) as Arc<dyn Store>);
     let index = db
         .create_index("t", owner(1), config())
@@ -80,13 +60,13 @@ fn measure(n: usize) -> Measured {
         index.upsert(items).unwrap_or_else(|e| panic!("{e}"));
     }
     let state = |s: &Counting| -> usize {
-        s.inner
+        s.inner()
             .scan_prefix("meta", b"")
             .unwrap_or_else(|e| panic!("{e}"))
             .map(|e| e.unwrap_or_else(|e| panic!("{e}")).1.len())
             .sum()
     };
-    let written = || store.written.load(Ordering::SeqCst);
+    let written = || store.watcher().0.load(Ordering::SeqCst);
     let before = written();
     index
         .upsert(vec![Item::new("one-more", vec![0.5, 0.5, 0.5, 0.5])])
@@ -140,14 +120,14 @@ fn one_item_upserts_do_not_reseal_a_long_tail_block() {
     index.upsert(items).unwrap_or_else(|e| panic!("{e}"));
     let mut largest = 0;
     for i in 0..1500 {
-        let before = store.written.load(Ordering::SeqCst);
+        let before = store.watcher().0.load(Ordering::SeqCst);
         index
             .upsert(vec![Item::new(
                 format!("new-{i}"),
                 vec![-(i as f32), 0.0, 0.0, 1.0],
             )])
             .unwrap_or_else(|e| panic!("{e}"));
-        largest = largest.max(store.written.load(Ordering::SeqCst) - before);
+        largest = largest.max(store.watcher().0.load(Ordering::SeqCst) - before);
     }
     // A block a write appends to holds at most 16 KiB of vectors (1024 4-d
     // ones, with ids "new-…" about 29 KB), plus the item and the state.

@@ -1,6 +1,7 @@
 //! A store that passes every call on to another and lets a test see its
-//! reads and writes first: bytes written, reads of one namespace, or a
-//! commit from "another process" in the middle of a call.
+//! reads and writes first: bytes written, reads of one namespace, a
+//! commit from "another process" in the middle of a call, or a write that
+//! fails.
 
 use std::sync::Arc;
 
@@ -13,9 +14,11 @@ pub trait Watcher: Send + Sync {
         let _ = ns;
     }
 
-    /// Before `batch` is written (`write`, `write_if`).
-    fn writing(&self, batch: &WriteBatch) {
+    /// Before `batch` is written (`write`, `write_if`): an error fails
+    /// the write, and nothing is written.
+    fn writing(&self, batch: &WriteBatch) -> Result<()> {
         let _ = batch;
+        Ok(())
     }
 }
 
@@ -50,6 +53,11 @@ impl<W: Watcher> Watched<W> {
     pub fn watcher(&self) -> &W {
         &self.watcher
     }
+
+    /// The store watched.
+    pub fn inner(&self) -> &dyn Store {
+        &*self.inner
+    }
 }
 
 impl<W: Watcher> Store for Watched<W> {
@@ -66,7 +74,7 @@ impl<W: Watcher> Store for Watched<W> {
         self.inner.multi_get(ns, keys)
     }
     fn write(&self, batch: WriteBatch, durability: Durability) -> Result<()> {
-        self.watcher.writing(&batch);
+        self.watcher.writing(&batch)?;
         self.inner.write(batch, durability)
     }
     fn write_if(
@@ -75,7 +83,7 @@ impl<W: Watcher> Store for Watched<W> {
         batch: WriteBatch,
         durability: Durability,
     ) -> Result<bool> {
-        self.watcher.writing(&batch);
+        self.watcher.writing(&batch)?;
         self.inner.write_if(expect, batch, durability)
     }
     fn is_shared(&self) -> bool {

@@ -134,7 +134,7 @@ fn a_rotation_interrupted_before_or_after_its_switch_opens_under_one_key() {
         let opts = QueryOptions::default().with_top_k(5);
         let before = ok(index.query(&queries, &opts));
         let count = records(&store).len();
-        let failing = Arc::new(crate::test_support::FailingStore::new(
+        let failing = Arc::new(crate::test_support::failing_store(
             Arc::clone(&store),
             fail_at,
         ));
