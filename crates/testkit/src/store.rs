@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use vecseal_storage::{Durability, Expect, Result, Scan, Snapshot, Store, WriteBatch};
+use vecseal_storage::{Durability, Expect, Held, Result, Scan, Snapshot, Store, WriteBatch};
 
 /// What a [`Watched`] store calls before it passes a call on.
 pub trait Watcher: Send + Sync {
@@ -40,8 +40,9 @@ impl<W: Watcher> Watched<W> {
     }
 
     /// The same store, saying that other processes write it too
-    /// ([`Store::is_shared`]), as PostgreSQL does: `Database`s over two
-    /// such views of one memory store behave as two processes would.
+    /// ([`Store::is_shared`]) even when `inner` does not, as PostgreSQL
+    /// does: `Database`s over two such views of one memory store behave as
+    /// two processes would.
     pub fn shared(self) -> Self {
         Self {
             shared: true,
@@ -87,7 +88,13 @@ impl<W: Watcher> Store for Watched<W> {
         self.inner.write_if(expect, batch, durability)
     }
     fn is_shared(&self) -> bool {
-        self.shared
+        self.shared || self.inner.is_shared()
+    }
+    fn lock(&self, name: &[u8]) -> Result<Held<'_>> {
+        self.inner.lock(name)
+    }
+    fn try_lock(&self, name: &[u8]) -> Result<Option<Held<'_>>> {
+        self.inner.try_lock(name)
     }
     fn scan_prefix<'a>(&'a self, ns: &str, prefix: &[u8]) -> Result<Scan<'a>> {
         self.inner.scan_prefix(ns, prefix)
