@@ -780,8 +780,8 @@ const UPSERT_WARMUP_PER_LIST: usize = 8;
 /// block, which later ones fill (re-sealing it) up to `append_capacity`.
 /// A large index has so many lists that the first thousand upserts mostly
 /// start blocks, the cheap case, while a small one has long reached the
-/// cycle; timed from training on, the 1 M case read 81 µs over its first
-/// 1 000 upserts and 105–120 µs later (2026-12-07). So each index first
+/// cycle; timed from training on, the 1 M case read 81–95 µs over its first
+/// 1 000 upserts and 99–125 µs later (2026-12-07). So each index first
 /// takes [`UPSERT_WARMUP_PER_LIST`] untimed upserts per list
 /// (`VECSEAL_BENCH_UPSERT_WARMUP`; 0 times from training on, as before).
 fn bench_upserts(report: &mut serde_json::Map<String, Value>) -> Result<()> {
