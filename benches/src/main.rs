@@ -26,7 +26,7 @@ use vecseal::{
 };
 use vecseal_cli::npy::{read_npy, write_npy};
 use vecseal_storage::{Durability, MemStore, RocksStore, Store, WriteBatch};
-use vecseal_testkit::store::{Watched, Watcher};
+use vecseal_testkit::store::{BytesWritten, Watched};
 
 /// A path `cargo xtask bench` hands over in the environment variable `var`
 /// (xtask fetches data sets and Python packages with pip; this harness
@@ -708,20 +708,6 @@ fn bench_filters(n: usize, report: &mut serde_json::Map<String, Value>) -> Resul
     Ok(())
 }
 
-/// Counts the bytes of every batch written through a [`Watched`] store.
-#[derive(Default)]
-struct Written(std::sync::atomic::AtomicU64);
-
-impl Watcher for Written {
-    fn writing(&self, batch: &WriteBatch) -> vecseal_storage::Result<()> {
-        self.0.fetch_add(
-            batch.size_bytes() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        Ok(())
-    }
-}
-
 /// A new index over `store` holding `n` synthetic `d`-dimensional vectors
 /// (1000 clusters; ids "0", "1", …), upserted 10 000 at a time; `seed`
 /// offsets the data.
@@ -745,11 +731,24 @@ fn filled_index(store: Arc<dyn Store>, n: usize, d: usize, seed: u64) -> Result<
 /// The positive number in environment variable `name`, or `default` when
 /// it is unset.
 fn number_from_env(name: &str, default: usize) -> Result<usize> {
+    count_from_env(name, default, 1)
+}
+
+/// The number, at least `least`, in environment variable `name`, or
+/// `default` when it is unset.
+fn count_from_env(name: &str, default: usize, least: usize) -> Result<usize> {
     match std::env::var(name) {
         Err(_) => Ok(default),
         Ok(v) => match v.trim().parse::<usize>() {
-            Ok(n) if n > 0 => Ok(n),
-            _ => bail!("{name}: {v:?} is not a positive integer (default {default})"),
+            Ok(n) if n >= least => Ok(n),
+            _ => {
+                let want = match least {
+                    0 => "a whole number".to_owned(),
+                    1 => "a positive integer".to_owned(),
+                    n => format!("an integer of at least {n}"),
+                };
+                bail!("{name}: {v:?} is not {want} (default {default})")
+            }
         },
     }
 }
@@ -791,15 +790,8 @@ fn bench_upserts(report: &mut serde_json::Map<String, Value>) -> Result<()> {
     }
     let dims = sizes_from_env("VECSEAL_BENCH_UPSERT_DIMS", "50,768")?;
     let sizes = sizes_from_env("VECSEAL_BENCH_UPSERT_SIZES", "10000,100000,1000000")?;
-    let warmup = match std::env::var("VECSEAL_BENCH_UPSERT_WARMUP") {
-        Err(_) => UPSERT_WARMUP_PER_LIST,
-        Ok(v) => v.trim().parse::<usize>().map_err(|_| {
-            anyhow::anyhow!(
-                "VECSEAL_BENCH_UPSERT_WARMUP: {v:?} is not a number of upserts per list \
-                 (default {UPSERT_WARMUP_PER_LIST}; 0 for none)"
-            )
-        })?,
-    };
+    // 0: timed from training on.
+    let warmup = count_from_env("VECSEAL_BENCH_UPSERT_WARMUP", UPSERT_WARMUP_PER_LIST, 0)?;
     println!("\none-item upserts into a trained index (synthetic clusters, squared L2, automatic n_lists, {upserts} upserts of new ids timed after {warmup} untimed ones per list, in memory)");
     println!(
         "| d | items | n_lists | p50 µs | p99 µs | mean µs | max µs | bytes written per upsert |"
@@ -810,7 +802,7 @@ fn bench_upserts(report: &mut serde_json::Map<String, Value>) -> Result<()> {
         for &n in &sizes {
             let store = Arc::new(Watched::new(
                 Arc::new(MemStore::new(vecseal::NAMESPACES)),
-                Written::default(),
+                BytesWritten::default(),
             ));
             let index = filled_index(Arc::clone(&store) as Arc<dyn Store>, n, d, d as u64)?;
             index.train(
@@ -828,15 +820,14 @@ fn bench_upserts(report: &mut serde_json::Map<String, Value>) -> Result<()> {
             }
             let fresh = synthetic(upserts, d, 1000, 7);
             eprintln!("{n} × {d}: timing {upserts} upserts");
-            let before = store.watcher().0.load(std::sync::atomic::Ordering::Relaxed);
+            let before = store.watcher().get();
             let mut micros = Vec::with_capacity(upserts);
             for (i, v) in fresh.chunks(d).enumerate() {
                 let t = Instant::now();
                 index.upsert_vectors(&[format!("new-{i}")], &[v.to_vec()])?;
                 micros.push(t.elapsed().as_secs_f64() * 1e6);
             }
-            let bytes = (store.watcher().0.load(std::sync::atomic::Ordering::Relaxed) - before)
-                / upserts as u64;
+            let bytes = (store.watcher().get() - before) / upserts as u64;
             micros.sort_by(f64::total_cmp);
             let p50 = micros[upserts / 2];
             let p99 = micros[upserts * 99 / 100];

@@ -3,41 +3,29 @@
 //! and neither do the bytes a one-item upsert or delete writes.
 
 mod common;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use common::*;
 use vecseal_index::{Database, Index, Item, NAMESPACES};
-use vecseal_storage::{MemStore, Store, WriteBatch};
-use vecseal_testkit::store::{Watched, Watcher};
+use vecseal_storage::{MemStore, Store};
+use vecseal_testkit::store::{BytesWritten, Watched};
 
-/// Counts the bytes written through a [`Watched`] store.
-#[derive(Default)]
-struct Written(AtomicUsize);
-
-impl Watcher for Written {
-    fn writing(&self, batch: &WriteBatch) -> vecseal_storage::Result<()> {
-        self.0.fetch_add(batch.size_bytes(), Ordering::SeqCst);
-        Ok(())
-    }
-}
-
-type Counting = Watched<Written>;
+type Counting = Watched<BytesWritten>;
 
 struct Measured {
     /// Bytes of the sealed state record (the only record in `meta` of an
     /// untrained index).
     state: usize,
     /// Bytes written by a one-item upsert, then by a one-item delete.
-    upsert: usize,
-    delete: usize,
+    upsert: u64,
+    delete: u64,
 }
 
 /// A new index over a counting memory store.
 fn counting_index() -> (Arc<Counting>, Index) {
     let store = Arc::new(Watched::new(
         Arc::new(MemStore::new(NAMESPACES)),
-        Written::default(),
+        BytesWritten::default(),
     ));
     let db = Database::new(Arc::clone(&store) as Arc<dyn Store>);
     let index = db
@@ -66,7 +54,7 @@ fn measure(n: usize) -> Measured {
             .map(|e| e.unwrap_or_else(|e| panic!("{e}")).1.len())
             .sum()
     };
-    let written = || store.watcher().0.load(Ordering::SeqCst);
+    let written = || store.watcher().get();
     let before = written();
     index
         .upsert(vec![Item::new("one-more", vec![0.5, 0.5, 0.5, 0.5])])
@@ -120,14 +108,14 @@ fn one_item_upserts_do_not_reseal_a_long_tail_block() {
     index.upsert(items).unwrap_or_else(|e| panic!("{e}"));
     let mut largest = 0;
     for i in 0..1500 {
-        let before = store.watcher().0.load(Ordering::SeqCst);
+        let before = store.watcher().get();
         index
             .upsert(vec![Item::new(
                 format!("new-{i}"),
                 vec![-(i as f32), 0.0, 0.0, 1.0],
             )])
             .unwrap_or_else(|e| panic!("{e}"));
-        largest = largest.max(store.watcher().0.load(Ordering::SeqCst) - before);
+        largest = largest.max(store.watcher().get() - before);
     }
     // A block a write appends to holds at most 16 KiB of vectors (1024 4-d
     // ones, with ids "new-…" about 29 KB), plus the item and the state.

@@ -3,6 +3,7 @@
 //! commit from "another process" in the middle of a call, or a write that
 //! fails.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use vecseal_storage::{Durability, Expect, Held, Result, Scan, Snapshot, Store, WriteBatch};
@@ -18,6 +19,26 @@ pub trait Watcher: Send + Sync {
     /// the write, and nothing is written.
     fn writing(&self, batch: &WriteBatch) -> Result<()> {
         let _ = batch;
+        Ok(())
+    }
+}
+
+/// A [`Watcher`] that counts the bytes of every batch written
+/// ([`WriteBatch::size_bytes`]).
+#[derive(Debug, Default)]
+pub struct BytesWritten(AtomicU64);
+
+impl BytesWritten {
+    /// The bytes written so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl Watcher for BytesWritten {
+    fn writing(&self, batch: &WriteBatch) -> Result<()> {
+        self.0
+            .fetch_add(batch.size_bytes() as u64, Ordering::SeqCst);
         Ok(())
     }
 }
