@@ -352,7 +352,8 @@ mod tests {
         for dim in [1usize, 15, 16, 17, 50, 768] {
             for magnitude in [1e-41f32, 1e-36, 1e-30, 1e-3, 1.0, 1e4, 1e30] {
                 let mut v: Vec<f32> = (0..dim).map(|_| next() * magnitude).collect();
-                // A zero among subnormals once gave `0·∞`.
+                // A zero beside tiny values: `0·∞` if the inverse scale
+                // were allowed to overflow.
                 v[dim / 2] = 0.0;
                 let mut out = vec![0i16; dim];
                 let (scale, norm, error) = code(&v, &mut out);
