@@ -267,6 +267,7 @@ fn a_query_answers_when_another_process_commits_during_it() {
     assert_eq!(want[0][0].id, "new");
     assert_eq!(got, want, "the query during a's commits");
     // Again, during a's next commit (b now runs over the state it read).
+    let before = want;
     let (second, a_second) = (Arc::clone(&ran_too), Arc::clone(&a));
     ours.watcher().set(Box::new(move || {
         a_second
@@ -279,6 +280,15 @@ fn a_query_answers_when_another_process_commits_during_it() {
         ran_too.load(std::sync::atomic::Ordering::SeqCst),
         "a committed again"
     );
-    assert_eq!(got, answer(&a), "the query during a's delete");
-    assert_ne!(got[0][0].id, "new");
+    let after = answer(&a);
+    assert_ne!(after[0][0].id, "new");
+    // The delete replaces only the block that held "new", and b reads its
+    // blocks in parallel: when another of its threads had read that block
+    // before the hook ran, b answers the state its query began in (which
+    // was still whole), else the newest. Either is a consistent answer;
+    // an error or a mix of the two is not.
+    assert!(
+        got == before || got == after,
+        "the query during a's delete answered neither state: {got:?}"
+    );
 }
