@@ -375,6 +375,34 @@ mod tests {
         }
     }
 
+    /// Coding gives the same codes, scale, norm and error at every SIMD
+    /// level (the bound, and so the candidates, do not depend on the CPU).
+    #[test]
+    fn code_is_the_same_at_every_level() {
+        use super::super::{dispatch_at, SimdLevel};
+        use super::Code;
+        for dim in [1usize, 15, 16, 17, 50, 768] {
+            let v: Vec<f32> = (0..dim)
+                .map(|j| ((j * 7919 % 1000) as f32 - 500.0) * 1.37e-3)
+                .collect();
+            let run = |level| {
+                let mut out = vec![0i16; dim];
+                let (scale, norm, error) = dispatch_at(
+                    level,
+                    Code {
+                        v: &v,
+                        out: &mut out,
+                    },
+                );
+                (out, scale.to_bits(), norm.to_bits(), error.to_bits())
+            };
+            let want = run(SimdLevel::Scalar);
+            for level in SimdLevel::ALL {
+                assert!(run(level) == want, "{level} d={dim}");
+            }
+        }
+    }
+
     /// A row, or a centroid, with a coordinate that is not finite is not
     /// coded (the GEMM ranks such rows).
     #[test]
