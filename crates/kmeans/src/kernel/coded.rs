@@ -81,7 +81,7 @@ impl Coded {
             stride,
             max_error,
             max_norm,
-            usable: usable && max_norm.is_finite(),
+            usable,
         }
     }
 
@@ -240,26 +240,25 @@ impl WithSimd for Code<'_> {
 fn fill(v: &[f32], out: &mut [i16], scale: f32, steps: impl Fn(f32) -> f32) -> (f64, f64) {
     const L: usize = CODE_LANES;
     let body = v.len() / L * L;
-    let level = |x: f32| nearest_integer(steps(x)).clamp(-MAX_CODE, MAX_CODE);
     let (mut norms, mut errors) = ([0f64; L], [0f64; L]);
+    // Codes `x`, adding its square and its coding error's to lane `l`.
+    let mut one = |l: usize, x: f32| {
+        let q = nearest_integer(steps(x)).clamp(-MAX_CODE, MAX_CODE);
+        let e = f64::from(x) - f64::from(scale) * f64::from(q);
+        norms[l] += f64::from(x) * f64::from(x);
+        errors[l] += e * e;
+        q as i16
+    };
     for (o, c) in out[..body]
         .chunks_exact_mut(L)
         .zip(v[..body].chunks_exact(L))
     {
         for l in 0..L {
-            let (x, q) = (c[l], level(c[l]));
-            o[l] = q as i16;
-            let e = f64::from(x) - f64::from(scale) * f64::from(q);
-            norms[l] += f64::from(x) * f64::from(x);
-            errors[l] += e * e;
+            o[l] = one(l, c[l]);
         }
     }
-    for (j, &x) in v.iter().enumerate().skip(body) {
-        let q = level(x);
-        out[j] = q as i16;
-        let e = f64::from(x) - f64::from(scale) * f64::from(q);
-        norms[j - body] += f64::from(x) * f64::from(x);
-        errors[j - body] += e * e;
+    for (l, (o, &x)) in out[body..].iter_mut().zip(&v[body..]).enumerate() {
+        *o = one(l, x);
     }
     let (mut norm, mut error) = (0f64, 0f64);
     for l in 0..L {
