@@ -28,6 +28,11 @@ use vecseal_cli::npy::{read_npy, write_npy};
 use vecseal_storage::{Durability, MemStore, RocksStore, Store, WriteBatch};
 use vecseal_testkit::store::{BytesWritten, Watched};
 
+/// The allocator of the `vecseal` binary (see its `main.rs`), so the suites
+/// measure what the shipped binaries run.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A path `cargo xtask bench` hands over in the environment variable `var`
 /// (xtask fetches data sets and Python packages with pip; this harness
 /// never does).
