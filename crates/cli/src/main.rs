@@ -22,11 +22,10 @@ mod demo;
 use vecseal_cli::npy::read_npy;
 
 /// mimalloc rather than the system allocator: a query's results are owned
-/// strings (one per hit), its top-k sets are allocated on the scan's
-/// worker threads and freed on the caller's, and glibc's malloc spent up
-/// to a third of a batch of few-probe queries on that (docs/BENCHMARKS.md,
-/// "The allocator of the binaries"). The libraries leave the choice to
-/// whoever links them.
+/// strings (one per hit) and a batch allocates on several threads at once;
+/// with glibc's malloc a batch of one-probe queries took up to 1.77× as
+/// long (docs/BENCHMARKS.md, "The allocator of the binaries"). The
+/// libraries leave the choice to whoever links them.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
