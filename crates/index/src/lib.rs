@@ -57,7 +57,7 @@
 //! scan is of decoded codes and keeps `top_k × rerank_mult` candidates,
 //! which are rescored exactly from their items.
 #![deny(missing_docs)]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 mod cache;
 mod catalog;

@@ -608,6 +608,7 @@ pub(crate) fn least_finite(values: &[f32]) -> f32 {
     }
 }
 
+pub(crate) mod bytes;
 mod together;
 pub(crate) use together::{dots_together, TOGETHER};
 

@@ -5,6 +5,7 @@
 use crate::codec::Block;
 use crate::distance::{distance, dot, finish, lower_bounds, scores as scores_into};
 use crate::precision::{Codes, Precision};
+use crate::quantized::bytes::{self, Coded8, Rows};
 use crate::quantized::{self, dots_together, CodedQuery, Slack, TOGETHER};
 use crate::search::{gemm_min_queries, SCORES_BUDGET};
 use crate::topk::{SharedBound, Top, TopK};
@@ -85,6 +86,12 @@ pub(crate) struct Scratch {
     /// [`TOGETHER`] queries one after the other.
     row: Vec<f32>,
     refused: Vec<u32>,
+    /// Queries coded in bytes for the byte screen, each row's code sum and
+    /// spread, and the queries it refuses.
+    bytes: [Coded8; TOGETHER],
+    rows: Rows,
+    refused_bytes: Vec<u32>,
+    pad: Vec<u8>,
 }
 
 /// Offers the vectors of `block` that the queries `qs` (indices into the
@@ -122,6 +129,10 @@ pub(crate) fn score_block(
         sums,
         row: one,
         refused,
+        bytes: coded8,
+        rows,
+        refused_bytes,
+        pad,
     } = w;
     let codes = block.codes(dim);
     let integer = codes.filter(|c| quantized::applies(c.precision));
@@ -186,10 +197,62 @@ pub(crate) fn score_block(
             let vectors = part.decode_in(dim, &mut decoded.0);
             scores_into(metric, qmat, vectors, dim, scores);
             for (row, &qi) in scores.chunks_exact(end - first).zip(left) {
-                offer_from(&mut on.top(tops, qi), row, first, allowed, block, None);
+                offer_from(
+                    &mut on.top(tops, qi),
+                    row,
+                    first,
+                    allowed,
+                    block,
+                    None::<fn(usize) -> f32>,
+                );
             }
         }
         return;
+    }
+    // Many queries on an 8-bit block, where the CPU has VNNI: the screen
+    // in bytes, then the integer pass for the pairs that may enter (the
+    // queries it refuses go on below).
+    if let Some(codes) = integer.filter(|c| left.len() >= gemm_from && bytes::applies(c, dim)) {
+        rows.fill(codes.bytes, dim, norms);
+        refused_bytes.clear();
+        for group in left.chunks(TOGETHER) {
+            let mut coded_qs = [0u32; TOGETHER];
+            let mut m = 0;
+            for &qi in group {
+                if coded8[m].code(on.query(qi), &codes, dim) {
+                    coded_qs[m] = qi;
+                    m += 1;
+                } else {
+                    refused_bytes.push(qi);
+                }
+            }
+            if m == 0 {
+                continue;
+            }
+            if !bytes::sums(&coded8[..m], codes.bytes, dim, sums, pad) {
+                refused_bytes.extend_from_slice(&coded_qs[..m]);
+                continue;
+            }
+            for (j, &qi) in coded_qs[..m].iter().enumerate() {
+                let (q, qq) = (on.query(qi), on.square(qi));
+                let nn = |r: usize| norms.get(r).copied().unwrap_or(0.0);
+                coded8[j].lower(metric, &sums[j * n..(j + 1) * n], qq, rows, one);
+                // The integer pass codes the query at its first candidate.
+                let mut ready = None;
+                let exact = |r: usize| {
+                    if !*ready.get_or_insert_with(|| coded.code(q, &codes, dim)) {
+                        // Not reached: both codings refuse the same queries.
+                        return f32::INFINITY;
+                    }
+                    quantized::distance(metric, coded.dot_one(&codes, dim, r), qq, nn(r))
+                };
+                offer_from(&mut on.top(tops, qi), one, 0, allowed, block, Some(exact));
+            }
+        }
+        if refused_bytes.is_empty() {
+            return;
+        }
+        left = refused_bytes;
     }
     // Otherwise a compressed block is scored on its decoded codes.
     let vectors: &[f32] = match codes {
@@ -375,27 +438,28 @@ fn offer(
     block: &Block,
     rescore: Option<(Metric, &[f32], &[f32])>,
 ) {
-    offer_from(top, row, 0, allowed, block, rescore);
+    let exact = rescore.map(|(metric, q, vectors)| {
+        move |i: usize| distance(metric, q, &vectors[i * q.len()..(i + 1) * q.len()])
+    });
+    offer_from(top, row, 0, allowed, block, exact);
 }
 
-/// [`offer`] for a `row` of the block's vectors from `first` on (the
-/// vectors of `rescore` are those of the row).
+/// [`offer`] for a `row` of the block's vectors from `first` on; with
+/// `exact` (vector `i` of the row's distance), `row` holds lower bounds.
 fn offer_from(
     top: &mut Top<'_>,
     row: &[f32],
     first: usize,
     allowed: &[bool],
     block: &Block,
-    rescore: Option<(Metric, &[f32], &[f32])>,
+    mut exact: Option<impl FnMut(usize) -> f32>,
 ) {
     let mut bound = top.bound();
     // A set that is not full takes every score (its bound is infinite):
     // cap that by the row itself (without a filter; see `row_cap`).
     let cap = if bound == f32::INFINITY && allowed.is_empty() {
-        match rescore {
-            Some((metric, q, vectors)) => row_cap(row, top.k(), |i| {
-                distance(metric, q, &vectors[i * q.len()..(i + 1) * q.len()])
-            }),
+        match exact.as_mut() {
+            Some(exact) => row_cap(row, top.k(), exact),
             None => row_cap(row, top.k(), |i| row[i]),
         }
     } else {
@@ -419,11 +483,8 @@ fn offer_from(
             if score > bound || !allowed.get(j).copied().unwrap_or(true) {
                 continue;
             }
-            let dist = match rescore {
-                Some((metric, q, vectors)) => {
-                    let dim = q.len();
-                    distance(metric, q, &vectors[i * dim..(i + 1) * dim])
-                }
+            let dist = match exact.as_mut() {
+                Some(exact) => exact(i),
                 None => score,
             };
             if dist <= bound {
@@ -455,7 +516,7 @@ const CAP_MOST_K: usize = 64;
 /// [`CAP_MOST_K`], when the row has fewer than `k` runs, or when one of the
 /// `k` distances is NaN (a NaN in `row` is no run's minimum: `f32::min`
 /// passes over it).
-fn row_cap(row: &[f32], k: usize, exact: impl Fn(usize) -> f32) -> f32 {
+fn row_cap(row: &[f32], k: usize, mut exact: impl FnMut(usize) -> f32) -> f32 {
     if k == 0 || k > CAP_MOST_K || row.len() < k * RUN {
         return f32::INFINITY;
     }

@@ -386,3 +386,164 @@ fn queries_together_equal_one_at_a_time_at_every_level() {
         }
     }
 }
+
+/// The screen in bytes: its lower bounds are at or below the integer
+/// pass's distance of every row, under every metric, for queries of very
+/// different magnitudes and spreads (a few large coordinates among small
+/// ones: the bytes then round most weights to 0), at lengths around the
+/// kernel's groups of 64; and the bounds still rule most rows out at the
+/// k-th nearest, or the screen would not pay.
+#[test]
+fn the_byte_screen_bounds_the_integer_pass_from_below() {
+    use super::bytes::{Coded8, Rows};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(21);
+    for dim in [256, 300, 768] {
+        for metric in METRICS {
+            let n = 203;
+            let (range, block_bytes) = block(Precision::Tq8, n, dim, 40 + dim as u64);
+            let (mut ruled_out, mut total) = (0usize, 0usize);
+            for case in 0..24 {
+                let scale = [1e-3f32, 1.0, 1e3][case % 3];
+                let mut q: Vec<f32> = (0..dim)
+                    .map(|_| rng.gen_range(-1.0f32..1.0) * scale)
+                    .collect();
+                if case % 4 == 3 {
+                    for x in q.iter_mut().step_by(37) {
+                        *x *= 500.0;
+                    }
+                }
+                if case % 6 == 5 {
+                    // Every weight just short of half a byte step from its
+                    // code: the bytes' error is as large as it gets.
+                    for (d, (x, &step)) in q.iter_mut().zip(&range.step).enumerate() {
+                        let w = if d == 0 {
+                            127.0
+                        } else {
+                            rng.gen_range(-100i32..100) as f32 + 0.49
+                        };
+                        *x = w / step * scale;
+                    }
+                }
+                if metric == Metric::Cosine {
+                    crate::distance::normalize(&mut q);
+                }
+                // Two rows where the bytes' rounding errors all add up, one
+                // way and the other: code 255 where a weight rounded down,
+                // 0 where it rounded up (and the reverse).
+                let w: Vec<f32> = q.iter().zip(&range.step).map(|(&x, &s)| x * s).collect();
+                let max = w.iter().fold(0f32, |m, &x| m.max(x.abs()));
+                let up: Vec<bool> = w
+                    .iter()
+                    .map(|&x| (x * (127.0 / max)).round() * (max / 127.0) > x)
+                    .collect();
+                let mut bytes = block_bytes.clone();
+                bytes.extend(up.iter().map(|&u| if u { 0u8 } else { 255 }));
+                bytes.extend(up.iter().map(|&u| if u { 255u8 } else { 0 }));
+                let codes = codes_of(Precision::Tq8, &range, &bytes);
+                let squares = if metric.is_euclidean() {
+                    codes.squared_norms(dim)
+                } else {
+                    Vec::new()
+                };
+                let mut rows = Rows::default();
+                rows.fill(&bytes, dim, &squares);
+                let qq = if metric.is_euclidean() {
+                    crate::distance::dot(&q, &q)
+                } else {
+                    0.0
+                };
+                let mut coded = CodedQuery::default();
+                let mut coded8 = Coded8::default();
+                assert!(coded.code(&q, &codes, dim));
+                assert!(coded8.code(&q, &codes, dim));
+                let mut dots = Vec::new();
+                coded.dots(&codes, dim, &mut dots);
+                let sums: Vec<i32> = bytes
+                    .chunks_exact(dim)
+                    .map(|r| coded8.sum_from(r, 0))
+                    .collect();
+                let mut lower = Vec::new();
+                coded8.lower(metric, &sums, qq, &rows, &mut lower);
+                let exact: Vec<f32> = dots
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &d)| distance(metric, d, qq, squares.get(j).copied().unwrap_or(0.0)))
+                    .collect();
+                for (j, (&lb, &d)) in lower.iter().zip(&exact).enumerate() {
+                    assert!(
+                        lb <= d,
+                        "{metric:?} d={dim} case {case} row {j}: {lb} > {d}"
+                    );
+                }
+                let mut sorted = exact.clone();
+                sorted.sort_by(f32::total_cmp);
+                let kth = sorted[9];
+                ruled_out += lower.iter().filter(|&&lb| lb > kth).count();
+                total += n + 2;
+            }
+            assert!(
+                ruled_out * 2 > total,
+                "{metric:?} d={dim}: only {ruled_out} of {total} rows ruled out at the 10th"
+            );
+        }
+    }
+}
+
+/// The kernel's sums (where this CPU has it) equal the sums one code at a
+/// time, for every number of queries and rows around its groups; where
+/// the CPU lacks it, nothing claims to have summed.
+#[test]
+fn the_byte_kernel_sums_exactly() {
+    use super::bytes::{self, Coded8};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(22);
+    for dim in [256, 300, 768] {
+        for n in [1, 3, 4, 9, 160] {
+            let (range, bytes) = block(Precision::Tq8, n, dim, 60 + (dim + n) as u64);
+            let codes = codes_of(Precision::Tq8, &range, &bytes);
+            for q in 1..=TOGETHER {
+                let coded: Vec<Coded8> = (0..q)
+                    .map(|_| {
+                        let v: Vec<f32> = (0..dim).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
+                        let mut c = Coded8::default();
+                        assert!(c.code(&v, &codes, dim));
+                        c
+                    })
+                    .collect();
+                let (mut sums, mut pad) = (Vec::new(), Vec::new());
+                if !bytes::sums(&coded, &bytes, dim, &mut sums, &mut pad) {
+                    assert!(
+                        !bytes::applies(&codes, dim),
+                        "the screen applies but did not sum"
+                    );
+                    continue;
+                }
+                for (j, c) in coded.iter().enumerate() {
+                    for (r, row) in bytes.chunks_exact(dim).enumerate() {
+                        assert_eq!(sums[j * n + r], c.sum_from(row, 0), "d={dim} n={n} q={q}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The byte coding refuses exactly the queries the integer pass refuses
+/// (a query it took that the integer pass refused would have no
+/// first-pass distance).
+#[test]
+fn the_byte_coding_refuses_what_the_integer_pass_refuses() {
+    use super::bytes::Coded8;
+    let dim = 300;
+    let (range, bytes) = block(Precision::Tq8, 8, dim, 77);
+    let codes = codes_of(Precision::Tq8, &range, &bytes);
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 3e38, 0.0] {
+        let mut q = vec![0.5f32; dim];
+        q[dim / 3] = bad;
+        let (mut a, mut b) = (CodedQuery::default(), Coded8::default());
+        let (x, y) = (a.code(&q, &codes, dim), b.code(&q, &codes, dim));
+        assert!(
+            !y || x,
+            "{bad}: the byte coding took what the integer pass refused"
+        );
+    }
+}
