@@ -185,9 +185,11 @@ impl WithSimd for Code<'_> {
         let Code { q, lo, step, w } = self;
         let n = q.len().min(lo.len()).min(step.len()).min(w.len());
         let body = n / L * L;
-        // The largest weight, `q·lo` and its magnitude, and (`x·0`: NaN
-        // for what is not finite) whether all are finite, in lanes.
-        let (mut most, mut bad, mut base, mut mag) = ([0f32; L], [0f32; L], [0f32; L], [0f32; L]);
+        // The largest weight, and `q·lo` and its magnitude, in lanes. A
+        // weight or product that is not finite makes `max` or `base` so (a
+        // NaN weight is a NaN coordinate times a finite step, which makes
+        // its `q·lo` NaN or infinite).
+        let (mut most, mut base, mut mag) = ([0f32; L], [0f32; L], [0f32; L]);
         for ((q, lo), s) in q[..body]
             .chunks_exact(L)
             .zip(lo[..body].chunks_exact(L))
@@ -196,7 +198,6 @@ impl WithSimd for Code<'_> {
             for l in 0..L {
                 let (x, b) = (q[l] * s[l], q[l] * lo[l]);
                 most[l] = if x.abs() > most[l] { x.abs() } else { most[l] };
-                bad[l] += x * 0.0 + b * 0.0;
                 base[l] += b;
                 mag[l] += b.abs();
             }
@@ -209,18 +210,16 @@ impl WithSimd for Code<'_> {
         {
             let (x, b) = (q * s, q * lo);
             most[l] = if x.abs() > most[l] { x.abs() } else { most[l] };
-            bad[l] += x * 0.0 + b * 0.0;
             base[l] += b;
             mag[l] += b.abs();
         }
-        let (mut max, mut finite, mut b, mut m) = (0f32, 0f32, 0f32, 0f32);
+        let (mut max, mut b, mut m) = (0f32, 0f32, 0f32);
         for l in 0..L {
             max = if most[l] > max { most[l] } else { max };
-            finite += bad[l];
             b += base[l];
             m += mag[l];
         }
-        if !max.is_finite() || !finite.is_finite() {
+        if !max.is_finite() || !b.is_finite() || !m.is_finite() {
             return None;
         }
         let top = TOP as f32;
