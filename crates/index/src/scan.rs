@@ -104,9 +104,10 @@ pub(crate) struct Scratch {
 /// brute force either way. 8- and 4-bit blocks are scored by the integer
 /// pass (the Euclidean metrics with the block's decoded squared norms);
 /// with many queries a GEMM over the decoded block screens them first,
-/// with bounds widened by [`Slack`], and only pairs that may enter a top-k
-/// get the integer pass: a query gets the same first-pass distances in a
-/// batch as alone.
+/// with bounds widened by [`Slack`] (8-bit rows of 256 codes or more, on
+/// CPUs with AVX-512 VNNI: a screen in bytes, see `quantized::bytes`), and
+/// only pairs that may enter a top-k get the integer pass: a query gets
+/// the same first-pass distances in a batch as alone.
 pub(crate) fn score_block(
     on: &On<'_>,
     block: &Block,
@@ -197,14 +198,7 @@ pub(crate) fn score_block(
             let vectors = part.decode_in(dim, &mut decoded.0);
             scores_into(metric, qmat, vectors, dim, scores);
             for (row, &qi) in scores.chunks_exact(end - first).zip(left) {
-                offer_from(
-                    &mut on.top(tops, qi),
-                    row,
-                    first,
-                    allowed,
-                    block,
-                    None::<fn(usize) -> f32>,
-                );
+                offer_from(&mut on.top(tops, qi), row, first, allowed, block, SCORES);
             }
         }
         return;
@@ -241,7 +235,8 @@ pub(crate) fn score_block(
                 let mut ready = None;
                 let exact = |r: usize| {
                     if !*ready.get_or_insert_with(|| coded.code(q, &codes, dim)) {
-                        // Not reached: both codings refuse the same queries.
+                        // Not reached: the byte coding refuses every query
+                        // the integer pass refuses.
                         return f32::INFINITY;
                     }
                     quantized::distance(metric, coded.dot_one(&codes, dim, r), qq, nn(r))
@@ -494,6 +489,9 @@ fn offer_from(
         }
     }
 }
+
+/// For [`offer_from`]: the row holds the distances themselves.
+const SCORES: Option<fn(usize) -> f32> = None;
 
 /// Scores [`offer_from`] passes over at once when none can enter.
 const RUN: usize = 16;

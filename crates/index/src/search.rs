@@ -450,7 +450,8 @@ impl Shared {
     /// the rounding of [`distance`], or for many queries a GEMM screen whose
     /// survivors are rescored, so results (distances and ties) are those of
     /// brute force over the scanned vectors; 8- and 4-bit codes by the
-    /// integer pass instead, the same in a batch as alone. A filter is
+    /// integer pass instead (screened in bytes on CPUs with AVX-512 VNNI),
+    /// the same in a batch as alone. A filter is
     /// checked once per vector and task, not once per query.
     pub(crate) fn screen(
         &self,

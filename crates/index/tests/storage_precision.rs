@@ -165,7 +165,6 @@ fn every_precision_answers_like_brute_force_over_its_candidates() {
     }
 }
 
-/// `(id, distance bits)` of each hit, to compare results exactly.
 /// The same at 8 bits over longer rows, where a batch screens with the
 /// codes in bytes on CPUs with AVX-512 VNNI (300 dimensions: groups of 64
 /// and a tail): each query of a batch gets the answer it gets alone.
@@ -214,6 +213,7 @@ fn an_8_bit_batch_of_long_rows_answers_each_query_as_alone() {
     }
 }
 
+/// `(id, distance bits)` of each hit, to compare results exactly.
 fn exact_hits(hits: &[vecseal_index::Hit]) -> Vec<(String, Option<u32>)> {
     hits.iter()
         .map(|h| (h.id.clone(), h.distance.map(f32::to_bits)))

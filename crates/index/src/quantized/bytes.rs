@@ -33,7 +33,7 @@ const MAGIC: f32 = 12_582_912.0;
 
 /// Bytes of codes a row needs for the screen: shorter rows are scored as
 /// before (the screen's per-row work would not pay).
-pub(crate) const MIN_ROW: usize = 256;
+const MIN_ROW: usize = 256;
 
 /// The most codes per row the screen takes: every sum stays in an `i32`
 /// (`255·127·d < 2³¹`).
@@ -64,9 +64,10 @@ pub(crate) struct Coded8 {
 
 impl Coded8 {
     /// Codes `q` against the range of `codes` (8-bit, `dim` coordinates);
-    /// `false` exactly when the integer pass would refuse the query (not
-    /// finite, or rows too long for [`MIN_LEVELS`]): such a query is left to
-    /// the other paths.
+    /// `false` whenever the integer pass would refuse the query (not
+    /// finite, or rows too long for [`MIN_LEVELS`]), and also when a weight
+    /// overflows in `f32` (the integer pass, in `f64`, may take it): such a
+    /// query is left to the other paths.
     pub(crate) fn code(&mut self, q: &[f32], codes: &Codes<'_>, dim: usize) -> bool {
         let top = max_level(codes.precision.levels(), dim);
         if top < MIN_LEVELS || codes.step.len() != dim || codes.lo.len() != dim || q.len() != dim {
