@@ -174,23 +174,8 @@ fn an_8_bit_batch_of_long_rows_answers_each_query_as_alone() {
     let data = clustered(10_000, dim, 8, 17);
     let all_ids = ids(data.len());
     let queries = clustered(64, dim, 8, 18);
-    for metric in [
-        Metric::Cosine,
-        Metric::InnerProduct,
-        Metric::SquaredEuclidean,
-        Metric::Euclidean,
-    ] {
-        let db = Database::new(Arc::new(MemStore::new(vecseal_index::NAMESPACES)));
-        let index = db
-            .create_index(
-                "t",
-                owner(1),
-                IndexConfig::default()
-                    .with_metric(metric)
-                    .with_storage_precision(Precision::Tq8),
-            )
-            .unwrap();
-        index.upsert_vectors(&all_ids, &data).unwrap();
+    for metric in METRICS {
+        let (_db, index) = loaded(metric, Precision::Tq8, &all_ids, &data);
         for trained in [false, true] {
             if trained {
                 index.train(&TrainOptions::default()).unwrap();
@@ -199,17 +184,56 @@ fn an_8_bit_batch_of_long_rows_answers_each_query_as_alone() {
                 QueryOptions::default().with_top_k(10),
                 QueryOptions::default().with_top_k(3).with_rerank_mult(1),
             ] {
-                let batch = index.query(&queries, &opts).unwrap();
-                for (q, hits) in queries.iter().zip(&batch) {
-                    let alone = index.query(std::slice::from_ref(q), &opts).unwrap();
-                    assert_eq!(
-                        exact_hits(&alone[0]),
-                        exact_hits(hits),
-                        "{metric:?}, trained {trained}"
-                    );
-                }
+                let what = format!("{metric:?}, trained {trained}");
+                assert_batch_answers_as_alone(&index, &queries, &opts, &what);
             }
         }
+    }
+}
+
+const METRICS: [Metric; 4] = [
+    Metric::Cosine,
+    Metric::InnerProduct,
+    Metric::SquaredEuclidean,
+    Metric::Euclidean,
+];
+
+/// A new index under `metric` at `precision` holding `data` as items
+/// `ids`, with the database it lives in.
+fn loaded(
+    metric: Metric,
+    precision: Precision,
+    ids: &[String],
+    data: &[Vec<f32>],
+) -> (Database, vecseal_index::Index) {
+    let db = Database::new(Arc::new(MemStore::new(vecseal_index::NAMESPACES)));
+    let index = db
+        .create_index(
+            "t",
+            owner(1),
+            IndexConfig::default()
+                .with_metric(metric)
+                .with_storage_precision(precision),
+        )
+        .expect("create the index");
+    index.upsert_vectors(ids, data).expect("upsert the data");
+    (db, index)
+}
+
+/// Each query of `queries` gets, in one batch, exactly the answer it gets
+/// alone.
+fn assert_batch_answers_as_alone(
+    index: &vecseal_index::Index,
+    queries: &[Vec<f32>],
+    opts: &QueryOptions,
+    what: &str,
+) {
+    let batch = index.query(queries, opts).expect("query the batch");
+    for (q, hits) in queries.iter().zip(&batch) {
+        let alone = index
+            .query(std::slice::from_ref(q), opts)
+            .expect("query alone");
+        assert_eq!(exact_hits(&alone[0]), exact_hits(hits), "{what}");
     }
 }
 
@@ -232,26 +256,8 @@ fn every_metric_answers_a_batch_as_each_query_alone() {
     let data = clustered(11_000, dim, 12, 7);
     let all_ids = ids(data.len());
     let queries = clustered(64, dim, 12, 8);
-    for metric in [
-        Metric::Cosine,
-        Metric::InnerProduct,
-        Metric::SquaredEuclidean,
-        Metric::Euclidean,
-    ] {
-        let open = |precision: Precision| {
-            let db = Database::new(Arc::new(MemStore::new(vecseal_index::NAMESPACES)));
-            let index = db
-                .create_index(
-                    "t",
-                    owner(1),
-                    IndexConfig::default()
-                        .with_metric(metric)
-                        .with_storage_precision(precision),
-                )
-                .unwrap();
-            index.upsert_vectors(&all_ids, &data).unwrap();
-            (db, index)
-        };
+    for metric in METRICS {
+        let open = |precision: Precision| loaded(metric, precision, &all_ids, &data);
         let (_db32, exact) = open(Precision::Float32);
         let every = QueryOptions::default()
             .with_top_k(10)
@@ -265,11 +271,7 @@ fn every_metric_answers_a_batch_as_each_query_alone() {
                 }
                 let what = format!("{metric:?} {precision}, trained {trained}");
                 for opts in [QueryOptions::default().with_top_k(10), every.clone()] {
-                    let batch = index.query(&queries, &opts).unwrap();
-                    for (q, hits) in queries.iter().zip(&batch) {
-                        let alone = index.query(std::slice::from_ref(q), &opts).unwrap();
-                        assert_eq!(exact_hits(&alone[0]), exact_hits(hits), "{what}");
-                    }
+                    assert_batch_answers_as_alone(&index, &queries, &opts, &what);
                 }
                 if !trained {
                     let got = index.query(&queries, &every).unwrap();
