@@ -27,7 +27,10 @@
 //! Many queries on one block go through a GEMM over its decoded vectors
 //! first (in the `scan` module); [`Slack`] bounds how far the integer pass can be
 //! below the decoded distance, so the GEMM's lower bounds widened by it
-//! drop only pairs that the integer pass would not have placed either.
+//! drop only pairs that the integer pass would not have placed either. On
+//! CPUs with AVX-512 VNNI, 8-bit rows of 256 codes or more are screened in
+//! bytes instead (`bytes`), with lower bounds of the integer pass's
+//! distances of their own.
 
 use pulp::{Simd, WithSimd};
 use vecseal_kmeans::kernel::SimdLevel;
@@ -77,7 +80,8 @@ fn max_level(levels: u32, len: usize) -> i32 {
 }
 
 /// One query coded against one block's range: `q·x̂ ≈ base + scale·Σ k·c`.
-#[derive(Debug, Default)]
+/// Not `Debug`: its weights are the query's, scaled.
+#[derive(Default)]
 pub(crate) struct CodedQuery {
     /// Coded weights in the kernel's order (see [`row_len`]).
     k: Vec<i16>,

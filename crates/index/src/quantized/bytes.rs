@@ -45,8 +45,9 @@ pub(crate) fn applies(codes: &Codes<'_>, dim: usize) -> bool {
     codes.precision == Precision::Tq8 && (MIN_ROW..=MAX_ROW).contains(&dim) && x86::available()
 }
 
-/// One query coded in bytes against one block's range.
-#[derive(Debug, Default)]
+/// One query coded in bytes against one block's range. Not `Debug`: its
+/// weights are the query's, scaled.
+#[derive(Default)]
 pub(crate) struct Coded8 {
     /// The weights in bytes, zero-padded to whole groups of 64.
     w: Vec<i8>,
@@ -273,7 +274,8 @@ impl WithSimd for Code<'_> {
 
 /// The rows of one block as the bounds need them: each row's code sum and
 /// `Σ|c − 128|`, and the decoded squared norm (Euclidean metrics, else 0).
-#[derive(Debug, Default)]
+/// Not `Debug`: sums of an item's codes.
+#[derive(Default)]
 pub(crate) struct Rows {
     sums: Vec<f64>,
     spreads: Vec<f64>,
