@@ -149,16 +149,9 @@ pub(crate) fn score_block(
         // Few queries: the integer pass, a few queries at a time (each
         // row of codes read once for them), no decode.
         for group in qs.chunks(TOGETHER) {
-            let mut coded_qs = [0u32; TOGETHER];
-            let mut m = 0;
-            for &qi in group {
-                if together[m].code(on.query(qi), &codes, dim) {
-                    coded_qs[m] = qi;
-                    m += 1;
-                } else {
-                    refused.push(qi);
-                }
-            }
+            let (coded_qs, m) = code_group(group, refused, |m, qi| {
+                together[m].code(on.query(qi), &codes, dim)
+            });
             dots_together(&together[..m], &codes, dim, one, sums);
             for (&qi, row) in coded_qs[..m].iter().zip(one.chunks_exact_mut(n)) {
                 integer_distances(on, norms, qi, row);
@@ -210,16 +203,9 @@ pub(crate) fn score_block(
         rows.fill(codes.bytes, dim, norms);
         refused_bytes.clear();
         for group in left.chunks(TOGETHER) {
-            let mut coded_qs = [0u32; TOGETHER];
-            let mut m = 0;
-            for &qi in group {
-                if coded8[m].code(on.query(qi), &codes, dim) {
-                    coded_qs[m] = qi;
-                    m += 1;
-                } else {
-                    refused_bytes.push(qi);
-                }
-            }
+            let (coded_qs, m) = code_group(group, refused_bytes, |m, qi| {
+                coded8[m].code(on.query(qi), &codes, dim)
+            });
             if m == 0 {
                 continue;
             }
@@ -310,6 +296,28 @@ pub(crate) fn score_block(
             }
         }
     }
+}
+
+/// Codes the queries of `group` (at most [`TOGETHER`]) one after the
+/// other with `code(slot, query)`, each into the next free slot: the
+/// queries coded, in slot order, and how many; those `code` refuses go to
+/// `refused`.
+fn code_group(
+    group: &[u32],
+    refused: &mut Vec<u32>,
+    mut code: impl FnMut(usize, u32) -> bool,
+) -> ([u32; TOGETHER], usize) {
+    let mut coded = [0u32; TOGETHER];
+    let mut m = 0;
+    for &qi in group {
+        if code(m, qi) {
+            coded[m] = qi;
+            m += 1;
+        } else {
+            refused.push(qi);
+        }
+    }
+    (coded, m)
 }
 
 /// The queries `qs` of the chunk, row-major: the chunk itself when they
