@@ -614,7 +614,7 @@ pub(crate) fn least_finite(values: &[f32]) -> f32 {
 
 pub(crate) mod bytes;
 mod together;
-pub(crate) use together::{dots_together, TOGETHER};
+pub(crate) use together::{code_group, dots_together, TOGETHER};
 
 #[cfg(test)]
 mod tests;

@@ -6,7 +6,7 @@ use crate::codec::Block;
 use crate::distance::{distance, dot, finish, lower_bounds, scores as scores_into};
 use crate::precision::{Codes, Precision};
 use crate::quantized::bytes::{self, Coded8, Rows};
-use crate::quantized::{self, dots_together, CodedQuery, Slack, TOGETHER};
+use crate::quantized::{self, code_group, dots_together, CodedQuery, Slack, TOGETHER};
 use crate::search::{gemm_min_queries, SCORES_BUDGET};
 use crate::topk::{SharedBound, Top, TopK};
 use crate::Metric;
@@ -296,28 +296,6 @@ pub(crate) fn score_block(
             }
         }
     }
-}
-
-/// Codes the queries of `group` (at most [`TOGETHER`]) one after the
-/// other with `code(slot, query)`, each into the next free slot: the
-/// queries coded, in slot order, and how many; those `code` refuses go to
-/// `refused`.
-fn code_group(
-    group: &[u32],
-    refused: &mut Vec<u32>,
-    mut code: impl FnMut(usize, u32) -> bool,
-) -> ([u32; TOGETHER], usize) {
-    let mut coded = [0u32; TOGETHER];
-    let mut m = 0;
-    for &qi in group {
-        if code(m, qi) {
-            coded[m] = qi;
-            m += 1;
-        } else {
-            refused.push(qi);
-        }
-    }
-    (coded, m)
 }
 
 /// The queries `qs` of the chunk, row-major: the chunk itself when they

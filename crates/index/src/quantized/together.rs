@@ -66,6 +66,28 @@ pub(crate) fn dots_together(
     dots_together_at(SimdLevel::current(), coded, codes, dim, out, sums);
 }
 
+/// Codes the queries of `group` (at most [`TOGETHER`]) one after the
+/// other with `code(slot, query)`, each into the next free slot: the
+/// queries coded, in slot order, and how many; those `code` refuses go to
+/// `refused`.
+pub(crate) fn code_group(
+    group: &[u32],
+    refused: &mut Vec<u32>,
+    mut code: impl FnMut(usize, u32) -> bool,
+) -> ([u32; TOGETHER], usize) {
+    let mut coded = [0u32; TOGETHER];
+    let mut m = 0;
+    for &qi in group {
+        if code(m, qi) {
+            coded[m] = qi;
+            m += 1;
+        } else {
+            refused.push(qi);
+        }
+    }
+    (coded, m)
+}
+
 /// [`dots_together`] at `level` (or the best available below it).
 pub(crate) fn dots_together_at(
     level: SimdLevel,
