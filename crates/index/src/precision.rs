@@ -15,8 +15,9 @@
 //!
 //! Decoding runs in kernels compiled for each SIMD level and dispatched at
 //! run time ([`vecseal_kmeans::kernel::dispatch`]); every level computes
-//! the same bits (one multiply and one add per coordinate, never fused), so
-//! the candidates a query reranks do not depend on the CPU.
+//! the same bits (one multiply and one add per coordinate, never fused;
+//! float16 widens exactly, with `vcvtph2ps` at the AVX-512 level: see
+//! `half`), so the candidates a query reranks do not depend on the CPU.
 
 use std::fmt;
 use std::str::FromStr;
@@ -25,6 +26,9 @@ use pulp::{Simd, WithSimd};
 use vecseal_kmeans::kernel::{self, SimdLevel, Sum};
 
 use crate::{Error, Result};
+
+mod half;
+pub(crate) use half::encode_f16;
 
 /// How the search vectors of an index are stored; fixed at creation.
 ///
@@ -267,44 +271,6 @@ fn hull(vectors: &[f32], dim: usize) -> (Vec<f32>, Vec<f32>) {
     (lo, hi)
 }
 
-/// The float16 nearest to `x` (ties to even), as bits; beyond the largest
-/// finite float16 (65504) it saturates there.
-pub(crate) fn f16_bits(x: f32) -> u16 {
-    let b = x.to_bits();
-    let sign = ((b >> 16) & 0x8000) as u16;
-    let a = x.abs();
-    if a < f32::from_bits(0x3880_0000) {
-        // Below 2⁻¹⁴: a subnormal float16, m·2⁻²⁴ (exact scaling, then
-        // ties to even; 1024 is the smallest normal, bits 0x0400).
-        return sign | (a * 16_777_216.0).round_ties_even() as u16;
-    }
-    let b = a.to_bits();
-    let mut h = (b >> 13) - ((127 - 15) << 10);
-    let rest = b & 0x1fff;
-    if rest > 0x1000 || (rest == 0x1000 && h & 1 == 1) {
-        h += 1;
-    }
-    sign | h.min(0x7bff) as u16
-}
-
-/// The value of float16 bits (finite: [`f16_bits`] writes no other).
-#[inline(always)]
-pub(crate) fn f16_value(h: u16) -> f32 {
-    // The magnitude's bits in f32 position, rescaled by 2¹¹² (exact, also
-    // for subnormals), and the sign.
-    let mag = f32::from_bits(u32::from(h & 0x7fff) << 13) * f32::from_bits(0x7780_0000);
-    f32::from_bits(mag.to_bits() | u32::from(h & 0x8000) << 16)
-}
-
-/// Appends the float16 codes of `vectors` to `out` (2 bytes per
-/// coordinate, little-endian).
-pub(crate) fn encode_f16(vectors: &[f32], out: &mut Vec<u8>) {
-    out.reserve(vectors.len() * 2);
-    for &x in vectors {
-        out.extend_from_slice(&f16_bits(x).to_le_bytes());
-    }
-}
-
 /// The codes of a compressed block, borrowed.
 #[derive(Clone, Copy)]
 pub(crate) struct Codes<'a> {
@@ -381,14 +347,8 @@ impl Codes<'_> {
         let n = self.bytes.len() / (2 * q.len()).max(1);
         out.clear();
         out.resize(n, 0.0);
-        let bytes = self.bytes;
-        if q.is_empty() {
-            return;
-        }
-        if squared {
-            vecseal_kmeans::kernel::dispatch_at(level, F16Sums::<true> { bytes, q, out });
-        } else {
-            vecseal_kmeans::kernel::dispatch_at(level, F16Sums::<false> { bytes, q, out });
+        if !q.is_empty() {
+            half::sums(level, self.bytes, q, squared, out);
         }
     }
 
@@ -400,106 +360,14 @@ impl Codes<'_> {
         if buf.len() < len {
             buf.resize(len, 0.0);
         }
-        vecseal_kmeans::kernel::dispatch_at(
-            level,
-            Decode {
-                codes: *self,
-                dim,
-                out: &mut buf[..len],
-            },
-        );
+        let out = &mut buf[..len];
+        if self.precision == Precision::Float16 {
+            half::decode(level, self.bytes, out);
+        } else {
+            let codes = *self;
+            vecseal_kmeans::kernel::dispatch_at(level, Decode { codes, dim, out });
+        }
         len
-    }
-}
-
-/// The sums of [`Codes::f16_sums`]: float16 codes decoded in registers and
-/// summed with a query in the canonical order of
-/// [`vecseal_kmeans::kernel`] (16 fused accumulators, the tree `l + 8,
-/// l + 4, l + 2, l + 1`, then the tail term by term, unfused).
-struct F16Sums<'a, 'b, const SQUARED: bool> {
-    bytes: &'a [u8],
-    q: &'a [f32],
-    out: &'b mut [f32],
-}
-
-impl<const SQUARED: bool> WithSimd for F16Sums<'_, '_, SQUARED> {
-    type Output = ();
-
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, _simd: S) {
-        const LANES: usize = 16;
-        let F16Sums { bytes, q, out } = self;
-        let dim = q.len();
-        let body = dim / LANES * LANES;
-        let x = |c: &[u8], i: usize| f16_value(u16::from_le_bytes([c[2 * i], c[2 * i + 1]]));
-        #[inline(always)]
-        fn term<const SQUARED: bool>(q: f32, x: f32, a: f32) -> f32 {
-            if SQUARED {
-                let t = q - x;
-                t.mul_add(t, a)
-            } else {
-                q.mul_add(x, a)
-            }
-        }
-        // The canonical reduction and tail of one row.
-        let finish = |mut acc: [f32; LANES], row: &[u8]| -> f32 {
-            let mut w = LANES;
-            while w > 1 {
-                w /= 2;
-                for l in 0..w {
-                    acc[l] += acc[l + w];
-                }
-            }
-            let mut sum = acc[0];
-            for (i, &q) in q.iter().enumerate().skip(body) {
-                let x = x(row, i);
-                sum += if SQUARED { (q - x) * (q - x) } else { q * x };
-            }
-            sum
-        };
-        // Four rows at a time: four independent chains of fused
-        // multiply-adds (one row alone waits on each one's latency).
-        let rows = 2 * dim;
-        let mut quads = bytes.chunks_exact(4 * rows);
-        let mut outs = out.chunks_exact_mut(4);
-        for (quad, o) in (&mut quads).zip(&mut outs) {
-            let (r0, rest) = quad.split_at(rows);
-            let (r1, rest) = rest.split_at(rows);
-            let (r2, r3) = rest.split_at(rows);
-            let (mut a0, mut a1, mut a2, mut a3) =
-                ([0f32; LANES], [0f32; LANES], [0f32; LANES], [0f32; LANES]);
-            for k in 0..body / LANES {
-                let q = &q[k * LANES..(k + 1) * LANES];
-                let at = 2 * k * LANES..2 * (k + 1) * LANES;
-                let (c0, c1, c2, c3) = (&r0[at.clone()], &r1[at.clone()], &r2[at.clone()], &r3[at]);
-                for l in 0..LANES {
-                    a0[l] = term::<SQUARED>(q[l], x(c0, l), a0[l]);
-                    a1[l] = term::<SQUARED>(q[l], x(c1, l), a1[l]);
-                    a2[l] = term::<SQUARED>(q[l], x(c2, l), a2[l]);
-                    a3[l] = term::<SQUARED>(q[l], x(c3, l), a3[l]);
-                }
-            }
-            o[0] = finish(a0, r0);
-            o[1] = finish(a1, r1);
-            o[2] = finish(a2, r2);
-            o[3] = finish(a3, r3);
-        }
-        for (row, o) in quads
-            .remainder()
-            .chunks_exact(rows)
-            .zip(outs.into_remainder())
-        {
-            let mut acc = [0f32; LANES];
-            for (c, q) in row[..2 * body]
-                .chunks_exact(2 * LANES)
-                .zip(q[..body].chunks_exact(LANES))
-            {
-                for (l, a) in acc.iter_mut().enumerate() {
-                    *a = term::<SQUARED>(q[l], x(c, l), *a);
-                }
-            }
-            *o = finish(acc, row);
-        }
     }
 }
 
@@ -520,11 +388,6 @@ impl WithSimd for Decode<'_, '_> {
         let Decode { codes, dim, out } = self;
         let cb = codes.precision.code_bytes(dim);
         match codes.precision {
-            Precision::Float16 => {
-                for (o, c) in out.iter_mut().zip(codes.bytes.chunks_exact(2)) {
-                    *o = f16_value(u16::from_le_bytes([c[0], c[1]]));
-                }
-            }
             Precision::Tq8 => {
                 for (row, c) in out.chunks_exact_mut(dim).zip(codes.bytes.chunks_exact(cb)) {
                     for (((o, &c), &l), &s) in row.iter_mut().zip(c).zip(codes.lo).zip(codes.step) {
@@ -549,6 +412,7 @@ impl WithSimd for Decode<'_, '_> {
                     }
                 }
             }
+            Precision::Float16 => unreachable!("float16 is widened by `half::decode`"),
             Precision::Float32 => unreachable!("float32 blocks hold no codes"),
         }
     }

@@ -71,6 +71,14 @@ impl<'a> On<'a> {
 /// compressed block in floating point: a piece stays in the nearest cache.
 const PIECE_BYTES: usize = 16 << 10;
 
+/// Up to this many queries on a float16 block are summed one at a time
+/// with the codes widened in registers (`Codes::f16_sums`); more share a
+/// decoded piece in the tiled kernel. A 768-d block of 158 vectors in a
+/// timing loop (AVX-512, µs): 7 in registers against 16 in pieces for
+/// one query, 16 against 18–21 for two, 25–27 against 23–24 for three,
+/// 60–68 against 39–41 for eight.
+const F16_SUMS_MOST: usize = 2;
+
 /// The buffers of one worker, reused from block to block.
 #[derive(Default)]
 pub(crate) struct Scratch {
@@ -167,7 +175,7 @@ pub(crate) fn score_block(
     // and score it a piece at a time, so the decoded vectors stay in the
     // core's nearest cache (the same bits as decoding it whole).
     if let Some(codes) = codes.filter(|_| left.len() < gemm_from) {
-        if codes.precision == Precision::Float16 {
+        if codes.precision == Precision::Float16 && left.len() <= F16_SUMS_MOST {
             // Float16 is decoded in registers, as it is summed.
             let squared = matches!(metric, Metric::SquaredEuclidean | Metric::Euclidean);
             for &qi in left {

@@ -247,9 +247,9 @@ fn exact_hits(hits: &[vecseal_index::Hit]) -> Vec<(String, Option<u32>)> {
 /// Under every metric the first pass over 8- and 4-bit codes runs in
 /// integers (float16 and float32 in floating point): at every precision a
 /// batch answers each query exactly as that query sent alone
-/// (the batch has enough queries per block for the GEMM screen), trained
-/// or not; and with every item a candidate the results are float32's,
-/// bit for bit.
+/// (the batch has enough queries per block for the GEMM screen, and
+/// batches of a few have not), trained or not; and with every item a
+/// candidate the results are float32's, bit for bit.
 #[test]
 fn every_metric_answers_a_batch_as_each_query_alone() {
     let dim = 50;
@@ -272,6 +272,12 @@ fn every_metric_answers_a_batch_as_each_query_alone() {
                 let what = format!("{metric:?} {precision}, trained {trained}");
                 for opts in [QueryOptions::default().with_top_k(10), every.clone()] {
                     assert_batch_answers_as_alone(&index, &queries, &opts, &what);
+                    // Too few queries for a screen: each block is scored
+                    // query by query, or a few queries together.
+                    for few in [2, 3, 5] {
+                        let what = format!("{what}, {few} queries");
+                        assert_batch_answers_as_alone(&index, &queries[..few], &opts, &what);
+                    }
                 }
                 if !trained {
                     let got = index.query(&queries, &every).unwrap();

@@ -1,6 +1,7 @@
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 
+use super::half::{f16_bits, f16_value};
 use super::*;
 use crate::codec::{Block, Norms, Place};
 
