@@ -71,13 +71,21 @@ impl<'a> On<'a> {
 /// compressed block in floating point: a piece stays in the nearest cache.
 const PIECE_BYTES: usize = 16 << 10;
 
-/// Up to this many queries on a float16 block are summed one at a time
-/// with the codes widened in registers (`Codes::f16_sums`); more share a
-/// decoded piece in the tiled kernel. A 768-d block of 158 vectors in a
-/// timing loop (AVX-512, µs): 7 in registers against 16 in pieces for
-/// one query, 16 against 18–21 for two, 25–27 against 23–24 for three,
-/// 60–68 against 39–41 for eight.
-const F16_SUMS_MOST: usize = 2;
+/// Whether `queries` queries on a float16 block of `dim` dimensions are
+/// summed one at a time with the codes widened in registers
+/// (`Codes::f16_sums`), rather than sharing a decoded piece in the tiled
+/// kernel. Timing loop, AVX-512, blocks of 128 KiB of codes, µs in
+/// registers against in pieces: one query at 50 dimensions 25 against 16,
+/// at 200 11 against 10, at 256 7.7 against 11.6, at 768 3.9 against 7.9;
+/// two queries at 384 dimensions 13.9 against 11.5, at 768 8.2 against
+/// 7.9, at 1024 11.3 against 12.6; three at 768 11.8 against 9.9.
+fn f16_in_registers(queries: usize, dim: usize) -> bool {
+    match queries {
+        1 => dim >= 256,
+        2 => dim >= 512,
+        _ => false,
+    }
+}
 
 /// The buffers of one worker, reused from block to block.
 #[derive(Default)]
@@ -175,7 +183,7 @@ pub(crate) fn score_block(
     // and score it a piece at a time, so the decoded vectors stay in the
     // core's nearest cache (the same bits as decoding it whole).
     if let Some(codes) = codes.filter(|_| left.len() < gemm_from) {
-        if codes.precision == Precision::Float16 && left.len() <= F16_SUMS_MOST {
+        if codes.precision == Precision::Float16 && f16_in_registers(left.len(), dim) {
             // Float16 is decoded in registers, as it is summed.
             let squared = matches!(metric, Metric::SquaredEuclidean | Metric::Euclidean);
             for &qi in left {

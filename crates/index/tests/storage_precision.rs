@@ -165,17 +165,23 @@ fn every_precision_answers_like_brute_force_over_its_candidates() {
     }
 }
 
-/// The same at 8 bits over longer rows, where a batch screens with the
-/// codes in bytes on CPUs with AVX-512 VNNI (300 dimensions: groups of 64
-/// and a tail): each query of a batch gets the answer it gets alone.
+/// The same over longer rows (300 dimensions: groups of 64 and a tail):
+/// at 8 bits a batch screens with the codes in bytes on CPUs with AVX-512
+/// VNNI; at float16 a lone query is summed with its codes widened in
+/// registers, and two or three share decoded pieces. Each query of a
+/// batch gets the answer it gets alone.
 #[test]
-fn an_8_bit_batch_of_long_rows_answers_each_query_as_alone() {
+fn a_batch_of_long_rows_answers_each_query_as_alone() {
     let dim = 300;
     let data = clustered(10_000, dim, 8, 17);
     let all_ids = ids(data.len());
     let queries = clustered(64, dim, 8, 18);
-    for metric in METRICS {
-        let (_db, index) = loaded(metric, Precision::Tq8, &all_ids, &data);
+    for (precision, metric) in METRICS
+        .into_iter()
+        .map(|m| (Precision::Tq8, m))
+        .chain([(Precision::Float16, Metric::Cosine)])
+    {
+        let (_db, index) = loaded(metric, precision, &all_ids, &data);
         for trained in [false, true] {
             if trained {
                 index.train(&TrainOptions::default()).unwrap();
@@ -184,8 +190,12 @@ fn an_8_bit_batch_of_long_rows_answers_each_query_as_alone() {
                 QueryOptions::default().with_top_k(10),
                 QueryOptions::default().with_top_k(3).with_rerank_mult(1),
             ] {
-                let what = format!("{metric:?}, trained {trained}");
+                let what = format!("{precision} {metric:?}, trained {trained}");
                 assert_batch_answers_as_alone(&index, &queries, &opts, &what);
+                for few in [2, 3] {
+                    let what = format!("{what}, {few} queries");
+                    assert_batch_answers_as_alone(&index, &queries[..few], &opts, &what);
+                }
             }
         }
     }
