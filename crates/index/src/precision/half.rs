@@ -105,7 +105,7 @@ impl Widen for pulp::x86::V4 {
 
 /// Runs `op` with the widening for `level`: the CPU's where `level` is
 /// AVX-512 and the CPU has it, else the portable one, in the kernel of
-/// the level.
+/// the level. A macro, because the op's type depends on the widening's.
 macro_rules! with_widen {
     ($level:expr, |$w:ident| $op:expr) => {{
         let level: SimdLevel = $level;
@@ -164,6 +164,7 @@ fn groups(row: &[u8], body: usize) -> &[[u8; 2 * LANES]] {
     row[..2 * body].as_chunks().0
 }
 
+/// [`decode`] in the kernel of the level in use.
 struct Decode<'a, 'b, W> {
     widen: W,
     codes: &'a [u8],
