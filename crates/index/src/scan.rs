@@ -102,12 +102,11 @@ pub(crate) struct Scratch {
     /// [`TOGETHER`] queries one after the other.
     row: Vec<f32>,
     refused: Vec<u32>,
-    /// Queries coded in bytes for the byte screen, each row's code sum and
-    /// spread, and the queries it refuses.
+    /// Queries coded in bytes for the byte screen, the block's rows as it
+    /// needs them, and the queries it refuses.
     bytes: [Coded8; TOGETHER],
     rows: Rows,
     refused_bytes: Vec<u32>,
-    pad: Vec<u8>,
 }
 
 /// Offers the vectors of `block` that the queries `qs` (indices into the
@@ -149,7 +148,6 @@ pub(crate) fn score_block(
         bytes: coded8,
         rows,
         refused_bytes,
-        pad,
     } = w;
     let codes = block.codes(dim);
     let integer = codes.filter(|c| quantized::applies(c.precision));
@@ -185,9 +183,8 @@ pub(crate) fn score_block(
     if let Some(codes) = codes.filter(|_| left.len() < gemm_from) {
         if codes.precision == Precision::Float16 && f16_in_registers(left.len(), dim) {
             // Float16 is decoded in registers, as it is summed.
-            let squared = matches!(metric, Metric::SquaredEuclidean | Metric::Euclidean);
             for &qi in left {
-                codes.f16_sums(on.query(qi), squared, one);
+                codes.f16_sums(on.query(qi), metric.is_euclidean(), one);
                 for v in one.iter_mut() {
                     *v = finish(metric, *v);
                 }
@@ -225,7 +222,7 @@ pub(crate) fn score_block(
             if m == 0 {
                 continue;
             }
-            if !bytes::sums(&coded8[..m], codes.bytes, dim, sums, pad) {
+            if !bytes::sums(&coded8[..m], codes.bytes, dim, rows, sums) {
                 refused_bytes.extend_from_slice(&coded_qs[..m]);
                 continue;
             }

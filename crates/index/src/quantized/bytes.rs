@@ -273,13 +273,16 @@ impl WithSimd for Code<'_> {
 }
 
 /// The rows of one block as the bounds need them: each row's code sum and
-/// `Σ|c − 128|`, and the decoded squared norm (Euclidean metrics, else 0).
-/// Not `Debug`: sums of an item's codes.
+/// `Σ|c − 128|`, and the decoded squared norm (Euclidean metrics, else 0);
+/// and as the kernel needs them: the last rows (fewer than four)
+/// zero-padded to four. Made once per block, for every group of queries
+/// that scans it. Not `Debug`: sums of an item's codes.
 #[derive(Default)]
 pub(crate) struct Rows {
     sums: Vec<f64>,
     spreads: Vec<f64>,
     norms: Vec<f64>,
+    pad: Vec<u8>,
 }
 
 impl Rows {
@@ -299,6 +302,9 @@ impl Rows {
         self.norms.clear();
         self.norms
             .extend((0..n).map(|r| f64::from(norms.get(r).copied().unwrap_or(0.0))));
+        self.pad.clear();
+        self.pad.extend_from_slice(&codes[n / 4 * 4 * dim..n * dim]);
+        self.pad.resize(4 * dim * (n.div_ceil(4) - n / 4), 0);
     }
 }
 
@@ -326,7 +332,7 @@ impl WithSimd for Lower<'_> {
             out,
         } = self;
         let (shift, scale, delta, half, tiny) = (c.shift, c.scale, c.delta, c.half_step, c.tiny);
-        let euclidean = matches!(metric, Metric::SquaredEuclidean | Metric::Euclidean);
+        let euclidean = metric.is_euclidean();
         for ((((o, &sum), &cs), &sp), &nn) in out
             .iter_mut()
             .zip(sums)
@@ -357,26 +363,24 @@ impl WithSimd for Lower<'_> {
 }
 
 /// `Σ ŵ·c` of each query of `coded` with every row of `codes` (`dim`
-/// bytes each) into `sums` (query-major: each query's sums in row
-/// order); `false` (and nothing written) when this CPU lacks the kernel.
+/// bytes each; `rows` filled from them) into `sums` (query-major: each
+/// query's sums in row order); `false` when this CPU lacks the kernel.
 pub(crate) fn sums(
     coded: &[Coded8],
     codes: &[u8],
     dim: usize,
+    rows: &Rows,
     sums: &mut Vec<i32>,
-    pad: &mut Vec<u8>,
 ) -> bool {
     let q = coded.len();
     let n = codes.len() / dim.max(1);
-    sums.clear();
-    sums.resize(n * q, 0);
+    debug_assert_eq!(rows.sums.len(), n, "`rows` filled from other codes");
     // The last rows (fewer than four) go through the kernel zero-padded
-    // to four; their sums are written past `n` and dropped.
+    // to four (`rows.pad`); their sums are written past `n` and dropped.
     let quads = n.div_ceil(4);
-    pad.clear();
-    pad.extend_from_slice(&codes[n / 4 * 4 * dim..n * dim]);
-    pad.resize(4 * dim * (quads - n / 4), 0);
+    let pad = &rows.pad;
     let mut all = std::mem::take(sums);
+    all.clear();
     all.resize(4 * quads * q, 0);
     let head = &codes[..n / 4 * 4 * dim];
     let done = match q {

@@ -509,8 +509,10 @@ fn the_byte_kernel_sums_exactly() {
                         c
                     })
                     .collect();
-                let (mut sums, mut pad) = (Vec::new(), Vec::new());
-                if !bytes::sums(&coded, &bytes, dim, &mut sums, &mut pad) {
+                let mut rows = bytes::Rows::default();
+                rows.fill(&bytes, dim, &[]);
+                let mut sums = Vec::new();
+                if !bytes::sums(&coded, &bytes, dim, &rows, &mut sums) {
                     assert!(
                         !bytes::applies(&codes, dim),
                         "the screen applies but did not sum"
@@ -527,9 +529,9 @@ fn the_byte_kernel_sums_exactly() {
     }
 }
 
-/// The byte coding refuses exactly the queries the integer pass refuses
-/// (a query it took that the integer pass refused would have no
-/// first-pass distance).
+/// The byte coding refuses every query the integer pass refuses (a query
+/// it took that the integer pass refused would have no first-pass
+/// distance); it may refuse more (weights that overflow in `f32`).
 #[test]
 fn the_byte_coding_refuses_what_the_integer_pass_refuses() {
     use super::bytes::Coded8;
