@@ -351,19 +351,28 @@ fn bench_index(
 /// The n_probes settings of the sweep: `VECSEAL_BENCH_PROBES=4,8` narrows it
 /// (a quick look at one setting); by default 1, 4, 8, … 512.
 fn probes_sweep() -> Result<Vec<usize>> {
-    match std::env::var("VECSEAL_BENCH_PROBES") {
-        Ok(s) => s
-            .split(',')
-            .map(|p| {
-                p.trim()
-                    .parse()
-                    .ok()
-                    .filter(|&p: &usize| p > 0)
-                    .with_context(|| format!("VECSEAL_BENCH_PROBES: {p:?} is not a positive integer (expected e.g. 4,8,16)"))
-            })
-            .collect(),
-        Err(_) => Ok(vec![1, 4, 8, 16, 32, 64, 128, 256, 512]),
-    }
+    Ok(probes_from_env("VECSEAL_BENCH_PROBES")?
+        .unwrap_or_else(|| vec![1, 4, 8, 16, 32, 64, 128, 256, 512]))
+}
+
+/// The n_probes listed in environment variable `name` (e.g. `4,8,16`), or
+/// `None` when it is unset.
+fn probes_from_env(name: &str) -> Result<Option<Vec<usize>>> {
+    let Ok(s) = std::env::var(name) else {
+        return Ok(None);
+    };
+    s.split(',')
+        .map(|p| {
+            p.trim()
+                .parse()
+                .ok()
+                .filter(|&p: &usize| p > 0)
+                .with_context(|| {
+                    format!("{name}: {p:?} is not a positive integer (expected e.g. 4,8,16)")
+                })
+        })
+        .collect::<Result<_>>()
+        .map(Some)
 }
 
 /// Upserts `vectors` under `ids` in batches of 10 000: vectors per second.
@@ -584,16 +593,19 @@ fn bench_precision(
         );
         sweep.push(json!({"n_probes": probes, "recall_at_10": r, "qps": qps}));
     }
-    let single = one_at_a_time(
-        &index,
-        qs,
-        exact,
-        &opts.clone().with_n_probes(default_probes),
-    )?;
+    // One query at a time at the default n_probes, and at each of
+    // VECSEAL_BENCH_SINGLE_PROBES when it is set.
+    let single = one_at_a_time(&index, qs, exact, &opts, default_probes)?;
+    let single_sweep = probes_from_env("VECSEAL_BENCH_SINGLE_PROBES")?
+        .unwrap_or_default()
+        .into_iter()
+        .map(|probes| one_at_a_time(&index, qs, exact, &opts, probes))
+        .collect::<Result<Vec<_>>>()?;
     Ok(
         json!({"upsert_per_s": upsert, "exact_qps": exact_qps, "exact_recall": exact_recall, "train_s": train_s,
               "block_bytes_per_vector": block_bytes, "default_n_probes": default_probes,
-              "rerank_mult": precision.default_rerank_mult(), "sweep": sweep, "one_at_a_time": single}),
+              "rerank_mult": precision.default_rerank_mult(), "sweep": sweep, "one_at_a_time": single,
+              "one_at_a_time_sweep": single_sweep}),
     )
 }
 
@@ -608,7 +620,9 @@ fn one_at_a_time(
     qs: &[Vec<f32>],
     exact: &[Vec<vecseal::Hit>],
     opts: &QueryOptions,
+    probes: usize,
 ) -> Result<Value> {
+    let opts = &opts.clone().with_n_probes(probes);
     let n = number_from_env("VECSEAL_BENCH_SINGLE", 200)?.min(qs.len());
     let (hits, secs) = best_of(REPEATS, || {
         qs[..n]
@@ -622,8 +636,8 @@ fn one_at_a_time(
     })?;
     let qps = n as f64 / secs;
     let r = recall(&exact[..n], &hits);
-    println!("one query at a time ({n} queries, default n_probes): {qps:.0} QPS, recall@10 {r:.4}");
-    Ok(json!({"queries": n, "qps": qps, "recall_at_10": r}))
+    println!("one query at a time ({n} queries, n_probes {probes}): {qps:.0} QPS, recall@10 {r:.4}");
+    Ok(json!({"queries": n, "n_probes": probes, "qps": qps, "recall_at_10": r}))
 }
 
 fn bench_filters(n: usize, report: &mut serde_json::Map<String, Value>) -> Result<()> {
