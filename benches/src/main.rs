@@ -636,7 +636,9 @@ fn one_at_a_time(
     })?;
     let qps = n as f64 / secs;
     let r = recall(&exact[..n], &hits);
-    println!("one query at a time ({n} queries, n_probes {probes}): {qps:.0} QPS, recall@10 {r:.4}");
+    println!(
+        "one query at a time ({n} queries, n_probes {probes}): {qps:.0} QPS, recall@10 {r:.4}"
+    );
     Ok(json!({"queries": n, "n_probes": probes, "qps": qps, "recall_at_10": r}))
 }
 
