@@ -402,6 +402,10 @@ fn bench_index_on(
     probes_sweep.push(vecseal::auto_n_probes(n_lists));
     probes_sweep.sort_unstable();
     probes_sweep.dedup();
+    let probes = Probes {
+        sweep: probes_sweep,
+        single: probes_from_env("VECSEAL_BENCH_SINGLE_PROBES")?.unwrap_or_default(),
+    };
     println!("\nindex: {name}, {nb} vectors, d = {d}, {nq} held-out queries, cosine, top 10, {n_lists} lists, {ITERS} k-means iterations");
     let ids: Vec<String> = (0..nb).map(|i| i.to_string()).collect();
     let vectors = rows(base, d);
@@ -412,7 +416,7 @@ fn bench_index_on(
             let (bp, qp) = (dir.join("index-base.npy"), dir.join("index-queries.npy"));
             write_npy(&bp, base, d)?;
             write_npy(&qp, queries, d)?;
-            let probes: Vec<String> = probes_sweep.iter().map(usize::to_string).collect();
+            let probes: Vec<String> = probes.sweep.iter().map(usize::to_string).collect();
             let args = [
                 "ivf".to_string(),
                 bp.display().to_string(),
@@ -454,7 +458,7 @@ fn bench_index_on(
                 &data,
                 n_lists,
                 ITERS,
-                &probes_sweep,
+                &probes,
                 theirs.as_ref(),
             )?;
             out.insert(format!("{precision}_cache_{}", cache >> 20), run);
@@ -466,6 +470,14 @@ fn bench_index_on(
         json!({"name": name, "n": nb, "d": d, "queries": nq, "n_lists": n_lists}),
     );
     Ok(Value::Object(out))
+}
+
+/// The n_probes an index benchmark times: batches at each of `sweep`
+/// (the default among them), one query at a time at the default and at
+/// each of `single` (`VECSEAL_BENCH_SINGLE_PROBES`, none by default).
+struct Probes {
+    sweep: Vec<usize>,
+    single: Vec<usize>,
 }
 
 /// The data of one index benchmark.
@@ -488,7 +500,7 @@ fn bench_precision(
     data: &Data<'_>,
     n_lists: usize,
     iters: u32,
-    probes_sweep: &[usize],
+    probes: &Probes,
     theirs: Option<&Value>,
 ) -> Result<Value> {
     let Data {
@@ -559,10 +571,10 @@ fn bench_precision(
         let until = Instant::now() + std::time::Duration::from_secs(secs);
         eprintln!("holding for {secs} s: pid {}", std::process::id());
         while Instant::now() < until {
-            index.query(qs, &opts.clone().with_n_probes(probes_sweep[0]))?;
+            index.query(qs, &opts.clone().with_n_probes(probes.sweep[0]))?;
         }
     }
-    for &probes in probes_sweep {
+    for &probes in &probes.sweep {
         let (ann, secs) = best_of(REPEATS, || {
             index.query(qs, &opts.clone().with_n_probes(probes))
         })?;
@@ -593,13 +605,11 @@ fn bench_precision(
         );
         sweep.push(json!({"n_probes": probes, "recall_at_10": r, "qps": qps}));
     }
-    // One query at a time at the default n_probes, and at each of
-    // VECSEAL_BENCH_SINGLE_PROBES when it is set.
     let single = one_at_a_time(&index, qs, exact, &opts, default_probes)?;
-    let single_sweep = probes_from_env("VECSEAL_BENCH_SINGLE_PROBES")?
-        .unwrap_or_default()
-        .into_iter()
-        .map(|probes| one_at_a_time(&index, qs, exact, &opts, probes))
+    let single_sweep = probes
+        .single
+        .iter()
+        .map(|&probes| one_at_a_time(&index, qs, exact, &opts, probes))
         .collect::<Result<Vec<_>>>()?;
     Ok(
         json!({"upsert_per_s": upsert, "exact_qps": exact_qps, "exact_recall": exact_recall, "train_s": train_s,
