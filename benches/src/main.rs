@@ -348,13 +348,6 @@ fn bench_index(
     Ok(())
 }
 
-/// The n_probes settings of the sweep: `VECSEAL_BENCH_PROBES=4,8` narrows it
-/// (a quick look at one setting); by default 1, 4, 8, … 512.
-fn probes_sweep() -> Result<Vec<usize>> {
-    Ok(probes_from_env("VECSEAL_BENCH_PROBES")?
-        .unwrap_or_else(|| vec![1, 4, 8, 16, 32, 64, 128, 256, 512]))
-}
-
 /// The n_probes listed in environment variable `name` (e.g. `4,8,16`), or
 /// `None` when it is unset.
 fn probes_from_env(name: &str) -> Result<Option<Vec<usize>>> {
@@ -397,15 +390,7 @@ fn bench_index_on(
     // VECSEAL_BENCH_LISTS=N trains N lists instead of the automatic number
     // (issue 16 measured its few-probe costs at 256 lists).
     let n_lists = number_from_env("VECSEAL_BENCH_LISTS", vecseal::auto_n_lists(nb))?;
-    // The sweep, and the default number of probes.
-    let mut probes_sweep = probes_sweep()?;
-    probes_sweep.push(vecseal::auto_n_probes(n_lists));
-    probes_sweep.sort_unstable();
-    probes_sweep.dedup();
-    let probes = Probes {
-        sweep: probes_sweep,
-        single: probes_from_env("VECSEAL_BENCH_SINGLE_PROBES")?.unwrap_or_default(),
-    };
+    let settings = Probes::from_env(n_lists)?;
     println!("\nindex: {name}, {nb} vectors, d = {d}, {nq} held-out queries, cosine, top 10, {n_lists} lists, {ITERS} k-means iterations");
     let ids: Vec<String> = (0..nb).map(|i| i.to_string()).collect();
     let vectors = rows(base, d);
@@ -416,7 +401,7 @@ fn bench_index_on(
             let (bp, qp) = (dir.join("index-base.npy"), dir.join("index-queries.npy"));
             write_npy(&bp, base, d)?;
             write_npy(&qp, queries, d)?;
-            let probes: Vec<String> = probes.sweep.iter().map(usize::to_string).collect();
+            let probes: Vec<String> = settings.sweep.iter().map(usize::to_string).collect();
             let args = [
                 "ivf".to_string(),
                 bp.display().to_string(),
@@ -458,7 +443,7 @@ fn bench_index_on(
                 &data,
                 n_lists,
                 ITERS,
-                &probes,
+                &settings,
                 theirs.as_ref(),
             )?;
             out.insert(format!("{precision}_cache_{}", cache >> 20), run);
@@ -478,6 +463,22 @@ fn bench_index_on(
 struct Probes {
     sweep: Vec<usize>,
     single: Vec<usize>,
+}
+
+impl Probes {
+    /// The sweep of `VECSEAL_BENCH_PROBES` (by default 1, 4, 8, … 512; `4,8`
+    /// is a quick look at two settings) with the default n_probes of
+    /// `n_lists` lists added, and `VECSEAL_BENCH_SINGLE_PROBES`: both
+    /// checked before any index is built.
+    fn from_env(n_lists: usize) -> Result<Self> {
+        let mut sweep = probes_from_env("VECSEAL_BENCH_PROBES")?
+            .unwrap_or_else(|| vec![1, 4, 8, 16, 32, 64, 128, 256, 512]);
+        sweep.push(vecseal::auto_n_probes(n_lists));
+        sweep.sort_unstable();
+        sweep.dedup();
+        let single = probes_from_env("VECSEAL_BENCH_SINGLE_PROBES")?.unwrap_or_default();
+        Ok(Self { sweep, single })
+    }
 }
 
 /// The data of one index benchmark.
@@ -500,7 +501,7 @@ fn bench_precision(
     data: &Data<'_>,
     n_lists: usize,
     iters: u32,
-    probes: &Probes,
+    settings: &Probes,
     theirs: Option<&Value>,
 ) -> Result<Value> {
     let Data {
@@ -571,10 +572,10 @@ fn bench_precision(
         let until = Instant::now() + std::time::Duration::from_secs(secs);
         eprintln!("holding for {secs} s: pid {}", std::process::id());
         while Instant::now() < until {
-            index.query(qs, &opts.clone().with_n_probes(probes.sweep[0]))?;
+            index.query(qs, &opts.clone().with_n_probes(settings.sweep[0]))?;
         }
     }
-    for &probes in &probes.sweep {
+    for &probes in &settings.sweep {
         let (ann, secs) = best_of(REPEATS, || {
             index.query(qs, &opts.clone().with_n_probes(probes))
         })?;
@@ -606,7 +607,7 @@ fn bench_precision(
         sweep.push(json!({"n_probes": probes, "recall_at_10": r, "qps": qps}));
     }
     let single = one_at_a_time(&index, qs, exact, &opts, default_probes)?;
-    let single_sweep = probes
+    let single_sweep = settings
         .single
         .iter()
         .map(|&probes| one_at_a_time(&index, qs, exact, &opts, probes))
