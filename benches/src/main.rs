@@ -28,6 +28,8 @@ use vecseal_cli::npy::{read_npy, write_npy};
 use vecseal_storage::{Durability, MemStore, RocksStore, Store, WriteBatch};
 use vecseal_testkit::store::{BytesWritten, Watched};
 
+mod turns;
+
 /// The allocator of the `vecseal` binary (see its `main.rs`), so the suites
 /// measure what the shipped binaries run.
 #[global_allocator]
@@ -391,6 +393,12 @@ fn bench_index_on(
     // (issue 16 measured its few-probe costs at 256 lists).
     let n_lists = number_from_env("VECSEAL_BENCH_LISTS", vecseal::auto_n_lists(nb))?;
     let settings = Probes::from_env(n_lists)?;
+    // VECSEAL_BENCH_TURNS=R: the cache-off indexes are kept, then take
+    // turns for R rounds (see `turns`).
+    let rounds = count_from_env("VECSEAL_BENCH_TURNS", 0, 0)?;
+    if rounds > 0 && precisions()?.len() < 2 {
+        bail!("VECSEAL_BENCH_TURNS: taking turns needs two precisions or more in VECSEAL_BENCH_PRECISIONS");
+    }
     println!("\nindex: {name}, {nb} vectors, d = {d}, {nq} held-out queries, cosine, top 10, {n_lists} lists, {ITERS} k-means iterations");
     let ids: Vec<String> = (0..nb).map(|i| i.to_string()).collect();
     let vectors = rows(base, d);
@@ -428,6 +436,7 @@ fn bench_index_on(
         index.query(&qs, &QueryOptions::default().with_top_k(10))?
     };
     let mut out = serde_json::Map::new();
+    let mut contenders = Vec::new();
     for precision in precisions()? {
         for cache in [0usize, 1 << 30] {
             let data = Data {
@@ -437,7 +446,7 @@ fn bench_index_on(
                 exact: &exact,
                 d,
             };
-            let run = bench_precision(
+            let (run, trained) = bench_precision(
                 precision,
                 cache,
                 &data,
@@ -447,7 +456,19 @@ fn bench_index_on(
                 theirs.as_ref(),
             )?;
             out.insert(format!("{precision}_cache_{}", cache >> 20), run);
+            if rounds > 0 && cache == 0 {
+                contenders.push(trained);
+            }
         }
+    }
+    if rounds > 0 {
+        let mut probes = settings.single.clone();
+        probes.push(vecseal::auto_n_probes(n_lists));
+        probes.sort_unstable();
+        probes.dedup();
+        let singles = number_from_env("VECSEAL_BENCH_SINGLE", 200)?;
+        let turns = turns::take_turns(&contenders, &qs, &exact, &probes, rounds, singles)?;
+        out.insert("turns".into(), turns);
     }
     out.insert("faiss".into(), theirs.unwrap_or(Value::Null));
     out.insert(
@@ -494,7 +515,8 @@ struct Data<'a> {
 
 /// One precision and list cache of the index suite: upsert, exact query,
 /// train, then the n_probes sweep next to faiss (the flat IVF, and the
-/// scalar quantizer at the same precision when there is one).
+/// scalar quantizer at the same precision when there is one). Returns the
+/// results and the trained index.
 fn bench_precision(
     precision: Precision,
     cache: usize,
@@ -503,7 +525,7 @@ fn bench_precision(
     iters: u32,
     settings: &Probes,
     theirs: Option<&Value>,
-) -> Result<Value> {
+) -> Result<(Value, turns::Contender)> {
     let Data {
         ids,
         vectors,
@@ -612,12 +634,18 @@ fn bench_precision(
         .iter()
         .map(|&probes| one_at_a_time(&index, qs, exact, &opts, probes))
         .collect::<Result<Vec<_>>>()?;
-    Ok(
-        json!({"upsert_per_s": upsert, "exact_qps": exact_qps, "exact_recall": exact_recall, "train_s": train_s,
-              "block_bytes_per_vector": block_bytes, "default_n_probes": default_probes,
-              "rerank_mult": precision.default_rerank_mult(), "sweep": sweep, "one_at_a_time": single,
-              "one_at_a_time_sweep": single_sweep}),
-    )
+    let run = json!({"upsert_per_s": upsert, "exact_qps": exact_qps, "exact_recall": exact_recall,
+        "train_s": train_s, "block_bytes_per_vector": block_bytes, "default_n_probes": default_probes,
+        "rerank_mult": precision.default_rerank_mult(), "sweep": sweep, "one_at_a_time": single,
+        "one_at_a_time_sweep": single_sweep});
+    Ok((
+        run,
+        turns::Contender {
+            precision,
+            index,
+            opts,
+        },
+    ))
 }
 
 /// Queries one at a time, as a service receives them: each call reads
