@@ -27,6 +27,14 @@
 //! key is retired and keep process memory out of reach (no swap, no core
 //! dumps) in high-assurance deployments.
 //!
+//! # Without copies
+//!
+//! [`Sealer::seal`] and [`Sealer::open`] copy the value into a new buffer.
+//! For large values [`Sealer::seal_vec`] seals a plaintext written after
+//! [`Sealer::prefix_len`] bytes of room where it is, and
+//! [`Sealer::open_in_place`] opens inside the sealed value: the index writes
+//! a vector block's plaintext once and seals it there.
+//!
 //! # Nonce policy
 //!
 //! Every nonce is drawn from the operating system's CSPRNG at seal time; no
@@ -125,6 +133,15 @@ pub enum Error {
     /// The operating system's random number generator failed.
     #[error("the operating system random number generator failed")]
     Rng,
+    /// A buffer given to [`Sealer::seal_vec`] is shorter than the room it
+    /// must leave in front of its plaintext.
+    #[error("a buffer to seal in place holds {len} bytes, fewer than the {prefix} the header and nonce take before the plaintext")]
+    NoRoomForHeader {
+        /// Length of the buffer given.
+        len: usize,
+        /// [`Sealer::prefix_len`].
+        prefix: usize,
+    },
 }
 
 /// A 32-byte secret key.
@@ -310,6 +327,33 @@ impl Sealer {
     /// [`Error::Authentication`]. Confidentiality covers the plaintext but not
     /// its length.
     pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, Error> {
+        self.seal_vec(aad, self.with_prefix(plaintext))
+    }
+
+    /// The bytes in front of the plaintext in a value this sealer seals
+    /// (format version, suite and nonce): the room [`Sealer::seal_vec`]
+    /// expects at the start of its buffer.
+    pub fn prefix_len(&self) -> usize {
+        HEADER_LEN + self.suite.nonce_len()
+    }
+
+    /// Like [`Sealer::seal`], but seals the plaintext `buf[prefix_len()..]`
+    /// where it is, with no copy: the first [`Sealer::prefix_len`] bytes
+    /// (whatever they hold) become the header and nonce, and the tag is
+    /// appended (without moving the buffer when it has [`TAG_LEN`] bytes of
+    /// spare capacity). The result is a value as `seal` makes it.
+    ///
+    /// # Errors
+    /// As [`Sealer::seal`], and [`Error::NoRoomForHeader`] when `buf` is
+    /// shorter than the prefix.
+    pub fn seal_vec(&self, aad: &[u8], buf: Vec<u8>) -> Result<Vec<u8>, Error> {
+        let prefix = self.prefix_len();
+        if buf.len() < prefix {
+            return Err(Error::NoRoomForHeader {
+                len: buf.len(),
+                prefix,
+            });
+        }
         let count = self.sealed.fetch_add(1, Ordering::Relaxed);
         let limit = self.suite.message_limit();
         if count >= limit {
@@ -318,25 +362,35 @@ impl Sealer {
         let mut nonce = [0u8; 24];
         let nonce = &mut nonce[..self.suite.nonce_len()];
         getrandom::getrandom(nonce).map_err(|_| Error::Rng)?;
-        self.seal_with_nonce(nonce, aad, plaintext)
+        self.seal_vec_with_nonce(nonce, aad, buf)
     }
 
-    fn seal_with_nonce(
+    /// `plaintext` after [`Sealer::prefix_len`] zero bytes, with room for
+    /// the tag.
+    fn with_prefix(&self, plaintext: &[u8]) -> Vec<u8> {
+        let prefix = self.prefix_len();
+        let mut buf = Vec::with_capacity(prefix + plaintext.len() + TAG_LEN);
+        buf.resize(prefix, 0);
+        buf.extend_from_slice(plaintext);
+        buf
+    }
+
+    /// [`Sealer::seal_vec`] with `nonce` (of the suite's length, and
+    /// `buf` at least the prefix long: both checked by the callers).
+    fn seal_vec_with_nonce(
         &self,
         nonce: &[u8],
         aad: &[u8],
-        plaintext: &[u8],
+        mut buf: Vec<u8>,
     ) -> Result<Vec<u8>, Error> {
         let header = [FORMAT_VERSION, self.suite.id()];
         let full_aad = bind_header(&header, aad);
-        let mut out = Vec::with_capacity(HEADER_LEN + nonce.len() + plaintext.len() + TAG_LEN);
-        out.extend_from_slice(&header);
-        out.extend_from_slice(nonce);
-        out.extend_from_slice(plaintext);
         let body = HEADER_LEN + nonce.len();
-        let tag = self.seal_in_place(self.suite, nonce, &full_aad, &mut out[body..])?;
-        out.extend_from_slice(&tag);
-        Ok(out)
+        buf[..HEADER_LEN].copy_from_slice(&header);
+        buf[HEADER_LEN..body].copy_from_slice(nonce);
+        let tag = self.seal_in_place(self.suite, nonce, &full_aad, &mut buf[body..])?;
+        buf.extend_from_slice(&tag);
+        Ok(buf)
     }
 
     /// Opens a value sealed by [`Sealer::seal`] with the same key and `aad`.
@@ -631,10 +685,41 @@ mod tests {
                 );
                 // And the envelope round-trips with that nonce.
                 let sealed = s
-                    .seal_with_nonce(&h("nonce"), &h("aad"), &h("pt"))
+                    .seal_vec_with_nonce(&h("nonce"), &h("aad"), s.with_prefix(&h("pt")))
                     .unwrap_or_default();
                 assert_eq!(s.open(&h("aad"), &sealed), Ok(h("pt")));
+                // Sealed where it is, the plaintext behind a prefix of any
+                // bytes gives the same value.
+                let mut buf = vec![0xA5; s.prefix_len()];
+                buf.extend_from_slice(&h("pt"));
+                let in_vec = s
+                    .seal_vec_with_nonce(&h("nonce"), &h("aad"), buf)
+                    .unwrap_or_default();
+                assert_eq!(in_vec, sealed, "{suite} case {case}");
             }
+        }
+    }
+
+    #[test]
+    fn seal_vec_seals_where_the_plaintext_is() {
+        for suite in [Suite::Aes256Gcm, Suite::XChaCha20Poly1305] {
+            let s = Sealer::new(&key(5), suite);
+            let plaintext = b"sealed in its own buffer";
+            let mut buf = Vec::with_capacity(s.prefix_len() + plaintext.len() + TAG_LEN);
+            buf.resize(s.prefix_len(), 0xFF);
+            buf.extend_from_slice(plaintext);
+            let at = buf.as_ptr();
+            let sealed = s.seal_vec(b"aad", buf).expect("seals");
+            assert_eq!(sealed.as_ptr(), at, "{suite}: the buffer was moved");
+            assert_eq!(s.open(b"aad", &sealed), Ok(plaintext.to_vec()));
+            // Only the prefix: an empty plaintext.
+            let empty = s.seal_vec(b"", vec![0; s.prefix_len()]).expect("seals");
+            assert_eq!(s.open(b"", &empty), Ok(Vec::new()));
+            let short = s.prefix_len() - 1;
+            assert!(matches!(
+                s.seal_vec(b"", vec![0; short]),
+                Err(Error::NoRoomForHeader { len, prefix }) if len == short && prefix == short + 1
+            ));
         }
     }
 

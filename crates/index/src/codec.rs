@@ -274,15 +274,19 @@ impl Block {
 }
 
 /// The plaintext of an item record, from borrowed parts (see
-/// [`ItemRecord`]).
-pub(crate) fn encode_item(
+/// [`ItemRecord`]), after the bytes in `out`, leaving `spare` bytes of
+/// capacity after it (see [`crate::keys::Keys::seal_built`]).
+pub(crate) fn encode_item_after(
+    out: Vec<u8>,
+    spare: usize,
     id: &str,
     vector: &[f32],
     contents: Option<&[u8]>,
     metadata: Option<&str>,
 ) -> Vec<u8> {
     let extra = contents.map_or(0, <[u8]>::len) + metadata.map_or(0, str::len);
-    let mut w = Writer::with_capacity(18 + id.len() + vector.len() * 4 + extra);
+    let mut w = Writer::after(out);
+    w.reserve(18 + id.len() + vector.len() * 4 + extra + spare);
     w.u8(ITEM_VERSION)
         .str(id)
         .len_u32(vector.len())
@@ -295,7 +299,9 @@ pub(crate) fn encode_item(
 impl ItemRecord {
     #[cfg(test)]
     pub(crate) fn encode(&self) -> Vec<u8> {
-        encode_item(
+        encode_item_after(
+            Vec::new(),
+            0,
             &self.id,
             &self.vector,
             self.contents.as_deref(),
@@ -380,6 +386,19 @@ impl Block {
     /// `n` for an 8- or 4-bit block with [`Norms::Kept`] (the squared norms
     /// of its decoded vectors, see [`Block::decoded_norms`]), else 0.
     pub(crate) fn encode(&self, dim: usize, place: Place, norms: Norms) -> Vec<u8> {
+        self.encode_after(Vec::new(), 0, dim, place, norms)
+    }
+
+    /// [`Block::encode`] after the bytes in `out`, leaving `spare` bytes of
+    /// capacity after it (see [`crate::keys::Keys::seal_built`]).
+    pub(crate) fn encode_after(
+        &self,
+        out: Vec<u8>,
+        spare: usize,
+        dim: usize,
+        place: Place,
+        norms: Norms,
+    ) -> Vec<u8> {
         let p = self.precision;
         // float32: the vectors; compressed: the range (if any) and codes.
         let (head, codes): (Cow<'_, [f32]>, Cow<'_, [u8]>) = if let Some(pending) = &self.pending {
@@ -406,14 +425,16 @@ impl Block {
             } else {
                 Cow::Borrowed(self.decoded_norms(dim))
             };
-        let mut w = Writer::with_capacity(
+        let mut w = Writer::after(out);
+        w.reserve(
             BLOCK_VECTORS_AT
                 + head.len() * 4
                 + codes.len()
                 + self.ids.text.len()
                 + 4 * self.len()
                 + 4 * squares.len()
-                + 24,
+                + 24
+                + spare,
         );
         w.u8(BLOCK_VERSION)
             .u8(p.code())

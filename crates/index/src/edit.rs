@@ -226,14 +226,16 @@ impl Edit {
         // as edited (codes and exact vectors).
         let sealed: Vec<Result<Sealed>> = map_pooled(&renumbered, |(place, block)| {
             let key = keys.block_key(place.seq);
-            let plain = block.encode(self.dim, *place, self.norms);
-            let coded = if block.precision().is_compressed() {
-                Some(Block::decode(&plain, self.dim)?)
-            } else {
-                None
-            };
-            let value = keys.seal(Kind::Block, &key, &plain)?;
-            Ok((key, value, coded))
+            let mut coded = Ok(None);
+            let value = keys.seal_built(Kind::Block, &key, |buf, spare| {
+                let start = buf.len();
+                let plain = block.encode_after(buf, spare, self.dim, *place, self.norms);
+                if block.precision().is_compressed() {
+                    coded = Block::decode(&plain[start..], self.dim).map(Some);
+                }
+                plain
+            })?;
+            Ok((key, value, coded?))
         });
         let mut moved = Vec::new();
         let mut new_blocks = Vec::with_capacity(renumbered.len());

@@ -3,7 +3,7 @@
 use std::ops::Range;
 
 use vecseal_codec::Record;
-use vecseal_envelope::{Blinder, Sealer, SecretKey, Suite};
+use vecseal_envelope::{Blinder, Sealer, SecretKey, Suite, TAG_LEN};
 use vecseal_keyring::{IndexId, UserId};
 
 use crate::codec::Place;
@@ -159,6 +159,23 @@ impl Keys {
     pub(crate) fn seal(&self, kind: Kind, key: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
         self.sealer(kind)
             .seal(&Self::aad(kind, key), plaintext)
+            .map_err(Error::Envelope)
+    }
+
+    /// Seals the plaintext that `build` appends where it is built, with no
+    /// copy (see [`Sealer::seal_vec`]): `build` is given a buffer holding
+    /// the sealer's prefix and the capacity to leave spare for the tag,
+    /// and returns the buffer with the plaintext after the prefix.
+    pub(crate) fn seal_built(
+        &self,
+        kind: Kind,
+        key: &[u8],
+        build: impl FnOnce(Vec<u8>, usize) -> Vec<u8>,
+    ) -> Result<Vec<u8>> {
+        let sealer = self.sealer(kind);
+        let buf = build(vec![0; sealer.prefix_len()], TAG_LEN);
+        sealer
+            .seal_vec(&Self::aad(kind, key), buf)
             .map_err(Error::Envelope)
     }
 

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use vecseal_storage::WriteBatch;
 
 use crate::catalog::NS_ITEMS;
-use crate::codec::encode_item;
+use crate::codec::encode_item_after;
 use crate::edit::Edit;
 use crate::handle::Index;
 use crate::keys::Kind;
@@ -101,9 +101,11 @@ impl Index {
                     "at most 1 MiB of compact JSON (MAX_METADATA_BYTES)",
                 ));
             }
-            let plain = encode_item(it.id, it.vector, it.contents, metadata.as_deref());
             let key = keys.item_key(it.id);
-            let value = keys.seal(Kind::Item, &key, &plain)?;
+            let value = keys.seal_built(Kind::Item, &key, |buf, spare| {
+                let (contents, metadata) = (it.contents, metadata.as_deref());
+                encode_item_after(buf, spare, it.id, it.vector, contents, metadata)
+            })?;
             Ok((key, value))
         };
         let sealed: Vec<Result<(Vec<u8>, Vec<u8>)>> = map_pooled(&items, seal);
