@@ -397,7 +397,7 @@ fn bench_index_on(
     // turns for R rounds (see `turns`).
     let rounds = count_from_env("VECSEAL_BENCH_TURNS", 0, 0)?;
     if rounds > 0 && precisions()?.len() < 2 {
-        bail!("VECSEAL_BENCH_TURNS: taking turns needs two precisions or more in VECSEAL_BENCH_PRECISIONS");
+        bail!("VECSEAL_BENCH_TURNS={rounds}: taking turns needs two precisions or more in VECSEAL_BENCH_PRECISIONS (e.g. float32,tq8)");
     }
     println!("\nindex: {name}, {nb} vectors, d = {d}, {nq} held-out queries, cosine, top 10, {n_lists} lists, {ITERS} k-means iterations");
     let ids: Vec<String> = (0..nb).map(|i| i.to_string()).collect();
