@@ -120,7 +120,10 @@ impl Edit {
                     what: Record::State,
                     reason: format!("block {seq} is in no list"),
                 })?;
-            self.dirty.insert(seq, (list, (*block).clone()));
+            // Unless the list cache holds it too, the block read is this
+            // edit's alone: taken, not copied.
+            let block = Arc::try_unwrap(block).unwrap_or_else(|shared| (*shared).clone());
+            self.dirty.insert(seq, (list, block));
         }
         Ok(())
     }
