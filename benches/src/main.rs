@@ -462,12 +462,7 @@ fn bench_index_on(
         }
     }
     if rounds > 0 {
-        let mut probes = settings.single.clone();
-        probes.push(vecseal::auto_n_probes(n_lists));
-        probes.sort_unstable();
-        probes.dedup();
-        let singles = number_from_env("VECSEAL_BENCH_SINGLE", 200)?;
-        let turns = turns::take_turns(&contenders, &qs, &exact, &probes, rounds, singles)?;
+        let turns = turns::take_turns(&contenders, &qs, &exact, &settings, rounds)?;
         out.insert("turns".into(), turns);
     }
     out.insert("faiss".into(), theirs.unwrap_or(Value::Null));
@@ -480,10 +475,14 @@ fn bench_index_on(
 
 /// The n_probes an index benchmark times: batches at each of `sweep`
 /// (the default among them), one query at a time at the default and at
-/// each of `single` (`VECSEAL_BENCH_SINGLE_PROBES`, none by default).
-struct Probes {
+/// each of `single` (`VECSEAL_BENCH_SINGLE_PROBES`, none by default), the
+/// first `alone` queries (`VECSEAL_BENCH_SINGLE`, default 200).
+pub(crate) struct Probes {
     sweep: Vec<usize>,
+    /// The default n_probes of the index's lists.
+    default: usize,
     single: Vec<usize>,
+    alone: usize,
 }
 
 impl Probes {
@@ -492,13 +491,30 @@ impl Probes {
     /// `n_lists` lists added, and `VECSEAL_BENCH_SINGLE_PROBES`: both
     /// checked before any index is built.
     fn from_env(n_lists: usize) -> Result<Self> {
+        let default = vecseal::auto_n_probes(n_lists);
         let mut sweep = probes_from_env("VECSEAL_BENCH_PROBES")?
             .unwrap_or_else(|| vec![1, 4, 8, 16, 32, 64, 128, 256, 512]);
-        sweep.push(vecseal::auto_n_probes(n_lists));
+        sweep.push(default);
         sweep.sort_unstable();
         sweep.dedup();
         let single = probes_from_env("VECSEAL_BENCH_SINGLE_PROBES")?.unwrap_or_default();
-        Ok(Self { sweep, single })
+        let alone = number_from_env("VECSEAL_BENCH_SINGLE", 200)?;
+        Ok(Self {
+            sweep,
+            default,
+            single,
+            alone,
+        })
+    }
+
+    /// The n_probes timed one query at a time: the default and `single`,
+    /// in order, each once.
+    pub(crate) fn one_at_a_time(&self) -> Vec<usize> {
+        let mut probes = self.single.clone();
+        probes.push(self.default);
+        probes.sort_unstable();
+        probes.dedup();
+        probes
     }
 }
 
@@ -562,7 +578,7 @@ fn bench_precision(
     )?;
     let train_s = t.elapsed().as_secs_f64();
     let block_bytes = block_bytes_per_vector(&store, vectors.len())?;
-    let default_probes = vecseal::auto_n_probes(n_lists);
+    let default_probes = settings.default;
     println!(
         "\nvecseal {precision}, list cache {} MB: upsert {upsert:.0} vectors/s, untrained (encrypted exhaustive) {exact_qps:.0} QPS at recall@10 {exact_recall:.4}, train {train_s:.1} s, {block_bytes:.1} bytes of search blocks per vector (float32 vectors: {} bytes); rerank_mult {}",
         cache >> 20,
@@ -628,11 +644,11 @@ fn bench_precision(
         );
         sweep.push(json!({"n_probes": probes, "recall_at_10": r, "qps": qps}));
     }
-    let single = one_at_a_time(&index, qs, exact, &opts, default_probes)?;
+    let single = one_at_a_time(&index, qs, exact, &opts, default_probes, settings.alone)?;
     let single_sweep = settings
         .single
         .iter()
-        .map(|&probes| one_at_a_time(&index, qs, exact, &opts, probes))
+        .map(|&probes| one_at_a_time(&index, qs, exact, &opts, probes, settings.alone))
         .collect::<Result<Vec<_>>>()?;
     let run = json!({"upsert_per_s": upsert, "exact_qps": exact_qps, "exact_recall": exact_recall,
         "train_s": train_s, "block_bytes_per_vector": block_bytes, "default_n_probes": default_probes,
@@ -660,25 +676,32 @@ fn one_at_a_time(
     exact: &[Vec<vecseal::Hit>],
     opts: &QueryOptions,
     probes: usize,
+    alone: usize,
 ) -> Result<Value> {
     let opts = &opts.clone().with_n_probes(probes);
-    let n = number_from_env("VECSEAL_BENCH_SINGLE", 200)?.min(qs.len());
-    let (hits, secs) = best_of(REPEATS, || {
-        qs[..n]
-            .iter()
-            .map(|q| {
-                index
-                    .query(std::slice::from_ref(q), opts)
-                    .map(|mut h| h.remove(0))
-            })
-            .collect::<vecseal::Result<Vec<_>>>()
-    })?;
+    let n = alone.min(qs.len());
+    let (hits, secs) = best_of(REPEATS, || each_alone(index, &qs[..n], opts))?;
     let qps = n as f64 / secs;
     let r = recall(&exact[..n], &hits);
     println!(
         "one query at a time ({n} queries, n_probes {probes}): {qps:.0} QPS, recall@10 {r:.4}"
     );
     Ok(json!({"queries": n, "n_probes": probes, "qps": qps, "recall_at_10": r}))
+}
+
+/// The hits of each of `qs`, one call per query.
+pub(crate) fn each_alone(
+    index: &vecseal::Index,
+    qs: &[Vec<f32>],
+    opts: &QueryOptions,
+) -> vecseal::Result<Vec<Vec<vecseal::Hit>>> {
+    qs.iter()
+        .map(|q| {
+            index
+                .query(std::slice::from_ref(q), opts)
+                .map(|mut h| h.remove(0))
+        })
+        .collect()
 }
 
 fn bench_filters(n: usize, report: &mut serde_json::Map<String, Value>) -> Result<()> {

@@ -16,7 +16,7 @@ use anyhow::{ensure, Result};
 use serde_json::{json, Value};
 use vecseal::{Precision, QueryOptions};
 
-use crate::recall;
+use crate::{each_alone, recall, Probes};
 
 /// A trained index of one precision and the options it is queried with
 /// (its own rerank multiplier).
@@ -45,21 +45,21 @@ impl Mode {
 }
 
 /// Times `rounds` rounds of passes over `contenders` (the first is the one
-/// the ratios divide by) at each of `probes`, batches of all `queries` and
-/// the first `singles` one at a time. Prints a table and returns it.
+/// the ratios divide by) at each n_probes that `settings` times one query
+/// at a time: batches of all `queries`, and its first `settings.alone` one
+/// at a time. Prints a table and returns it.
 pub(crate) fn take_turns(
     contenders: &[Contender],
     queries: &[Vec<f32>],
     exact: &[Vec<vecseal::Hit>],
-    probes: &[usize],
+    settings: &Probes,
     rounds: usize,
-    singles: usize,
 ) -> Result<Value> {
     ensure!(
         contenders.len() >= 2,
         "taking turns needs two precisions or more"
     );
-    let singles = singles.min(queries.len());
+    let singles = settings.alone.min(queries.len());
     let names: Vec<String> = contenders.iter().map(|c| c.precision.to_string()).collect();
     println!(
         "\nprecisions taking turns: list cache off, {rounds} rounds, each round every index once per setting, the order rotated from round to round; median QPS, in brackets the median over the rounds of the ratio to {} in the same round [its least and most], recall@10 after",
@@ -68,7 +68,7 @@ pub(crate) fn take_turns(
     println!("| n_probes | mode | {} |", names.join(" | "));
     println!("|---|---|{}", "---|".repeat(names.len()));
     let mut out = Vec::new();
-    for &p in probes {
+    for p in settings.one_at_a_time() {
         for mode in [Mode::Batch, Mode::OneAtATime(singles)] {
             // qps[i][r]: contender i in round r.
             let mut qps = vec![Vec::with_capacity(rounds); contenders.len()];
@@ -128,17 +128,7 @@ fn pass(
     let t = Instant::now();
     let (hits, n) = match mode {
         Mode::Batch => (c.index.query(queries, &opts)?, queries.len()),
-        Mode::OneAtATime(n) => {
-            let hits = queries[..n]
-                .iter()
-                .map(|q| {
-                    c.index
-                        .query(std::slice::from_ref(q), &opts)
-                        .map(|mut h| h.remove(0))
-                })
-                .collect::<vecseal::Result<Vec<_>>>()?;
-            (hits, n)
-        }
+        Mode::OneAtATime(n) => (each_alone(&c.index, &queries[..n], &opts)?, n),
     };
     let secs = t.elapsed().as_secs_f64();
     Ok((n as f64 / secs, recall(&exact[..n], &hits)))

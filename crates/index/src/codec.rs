@@ -316,6 +316,12 @@ pub(crate) fn decode_centroids(b: &[u8], n_lists: usize, dim: usize) -> Result<V
 const BLOCK_VECTORS_AT: usize = 10;
 
 impl Block {
+    /// The plaintext of this block alone (see [`Block::encode_after`]).
+    #[cfg(test)]
+    pub(crate) fn encode(&self, dim: usize, place: Place, norms: Norms) -> Vec<u8> {
+        self.encode_after(Vec::new(), 0, dim, place, norms)
+    }
+
     /// Version 5, little-endian: `[5, precision, n: u32, dim: u32,
     /// payload, text_len: u32, text, n × u32 ends, m: u32, m × f32 norms,
     /// list: u32, generation: u64, seq: u64]`. The ids are one UTF-8
@@ -327,12 +333,9 @@ impl Block {
     /// [`Precision::code_bytes`]). `m` is
     /// `n` for an 8- or 4-bit block with [`Norms::Kept`] (the squared norms
     /// of its decoded vectors, see [`Block::decoded_norms`]), else 0.
-    pub(crate) fn encode(&self, dim: usize, place: Place, norms: Norms) -> Vec<u8> {
-        self.encode_after(Vec::new(), 0, dim, place, norms)
-    }
-
-    /// [`Block::encode`] after the bytes in `out`, leaving `spare` bytes of
-    /// capacity after it (see [`crate::keys::Keys::seal_built`]).
+    ///
+    /// Written after the bytes in `out`, leaving `spare` bytes of capacity
+    /// after it (see [`crate::keys::Keys::seal_built`]).
     pub(crate) fn encode_after(
         &self,
         out: Vec<u8>,

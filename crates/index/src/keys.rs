@@ -6,7 +6,7 @@ use vecseal_codec::Record;
 use vecseal_envelope::{Blinder, Sealer, SecretKey, Suite, TAG_LEN};
 use vecseal_keyring::{IndexId, UserId};
 
-use crate::codec::Place;
+use crate::codec::{Block, Norms, Place};
 use crate::state::Digest;
 use crate::{Error, Result};
 
@@ -177,6 +177,21 @@ impl Keys {
         sealer
             .seal_vec(&Self::aad(kind, key), buf)
             .map_err(Error::Envelope)
+    }
+
+    /// `block` sealed under its storage key `key`, encoded in the buffer it
+    /// is sealed in (see [`Keys::seal_built`]).
+    pub(crate) fn seal_block(
+        &self,
+        key: &[u8],
+        block: &Block,
+        dim: usize,
+        place: Place,
+        norms: Norms,
+    ) -> Result<Vec<u8>> {
+        self.seal_built(Kind::Block, key, |buf, spare| {
+            block.encode_after(buf, spare, dim, place, norms)
+        })
     }
 
     pub(crate) fn open(&self, kind: Kind, key: &[u8], sealed: &[u8]) -> Result<Vec<u8>> {

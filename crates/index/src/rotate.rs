@@ -188,9 +188,8 @@ impl Rotation<'_> {
                         seq,
                     };
                     // The same contents, its norms too if it kept them.
-                    let plain = buf.encode(dim, place, buf.read_norms());
                     let key = new.block_key(seq);
-                    let value = new.seal(Kind::Block, &key, &plain)?;
+                    let value = new.seal_block(&key, buf, dim, place, buf.read_norms())?;
                     let len = value.len();
                     Ok((key, value, len))
                 })

@@ -317,7 +317,7 @@ impl<'a> ListWriter<'a> {
             .par_iter()
             .map(|(place, block)| {
                 let key = keys.block_key(place.seq);
-                let value = keys.seal(Kind::Block, &key, &block.encode(dim, *place, norms))?;
+                let value = keys.seal_block(&key, block, dim, *place, norms)?;
                 Ok((key, value))
             })
             .collect();
